@@ -1,0 +1,2 @@
+use criterion::criterion_main;
+criterion_main!();

@@ -1,0 +1,33 @@
+//! A mini RPC framework built the way Kitex and its network library Netpoll
+//! are built, so that their memory leaks can be reproduced faithfully:
+//!
+//! - [`Pool`]: the size-class buffer pool (Netpoll's `mcache`), whose
+//!   handles are `bytes::Bytes`: any slice keeps its whole chunk leased.
+//! - [`InputBuffer`] / [`OutputBuffer`]: the per-connection linked buffers
+//!   (Netpoll's `LinkBuffer`), with zero-copy reads and NoCopy writes.
+//! - [`Barriers`]: the poller's per-slot scratch records for vectored I/O,
+//!   with the `legacy` behaviour that kept buffer references after the
+//!   syscall (fixed in Netpoll v0.2.5) and the `fixed` one.
+//! - [`codec`]: Thrift strict binary, framed and unframed, and the Echo IDL.
+//! - [`Server`], [`Client`] and [`lbcache`]: the service side, the caller
+//!   side and the shared balancer-factory registry.
+//!
+//! ```
+//! use rpc::{Pool, PoolConfig, Taker};
+//! let pool = Pool::new(PoolConfig::default());
+//! let chunk = pool.lease(8 << 10, Taker::ConnRead);
+//! assert_eq!(chunk.capacity(), 8 << 10);
+//! ```
+
+mod barrier;
+pub mod codec;
+pub mod lbcache;
+mod linkbuf;
+mod pool;
+
+pub use barrier::{BarrierMode, Barriers, BarriersStats, SlotGuard};
+pub use linkbuf::{InputBuffer, OutputBuffer, DEFAULT_INPUT_NODE, MALLOC_MAX, NOCOPY_THRESHOLD};
+pub use pool::{
+    class_of, Chunk, ChunkRef, ClassStats, FieldId, Lease, Marker, Pool, PoolConfig, PoolStats, Taker, MAX_POOLED,
+    NUM_CLASSES,
+};
