@@ -25,7 +25,7 @@ pub mod lbcache;
 mod linkbuf;
 mod pool;
 
-pub use barrier::{BarrierMode, Barriers, BarriersStats, SlotGuard};
+pub use barrier::{BarrierMode, Barriers, BarriersStats, Held, SlotGuard, SLOT_REFS};
 pub use linkbuf::{InputBuffer, OutputBuffer, DEFAULT_INPUT_NODE, MALLOC_MAX, NOCOPY_THRESHOLD};
 pub use pool::{
     class_of, Chunk, ChunkRef, ClassStats, FieldId, Lease, Marker, Pool, PoolConfig, PoolStats, Taker, MAX_POOLED,

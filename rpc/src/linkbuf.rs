@@ -1,0 +1,574 @@
+//! Per-connection linked buffers: Netpoll's `LinkBuffer`, for input and
+//! output.
+//!
+//! # Input
+//!
+//! A list of pooled chunks ("nodes"). Every connection starts with one node
+//! of [`DEFAULT_INPUT_NODE`] bytes. A socket read reserves ("books") up to
+//! `book_size` bytes at the tail, or appends a node of `max_size` bytes when
+//! the tail is full. A read that fills its reservation doubles `book_size`;
+//! `max_size` follows the most data buffered at once. Both are capped at
+//! [`MALLOC_MAX`] and never shrink, so a connection that once saw a large
+//! request keeps large nodes.
+//!
+//! ```text
+//!  nodes:  [ consumed | read ]-->[ read ........ | booked | spare ]
+//!            released on          ^ next(n) aliases here     ^ tail
+//!            release()              (no copy); spanning reads copy
+//! ```
+//!
+//! # Output
+//!
+//! Writes `malloc` space in a tail node of at least 4 KiB and `flush`
+//! commits it. With NoCopy writing on, a binary value over
+//! [`NOCOPY_THRESHOLD`] is linked into the list as the caller's own `Bytes`
+//! instead of being copied. The buffer holds nothing until the first write,
+//! then keeps its tail node.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+use crate::barrier::{Held, SlotGuard, SLOT_REFS};
+use crate::pool::{Chunk, Marker, Pool, Taker};
+
+/// The first input node of every connection (Netpoll: 8 KiB).
+pub const DEFAULT_INPUT_NODE: usize = 8 << 10;
+/// Cap of `book_size` and `max_size` (Netpoll's `mallocMax`): 8 MiB.
+pub const MALLOC_MAX: usize = 8 << 20;
+/// Binary values longer than this are linked, not copied, by NoCopy writes.
+pub const NOCOPY_THRESHOLD: usize = 4 << 10;
+/// Smallest output node.
+const MIN_OUTPUT_NODE: usize = 4 << 10;
+
+struct InNode {
+    chunk: Chunk,
+    /// Read cursor; the write cursor is `chunk.frozen()`.
+    read: usize,
+}
+
+impl InNode {
+    fn readable(&self) -> usize {
+        self.chunk.frozen() - self.read
+    }
+}
+
+/// A connection's input buffer.
+pub struct InputBuffer {
+    pool: Pool,
+    nodes: VecDeque<InNode>,
+    len: usize,
+    book_size: usize,
+    max_size: usize,
+}
+
+impl fmt::Debug for InputBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InputBuffer")
+            .field("len", &self.len)
+            .field("nodes", &self.nodes.len())
+            .field("book_size", &self.book_size)
+            .field("max_size", &self.max_size)
+            .finish()
+    }
+}
+
+impl InputBuffer {
+    /// A buffer whose first node (`initial` bytes, rounded up to its size
+    /// class) is taken from `pool` right away, as Netpoll does on accept.
+    pub fn new(pool: Pool, initial: usize) -> InputBuffer {
+        let initial = initial.clamp(1, MALLOC_MAX);
+        let first = InNode { chunk: pool.lease(initial, Taker::ConnRead), read: 0 };
+        InputBuffer { pool, nodes: VecDeque::from([first]), len: 0, book_size: initial, max_size: initial }
+    }
+
+    /// Readable bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Nothing readable.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The growth state: (`book_size`, `max_size`).
+    pub fn high_water(&self) -> (usize, usize) {
+        (self.book_size, self.max_size)
+    }
+
+    /// Bytes of pooled memory the buffer holds (node capacities).
+    pub fn reserved(&self) -> usize {
+        self.nodes.iter().map(|n| n.chunk.capacity()).sum()
+    }
+
+    /// The readable bytes as contiguous pieces, in order.
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.nodes.iter().filter(|n| n.readable() > 0).map(|n| n.chunk.frozen_slice(n.read..n.chunk.frozen()))
+    }
+
+    /// Reserves space for a socket read: up to `book_size` bytes in the tail
+    /// node, or a new node of `max_size` when the tail is full.
+    #[inline(never)]
+    pub fn book(&mut self) -> &mut Chunk {
+        let full = self.nodes.back().is_none_or(|n| n.chunk.frozen() == n.chunk.capacity());
+        if full {
+            self.new_node();
+        }
+        &mut self.nodes.back_mut().expect("tail node exists").chunk
+    }
+
+    #[inline(never)]
+    fn new_node(&mut self) {
+        let chunk = self.pool.lease(self.max_size, Taker::ConnRead);
+        self.nodes.push_back(InNode { chunk, read: 0 });
+    }
+
+    /// The length of the current reservation (see [`book`](Self::book)).
+    pub fn book_len(&self) -> usize {
+        self.nodes.back().map_or(0, |n| (n.chunk.capacity() - n.chunk.frozen()).min(self.book_size))
+    }
+
+    /// Commits `n` bytes read into the reservation and adapts the sizes.
+    pub fn book_ack(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let tail = self.nodes.back_mut().expect("book before book_ack");
+        let end = tail.chunk.frozen() + n;
+        tail.chunk.freeze_to(end);
+        if n == self.book_size && self.book_size < MALLOC_MAX {
+            self.book_size <<= 1;
+        }
+        self.len += n;
+        self.max_size = self.max_size.max(self.len).min(MALLOC_MAX);
+    }
+
+    /// Reads once from `stream` into a reservation, through the
+    /// connection's barrier slot. `Ok(0)` is the end of the stream.
+    pub async fn fill(&mut self, stream: &TcpStream, slot: &SlotGuard) -> io::Result<usize> {
+        loop {
+            stream.readable().await?;
+            let want = {
+                self.book();
+                self.book_len()
+            };
+            let chunk = self.book();
+            let held = Held::Chunk(chunk.hold());
+            let spare = &mut chunk.spare_mut()[..want];
+            match slot.io([held], || stream.try_read_vectored(&mut [IoSliceMut::new(spare)])) {
+                Ok(n) => {
+                    self.book_ack(n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Copies `dst.len()` bytes starting `offset` bytes into the readable
+    /// data, without consuming them. `false` if not that many are buffered.
+    pub fn peek(&self, offset: usize, dst: &mut [u8]) -> bool {
+        if offset.checked_add(dst.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        let mut skip = offset;
+        let mut filled = 0;
+        for seg in self.segments() {
+            if skip >= seg.len() {
+                skip -= seg.len();
+                continue;
+            }
+            let take = (seg.len() - skip).min(dst.len() - filled);
+            dst[filled..filled + take].copy_from_slice(&seg[skip..skip + take]);
+            filled += take;
+            skip = 0;
+            if filled == dst.len() {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Discards `n` readable bytes.
+    ///
+    /// # Panics
+    /// If fewer than `n` bytes are buffered.
+    pub fn skip(&mut self, mut n: usize) {
+        assert!(n <= self.len, "skip({n}) beyond {} buffered bytes", self.len);
+        self.len -= n;
+        for node in self.nodes.iter_mut() {
+            let take = node.readable().min(n);
+            node.read += take;
+            n -= take;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Consumes `n` bytes. Within one node the result aliases the pooled
+    /// node (no copy) and comes with a [`Marker`] to record which decoded
+    /// fields reference it; across nodes it is copied into a fresh chunk.
+    ///
+    /// # Panics
+    /// If fewer than `n` bytes are buffered.
+    pub fn next(&mut self, n: usize) -> (Bytes, Marker) {
+        assert!(n <= self.len, "next({n}) beyond {} buffered bytes", self.len);
+        let first = self.nodes.iter().position(|node| node.readable() > 0);
+        match first {
+            Some(i) if self.nodes[i].readable() >= n => {
+                let node = &mut self.nodes[i];
+                let out = node.chunk.bytes(node.read..node.read + n);
+                node.read += n;
+                self.len -= n;
+                (out, node.chunk.marker())
+            }
+            _ => self.next_span(n),
+        }
+    }
+
+    #[inline(never)]
+    fn next_span(&mut self, n: usize) -> (Bytes, Marker) {
+        let mut chunk = self.pool.lease(n, Taker::ReadSpan);
+        let ok = self.peek(0, &mut chunk.spare_mut()[..n]);
+        debug_assert!(ok);
+        chunk.freeze_to(n);
+        self.skip(n);
+        (chunk.bytes(0..n), chunk.marker())
+    }
+
+    /// Gives consumed nodes back (to the pool, once nothing else references
+    /// them). The tail node stays while it has room.
+    pub fn release(&mut self) {
+        while let Some(front) = self.nodes.front() {
+            let consumed = front.readable() == 0;
+            let is_tail = self.nodes.len() == 1;
+            let tail_full = front.chunk.frozen() == front.chunk.capacity();
+            if consumed && (!is_tail || tail_full) {
+                self.nodes.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+enum OutNode {
+    Chunk {
+        chunk: Chunk,
+        /// Bytes already sent; committed is `chunk.frozen()`.
+        sent: usize,
+        /// Malloc'd so far (committed at flush).
+        write: usize,
+    },
+    Linked {
+        bytes: Bytes,
+        sent: usize,
+    },
+}
+
+impl OutNode {
+    fn unsent(&self) -> usize {
+        match self {
+            OutNode::Chunk { chunk, sent, .. } => chunk.frozen() - sent,
+            OutNode::Linked { bytes, sent } => bytes.len() - sent,
+        }
+    }
+}
+
+/// A connection's output buffer.
+pub struct OutputBuffer {
+    pool: Pool,
+    nodes: VecDeque<OutNode>,
+    nocopy: bool,
+    committed: usize,
+    pending: usize,
+}
+
+impl fmt::Debug for OutputBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutputBuffer")
+            .field("nodes", &self.nodes.len())
+            .field("committed", &self.committed)
+            .field("pending", &self.pending)
+            .field("nocopy", &self.nocopy)
+            .finish()
+    }
+}
+
+impl OutputBuffer {
+    /// An empty buffer; `nocopy` links large binary values instead of
+    /// copying them.
+    pub fn new(pool: Pool, nocopy: bool) -> OutputBuffer {
+        OutputBuffer { pool, nodes: VecDeque::new(), nocopy, committed: 0, pending: 0 }
+    }
+
+    /// Committed bytes not yet sent.
+    pub fn len(&self) -> usize {
+        self.committed
+    }
+
+    /// Nothing committed to send.
+    pub fn is_empty(&self) -> bool {
+        self.committed == 0
+    }
+
+    /// Bytes of pooled memory the buffer holds.
+    pub fn reserved(&self) -> usize {
+        self.nodes.iter().map(|n| if let OutNode::Chunk { chunk, .. } = n { chunk.capacity() } else { 0 }).sum()
+    }
+
+    /// Reserves `n` contiguous bytes to write into, in the tail node or in a
+    /// new node of at least 4 KiB.
+    #[inline(never)]
+    pub fn malloc(&mut self, n: usize) -> &mut [u8] {
+        let fits = matches!(self.nodes.back(), Some(OutNode::Chunk { chunk, write, .. }) if chunk.capacity() - write >= n);
+        if !fits {
+            self.grow(n);
+        }
+        let Some(OutNode::Chunk { chunk, write, .. }) = self.nodes.back_mut() else { unreachable!("tail is a chunk") };
+        let start = *write - chunk.frozen();
+        *write += n;
+        self.pending += n;
+        &mut chunk.spare_mut()[start..start + n]
+    }
+
+    #[inline(never)]
+    fn grow(&mut self, n: usize) {
+        let chunk = self.pool.lease(n.max(MIN_OUTPUT_NODE), Taker::Encode);
+        self.nodes.push_back(OutNode::Chunk { chunk, sent: 0, write: 0 });
+    }
+
+    /// Copies `data` in.
+    pub fn write_slice(&mut self, data: &[u8]) {
+        self.malloc(data.len()).copy_from_slice(data);
+    }
+
+    /// Writes a binary value: linked without a copy when NoCopy writing is
+    /// on and it is longer than [`NOCOPY_THRESHOLD`], copied otherwise.
+    pub fn write_binary(&mut self, data: &Bytes) {
+        if self.nocopy && data.len() > NOCOPY_THRESHOLD {
+            self.nodes.push_back(OutNode::Linked { bytes: data.clone(), sent: 0 });
+            self.pending += data.len();
+        } else {
+            self.write_slice(data);
+        }
+    }
+
+    /// Commits everything written so far.
+    pub fn flush(&mut self) {
+        for node in self.nodes.iter_mut() {
+            if let OutNode::Chunk { chunk, write, .. } = node {
+                if *write > chunk.frozen() {
+                    chunk.freeze_to(*write);
+                }
+            }
+        }
+        self.committed += self.pending;
+        self.pending = 0;
+    }
+
+    /// Sends all committed bytes, up to 32 nodes per `writev`, through the
+    /// connection's barrier slot.
+    pub async fn send(&mut self, stream: &TcpStream, slot: &SlotGuard) -> io::Result<()> {
+        while self.committed > 0 {
+            stream.writable().await?;
+            let result = {
+                let mut iov = [IoSlice::new(&[]); SLOT_REFS];
+                let mut n_iov = 0;
+                let mut held: [Option<Held>; SLOT_REFS] = std::array::from_fn(|_| None);
+                for node in self.nodes.iter().filter(|n| n.unsent() > 0).take(SLOT_REFS) {
+                    match node {
+                        OutNode::Chunk { chunk, sent, .. } => {
+                            iov[n_iov] = IoSlice::new(chunk.frozen_slice(*sent..chunk.frozen()));
+                            held[n_iov] = Some(Held::Chunk(chunk.hold()));
+                        }
+                        OutNode::Linked { bytes, sent } => {
+                            iov[n_iov] = IoSlice::new(&bytes[*sent..]);
+                            held[n_iov] = Some(Held::Bytes(bytes.clone()));
+                        }
+                    }
+                    n_iov += 1;
+                }
+                slot.io(held.into_iter().flatten(), || stream.try_write_vectored(&iov[..n_iov]))
+            };
+            match result {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.release();
+        Ok(())
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.committed -= n;
+        for node in self.nodes.iter_mut() {
+            let take = node.unsent().min(n);
+            match node {
+                OutNode::Chunk { sent, .. } | OutNode::Linked { sent, .. } => *sent += take,
+            }
+            n -= take;
+            if n == 0 {
+                break;
+            }
+        }
+        self.release();
+    }
+
+    /// Drops sent nodes, keeping a tail chunk that still has room.
+    fn release(&mut self) {
+        while let Some(front) = self.nodes.front() {
+            let done = front.unsent() == 0;
+            let keep = match front {
+                OutNode::Chunk { chunk, write, .. } => {
+                    self.nodes.len() == 1 && *write < chunk.capacity() || *write > chunk.frozen()
+                }
+                OutNode::Linked { .. } => false,
+            };
+            if done && !keep {
+                self.nodes.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// The committed, unsent bytes as contiguous pieces (for tests and for
+    /// writers that are not sockets).
+    pub fn segments(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.nodes.iter().filter(|n| n.unsent() > 0).map(|n| match n {
+            OutNode::Chunk { chunk, sent, .. } => chunk.frozen_slice(*sent..chunk.frozen()),
+            OutNode::Linked { bytes, sent } => &bytes[*sent..],
+        })
+    }
+
+    /// Marks `n` committed bytes as sent without a socket (see
+    /// [`segments`](Self::segments)).
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.committed, "consume({n}) beyond {} committed bytes", self.committed);
+        self.advance(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::PoolConfig;
+
+    fn fill_with(buf: &mut InputBuffer, data: &[u8]) {
+        let mut rest = data;
+        while !rest.is_empty() {
+            buf.book();
+            let want = buf.book_len().min(rest.len());
+            let chunk = buf.book();
+            chunk.spare_mut()[..want].copy_from_slice(&rest[..want]);
+            buf.book_ack(want);
+            rest = &rest[want..];
+        }
+    }
+
+    #[test]
+    fn starts_with_one_8k_node() {
+        let pool = Pool::new(PoolConfig::default());
+        let buf = InputBuffer::new(pool.clone(), DEFAULT_INPUT_NODE);
+        assert_eq!(buf.reserved(), 8 << 10);
+        assert_eq!(pool.stats().leased_bytes, 8 << 10);
+        assert_eq!(buf.high_water(), (8 << 10, 8 << 10));
+    }
+
+    #[test]
+    fn reads_within_a_node_alias_and_spanning_reads_copy() {
+        let pool = Pool::new(PoolConfig::default());
+        let mut buf = InputBuffer::new(pool.clone(), 16);
+        let data: Vec<u8> = (0..40u8).collect();
+        fill_with(&mut buf, &data);
+        assert_eq!(buf.len(), 40);
+        let (a, _) = buf.next(10);
+        assert_eq!(&a[..], &data[..10]);
+        let span_before = pool.stats().allocated_chunks;
+        let (b, _) = buf.next(20);
+        assert_eq!(&b[..], &data[10..30]);
+        assert!(pool.stats().allocated_chunks > span_before, "the spanning read copied into a new chunk");
+        let mut rest = [0u8; 10];
+        assert!(buf.peek(0, &mut rest));
+        assert_eq!(&rest[..], &data[30..]);
+    }
+
+    #[test]
+    fn growth_follows_netpoll_and_never_shrinks() {
+        let pool = Pool::new(PoolConfig::default());
+        let mut buf = InputBuffer::new(pool, DEFAULT_INPUT_NODE);
+        let big = vec![7u8; 1 << 20];
+        fill_with(&mut buf, &big);
+        let (book, max) = buf.high_water();
+        assert!(book > DEFAULT_INPUT_NODE, "book_size doubled: {book}");
+        assert_eq!(max, 1 << 20, "max_size follows the buffered length");
+        let (whole, _) = buf.next(1 << 20);
+        assert_eq!(whole.len(), 1 << 20);
+        drop(whole);
+        buf.release();
+        assert_eq!(buf.high_water(), (book, max));
+    }
+
+    #[test]
+    fn release_keeps_the_tail_and_a_held_slice_pins_its_node() {
+        let pool = Pool::new(PoolConfig::default());
+        let mut buf = InputBuffer::new(pool.clone(), 1024);
+        fill_with(&mut buf, &[1u8; 1024]);
+        fill_with(&mut buf, &[2u8; 100]);
+        let (first, _) = buf.next(1024);
+        let one = first.slice(..1);
+        drop(first);
+        buf.skip(100);
+        buf.release();
+        assert_eq!(buf.nodes.len(), 1);
+        let leases = pool.leases();
+        assert_eq!(leases.iter().filter(|l| l.pinned()).count(), 1, "the 1-byte slice pins the first node");
+        drop(one);
+        assert!(pool.leases().iter().all(|l| !l.pinned()));
+    }
+
+    #[test]
+    fn output_links_large_binaries_only_with_nocopy() {
+        let pool = Pool::new(PoolConfig::default());
+        let big = Bytes::from(vec![9u8; 10_000]);
+        for nocopy in [false, true] {
+            let mut out = OutputBuffer::new(pool.clone(), nocopy);
+            out.write_slice(b"head");
+            out.write_binary(&big);
+            out.write_slice(b"tail");
+            out.flush();
+            let mut all = Vec::new();
+            for s in out.segments() {
+                all.extend_from_slice(s);
+            }
+            assert_eq!(all.len(), 10_008);
+            assert_eq!(&all[..4], b"head");
+            assert_eq!(&all[10_004..], b"tail");
+            let linked = out.segments().any(|s| s.as_ptr() == big.as_ptr());
+            assert_eq!(linked, nocopy);
+            out.consume(all.len());
+            assert!(out.is_empty());
+            assert!(out.reserved() <= 16 << 10, "keeps at most a tail node");
+        }
+    }
+
+    #[test]
+    fn uncommitted_writes_are_not_sendable() {
+        let pool = Pool::new(PoolConfig::default());
+        let mut out = OutputBuffer::new(pool, false);
+        out.write_slice(b"abc");
+        assert_eq!(out.len(), 0);
+        assert_eq!(out.segments().count(), 0);
+        out.flush();
+        assert_eq!(out.len(), 3);
+    }
+}

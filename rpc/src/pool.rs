@@ -515,6 +515,17 @@ impl Chunk {
         self.whole.slice(range)
     }
 
+    /// A borrowed view of a frozen range.
+    ///
+    /// # Panics
+    /// If the range reaches past the frozen point.
+    pub fn frozen_slice(&self, range: Range<usize>) -> &[u8] {
+        assert!(range.start <= range.end && range.end <= self.frozen, "{range:?} is not frozen (frozen {})", self.frozen);
+        // SAFETY: the range is inside `[0, frozen)`, initialised and never
+        // written again while the chunk lives; `&self` ties the borrow to it.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(range.start), range.len()) }
+    }
+
     /// Records that `field` was decoded as a slice of this chunk; the pool
     /// profile then names it as a holder once the buffer lets go.
     pub fn mark_field(&self, field: FieldId) {
