@@ -1,2 +1,5 @@
-use criterion::criterion_main;
-criterion_main!();
+//! All criterion benchmarks: `cargo bench -p benches`.
+
+mod pool;
+
+criterion::criterion_main!(pool::benches);

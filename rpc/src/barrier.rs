@@ -121,10 +121,7 @@ impl Barriers {
     pub fn new(mode: BarrierMode) -> Barriers {
         let slots = (0..INITIAL_SLOTS).map(|_| new_slot()).collect();
         Barriers {
-            inner: Arc::new(Inner {
-                mode,
-                table: Mutex::new(Table { slots, free: (0..INITIAL_SLOTS).collect() }),
-            }),
+            inner: Arc::new(Inner { mode, table: Mutex::new(Table { slots, free: (0..INITIAL_SLOTS).collect() }) }),
         }
     }
 

@@ -33,6 +33,7 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 
 use crate::barrier::{Held, SlotGuard, SLOT_REFS};
+use crate::codec::{Segments, Sink};
 use crate::pool::{Chunk, Marker, Pool, Taker};
 
 /// The first input node of every connection (Netpoll: 8 KiB).
@@ -327,7 +328,8 @@ impl OutputBuffer {
     /// new node of at least 4 KiB.
     #[inline(never)]
     pub fn malloc(&mut self, n: usize) -> &mut [u8] {
-        let fits = matches!(self.nodes.back(), Some(OutNode::Chunk { chunk, write, .. }) if chunk.capacity() - write >= n);
+        let fits =
+            matches!(self.nodes.back(), Some(OutNode::Chunk { chunk, write, .. }) if chunk.capacity() - write >= n);
         if !fits {
             self.grow(n);
         }
@@ -455,6 +457,22 @@ impl OutputBuffer {
     pub fn consume(&mut self, n: usize) {
         assert!(n <= self.committed, "consume({n}) beyond {} committed bytes", self.committed);
         self.advance(n);
+    }
+}
+
+impl Segments for InputBuffer {
+    fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        InputBuffer::segments(self)
+    }
+}
+
+impl Sink for OutputBuffer {
+    fn put_slice(&mut self, s: &[u8]) {
+        self.write_slice(s);
+    }
+
+    fn put_binary(&mut self, b: &Bytes) {
+        self.write_binary(b);
     }
 }
 

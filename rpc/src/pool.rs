@@ -511,7 +511,11 @@ impl Chunk {
     /// # Panics
     /// If the range reaches past the frozen point.
     pub fn bytes(&self, range: Range<usize>) -> Bytes {
-        assert!(range.start <= range.end && range.end <= self.frozen, "{range:?} is not frozen (frozen {})", self.frozen);
+        assert!(
+            range.start <= range.end && range.end <= self.frozen,
+            "{range:?} is not frozen (frozen {})",
+            self.frozen
+        );
         self.whole.slice(range)
     }
 
@@ -520,7 +524,11 @@ impl Chunk {
     /// # Panics
     /// If the range reaches past the frozen point.
     pub fn frozen_slice(&self, range: Range<usize>) -> &[u8] {
-        assert!(range.start <= range.end && range.end <= self.frozen, "{range:?} is not frozen (frozen {})", self.frozen);
+        assert!(
+            range.start <= range.end && range.end <= self.frozen,
+            "{range:?} is not frozen (frozen {})",
+            self.frozen
+        );
         // SAFETY: the range is inside `[0, frozen)`, initialised and never
         // written again while the chunk lives; `&self` ties the borrow to it.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(range.start), range.len()) }

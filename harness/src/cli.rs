@@ -1,0 +1,135 @@
+//! The command line: raw flags (clap) and the dispatch to each command.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Reproduce, profile and diagnose the memory leaks of pooled-buffer RPC
+/// frameworks (Kitex/Netpoll-style).
+#[derive(Debug, Parser)]
+#[command(name = "leaklab", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the process under test: an Echo server (or the raw-echo baseline).
+    Serve(ServeArgs),
+    /// Open-loop load generator: Thrift Echo calls at a fixed rate.
+    Load(LoadArgs),
+}
+
+/// Flags of `leaklab serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// RPC listen address.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    pub listen: SocketAddr,
+    /// Admin HTTP address (pprof and metrics). Keep it on loopback: a
+    /// profile endpoint must never face the internet.
+    #[arg(long, default_value = "127.0.0.1:6060")]
+    pub admin: SocketAddr,
+    /// Echo raw bytes with no codec and no pool: the baseline that measures
+    /// what the codec and the pool cost.
+    #[arg(long)]
+    pub raw_echo: bool,
+    /// How string and binary fields are decoded.
+    #[arg(long, value_enum, default_value_t = Decode::Copy)]
+    pub decode: Decode,
+    /// Link binary response fields over 4 KiB into the output without a copy.
+    #[arg(long)]
+    pub nocopy_write: bool,
+    /// Barrier slots: `legacy` keeps buffer references after each syscall
+    /// (Netpoll before v0.2.5), `fixed` clears them.
+    #[arg(long, default_value = "fixed")]
+    pub barriers: rpc::BarrierMode,
+    /// Close connections idle for this long (e.g. `30s`); off by default.
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Largest message accepted, in bytes; larger ones close the connection.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_frame: usize,
+}
+
+/// Decode modes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Decode {
+    /// Copy each field out of the read buffer (Kitex's default).
+    Copy,
+    /// Slice fields out of the pooled read buffer (zero copy).
+    Nocopy,
+}
+
+impl From<Decode> for rpc::codec::DecodeMode {
+    fn from(d: Decode) -> Self {
+        match d {
+            Decode::Copy => rpc::codec::DecodeMode::Copy,
+            Decode::Nocopy => rpc::codec::DecodeMode::NoCopy,
+        }
+    }
+}
+
+/// Flags of `leaklab load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    pub target: SocketAddr,
+    /// Connections, each with one call in flight.
+    #[arg(long, default_value_t = 4)]
+    pub conns: usize,
+    /// Requests per second over all connections; 0 sends as fast as the
+    /// server answers (closed loop).
+    #[arg(long, default_value_t = 1000)]
+    pub rps: u64,
+    /// Bytes of the `msg` field.
+    #[arg(long, default_value_t = 1024)]
+    pub payload: usize,
+    /// How long to send (e.g. `10s`, `500ms`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Transport: framed (TFramedTransport) or buffered (unframed).
+    #[arg(long, value_enum, default_value_t = TransportArg::Framed)]
+    pub transport: TransportArg,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Transports.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TransportArg {
+    /// 4-byte length before each message.
+    Framed,
+    /// No length: unframed (buffered) transport.
+    Buffered,
+}
+
+impl From<TransportArg> for rpc::codec::Transport {
+    fn from(t: TransportArg) -> Self {
+        match t {
+            TransportArg::Framed => rpc::codec::Transport::Framed,
+            TransportArg::Buffered => rpc::codec::Transport::Unframed,
+        }
+    }
+}
+
+/// Parses `10s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| e.to_string());
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => crate::serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Load(args) => crate::load::run(args),
+    }
+}
