@@ -1,0 +1,438 @@
+//! [`Profile`]: a snapshot in Go's heap profile format (profile.proto).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use pprof::protos::{self, Message};
+
+use crate::sampler::scale;
+use crate::snapshot::Snapshot;
+use crate::symbolize::{self, SymFrame};
+
+/// The four values of each sample of a heap profile, in Go's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SampleType {
+    /// `alloc_objects/count`: blocks allocated since the start.
+    AllocObjects,
+    /// `alloc_space/bytes`: bytes allocated since the start.
+    AllocSpace,
+    /// `inuse_objects/count`: blocks allocated and not freed.
+    InuseObjects,
+    /// `inuse_space/bytes`: bytes allocated and not freed.
+    InuseSpace,
+}
+
+impl SampleType {
+    /// All four, in the order of the values of a sample.
+    pub const ALL: [SampleType; 4] =
+        [SampleType::AllocObjects, SampleType::AllocSpace, SampleType::InuseObjects, SampleType::InuseSpace];
+
+    /// The type's name in the profile (`inuse_space`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SampleType::AllocObjects => "alloc_objects",
+            SampleType::AllocSpace => "alloc_space",
+            SampleType::InuseObjects => "inuse_objects",
+            SampleType::InuseSpace => "inuse_space",
+        }
+    }
+
+    /// Its unit (`count` or `bytes`).
+    pub fn unit(self) -> &'static str {
+        match self {
+            SampleType::AllocObjects | SampleType::InuseObjects => "count",
+            SampleType::AllocSpace | SampleType::InuseSpace => "bytes",
+        }
+    }
+
+    /// Its position in each sample's values.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A heap profile in Go's format, ready to be served or saved.
+///
+/// Sample types `alloc_objects/count`, `alloc_space/bytes`,
+/// `inuse_objects/count`, `inuse_space/bytes`; period type `space/bytes`
+/// with the sampling rate as period; values already scaled up from the
+/// samples; a `bytes` label with the block size on each sample; functions,
+/// files and lines filled in, so `go tool pprof` needs no binary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    proto: protos::Profile,
+}
+
+impl Profile {
+    /// Wraps a decoded profile.
+    pub fn from_proto(proto: protos::Profile) -> Self {
+        Profile { proto }
+    }
+
+    /// The profile.proto message.
+    pub fn proto(&self) -> &protos::Profile {
+        &self.proto
+    }
+
+    /// The profile.proto message, by value.
+    pub fn into_proto(self) -> protos::Profile {
+        self.proto
+    }
+
+    /// The uncompressed profile.proto bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        self.proto.encode_to_vec()
+    }
+
+    /// The gzip-compressed profile.proto bytes, as `/debug/pprof/heap`
+    /// serves them and `go tool pprof` reads them.
+    pub fn encode_gzip(&self) -> Vec<u8> {
+        let raw = self.encode();
+        let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4), flate2::Compression::default());
+        gz.write_all(&raw).expect("writing to a Vec cannot fail");
+        gz.finish().expect("writing to a Vec cannot fail")
+    }
+
+    /// Reads a profile.proto, gzip-compressed or not.
+    pub fn decode(bytes: &[u8]) -> Result<Profile, DecodeError> {
+        let proto = if bytes.starts_with(&[0x1f, 0x8b]) {
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(bytes).read_to_end(&mut raw).map_err(DecodeError::Gzip)?;
+            protos::Profile::decode(raw.as_slice())
+        } else {
+            protos::Profile::decode(bytes)
+        };
+        proto.map(Profile::from_proto).map_err(|e| DecodeError::Protobuf(e.to_string()))
+    }
+
+    /// The sum of one value over all samples; 0 if the profile has no such
+    /// sample type.
+    pub fn total(&self, ty: SampleType) -> i64 {
+        let p = &self.proto;
+        let column = p
+            .sample_type
+            .iter()
+            .position(|vt| p.string_table.get(vt.ty as usize).map(String::as_str) == Some(ty.name()));
+        column.map_or(0, |c| p.sample.iter().filter_map(|s| s.value.get(c)).sum())
+    }
+}
+
+/// A profile could not be read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The gzip stream is corrupt.
+    Gzip(std::io::Error),
+    /// The bytes are not a profile.proto message.
+    Protobuf(String),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Gzip(e) => write!(f, "corrupt gzip stream: {e}"),
+            DecodeError::Protobuf(e) => write!(f, "not a profile.proto message: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DecodeError::Gzip(e) => Some(e),
+            DecodeError::Protobuf(_) => None,
+        }
+    }
+}
+
+/// An executable mapping of the process, from `/proc/self/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Map {
+    start: u64,
+    end: u64,
+    offset: u64,
+    path: String,
+}
+
+fn parse_maps(text: &str) -> Vec<Map> {
+    let mut maps = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(range), Some(perms), Some(offset)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
+        if !perms.contains('x') {
+            continue;
+        }
+        let path = fields.nth(2).unwrap_or("").to_string();
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end), Ok(offset)) =
+            (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16), u64::from_str_radix(offset, 16))
+        else {
+            continue;
+        };
+        maps.push(Map { start, end, offset, path });
+    }
+    maps
+}
+
+/// The executable mappings, the main binary's first (tools take the first
+/// mapping for the main binary).
+fn process_maps() -> Vec<Map> {
+    let mut maps = parse_maps(&std::fs::read_to_string("/proc/self/maps").unwrap_or_default());
+    let here = build as *const () as usize as u64;
+    if let Some(main) = maps.iter().position(|m| m.start <= here && here < m.end) {
+        let m = maps.remove(main);
+        maps.insert(0, m);
+    }
+    maps
+}
+
+/// Builds profile.proto tables with deduplicated strings, functions and
+/// locations.
+#[derive(Default)]
+struct Builder {
+    strings: Vec<String>,
+    string_ids: HashMap<String, i64>,
+    functions: Vec<protos::Function>,
+    function_ids: HashMap<(i64, i64, i64), u64>,
+    locations: Vec<protos::Location>,
+    location_ids: HashMap<(usize, usize), u64>,
+    maps: Vec<Map>,
+}
+
+impl Builder {
+    fn string(&mut self, s: &str) -> i64 {
+        if let Some(&id) = self.string_ids.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as i64;
+        self.strings.push(s.to_string());
+        self.string_ids.insert(s.to_string(), id);
+        id
+    }
+
+    fn value_type(&mut self, ty: &str, unit: &str) -> protos::ValueType {
+        protos::ValueType { ty: self.string(ty), unit: self.string(unit) }
+    }
+
+    fn function(&mut self, f: &SymFrame) -> u64 {
+        let key = (self.string(&f.name), self.string(&f.system_name), self.string(&f.file));
+        if let Some(&id) = self.function_ids.get(&key) {
+            return id;
+        }
+        let id = self.functions.len() as u64 + 1;
+        self.functions.push(protos::Function { id, name: key.0, system_name: key.1, filename: key.2, start_line: 0 });
+        self.function_ids.insert(key, id);
+        id
+    }
+
+    /// The location of return address `ret`, without its first `skip`
+    /// inlined frames.
+    fn location(&mut self, ret: usize, skip: usize, frames: &[SymFrame]) -> u64 {
+        if let Some(&id) = self.location_ids.get(&(ret, skip)) {
+            return id;
+        }
+        let address = ret.saturating_sub(1) as u64;
+        let mapping_id =
+            self.maps.iter().position(|m| m.start <= address && address < m.end).map_or(0, |i| i as u64 + 1);
+        let line = frames[skip.min(frames.len())..]
+            .iter()
+            .map(|f| protos::Line { function_id: self.function(f), line: i64::from(f.line) })
+            .collect();
+        let id = self.locations.len() as u64 + 1;
+        self.locations.push(protos::Location { id, mapping_id, address, line, is_folded: false });
+        self.location_ids.insert((ret, skip), id);
+        id
+    }
+}
+
+/// Raw sampled counts of one trimmed stack and block size.
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    alloc_objects: u64,
+    alloc_bytes: u64,
+    free_objects: u64,
+    free_bytes: u64,
+}
+
+/// Go's `scaleHeapSample`: the sampled (count, bytes) scaled to estimates of
+/// the true ones.
+fn scale_heap_sample(count: u64, bytes: u64, rate: u64) -> (i64, i64) {
+    if count == 0 || bytes == 0 {
+        return (0, 0);
+    }
+    let s = scale(bytes as f64 / count as f64, rate);
+    ((count as f64 * s) as i64, (bytes as f64 * s) as i64)
+}
+
+pub(crate) fn build(snapshot: &Snapshot, default: SampleType) -> Profile {
+    let rate = snapshot.rate() as u64;
+    let mut b = Builder { maps: process_maps(), ..Builder::default() };
+    b.string("");
+    let sample_type: Vec<protos::ValueType> =
+        SampleType::ALL.iter().map(|t| b.value_type(t.name(), t.unit())).collect();
+    let period_type = b.value_type("space", "bytes");
+
+    let symbols = symbolize::resolve_all(snapshot.records().iter().flat_map(|r| r.frames.iter().copied()));
+    let empty: Arc<[SymFrame]> = Arc::from(Vec::new());
+    let mut merged: BTreeMap<(Vec<u64>, usize), Counts> = BTreeMap::new();
+    for r in snapshot.records() {
+        let frames: Vec<&[SymFrame]> = r.frames.iter().map(|f| symbols.get(f).unwrap_or(&empty).as_ref()).collect();
+        let (first, skip) = symbolize::trim_point(&frames);
+        let locations: Vec<u64> = (first..r.frames.len())
+            .map(|i| b.location(r.frames[i], if i == first { skip } else { 0 }, frames[i]))
+            .collect();
+        let c = merged.entry((locations, r.size)).or_default();
+        c.alloc_objects += r.alloc_objects;
+        c.alloc_bytes += r.alloc_bytes;
+        c.free_objects += r.free_objects;
+        c.free_bytes += r.free_bytes;
+    }
+
+    let bytes_key = b.string("bytes");
+    let sample = merged
+        .into_iter()
+        .map(|((location_id, size), c)| {
+            let (alloc_objects, alloc_space) = scale_heap_sample(c.alloc_objects, c.alloc_bytes, rate);
+            let (inuse_objects, inuse_space) = scale_heap_sample(
+                c.alloc_objects.saturating_sub(c.free_objects),
+                c.alloc_bytes.saturating_sub(c.free_bytes),
+                rate,
+            );
+            protos::Sample {
+                location_id,
+                value: vec![alloc_objects, alloc_space, inuse_objects, inuse_space],
+                label: vec![protos::Label { key: bytes_key, str: 0, num: size as i64, num_unit: 0 }],
+            }
+        })
+        .collect();
+
+    let maps = std::mem::take(&mut b.maps);
+    let mapping = maps
+        .iter()
+        .enumerate()
+        .map(|(i, m)| protos::Mapping {
+            id: i as u64 + 1,
+            memory_start: m.start,
+            memory_limit: m.end,
+            file_offset: m.offset,
+            filename: b.string(&m.path),
+            build_id: 0,
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            has_inline_frames: true,
+        })
+        .collect();
+    let default_sample_type = b.string(default.name());
+    let time_nanos = snapshot.time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+
+    Profile {
+        proto: protos::Profile {
+            sample_type,
+            sample,
+            mapping,
+            location: b.locations,
+            function: b.functions,
+            string_table: b.strings,
+            drop_frames: 0,
+            keep_frames: 0,
+            time_nanos,
+            duration_nanos: 0,
+            period_type: Some(period_type),
+            period: rate as i64,
+            comment: Vec::new(),
+            default_sample_type,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::HeapRecord;
+
+    #[test]
+    fn go_scaling() {
+        // Values from Go's scaleHeapSample.
+        assert_eq!(scale_heap_sample(1, 1024, 524_288), (512, 524_800));
+        assert_eq!(scale_heap_sample(3, 3 << 20, 524_288), (3, 3_638_089));
+        assert_eq!(scale_heap_sample(5, 500, 1), (5, 500));
+        assert_eq!(scale_heap_sample(0, 0, 524_288), (0, 0));
+    }
+
+    #[test]
+    fn parses_proc_maps() {
+        let text = "\
+55d0c0a00000-55d0c0a20000 r--p 00000000 08:01 1234 /usr/bin/app
+55d0c0a20000-55d0c0b00000 r-xp 00020000 08:01 1234 /usr/bin/app
+7f0000000000-7f0000001000 rw-p 00000000 00:00 0
+7ffd1c1f0000-7ffd1c1f2000 r-xp 00000000 00:00 0                          [vdso]
+garbage line
+";
+        assert_eq!(
+            parse_maps(text),
+            vec![
+                Map { start: 0x55d0c0a20000, end: 0x55d0c0b00000, offset: 0x20000, path: "/usr/bin/app".into() },
+                Map { start: 0x7ffd1c1f0000, end: 0x7ffd1c1f2000, offset: 0, path: "[vdso]".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn encodes_go_heap_format() {
+        let snap = Snapshot::new(
+            524_288,
+            vec![
+                HeapRecord {
+                    frames: vec![],
+                    size: 1024,
+                    alloc_objects: 2,
+                    alloc_bytes: 2048,
+                    free_objects: 1,
+                    free_bytes: 1024,
+                },
+                HeapRecord {
+                    frames: vec![],
+                    size: 64,
+                    alloc_objects: 0,
+                    alloc_bytes: 0,
+                    free_objects: 0,
+                    free_bytes: 0,
+                },
+            ],
+        );
+        let p = snap.heap_profile();
+        let bytes = p.encode_gzip();
+        let back = Profile::decode(&bytes).unwrap();
+        assert_eq!(back, p);
+        let proto = back.proto();
+        let s = |i: i64| proto.string_table[i as usize].as_str();
+        let types: Vec<(&str, &str)> = proto.sample_type.iter().map(|t| (s(t.ty), s(t.unit))).collect();
+        assert_eq!(
+            types,
+            [
+                ("alloc_objects", "count"),
+                ("alloc_space", "bytes"),
+                ("inuse_objects", "count"),
+                ("inuse_space", "bytes")
+            ]
+        );
+        let pt = proto.period_type.as_ref().unwrap();
+        assert_eq!((s(pt.ty), s(pt.unit), proto.period), ("space", "bytes", 524_288));
+        assert_eq!(s(proto.default_sample_type), "inuse_space");
+        assert_eq!(s(snap.allocs_profile().proto().default_sample_type), "alloc_space");
+        assert_eq!(proto.string_table[0], "");
+        assert_eq!(proto.sample.len(), 2);
+        let sample = proto.sample.iter().find(|x| x.label[0].num == 1024).unwrap();
+        assert_eq!(sample.value, [1025, 1_049_600, 512, 524_800]);
+        assert_eq!(s(sample.label[0].key), "bytes");
+        assert!(proto.mapping.iter().all(|m| m.has_functions && m.has_line_numbers));
+        assert!(matches!(Profile::decode(b"\x1f\x8bnot gzip"), Err(DecodeError::Gzip(_))));
+        assert!(matches!(Profile::decode(b"\xff\xff\xff"), Err(DecodeError::Protobuf(_))));
+    }
+}

@@ -1,0 +1,133 @@
+//! A sampling heap profiler for Rust programs that writes Go-format pprof
+//! heap profiles.
+//!
+//! [`Profiler`] wraps an allocator and is installed as the global allocator.
+//! It samples allocations the way Go's runtime does, remembers the call
+//! stack of each sampled block and whether it was freed, and writes what it
+//! saw as the profile Go's `/debug/pprof/heap` serves, so that
+//! `go tool pprof`, Parca, Pyroscope and anything else that reads Go heap
+//! profiles can read it.
+//!
+//! # Installing
+//!
+//! ```
+//! use profiler::Profiler;
+//!
+//! #[global_allocator]
+//! static PROFILER: Profiler = Profiler::new();
+//!
+//! #[inline(never)]
+//! fn cache_requests() -> Vec<Vec<u8>> {
+//!     (0..64).map(|_| vec![0u8; 16 * 1024]).collect()
+//! }
+//!
+//! // Optional: every allocation instead of one sample per 512 KiB.
+//! PROFILER.set_rate(1);
+//! let kept = cache_requests();
+//!
+//! let profile = PROFILER.heap_profile();
+//! let gz: Vec<u8> = profile.encode_gzip(); // serve as /debug/pprof/heap
+//! assert!(profile.total(profiler::SampleType::InuseSpace) >= 64 * 16 * 1024);
+//! # drop((kept, gz));
+//! ```
+//!
+//! Save `gz` to `heap.pb.gz` and read it with
+//! `go tool pprof -top -sample_index=inuse_space heap.pb.gz`, or serve it
+//! over HTTP and point `go tool pprof http://HOST/debug/pprof/heap` at it.
+//! Frame pointers must be on (`-C force-frame-pointers=yes`, as this
+//! workspace's `.cargo/config.toml` sets): stacks are captured by walking
+//! them.
+//!
+//! # The rate
+//!
+//! The rate is the mean number of bytes allocated between two samples, like
+//! Go's `runtime.MemProfileRate`:
+//!
+//! | rate | meaning |
+//! |---|---|
+//! | 524288 ([`DEFAULT_RATE`]) | one sample per 512 KiB on average: cheap enough to leave on |
+//! | 1 | every allocation is recorded: exact numbers, for tests and short runs |
+//! | 0 | nothing is sampled (bytes are still counted for [`Profiler::inuse_bytes`]) |
+//!
+//! Set it with the environment variable `LEAKLAB_PROFILE_RATE` ([`RATE_ENV`],
+//! read at the first allocation), with [`Profiler::with_rate`] in the
+//! `static`, or with [`Profiler::set_rate`] early in `main` (which wins).
+//! `LEAKLAB_PROFILE_SEED` ([`SEED_ENV`]) or [`Profiler::set_seed`] fixes the
+//! sampler's random seed so that runs are reproducible.
+//!
+//! Each thread counts down a random, exponentially distributed number of
+//! bytes; the allocation that crosses zero is sampled. So a block of `s`
+//! bytes is sampled with probability `1 - exp(-s/rate)`: almost surely if
+//! it is much larger than the rate, with probability about `s/rate` if
+//! much smaller. `realloc` counts as a free of the old block and a new
+//! allocation with its own decision.
+//!
+//! # What the numbers mean
+//!
+//! Each sample of the profile is one call stack and block size (label
+//! `bytes`), with four values:
+//!
+//! | sample type | meaning |
+//! |---|---|
+//! | `alloc_objects/count` | blocks allocated from this stack since the start |
+//! | `alloc_space/bytes` | their bytes |
+//! | `inuse_objects/count` | of those, blocks not freed yet |
+//! | `inuse_space/bytes` | their bytes: what a leak makes grow |
+//!
+//! Values are estimates, already scaled up from the samples with Go's
+//! formula: a sampled block of `s` bytes stands for `1/(1 - exp(-s/rate))`
+//! blocks. The estimate is unbiased; its relative standard error for a
+//! stack holding `B` bytes is about `sqrt(rate/B)` (12% for 32 MiB at the
+//! default rate, 1.6% for 2 GiB), so compare growth over time rather than
+//! single small numbers. At rate 1 the numbers are exact. The period type is
+//! `space/bytes` and the period is the rate. Profiles of Go's `/heap`
+//! default to `inuse_space` ([`Profiler::heap_profile`]), those of
+//! `/allocs` to `alloc_space` ([`Profiler::allocs_profile`]).
+//!
+//! Stacks start at the caller's allocation site (often `alloc::raw_vec::…`
+//! for a growing `Vec`, or the function that called `Box::new`): the
+//! profiler's own frames and `__rust_alloc` & co. are cut. Names are
+//! demangled without hash; files and lines come from the binary's debug
+//! info (`debug = "line-tables-only"` is enough).
+//!
+//! [`Profiler::inuse_bytes`] is different: an exact count of the bytes live
+//! through the allocator right now, kept on every allocation, cheap to read
+//! for metrics.
+//!
+//! # Costs and limits
+//!
+//! - An allocation that is not sampled costs a thread-local countdown and
+//!   one relaxed atomic add; a free, an atomic add and one load that
+//!   rejects blocks that were not sampled.
+//! - A sampled allocation walks up to 64 frames and updates lock-free
+//!   tables. The hook never allocates, never blocks and never re-enters
+//!   itself; allocations that the profiler makes while writing a profile are
+//!   counted but not sampled.
+//! - Tables have fixed capacities (32768 stacks, 131072 stack/size pairs,
+//!   1048576 live sampled blocks); a sample that does not fit is dropped and
+//!   counted in [`Stats::dropped_samples`]. They live in about 36 MiB of
+//!   address space mapped at the first sample, resident only where touched.
+//! - Symbols are looked up only when a profile is written, and cached.
+//! - Linux on x86_64 and aarch64. Elsewhere stacks are empty.
+//!
+//! # Tests that prove it
+//!
+//! `tests/` holds one file per heap test, each with its own
+//! `#[global_allocator]`: sampled and exact accuracy, eight threads with
+//! concurrent snapshots, no allocation in the hook (a counting allocator
+//! underneath), the profile format, and `go tool pprof` reading a profile.
+
+mod encode;
+mod profiler;
+mod sampler;
+mod snapshot;
+mod stack;
+mod symbolize;
+mod table;
+
+pub use crate::encode::{DecodeError, Profile, SampleType};
+pub use crate::profiler::{Profiler, Stats, DEFAULT_RATE, RATE_ENV, SEED_ENV};
+pub use crate::snapshot::{HeapRecord, Snapshot};
+/// The profile.proto messages (`protos::Profile`, …) and the prost
+/// `Message` trait to encode and decode them.
+pub use pprof::protos;

@@ -1,0 +1,88 @@
+//! [`Snapshot`]: the sampled counters copied out of the tables, unsymbolized.
+
+use std::time::SystemTime;
+
+use crate::profiler::InProfiler;
+use crate::{Profile, SampleType};
+
+/// What the profiler sampled, at one moment: one [`HeapRecord`] per call
+/// stack and block size, with raw (unscaled) sample counts, like Go's
+/// `runtime.MemProfile` records.
+///
+/// Taking a snapshot is cheap; symbols are looked up only when it becomes a
+/// [`Profile`].
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    rate: usize,
+    time: SystemTime,
+    records: Vec<HeapRecord>,
+}
+
+/// Sampled counts of one call stack and block size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeapRecord {
+    /// Return addresses, innermost first, as captured (the profiler's own
+    /// frames are still there; profiles trim them).
+    pub frames: Vec<usize>,
+    /// Size in bytes of each block.
+    pub size: usize,
+    /// Sampled blocks allocated.
+    pub alloc_objects: u64,
+    /// Their bytes.
+    pub alloc_bytes: u64,
+    /// Sampled blocks freed.
+    pub free_objects: u64,
+    /// Their bytes.
+    pub free_bytes: u64,
+}
+
+impl HeapRecord {
+    /// Sampled blocks still live.
+    pub fn inuse_objects(&self) -> u64 {
+        self.alloc_objects.saturating_sub(self.free_objects)
+    }
+
+    /// Their bytes.
+    pub fn inuse_bytes(&self) -> u64 {
+        self.alloc_bytes.saturating_sub(self.free_bytes)
+    }
+}
+
+impl Snapshot {
+    /// A snapshot of `records` sampled at `rate`, taken now.
+    pub fn new(rate: usize, records: Vec<HeapRecord>) -> Self {
+        Snapshot { rate, time: SystemTime::now(), records }
+    }
+
+    /// The sampling rate in force when the snapshot was taken.
+    pub fn rate(&self) -> usize {
+        self.rate
+    }
+
+    /// When the snapshot was taken.
+    pub fn time(&self) -> SystemTime {
+        self.time
+    }
+
+    /// The records, in no particular order.
+    pub fn records(&self) -> &[HeapRecord] {
+        &self.records
+    }
+
+    /// The profile in Go's heap format, with `default` as the sample type
+    /// tools show first. Looks up symbols (cached across calls).
+    pub fn to_profile(&self, default: SampleType) -> Profile {
+        let _guard = InProfiler::enter();
+        crate::encode::build(self, default)
+    }
+
+    /// `to_profile(SampleType::InuseSpace)`: Go's `/debug/pprof/heap`.
+    pub fn heap_profile(&self) -> Profile {
+        self.to_profile(SampleType::InuseSpace)
+    }
+
+    /// `to_profile(SampleType::AllocSpace)`: Go's `/debug/pprof/allocs`.
+    pub fn allocs_profile(&self) -> Profile {
+        self.to_profile(SampleType::AllocSpace)
+    }
+}
