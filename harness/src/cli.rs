@@ -53,6 +53,24 @@ pub struct ServeArgs {
     /// Largest message accepted, in bytes; larger ones close the connection.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_frame: usize,
+    /// Heap profiler sampling rate: mean bytes between samples (Go's
+    /// MemProfileRate); 1 records every allocation, 0 turns sampling off.
+    /// Default: $LEAKLAB_PROFILE_RATE, else 524288.
+    #[arg(long)]
+    pub profile_rate: Option<usize>,
+    /// Which heap profiler runs: the built-in sampler (pprof endpoints), or
+    /// DHAT (writes dhat-heap.json on exit; needs `--features dhat`).
+    #[arg(long, value_enum, default_value_t = ProfilerKind::Pprof)]
+    pub profiler: ProfilerKind,
+}
+
+/// Heap profilers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfilerKind {
+    /// The built-in sampling profiler, served at /debug/pprof/heap.
+    Pprof,
+    /// DHAT, for its viewer: dhat-heap.json in the working directory.
+    Dhat,
 }
 
 /// Decode modes.

@@ -2,11 +2,26 @@
 //! pooled-buffer RPC frameworks. A thin binary over the workspace's
 //! libraries; it owns the command line, files, HTTP and exit codes.
 
+mod admin;
 mod cli;
 mod load;
+mod probe;
 mod serve;
 
 use clap::Parser;
+
+#[cfg(not(feature = "dhat"))]
+type InnerAlloc = std::alloc::System;
+#[cfg(feature = "dhat")]
+type InnerAlloc = dhat::Alloc;
+
+/// The allocator every `leaklab` process runs on.
+pub type GlobalProfiler = profiler::Profiler<InnerAlloc>;
+
+/// The heap profiler, sampling every allocation of the process (rate from
+/// `--profile-rate` or `LEAKLAB_PROFILE_RATE`, default 512 KiB).
+#[global_allocator]
+pub static PROFILER: GlobalProfiler = profiler::Profiler::with_allocator(InnerAlloc {});
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

@@ -6,7 +6,9 @@ use rpc::{Barriers, Handler, HandlerError, Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::cli::ServeArgs;
+use crate::cli::{ProfilerKind, ServeArgs};
+use crate::probe::Probe;
+use crate::PROFILER;
 
 /// The healthy Echo service: returns the request's fields.
 #[derive(Debug, Clone, Copy, Default)]
@@ -20,6 +22,10 @@ impl Handler for Echo {
 
 /// Runs until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(rate) = args.profile_rate {
+        PROFILER.set_rate(rate);
+    }
+    let _dhat = start_dhat(args.profiler)?;
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async move {
         let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -40,12 +46,36 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             idle_timeout: args.idle_timeout,
             ..ServerConfig::default()
         };
+        let pool = config.pool.clone();
+        let barriers = config.barriers.clone();
         let server = Server::new(config, Echo);
-        tracing::info!(%local, admin = %args.admin, "echo server listening");
+        let probe =
+            Probe { profiler: &PROFILER, pool, server: Some(server.stats()), barriers: Some(barriers), calls: None };
+        let admin = crate::admin::spawn(args.admin, std::sync::Arc::new(probe)).await?;
+        tracing::info!(%local, %admin, rate = PROFILER.rate(), "echo server listening");
         server.serve(listener, shutdown_signal()).await?;
         tracing::info!("server stopped");
         Ok(())
     })
+}
+
+/// Starts DHAT when asked; it writes `dhat-heap.json` when dropped.
+#[cfg(feature = "dhat")]
+fn start_dhat(kind: ProfilerKind) -> anyhow::Result<Option<dhat::Profiler>> {
+    if kind != ProfilerKind::Dhat {
+        return Ok(None);
+    }
+    PROFILER.set_rate(0);
+    tracing::info!("DHAT is profiling; dhat-heap.json is written on exit");
+    Ok(Some(dhat::Profiler::new_heap()))
+}
+
+#[cfg(not(feature = "dhat"))]
+fn start_dhat(kind: ProfilerKind) -> anyhow::Result<Option<()>> {
+    if kind == ProfilerKind::Dhat {
+        anyhow::bail!("this leaklab was built without DHAT: cargo build --release --features dhat");
+    }
+    Ok(None)
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -1,0 +1,94 @@
+//! What the process under test knows about its own memory and work: the
+//! numbers behind `/metrics` and each line of `metrics.jsonl`.
+
+use std::sync::Arc;
+
+use rpc::{Barriers, Pool, ServerStats};
+use serde::{Deserialize, Serialize};
+
+use crate::GlobalProfiler;
+
+/// The live sources of the process's figures.
+#[derive(Debug)]
+pub struct Probe {
+    /// The global allocator.
+    pub profiler: &'static GlobalProfiler,
+    /// The pool the RPC side uses.
+    pub pool: Pool,
+    /// Server counters, on the server side.
+    pub server: Option<Arc<ServerStats>>,
+    /// The slot table, on the server side.
+    pub barriers: Option<Barriers>,
+    /// Calls made, on the client side.
+    pub calls: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// One reading of every figure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    /// Resident set size.
+    pub rss_bytes: u64,
+    /// Bytes live through the global allocator (exact).
+    pub inuse_bytes: u64,
+    /// Requests answered (server) or calls made (client).
+    pub requests: u64,
+    /// Connections open now.
+    pub open_conns: u64,
+    /// Connections opened since start.
+    pub opened_conns: u64,
+    /// RPC clients created since start.
+    pub clients_created: u64,
+    /// RPC clients closed since start.
+    pub clients_closed: u64,
+    /// Bytes in leased pool chunks.
+    pub pool_leased_bytes: u64,
+    /// Bytes cached by the pool.
+    pub pool_cached_bytes: u64,
+    /// Slots in the barrier table.
+    pub barrier_slots: u64,
+    /// Bytes barrier slots reference.
+    pub barrier_held_bytes: u64,
+    /// Rebalance hooks registered.
+    pub lb_hooks: u64,
+    /// Connections closed for a bad message.
+    pub protocol_errors: u64,
+    /// Connections closed by the idle timeout.
+    pub idle_closed: u64,
+}
+
+impl Probe {
+    /// Reads every figure now.
+    pub fn read(&self) -> Figures {
+        let pool = self.pool.stats();
+        let server = self.server.as_ref().map(|s| s.counts()).unwrap_or_default();
+        let barriers = self.barriers.as_ref().map(|b| b.stats()).unwrap_or_default();
+        let clients = rpc::client_counts();
+        let lb = rpc::lbcache::registry_stats();
+        let calls = self.calls.as_ref().map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed));
+        Figures {
+            rss_bytes: rss_bytes(),
+            inuse_bytes: self.profiler.inuse_bytes(),
+            requests: server.requests + calls,
+            open_conns: server.open_conns,
+            opened_conns: server.opened_conns,
+            clients_created: clients.created,
+            clients_closed: clients.closed,
+            pool_leased_bytes: pool.leased_bytes as u64,
+            pool_cached_bytes: pool.cached_bytes as u64,
+            barrier_slots: barriers.slots as u64,
+            barrier_held_bytes: barriers.held_bytes as u64,
+            lb_hooks: lb.hooks as u64,
+            protocol_errors: server.protocol_errors,
+            idle_closed: server.idle_closed,
+        }
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (0 where there is none).
+pub fn rss_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page.max(0) as u64
+}
