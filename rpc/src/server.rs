@@ -111,7 +111,16 @@ pub struct ServerStats {
     pub protocol_errors: AtomicU64,
     /// Connections closed by the idle timeout.
     pub idle_closed: AtomicU64,
+    /// Bytes of the largest message received.
+    pub largest_request: AtomicU64,
+    /// Messages of [`LARGE_REQUEST`] bytes or more.
+    pub large_requests: AtomicU64,
+    /// Who sent the largest message.
+    largest_peer: std::sync::Mutex<Option<SocketAddr>>,
 }
+
+/// A message this large (1 MiB) counts as large in [`ServerStats`].
+pub const LARGE_REQUEST: usize = 1 << 20;
 
 /// A snapshot of [`ServerStats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -126,6 +135,12 @@ pub struct ServerCounts {
     pub protocol_errors: u64,
     /// See [`ServerStats::idle_closed`].
     pub idle_closed: u64,
+    /// See [`ServerStats::largest_request`].
+    pub largest_request: u64,
+    /// See [`ServerStats::large_requests`].
+    pub large_requests: u64,
+    /// The peer that sent the largest message.
+    pub largest_peer: Option<SocketAddr>,
 }
 
 impl ServerStats {
@@ -137,6 +152,19 @@ impl ServerStats {
             requests: self.requests.load(Ordering::Relaxed),
             protocol_errors: self.protocol_errors.load(Ordering::Relaxed),
             idle_closed: self.idle_closed.load(Ordering::Relaxed),
+            largest_request: self.largest_request.load(Ordering::Relaxed),
+            large_requests: self.large_requests.load(Ordering::Relaxed),
+            largest_peer: *self.largest_peer.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    /// Records the size of a message (its frame, or a refused length).
+    fn note_request(&self, len: usize, peer: SocketAddr) {
+        if len >= LARGE_REQUEST {
+            self.large_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.largest_request.fetch_max(len as u64, Ordering::Relaxed) < len as u64 {
+            *self.largest_peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
         }
     }
 }
@@ -224,7 +252,7 @@ impl<H: Handler> Shared<H> {
         let slot = self.config.barriers.acquire();
         let mut input = InputBuffer::new(self.config.pool.clone(), self.config.initial_input);
         let mut output = OutputBuffer::new(self.config.pool.clone(), self.config.nocopy_write);
-        match self.serve_conn(&stream, &slot, &mut input, &mut output, &mut stop).await {
+        match self.serve_conn(&stream, peer, &slot, &mut input, &mut output, &mut stop).await {
             Ok(()) => {}
             Err(ConnError::Codec(e)) => {
                 stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
@@ -238,6 +266,7 @@ impl<H: Handler> Shared<H> {
     async fn serve_conn(
         &self,
         stream: &TcpStream,
+        peer: SocketAddr,
         slot: &SlotGuard,
         input: &mut InputBuffer,
         output: &mut OutputBuffer,
@@ -249,6 +278,7 @@ impl<H: Handler> Shared<H> {
                 match codec::probe(&*input, transport, &self.config.limits) {
                     Ok(Some(frame)) => {
                         transport = Some(frame.transport);
+                        self.stats.note_request(frame.len, peer);
                         input.skip(frame.header_len);
                         let (body, marker) = input.next(frame.len);
                         let r = self.dispatch(body, &marker, frame.transport, output).await;
@@ -258,7 +288,12 @@ impl<H: Handler> Shared<H> {
                         }
                     }
                     Ok(None) => break Ok(()),
-                    Err(e) => break Err(ConnError::Codec(e)),
+                    Err(e) => {
+                        if let CodecError::FrameTooLarge { len, .. } = e {
+                            self.stats.note_request(len as usize, peer);
+                        }
+                        break Err(ConnError::Codec(e));
+                    }
                 }
             };
             // Replies (and a last exception) go out before a close.
