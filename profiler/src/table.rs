@@ -335,16 +335,17 @@ impl BucketTable {
 
     pub(crate) fn record_free(&self, id: u32) {
         let b = &self.buckets[id as usize];
-        b.free_bytes.fetch_add(b.size.load(Ordering::Relaxed) as u64, Ordering::Relaxed);
-        // Release: the allocation of this block happened before its free (the
-        // program handed the pointer over), so a reader that acquires this
-        // free also sees the allocation it undoes, and never reads
-        // free > alloc.
+        b.free_bytes.fetch_add(b.size.load(Ordering::Relaxed) as u64, Ordering::Release);
+        // Release (both): the allocation of this block happened before its
+        // free (the program handed the pointer over), so a reader that
+        // acquires this free also sees the allocation it undoes, and never
+        // reads free > alloc.
         b.free_objects.fetch_add(1, Ordering::Release);
     }
 
     /// Reads every published bucket. Frees are read before allocations, so
-    /// `free_* <= alloc_*` holds in each result.
+    /// `free_* <= alloc_*` holds in each result (not enforced here, so that
+    /// a bug that counts a free twice shows).
     pub(crate) fn for_each(&self, mut f: impl FnMut(BucketCounts)) {
         for slot in &self.index {
             let slot = slot.load(Ordering::Acquire);
@@ -353,15 +354,15 @@ impl BucketTable {
             }
             let b = &self.buckets[(slot - 1) as usize];
             let free_objects = b.free_objects.load(Ordering::Acquire);
-            let free_bytes = b.free_bytes.load(Ordering::Relaxed);
+            let free_bytes = b.free_bytes.load(Ordering::Acquire);
             let alloc_objects = b.alloc_objects.load(Ordering::Acquire);
             let alloc_bytes = b.alloc_bytes.load(Ordering::Relaxed);
             f(BucketCounts {
                 stack: b.stack.load(Ordering::Relaxed),
                 size: b.size.load(Ordering::Relaxed),
                 alloc_objects,
-                alloc_bytes: alloc_bytes.max(free_bytes),
-                free_objects: free_objects.min(alloc_objects),
+                alloc_bytes,
+                free_objects,
                 free_bytes,
             });
         }
