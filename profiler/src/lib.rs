@@ -88,7 +88,20 @@
 //! for a growing `Vec`, or the function that called `Box::new`): the
 //! profiler's own frames and `__rust_alloc` & co. are cut. Names are
 //! demangled without hash; files and lines come from the binary's debug
-//! info (`debug = "line-tables-only"` is enough).
+//! info, read when a profile is written.
+//!
+//! # Debug info
+//!
+//! | `[profile.*] debug =` | what stacks show |
+//! |---|---|
+//! | `"limited"` (1) or more | every frame with its full path, file and line |
+//! | `"line-tables-only"` | files and lines; full paths for real functions (from the symbol table), bare names for inlined ones (`from_elem<u8>`, `read_field`) |
+//! | `false` (0) | full paths of real functions only, no files or lines, no inlined frames |
+//!
+//! Use `"limited"` where profiles must name inlined functions with their
+//! path. Functions that end in a tail call leave the stack, as in any
+//! frame-pointer profiler; `#[inline(never)]` and `std::hint::black_box` on
+//! the result keep a function visible when a test needs it.
 //!
 //! [`Profiler::inuse_bytes`] is different: an exact count of the bytes live
 //! through the allocator right now, kept on every allocation, cheap to read
@@ -96,19 +109,39 @@
 //!
 //! # Costs and limits
 //!
+//! Measured with `cargo run --release -p profiler --example overhead` (one
+//! thread, 64-byte blocks, on the 2-core machine this was written on):
+//!
+//! | | ns per alloc + free |
+//! |---|---|
+//! | `System` alone | 8 |
+//! | rate 0 (counting only) | 13 |
+//! | default rate (512 KiB) | 13 |
+//! | rate 1 (every block sampled: stack walk and table updates) | 86 |
+//!
 //! - An allocation that is not sampled costs a thread-local countdown and
 //!   one relaxed atomic add; a free, an atomic add and one load that
-//!   rejects blocks that were not sampled.
+//!   rejects blocks that were not sampled (a counting filter in front of
+//!   the set of sampled blocks; with 100 000 sampled blocks live, the filter
+//!   lets more through and a free costs about 10 ns more).
 //! - A sampled allocation walks up to 64 frames and updates lock-free
-//!   tables. The hook never allocates, never blocks and never re-enters
-//!   itself; allocations that the profiler makes while writing a profile are
+//!   tables. The hook never allocates, never blocks (no lock at all: slots
+//!   are claimed with compare-and-swap) and never re-enters itself;
+//!   allocations that the profiler makes while writing a profile are
 //!   counted but not sampled.
 //! - Tables have fixed capacities (32768 stacks, 131072 stack/size pairs,
 //!   1048576 live sampled blocks); a sample that does not fit is dropped and
 //!   counted in [`Stats::dropped_samples`]. They live in about 36 MiB of
 //!   address space mapped at the first sample, resident only where touched.
-//! - Symbols are looked up only when a profile is written, and cached.
-//! - Linux on x86_64 and aarch64. Elsewhere stacks are empty.
+//! - Symbols are looked up only when a profile is written, and cached: the
+//!   first profile of a process loads the debug info (about 10 ms for a
+//!   small binary), later ones take well under a millisecond for a few
+//!   hundred stacks. The symbol cache counts in [`Profiler::inuse_bytes`].
+//! - The thread-local countdown is shared by all `Profiler` values of a
+//!   process; only one is normally live, the global allocator.
+//! - Linux on x86_64 and aarch64 (tested on x86_64 with glibc). Elsewhere stacks are
+//!   empty. Code running on a stack that is not its thread's own
+//!   (coroutines with their own stacks) gets empty stacks too.
 //!
 //! # Tests that prove it
 //!

@@ -356,6 +356,8 @@ impl Drop for InProfiler {
 // back, so that no other thread can get the same address while it is still
 // recorded as sampled.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
+    /// # Safety
+    /// The contract of [`GlobalAlloc::alloc`].
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
@@ -366,6 +368,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
         ptr
     }
 
+    /// # Safety
+    /// The contract of [`GlobalAlloc::alloc_zeroed`].
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
@@ -376,6 +380,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
         ptr
     }
 
+    /// # Safety
+    /// The contract of [`GlobalAlloc::dealloc`].
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         self.on_free(ptr, layout.size());
@@ -384,6 +390,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
         unsafe { self.inner.dealloc(ptr, layout) }
     }
 
+    /// # Safety
+    /// The contract of [`GlobalAlloc::realloc`].
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // As Go would see it: a free of the old block, then a new block with

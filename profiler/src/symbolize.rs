@@ -148,22 +148,25 @@ fn demangle(raw: &str) -> String {
 
 /// The objects loaded in the process, from `dl_iterate_phdr`.
 fn loaded_objects() -> Vec<Object> {
+    struct Found {
+        /// Path of the main program, which `dl_iterate_phdr` leaves unnamed.
+        exe: String,
+        objects: Vec<Object>,
+    }
+
+    /// # Safety
+    /// Called by `dl_iterate_phdr` only, with `data` the `Found` below.
     unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
-        // SAFETY: `data` is the `&mut Vec<Object>` passed below, and `info`
+        // SAFETY: `data` is the `&mut Found` passed below, and `info`
         // points to a valid `dl_phdr_info` for the duration of the callback.
-        let (objects, info) = unsafe { (&mut *data.cast::<Vec<Object>>(), &*info) };
+        let (found, info) = unsafe { (&mut *data.cast::<Found>(), &*info) };
         let name = if info.dlpi_name.is_null() {
             String::new()
         } else {
             // SAFETY: a non-null `dlpi_name` is a NUL-terminated string.
             unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned()
         };
-        let path = if name.is_empty() {
-            // The main program.
-            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default()
-        } else {
-            name
-        };
+        let path = if name.is_empty() { found.exe.clone() } else { name };
         let headers: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
             &[]
         } else {
@@ -177,15 +180,17 @@ fn loaded_objects() -> Vec<Object> {
             .map(|h| (bias.wrapping_add(h.p_vaddr), bias.wrapping_add(h.p_vaddr).wrapping_add(h.p_memsz)))
             .collect();
         if !path.is_empty() {
-            objects.push(Object { path, bias, ranges, loader: None });
+            found.objects.push(Object { path, bias, ranges, loader: None });
         }
         0
     }
-    let mut objects: Vec<Object> = Vec::new();
+
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
+    let mut found = Found { exe, objects: Vec::new() };
     // SAFETY: `each` matches the callback type and only uses `data` as the
-    // `Vec<Object>` it is given, which outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut objects as *mut Vec<Object>).cast()) };
-    objects
+    // `Found` it is given, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut found as *mut Found).cast()) };
+    found.objects
 }
 
 /// True for the profiler's own functions: by path (`profiler::…`), or by

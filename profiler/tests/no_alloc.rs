@@ -42,24 +42,32 @@ fn calls() -> Calls {
 // SAFETY: forwards every call to `System` unchanged; counting touches only a
 // thread-local without allocating.
 unsafe impl GlobalAlloc for Counting {
+    /// # Safety
+    /// The contract of [`GlobalAlloc::alloc`].
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(|c| c.alloc += 1);
         // SAFETY: the caller upholds `alloc`'s contract.
         unsafe { System.alloc(layout) }
     }
 
+    /// # Safety
+    /// The contract of [`GlobalAlloc::alloc_zeroed`].
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(|c| c.alloc_zeroed += 1);
         // SAFETY: the caller upholds `alloc_zeroed`'s contract.
         unsafe { System.alloc_zeroed(layout) }
     }
 
+    /// # Safety
+    /// The contract of [`GlobalAlloc::realloc`].
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(|c| c.realloc += 1);
         // SAFETY: the caller upholds `realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 
+    /// # Safety
+    /// The contract of [`GlobalAlloc::dealloc`].
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         count(|c| c.dealloc += 1);
         // SAFETY: the caller upholds `dealloc`'s contract.
