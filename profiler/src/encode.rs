@@ -201,6 +201,7 @@ struct Builder {
     function_ids: HashMap<(i64, i64, i64), u64>,
     locations: Vec<protos::Location>,
     location_ids: HashMap<(usize, usize), u64>,
+    named_location_ids: HashMap<String, u64>,
     maps: Vec<Map>,
 }
 
@@ -247,6 +248,85 @@ impl Builder {
         self.locations.push(protos::Location { id, mapping_id, address, line, is_folded: false });
         self.location_ids.insert((ret, skip), id);
         id
+    }
+}
+
+impl Builder {
+    /// A location made of one function known only by its name (no address,
+    /// no mapping): for stacks that are not call stacks.
+    fn named_location(&mut self, name: &str) -> u64 {
+        if let Some(&id) = self.named_location_ids.get(name) {
+            return id;
+        }
+        let frame = SymFrame { name: name.to_string(), system_name: name.to_string(), file: String::new(), line: 0 };
+        let line = vec![protos::Line { function_id: self.function(&frame), line: 0 }];
+        let id = self.locations.len() as u64 + 1;
+        self.locations.push(protos::Location { id, mapping_id: 0, address: 0, line, is_folded: false });
+        self.named_location_ids.insert(name.to_string(), id);
+        id
+    }
+}
+
+/// One sample of a profile whose "stacks" are chains of names rather than
+/// call stacks: for instance a buffer pool's view of who took a chunk and
+/// who still holds it. See [`Profile::from_named`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedSample {
+    /// The chain, leaf first (as pprof orders a stack).
+    pub stack: Vec<String>,
+    /// `alloc_objects`, `alloc_space`, `inuse_objects`, `inuse_space`.
+    pub values: [i64; 4],
+    /// Numeric labels (`bytes` = block size, as heap profiles have).
+    pub num_labels: Vec<(String, i64)>,
+    /// String labels.
+    pub str_labels: Vec<(String, String)>,
+}
+
+impl Profile {
+    /// A heap-format profile (the same four sample types, period type
+    /// `space/bytes`) from named chains instead of call stacks, readable by
+    /// `go tool pprof` and by anything that reads heap profiles.
+    pub fn from_named(samples: &[NamedSample], period: i64, default: SampleType) -> Profile {
+        let mut b = Builder::default();
+        b.string("");
+        let sample_type: Vec<protos::ValueType> =
+            SampleType::ALL.iter().map(|t| b.value_type(t.name(), t.unit())).collect();
+        let period_type = b.value_type("space", "bytes");
+        let sample = samples
+            .iter()
+            .map(|s| {
+                let location_id = s.stack.iter().map(|name| b.named_location(name)).collect();
+                let mut label: Vec<protos::Label> = s
+                    .num_labels
+                    .iter()
+                    .map(|(k, v)| protos::Label { key: b.string(k), str: 0, num: *v, num_unit: 0 })
+                    .collect();
+                for (k, v) in &s.str_labels {
+                    label.push(protos::Label { key: b.string(k), str: b.string(v), num: 0, num_unit: 0 });
+                }
+                protos::Sample { location_id, value: s.values.to_vec(), label }
+            })
+            .collect();
+        let default_sample_type = b.string(default.name());
+        let time_nanos = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+        Profile {
+            proto: protos::Profile {
+                sample_type,
+                sample,
+                mapping: Vec::new(),
+                location: b.locations,
+                function: b.functions,
+                string_table: b.strings,
+                drop_frames: 0,
+                keep_frames: 0,
+                time_nanos,
+                duration_nanos: 0,
+                period_type: Some(period_type),
+                period,
+                comment: Vec::new(),
+                default_sample_type,
+            },
+        }
     }
 }
 
@@ -355,6 +435,35 @@ pub(crate) fn build(snapshot: &Snapshot, default: SampleType) -> Profile {
 mod tests {
     use super::*;
     use crate::snapshot::HeapRecord;
+
+    #[test]
+    fn named_profiles_share_locations_and_keep_labels() {
+        let sample = |stack: &[&str], bytes: i64| NamedSample {
+            stack: stack.iter().map(|s| s.to_string()).collect(),
+            values: [1, bytes, 1, bytes],
+            num_labels: vec![("bytes".into(), bytes)],
+            str_labels: vec![("holder".into(), "field".into())],
+        };
+        let p = Profile::from_named(
+            &[
+                sample(&["held by Request.msg", "take", "lease"], 8192),
+                sample(&["held by slot", "take", "lease"], 4096),
+            ],
+            1,
+            SampleType::InuseSpace,
+        );
+        let back = Profile::decode(&p.encode_gzip()).unwrap();
+        assert_eq!(back.total(SampleType::InuseSpace), 8192 + 4096);
+        let proto = back.proto();
+        assert_eq!(proto.location.len(), 4, "shared frames are one location each");
+        assert_eq!(proto.sample[0].label.len(), 2);
+        let name = |id: u64| {
+            let loc = &proto.location[id as usize - 1];
+            let f = &proto.function[loc.line[0].function_id as usize - 1];
+            proto.string_table[f.name as usize].clone()
+        };
+        assert_eq!(name(proto.sample[1].location_id[0]), "held by slot");
+    }
 
     #[test]
     fn go_scaling() {
