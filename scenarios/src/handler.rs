@@ -1,0 +1,351 @@
+//! The business handlers of the server scenarios: an Echo service that,
+//! depending on the scenario, caches something per request or answers some
+//! calls with a large response of its own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use faststr::FastStr;
+use rpc::codec::{Request, Response};
+use rpc::{Handler, HandlerError, ServerConfig};
+use sonic_rs::{JsonValueTrait, OwnedLazyValue};
+
+/// What a server scenario runs: the server settings and the handler.
+///
+/// `config.pool` is the pool to watch: the `pool` given to
+/// [`server`](crate::server), unless the scenario needs another cache policy
+/// (see [`pool_config`](crate::pool_config)).
+#[derive(Debug)]
+pub struct ServerScenario {
+    /// Settings of the `rpc::Server`.
+    pub config: ServerConfig,
+    /// The service. Clones share their state (caches), so keep one for
+    /// metrics and give one to the server.
+    pub handler: ScenarioHandler,
+}
+
+/// A scenario's Echo service; implements [`rpc::Handler`].
+///
+/// ```
+/// use rpc::Handler;
+/// use scenarios::{find, server, Params, Variant};
+///
+/// let info = find("request-field-hold").unwrap();
+/// let params = Params::defaults(info).unwrap();
+/// let pool = rpc::Pool::new(rpc::PoolConfig::default());
+/// let s = server(info, Variant::Leak, &params, pool).unwrap();
+/// let req = rpc::codec::Request { id: 7, msg: vec![1u8; 100].into(), json: None };
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let resp = rt.block_on(s.handler.echo(req)).unwrap();
+/// assert_eq!((resp.id, resp.msg.len()), (7, 100));
+/// assert_eq!(s.handler.cached_entries(), 1);
+/// ```
+#[derive(Clone)]
+pub struct ScenarioHandler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    reply: Reply,
+    behaviour: Behaviour,
+}
+
+/// How calls are answered: a call whose msg is at least `large_from` bytes
+/// gets a fresh msg of `large_size` bytes ([`build_response`]); the others
+/// get their msg echoed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reply {
+    pub large_from: usize,
+    pub large_size: usize,
+}
+
+impl Reply {
+    /// Every call is echoed.
+    pub const ECHO: Reply = Reply { large_from: usize::MAX, large_size: 0 };
+}
+
+/// What the handler does besides answering.
+pub(crate) enum Behaviour {
+    /// Nothing.
+    Echo,
+    /// `cache.Store(req.Id, req.Msg[:1])`, or a copy of that byte.
+    HoldRequestField { copy: bool, cache: Mutex<HashMap<i64, Bytes>> },
+    /// Copies the first `entry` bytes of each msg into a capped LRU.
+    BoundedCache { entry: usize, lru: Mutex<Lru> },
+    /// Parses field 3 with sonic-rs and caches the `user` value, sharing
+    /// the input or copied.
+    SonicHold { copy: bool, cache: Mutex<HashMap<i64, OwnedLazyValue>> },
+}
+
+impl Behaviour {
+    pub(crate) fn hold_request_field(copy: bool) -> Behaviour {
+        Behaviour::HoldRequestField { copy, cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn bounded_cache(entry: usize, capacity: usize) -> Behaviour {
+        Behaviour::BoundedCache { entry, lru: Mutex::new(Lru::new(capacity)) }
+    }
+
+    pub(crate) fn sonic_hold(copy: bool) -> Behaviour {
+        Behaviour::SonicHold { copy, cache: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl fmt::Debug for ScenarioHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.inner.behaviour {
+            Behaviour::Echo => "echo",
+            Behaviour::HoldRequestField { copy: false, .. } => "hold request field (slice)",
+            Behaviour::HoldRequestField { copy: true, .. } => "hold request field (copy)",
+            Behaviour::BoundedCache { .. } => "bounded cache",
+            Behaviour::SonicHold { copy: false, .. } => "sonic hold (zero copy)",
+            Behaviour::SonicHold { copy: true, .. } => "sonic hold (copy string)",
+        };
+        f.debug_struct("ScenarioHandler")
+            .field("behaviour", &kind)
+            .field("reply", &self.inner.reply)
+            .field("cached_entries", &self.cached_entries())
+            .finish()
+    }
+}
+
+impl ScenarioHandler {
+    pub(crate) fn new(reply: Reply, behaviour: Behaviour) -> ScenarioHandler {
+        ScenarioHandler { inner: Arc::new(Inner { reply, behaviour }) }
+    }
+
+    /// Entries the handler's cache holds (0 for handlers without one).
+    pub fn cached_entries(&self) -> usize {
+        match &self.inner.behaviour {
+            Behaviour::Echo => 0,
+            Behaviour::HoldRequestField { cache, .. } => lock(cache).len(),
+            Behaviour::BoundedCache { lru, .. } => lock(lru).len(),
+            Behaviour::SonicHold { cache, .. } => lock(cache).len(),
+        }
+    }
+
+    /// Bytes of the values the cache holds, as the code sees them (one per
+    /// `req.msg[..1]`): what the business thinks it keeps. What it really
+    /// keeps alive is what the heap and pool profiles show.
+    pub fn cached_value_bytes(&self) -> usize {
+        match &self.inner.behaviour {
+            Behaviour::Echo => 0,
+            Behaviour::HoldRequestField { cache, .. } => lock(cache).values().map(Bytes::len).sum(),
+            Behaviour::BoundedCache { lru, .. } => lock(lru).value_bytes,
+            Behaviour::SonicHold { cache, .. } => lock(cache).values().map(|v| v.as_str().map_or(0, str::len)).sum(),
+        }
+    }
+
+    /// The `user` value cached for call `id` (`sonic-string-hold`).
+    pub fn cached_user(&self, id: i64) -> Option<String> {
+        match &self.inner.behaviour {
+            Behaviour::SonicHold { cache, .. } => lock(cache).get(&id).and_then(|v| v.as_str().map(str::to_owned)),
+            _ => None,
+        }
+    }
+
+    /// Where the cached `user` value of call `id` lies in memory, to check
+    /// whether it shares the request's buffer (`sonic-string-hold`).
+    pub fn cached_user_range(&self, id: i64) -> Option<std::ops::Range<usize>> {
+        match &self.inner.behaviour {
+            Behaviour::SonicHold { cache, .. } => lock(cache).get(&id).and_then(|v| {
+                let s = v.as_str()?;
+                let start = s.as_ptr() as usize;
+                Some(start..start + s.len())
+            }),
+            _ => None,
+        }
+    }
+
+    fn remember(&self, req: &Request) -> Result<(), HandlerError> {
+        match &self.inner.behaviour {
+            Behaviour::Echo => {}
+            Behaviour::HoldRequestField { copy, cache } => {
+                if req.msg.is_empty() {
+                    return Ok(());
+                }
+                let held = if *copy {
+                    // The fix: one byte of our own; the field is freed.
+                    Bytes::copy_from_slice(&req.msg[..1])
+                } else {
+                    // The leak: `req.Msg[:1]` keeps the whole field alive.
+                    req.msg.slice(..1)
+                };
+                lock(cache).insert(req.id, held);
+            }
+            Behaviour::BoundedCache { entry, lru } => {
+                let n = req.msg.len().min(*entry);
+                lock(lru).insert(req.id, Bytes::copy_from_slice(&req.msg[..n]));
+            }
+            Behaviour::SonicHold { copy, cache } => {
+                let Some(json) = &req.json else {
+                    return Err(HandlerError("field 3 (json) is missing: this service parses it".into()));
+                };
+                let user = parse_user(json, *copy)?;
+                lock(cache).insert(req.id, user);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Handler for ScenarioHandler {
+    async fn echo(&self, req: Request) -> Result<Response, HandlerError> {
+        self.remember(&req)?;
+        let reply = self.inner.reply;
+        let msg = if req.msg.len() >= reply.large_from { build_response(reply.large_size) } else { req.msg };
+        Ok(Response { id: req.id, msg, json: None })
+    }
+}
+
+/// The business handler's own response body: a fresh allocation made here,
+/// so that a heap profile attributes memory the response still holds to
+/// this frame (the guide: "the memory will appear to be created within the
+/// business handler").
+#[inline(never)]
+pub(crate) fn build_response(size: usize) -> Bytes {
+    let mut body = Vec::with_capacity(size);
+    body.resize(size, b'r');
+    std::hint::black_box(Bytes::from(body))
+}
+
+/// Parses the `user` member of the JSON document in field 3.
+///
+/// Zero copy (the leak): the document is a `FastStr` over the field's own
+/// allocation, and sonic-rs's lazy value for an unescaped string is a slice
+/// of it, so the cached value keeps the whole document alive. Copy (the
+/// fix, Sonic's `CopyString`): the value is parsed again from a borrowed
+/// `&str`, which makes sonic-rs copy it into a string of its own.
+#[inline(never)]
+pub(crate) fn parse_user(json: &Bytes, copy: bool) -> Result<OwnedLazyValue, HandlerError> {
+    let doc = FastStr::from_bytes(json.clone()).map_err(|e| HandlerError(format!("json is not UTF-8: {e}")))?;
+    let user = sonic_rs::get_from_faststr(&doc, ["user"]).map_err(|e| HandlerError(format!("json.user: {e}")))?;
+    if copy {
+        sonic_rs::from_str::<OwnedLazyValue>(user.as_raw_str()).map_err(|e| HandlerError(format!("json.user: {e}")))
+    } else {
+        Ok(OwnedLazyValue::from(user))
+    }
+}
+
+/// A least-recently-used map with a fixed capacity.
+pub(crate) struct Lru {
+    capacity: usize,
+    tick: u64,
+    entries: HashMap<i64, (u64, Bytes)>,
+    order: BTreeMap<u64, i64>,
+    value_bytes: usize,
+}
+
+impl Lru {
+    pub(crate) fn new(capacity: usize) -> Lru {
+        Lru { capacity: capacity.max(1), tick: 0, entries: HashMap::new(), order: BTreeMap::new(), value_bytes: 0 }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Inserts (or refreshes) `key`, evicting the least recently used entry
+    /// beyond the capacity.
+    pub(crate) fn insert(&mut self, key: i64, value: Bytes) {
+        self.tick += 1;
+        self.value_bytes += value.len();
+        if let Some((old_tick, old)) = self.entries.insert(key, (self.tick, value)) {
+            self.order.remove(&old_tick);
+            self.value_bytes -= old.len();
+        }
+        self.order.insert(self.tick, key);
+        while self.entries.len() > self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            if let Some((_, v)) = self.entries.remove(&oldest) {
+                self.value_bytes -= v.len();
+            }
+        }
+    }
+
+    /// The value of `key`, marking it used.
+    #[cfg(test)]
+    pub(crate) fn get(&mut self, key: i64) -> Option<Bytes> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (t, v) = self.entries.get_mut(&key)?;
+        self.order.remove(t);
+        *t = tick;
+        self.order.insert(tick, key);
+        Some(v.clone())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_used() {
+        let mut lru = Lru::new(2);
+        lru.insert(1, Bytes::from_static(b"a"));
+        lru.insert(2, Bytes::from_static(b"bb"));
+        assert!(lru.get(1).is_some());
+        lru.insert(3, Bytes::from_static(b"ccc"));
+        assert_eq!(lru.len(), 2);
+        assert!(lru.get(2).is_none(), "2 was the least recently used");
+        assert_eq!(lru.value_bytes, 4);
+        lru.insert(1, Bytes::from_static(b"dddd"));
+        assert_eq!((lru.len(), lru.value_bytes), (2, 7));
+    }
+
+    #[test]
+    fn held_slice_shares_the_field_and_the_copy_does_not() {
+        for copy in [false, true] {
+            let h = ScenarioHandler::new(Reply::ECHO, Behaviour::hold_request_field(copy));
+            let msg = Bytes::from(vec![5u8; 4096]);
+            let ptr = msg.as_ptr();
+            block_on(h.echo(Request { id: 1, msg, json: None })).unwrap();
+            let Behaviour::HoldRequestField { cache, .. } = &h.inner.behaviour else { unreachable!() };
+            let held = lock(cache).get(&1).cloned().unwrap();
+            assert_eq!(held.len(), 1);
+            assert_eq!(held.as_ptr() == ptr, !copy);
+        }
+    }
+
+    #[test]
+    fn large_calls_get_the_handlers_own_response() {
+        let h = ScenarioHandler::new(Reply { large_from: 100, large_size: 5000 }, Behaviour::Echo);
+        let small = block_on(h.echo(Request { id: 1, msg: vec![1; 99].into(), json: None })).unwrap();
+        assert_eq!(small.msg.len(), 99);
+        let large = block_on(h.echo(Request { id: 2, msg: vec![1; 100].into(), json: None })).unwrap();
+        assert_eq!((large.id, large.msg.len(), large.json), (2, 5000, None));
+    }
+
+    #[test]
+    fn zero_copy_user_shares_the_document_and_copy_string_does_not() {
+        let doc = crate::leaks::sonic_string_hold::document(32 << 10, 48);
+        let range = doc.as_ptr() as usize..doc.as_ptr() as usize + doc.len();
+        let shared = parse_user(&doc, false).unwrap();
+        let copied = parse_user(&doc, true).unwrap();
+        let (s, c) = (shared.as_str().unwrap(), copied.as_str().unwrap());
+        assert_eq!(s, c);
+        assert_eq!(s.len(), 48);
+        assert!(range.contains(&(s.as_ptr() as usize)), "the zero-copy value points into the document");
+        assert!(!range.contains(&(c.as_ptr() as usize)), "the copied value has its own memory");
+    }
+
+    #[test]
+    fn sonic_handler_needs_field_3() {
+        let h = ScenarioHandler::new(Reply::ECHO, Behaviour::sonic_hold(false));
+        let e = block_on(h.echo(Request { id: 1, msg: vec![1; 9].into(), json: None })).unwrap_err();
+        assert!(e.0.contains("field 3"), "{e}");
+        let bad = Some(Bytes::from_static(b"{\"name\": 1}"));
+        assert!(block_on(h.echo(Request { id: 2, msg: vec![1; 9].into(), json: bad })).is_err());
+    }
+}

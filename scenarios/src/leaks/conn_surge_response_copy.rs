@@ -1,0 +1,52 @@
+//! `conn-surge-response-copy`: legacy barrier slots keep the pooled output
+//! nodes large responses were serialized into.
+
+use rpc::Pool;
+
+use super::conn_surge_response_nocopy::{response_server, response_settings};
+use crate::catalogue::{Info, Side, Variant};
+use crate::error::ScenarioError;
+use crate::handler::ServerScenario;
+use crate::params::Params;
+use crate::registry::ServerSpec;
+use crate::shape::LoadShape;
+
+pub(crate) const NAME: &str = "conn-surge-response-copy";
+
+pub(crate) const INFO: Info = Info {
+    name: NAME,
+    side: Side::Server,
+    control: false,
+    expected: "connection-surge-barriers",
+    reproduces: "The guide's \"Increased Connection Count + Large Payload\", server response leak without NoCopy: \
+        the same `barriers` bug (Netpoll < v0.2.5) on the write side, with the large response field copied \
+        (serialized) into pooled output nodes. Surge calls are small; the handler answers each with `response` \
+        bytes; the writev's slot keeps the output nodes after the connection is gone, so retained memory tracks \
+        the peak number of connections and stays after the drain. (As in conn-surge-response-nocopy, the callers \
+        leave the surge connections idle and the server's `idle_timeout` closes them, so that the reply is each \
+        connection's last syscall.)",
+    profile_shows: "The heap profile blames serialization: `rpc::pool::RawChunk::alloc` <- `Pool::grow` <- \
+        `Pool::lease` <- `rpc::linkbuf::OutputBuffer::grow` <- `OutputBuffer::malloc` <- `Response::write` / \
+        `encode_reply` (Netpoll's marshal -> malloc -> growth -> new node -> pool malloc). The pool profile shows \
+        pinned chunks taken by `rpc::linkbuf::OutputBuffer::malloc`, held by barrier slots (slot_refs > 0).",
+    fix: "Upgrade: Netpoll >= v0.2.5 (Kitex >= v0.3.3) clears every slot right after each writev. The fix variant \
+        runs `Barriers::new(BarrierMode::Fixed)`, everything else equal; output nodes go back to the pool once \
+        sent.",
+    params: super::conn_surge_response_nocopy::INFO.params,
+};
+
+pub(crate) struct Spec;
+
+impl ServerSpec for Spec {
+    fn check(&self, p: &Params) -> Result<(), ScenarioError> {
+        response_settings(p).map(drop)
+    }
+
+    fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
+        Ok(response_server(&response_settings(p)?, v, pool, false))
+    }
+
+    fn load(&self, v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
+        super::conn_surge_response_nocopy::Spec.load(v, p)
+    }
+}

@@ -1,0 +1,141 @@
+//! `duplicate-clients`: a new client per call, never closed.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rpc::codec::Request;
+use rpc::lbcache::{Instance, Options, StaticResolver};
+use rpc::{Client, ClientConfig, Pool};
+
+use crate::caller::{self, CallFuture};
+use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
+use crate::error::ScenarioError;
+use crate::params::Params;
+
+pub(crate) const NAME: &str = "duplicate-clients";
+
+pub(crate) const INFO: Info = Info {
+    name: NAME,
+    side: Side::Client,
+    control: false,
+    expected: "duplicate-clients",
+    reproduces: "The guide's \"High Memory Usage of lbcache\": a client is meant to be created once, but this \
+        caller creates a new `rpc::Client` for every call and drops it without `close()`. Balancer factories are \
+        process-global and shared by every client with the same resolver, balancer and refresh settings; each new \
+        client registers rebalance and delete hooks on the shared factory, which only `close()` removes. On every \
+        refresh (`refresh`; Kitex's is 5 s) each registered hook formats a copy of the instance list (`instances` \
+        entries, a few KiB) into its client's event queue (up to 200 events): N leaked clients, N copies per \
+        refresh, and memory grows faster and faster while the call rate stays flat.",
+    profile_shows: "The heap profile grows under the balancer's ticker, not under the calls: \
+        `rpc::lbcache::run_ticker` -> `BalancerFactory::refresh` -> `BalancerFactory::rebalance` -> \
+        `EventQueue::on_rebalance` -> `rpc::lbcache::format_instances` (the guide's ticker -> refresh -> \
+        rebalance -> event handler -> format instance list). `rpc::lbcache::registry_stats()` shows hooks and \
+        queued bytes climbing with clients created; `rpc::client_counts()` shows created far above closed.",
+    fix: "Create the client once and share it; close clients you no longer need. The fix variant makes one \
+        `rpc::Client` for all calls and closes it when the run stops, so one hook is registered, and none after.",
+    params: &[
+        payload("1KiB"),
+        rps("50"),
+        conns("2"),
+        Param { name: "refresh", default: "200ms", help: "refresh interval of the shared balancer factory" },
+        Param {
+            name: "instances",
+            default: "64",
+            help: "instances the resolver reports: the peer, then weight-0 standbys that are never called (they \
+                   make each formatted copy a few KiB)",
+        },
+    ],
+};
+
+pub(crate) struct Settings {
+    payload: usize,
+    rps: u64,
+    conns: usize,
+    refresh: Duration,
+    instances: usize,
+}
+
+pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
+    let s = Settings {
+        payload: p.usize("payload")?,
+        rps: p.u64("rps")?,
+        conns: p.usize("conns")?,
+        refresh: p.duration("refresh")?,
+        instances: p.usize("instances")?,
+    };
+    if s.refresh < Duration::from_millis(10) {
+        return Err(p.bad("refresh", "must be at least 10ms"));
+    }
+    if s.instances == 0 || s.instances > 60_000 {
+        return Err(p.bad("instances", "must be between 1 and 60000"));
+    }
+    Ok(s)
+}
+
+const TARGET: &str = "echo";
+
+/// The peer with weight 10, then standbys with weight 0: smooth weighted
+/// round robin never picks them, so every call goes to the peer.
+fn instances(peer: SocketAddr, n: usize) -> Vec<Instance> {
+    let mut list = vec![Instance::new(peer, 10).with_tag("idc", "local").with_tag("role", "primary")];
+    for i in 1..n {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 20_000 + (i % 40_000) as u16));
+        list.push(
+            Instance::new(addr, 0)
+                .with_tag("idc", "standby-region")
+                .with_tag("cluster", format!("standby-{i:05}"))
+                .with_tag("role", "standby"),
+        );
+    }
+    list
+}
+
+pub(crate) async fn run(
+    s: &Settings,
+    v: Variant,
+    peer: SocketAddr,
+    pool: Pool,
+    calls: Arc<AtomicU64>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ScenarioError> {
+    let resolver =
+        StaticResolver::new(format!("leaklab-{NAME}-{peer}")).with_target(TARGET, instances(peer, s.instances));
+    let mut config = ClientConfig::new(TARGET, Arc::new(resolver));
+    config.pool = pool;
+    config.lb_options = Options { refresh_interval: s.refresh, expire_interval: Duration::ZERO };
+    config.max_idle_per_addr = s.conns.max(1);
+    let msg = Bytes::from(vec![b'x'; s.payload]);
+    match v {
+        Variant::Leak => {
+            let call = Arc::new(move |id: i64| -> CallFuture {
+                let (config, msg) = (config.clone(), msg.clone());
+                Box::pin(async move {
+                    // A new client per call: it registers its hooks on the
+                    // shared factory, and is dropped without close().
+                    let client = Client::new(config)?;
+                    client.call(&Request { id, msg, json: None }).await?;
+                    Ok(())
+                })
+            });
+            caller::drive(NAME, s.conns, s.rps, calls, stop, call).await
+        }
+        Variant::Fix => {
+            let client = Client::new(config).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
+            let c = client.clone();
+            let call = Arc::new(move |id: i64| -> CallFuture {
+                let (client, msg) = (c.clone(), msg.clone());
+                Box::pin(async move {
+                    client.call(&Request { id, msg, json: None }).await?;
+                    Ok(())
+                })
+            });
+            let result = caller::drive(NAME, s.conns, s.rps, calls, stop, call).await;
+            client.close();
+            result
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `request-field-hold`: the handler keeps `req.msg[..1]` per request.
+
+use rpc::codec::DecodeMode;
+use rpc::{Pool, ServerConfig};
+
+use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
+use crate::error::ScenarioError;
+use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
+use crate::params::Params;
+use crate::registry::ServerSpec;
+use crate::shape::{self, LoadShape};
+
+pub(crate) const NAME: &str = "request-field-hold";
+
+pub(crate) const INFO: Info = Info {
+    name: NAME,
+    side: Side::Server,
+    control: false,
+    expected: "request-field-held",
+    reproduces: "The guide's \"Holding onto a Field of Request Object Persistently\": the Echo handler runs \
+        `cache.Store(req.Id, req.Msg[:1])`, here `cache.insert(req.id, req.msg.slice(..1))` into a map that lives as \
+        long as the service. For []byte and string fields, even a partial slice keeps the entire underlying memory \
+        referenced: each one-byte entry keeps the whole msg field of its request alive, so memory grows by about \
+        `payload` bytes per request, for ever. The framework allocated that memory, so the heap profile seems to \
+        blame it; the holder is the business cache.",
+    profile_shows: "With decode=copy (Kitex's default) every msg is copied out of the read buffer by \
+        `rpc::codec::echo::Request::read_field_2` (under `Request::decode` <- `decode_echo_args`, above \
+        `Reader::read_binary_copy`): inuse_space grows under read_field_2, the frame that names field tag 2 of \
+        `Request` in rpc/idl/echo.thrift (msg) - the guide's `ReadField2` - while the pool profile stays flat. \
+        With decode=nocopy the field is a slice of the pooled input node, which the heap profile cannot show (the \
+        node was allocated long ago); the pool profile shows the pinned nodes instead, taken by \
+        `InputBuffer::book`/`next_span` and held by `Request.msg (field 2)`.",
+    fix: "Do not keep a slice of a request field beyond the call: copy what you keep. The fix variant stores \
+        `Bytes::copy_from_slice(&req.msg[..1])`, one byte of its own, so each request's field is freed when the \
+        call ends; the cache still holds one tiny entry per request (about 50 bytes), which is the business's \
+        own, visible, much smaller growth.",
+    params: &[
+        payload("16KiB"),
+        rps("400"),
+        conns("4"),
+        Param {
+            name: "decode",
+            default: "copy",
+            help: "copy: fields are copied out of the read buffer (Kitex's default; the profile names \
+                   read_field_2); nocopy: fields slice the pooled read buffer (the pool profile shows it)",
+        },
+    ],
+};
+
+pub(crate) struct Settings {
+    payload: usize,
+    rps: u64,
+    conns: usize,
+    decode: DecodeMode,
+}
+
+pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
+    let payload = p.usize("payload")?;
+    if payload == 0 {
+        return Err(p.bad("payload", "the handler keeps msg[..1]: the msg needs at least one byte"));
+    }
+    Ok(Settings { payload, rps: p.u64("rps")?, conns: p.usize("conns")?, decode: decode_mode(p)? })
+}
+
+/// The `decode` parameter.
+pub(crate) fn decode_mode(p: &Params) -> Result<DecodeMode, ScenarioError> {
+    Ok(match p.choice("decode", &["copy", "nocopy"])? {
+        "copy" => DecodeMode::Copy,
+        _ => DecodeMode::NoCopy,
+    })
+}
+
+pub(crate) struct Spec;
+
+impl ServerSpec for Spec {
+    fn check(&self, p: &Params) -> Result<(), ScenarioError> {
+        settings(p).map(drop)
+    }
+
+    fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
+        let s = settings(p)?;
+        let config = ServerConfig { pool, decode: s.decode, ..ServerConfig::default() };
+        let handler = ScenarioHandler::new(Reply::ECHO, Behaviour::hold_request_field(v == Variant::Fix));
+        Ok(ServerScenario { config, handler })
+    }
+
+    fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
+        let s = settings(p)?;
+        Ok(shape::steady(s.conns, s.rps, s.payload))
+    }
+}

@@ -1,0 +1,103 @@
+//! `response-field-hold`: the caller keeps `resp.msg[..1]` per call.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rpc::codec::{DecodeMode, Request};
+use rpc::lbcache::{Instance, StaticResolver};
+use rpc::{Client, ClientConfig, Pool};
+
+use crate::caller::{self, CallFuture, RESPONSE_CACHE};
+use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
+use crate::error::ScenarioError;
+use crate::params::Params;
+
+pub(crate) const NAME: &str = "response-field-hold";
+
+pub(crate) const INFO: Info = Info {
+    name: NAME,
+    side: Side::Client,
+    control: false,
+    expected: "response-field-held",
+    reproduces: "The guide's \"Persistent Holding of a Field in Response\": the caller runs \
+        `resp, err := cli.Echo(ctx, req); cache.Store(resp.Id, resp.Msg[:1])`, here \
+        `cache.insert(resp.id, resp.msg.slice(..1))` into a process-wide map, with one shared client calling a plain \
+        Echo server. Even one byte of the response keeps the whole msg field alive, so the caller's memory grows by \
+        about `payload` bytes per call and stays after the calls stop.",
+    profile_shows: "With decode=copy (the default, as Kitex's) each response msg is copied out of the read buffer \
+        by `rpc::codec::echo::Response::read_field_2` (under `Response::decode` <- `decode_echo_result` <- \
+        `rpc::Client::call`): inuse_space grows under Response::read_field_2, field tag 2 of `Response` in \
+        rpc/idl/echo.thrift (msg). With decode=nocopy the field slices the client connection's pooled input node \
+        instead: the heap profile cannot show it, the pool profile shows nodes held by `Response.msg (field 2)`.",
+    fix: "Copy what you keep out of a response. The fix variant stores `Bytes::copy_from_slice(&resp.msg[..1])`, \
+        so each response is freed when the call returns; the cache still holds one tiny entry per call.",
+    params: &[
+        payload("16KiB"),
+        rps("400"),
+        conns("4"),
+        Param {
+            name: "decode",
+            default: "copy",
+            help: "copy: response fields are copied out of the read buffer (the profile names \
+                   Response::read_field_2); nocopy: they slice the pooled read buffer",
+        },
+    ],
+};
+
+pub(crate) struct Settings {
+    payload: usize,
+    rps: u64,
+    conns: usize,
+    decode: DecodeMode,
+}
+
+pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
+    let payload = p.usize("payload")?;
+    if payload == 0 {
+        return Err(p.bad("payload", "the caller keeps msg[..1]: the msg needs at least one byte"));
+    }
+    let decode = super::request_field_hold::decode_mode(p)?;
+    Ok(Settings { payload, rps: p.u64("rps")?, conns: p.usize("conns")?, decode })
+}
+
+/// The target name the resolver knows the peer by.
+const TARGET: &str = "echo";
+
+pub(crate) async fn run(
+    s: &Settings,
+    v: Variant,
+    peer: SocketAddr,
+    pool: Pool,
+    calls: Arc<AtomicU64>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), ScenarioError> {
+    // A resolver name of its own per peer: factories are process-global and
+    // keyed by it.
+    let resolver =
+        StaticResolver::new(format!("leaklab-{NAME}-{peer}")).with_target(TARGET, vec![Instance::new(peer, 10)]);
+    let mut config = ClientConfig::new(TARGET, Arc::new(resolver));
+    config.pool = pool;
+    config.decode = s.decode;
+    config.max_idle_per_addr = s.conns.max(1);
+    let client = Client::new(config).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
+    let msg = Bytes::from(vec![b'x'; s.payload]);
+    let copy = v == Variant::Fix;
+    let c = client.clone();
+    let call = Arc::new(move |id: i64| -> CallFuture {
+        let (client, msg) = (c.clone(), msg.clone());
+        Box::pin(async move {
+            let resp = client.call(&Request { id, msg, json: None }).await?;
+            if !resp.msg.is_empty() {
+                let held = if copy { Bytes::copy_from_slice(&resp.msg[..1]) } else { resp.msg.slice(..1) };
+                RESPONSE_CACHE.lock().unwrap_or_else(|e| e.into_inner()).insert(resp.id, held);
+            }
+            Ok(())
+        })
+    });
+    let result = caller::drive(NAME, s.conns, s.rps, calls, stop, call).await;
+    client.close();
+    result
+}
