@@ -108,7 +108,7 @@ struct Failures {
 impl Failures {
     fn note(&self, scenario: &'static str, e: ClientError) {
         let n = self.errors.fetch_add(1, Ordering::Relaxed);
-        if n % 1000 == 0 {
+        if n.is_multiple_of(1000) {
             tracing::warn!(scenario, failed = n + 1, error = %e, "call to the peer failed");
         }
         let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());

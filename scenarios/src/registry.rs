@@ -53,7 +53,7 @@ fn kind(info: &Info) -> Result<Kind, ScenarioError> {
         bounded_cache::NAME => Kind::Server(&bounded_cache::Spec),
         warmup::NAME => Kind::Server(&warmup::Spec),
         burst::NAME => Kind::Server(&burst::Spec),
-        other => return Err(crate::catalogue::find(other).err().expect("every catalogue name is dispatched")),
+        other => return Err(crate::catalogue::find(other).expect_err("every catalogue name is dispatched")),
     })
 }
 

@@ -40,7 +40,7 @@ pub struct LoadShape {
 
 /// Surges of new connections: surge `i` (from 0), every `every`, opens
 /// `first + i * step` new connections at once; each sends one call with
-/// `payload` msg bytes and waits for its reply.
+/// `payload` msg bytes, waits for its reply, and closes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Surge {
     /// Time between surges.
@@ -54,11 +54,6 @@ pub struct Surge {
     /// Msg bytes the scenario's handler answers a surge call with
     /// (informational: the handler decides from the parameters).
     pub response: usize,
-    /// How long a surge connection stays open after its reply before the
-    /// peer closes it; a server that closes idle connections sooner
-    /// (`idle_timeout`) closes it first, and the peer then closes on
-    /// seeing the end of the stream. Zero: close right after the reply.
-    pub linger: Duration,
 }
 
 impl Surge {

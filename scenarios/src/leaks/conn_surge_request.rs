@@ -94,7 +94,7 @@ pub(crate) fn barriers(v: Variant) -> Barriers {
     })
 }
 
-pub(crate) fn surge_load(s: &SurgeSettings, linger: Duration) -> LoadShape {
+pub(crate) fn surge_load(s: &SurgeSettings) -> LoadShape {
     LoadShape {
         surge: Some(Surge {
             every: s.every,
@@ -102,7 +102,6 @@ pub(crate) fn surge_load(s: &SurgeSettings, linger: Duration) -> LoadShape {
             step: s.step,
             payload: s.surge_payload,
             response: s.response,
-            linger,
         }),
         ..crate::shape::steady(s.conns, s.rps, s.payload)
     }
@@ -123,6 +122,6 @@ impl ServerSpec for Spec {
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        Ok(surge_load(&surge_settings(p)?, Duration::ZERO))
+        Ok(surge_load(&surge_settings(p)?))
     }
 }

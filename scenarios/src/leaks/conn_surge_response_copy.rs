@@ -1,9 +1,12 @@
 //! `conn-surge-response-copy`: legacy barrier slots keep the pooled output
 //! nodes large responses were serialized into.
+//!
+//! The same limitation as `conn-surge-response-nocopy` applies (see there).
 
 use rpc::Pool;
 
-use super::conn_surge_response_nocopy::{response_server, response_settings};
+use super::conn_surge_request::surge_settings;
+use super::conn_surge_response_nocopy::response_server;
 use crate::catalogue::{Info, Side, Variant};
 use crate::error::ScenarioError;
 use crate::handler::ServerScenario;
@@ -21,10 +24,10 @@ pub(crate) const INFO: Info = Info {
     reproduces: "The guide's \"Increased Connection Count + Large Payload\", server response leak without NoCopy: \
         the same `barriers` bug (Netpoll < v0.2.5) on the write side, with the large response field copied \
         (serialized) into pooled output nodes. Surge calls are small; the handler answers each with `response` \
-        bytes; the writev's slot keeps the output nodes after the connection is gone, so retained memory tracks \
-        the peak number of connections and stays after the drain. (As in conn-surge-response-nocopy, the callers \
-        leave the surge connections idle and the server's `idle_timeout` closes them, so that the reply is each \
-        connection's last syscall.)",
+        bytes, serialized into an output node of its own after the node holding the message header. The reads \
+        that follow only overwrite the slot's first position, so the slot keeps the response's output node after \
+        the connection is gone: retained memory tracks the peak number of connections and stays after the \
+        drain.",
     profile_shows: "The heap profile blames serialization: `rpc::pool::RawChunk::alloc` <- `Pool::grow` <- \
         `Pool::lease` <- `rpc::linkbuf::OutputBuffer::grow` <- `OutputBuffer::malloc` <- `Response::write` / \
         `encode_reply` (Netpoll's marshal -> malloc -> growth -> new node -> pool malloc). The pool profile shows \
@@ -39,11 +42,11 @@ pub(crate) struct Spec;
 
 impl ServerSpec for Spec {
     fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        response_settings(p).map(drop)
+        surge_settings(p).map(drop)
     }
 
     fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        Ok(response_server(&response_settings(p)?, v, pool, false))
+        Ok(response_server(&surge_settings(p)?, v, pool, false))
     }
 
     fn load(&self, v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
