@@ -4,6 +4,8 @@
 //! - `GET /debug/pprof/heap`: gzip'd profile.proto, default sample
 //!   `inuse_space` (`go tool pprof http://ADDR/debug/pprof/heap`);
 //! - `GET /debug/pprof/allocs`: the same data, default sample `alloc_space`;
+//! - `GET /debug/pprof/pool`: the buffer pool's view in the same format
+//!   (who took each chunk, who still holds it; see `poolprof`);
 //! - `GET /metrics`: Prometheus text format;
 //! - `GET /debug/pprof/`: an index.
 //!
@@ -36,6 +38,7 @@ pub async fn serve(listener: TcpListener, probe: Arc<Probe>) -> std::io::Result<
         .route("/debug/pprof/", get(index))
         .route("/debug/pprof/heap", get(heap))
         .route("/debug/pprof/allocs", get(allocs))
+        .route("/debug/pprof/pool", get(pool))
         .route("/metrics", get(metrics))
         .with_state(state);
     axum::serve(listener, app).await
@@ -65,6 +68,7 @@ async fn index() -> impl IntoResponse {
         "<html><body><h1>/debug/pprof/</h1><ul>\
          <li><a href=\"heap\">heap</a>: in-use memory by allocation stack (default sample inuse_space)</li>\
          <li><a href=\"allocs\">allocs</a>: all allocations since start (default sample alloc_space)</li>\
+         <li><a href=\"pool\">pool</a>: pooled buffers by who took them and who still holds them</li>\
          <li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\
          </ul><p>Read a profile with <code>go tool pprof http://HOST/debug/pprof/heap</code>.</p></body></html>",
     )
@@ -94,6 +98,14 @@ async fn allocs(State(s): State<AdminState>) -> Response {
     let gz = tokio::task::spawn_blocking(move || s.probe.profiler.allocs_profile().encode_gzip()).await;
     match gz {
         Ok(gz) => profile_response(gz, "allocs"),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("profile failed: {e}")).into_response(),
+    }
+}
+
+async fn pool(State(s): State<AdminState>) -> Response {
+    let gz = tokio::task::spawn_blocking(move || crate::poolprof::pool_profile(&s.probe.pool).encode_gzip()).await;
+    match gz {
+        Ok(gz) => profile_response(gz, "pool"),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("profile failed: {e}")).into_response(),
     }
 }

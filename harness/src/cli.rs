@@ -17,10 +17,112 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the process under test: an Echo server (or the raw-echo baseline).
+    /// Scenarios, their variants and the diagnosis each should get.
+    List(ListArgs),
+    /// What a scenario reproduces, what its profile shows, the fix, its parameters.
+    Explain(ExplainArgs),
+    /// Run one scenario as a user would: process under test, peer, phases, snapshots.
+    Run(RunArgs),
+    /// Run the process under test: an Echo server, a scenario's side, or the raw-echo baseline.
     Serve(ServeArgs),
+    /// The peer of a server scenario: sends the scenario's load shape, then closes everything.
+    Peer(PeerArgs),
     /// Open-loop load generator: Thrift Echo calls at a fixed rate.
     Load(LoadArgs),
+}
+
+/// Flags of `leaklab list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `leaklab explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Scenario name (see `leaklab list`).
+    pub scenario: String,
+}
+
+/// Leak or fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VariantArg {
+    /// The documented leak.
+    Leak,
+    /// The guide's remedy applied.
+    Fix,
+}
+
+impl From<VariantArg> for scenarios::Variant {
+    fn from(v: VariantArg) -> Self {
+        match v {
+            VariantArg::Leak => scenarios::Variant::Leak,
+            VariantArg::Fix => scenarios::Variant::Fix,
+        }
+    }
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// A scenario and its settings, shared by `run`, `serve` and `peer`.
+#[derive(Debug, Args, Clone)]
+pub struct ScenarioArgs {
+    /// Scenario name (see `leaklab list`).
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Which variant.
+    #[arg(long, value_enum, default_value_t = VariantArg::Leak)]
+    pub variant: VariantArg,
+    /// A scenario parameter (`leaklab explain S` lists them); repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+}
+
+/// Flags of `leaklab run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Scenario name (see `leaklab list`).
+    pub scenario: String,
+    /// Which variant.
+    #[arg(long, value_enum, default_value_t = VariantArg::Leak)]
+    pub variant: VariantArg,
+    /// Output folder (default `runs/SCENARIO-VARIANT`).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Length of the load phase; warm-up is a quarter of it, settle a third.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Snapshot interval.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// A scenario parameter; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+}
+
+/// Flags of `leaklab peer`.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// The process under test's RPC address.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    pub target: SocketAddr,
+    /// The scenario whose load to send.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// How long to send.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Write the peer's report (JSON) here as well as to stdout.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// Flags of `leaklab serve`.
@@ -62,6 +164,19 @@ pub struct ServeArgs {
     /// DHAT (writes dhat-heap.json on exit; needs `--features dhat`).
     #[arg(long, value_enum, default_value_t = ProfilerKind::Pprof)]
     pub profiler: ProfilerKind,
+    /// Run this scenario's side instead of the plain Echo server.
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// The Echo server a client scenario calls.
+    #[arg(long)]
+    pub peer: Option<SocketAddr>,
+    /// How long a client scenario calls its peer before it stops (the
+    /// drain); the process keeps running until it is stopped.
+    #[arg(long, value_parser = parse_duration)]
+    pub drive_for: Option<Duration>,
+    /// Write the bound addresses as JSON here once listening (for scripts).
+    #[arg(long)]
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 /// Heap profilers.
@@ -147,7 +262,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::List(args) => crate::catalogue::list(&args).map(|()| ExitCode::SUCCESS),
+        Command::Explain(args) => crate::catalogue::explain(&args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => crate::catalogue::run(args),
         Command::Serve(args) => crate::serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Peer(args) => crate::catalogue::peer(args),
         Command::Load(args) => crate::load::run(args),
     }
 }

@@ -154,7 +154,7 @@ async fn connection(
     };
     let msg = Bytes::from(vec![b'x'; plan.payload]);
     let mut due = first_due;
-    let mut seq: i32 = 0;
+    let mut seq: i64 = 0;
     let mut conn: Option<Conn> = None;
     while Instant::now() < deadline {
         if interval.is_some() {
@@ -166,11 +166,8 @@ async fn connection(
         let sent_at = Instant::now();
         let measured_from = if interval.is_some() { due } else { sent_at };
         if conn.is_none() {
-            match TcpStream::connect(plan.target).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    conn = Some(Conn { stream: s, buf: BytesMut::with_capacity(16 << 10), transport: plan.transport });
-                }
+            match Conn::connect(plan.target, plan.transport).await {
+                Ok(c) => conn = Some(c),
                 Err(_) => {
                     r.errors += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -179,10 +176,10 @@ async fn connection(
                 }
             }
         }
-        seq = seq.wrapping_add(1);
-        let id = conn_id << 32 | i64::from(seq);
+        seq += 1;
+        let req = Request { id: conn_id << 32 | seq, msg: msg.clone(), json: None };
         let c = conn.as_mut().expect("connected above");
-        match c.call(id, seq, &msg).await {
+        match c.call(&req).await {
             Ok(raw) => {
                 r.ok += 1;
                 r.raw_echo |= raw;
@@ -203,17 +200,28 @@ fn next_due(due: Instant, interval: Option<Duration>) -> Instant {
     interval.map_or(due, |iv| due + iv)
 }
 
-struct Conn {
+/// One connection of the load generator, one call in flight.
+pub struct Conn {
     stream: TcpStream,
     buf: BytesMut,
     transport: Transport,
+    seq: i32,
 }
 
 impl Conn {
-    /// One call; `Ok(true)` when the peer echoed the call back verbatim.
-    async fn call(&mut self, id: i64, seq: i32, msg: &Bytes) -> anyhow::Result<bool> {
-        let req = Request { id, msg: msg.clone(), json: None };
-        let mut out = Vec::with_capacity(msg.len() + 64);
+    /// Connects to `target`.
+    pub async fn connect(target: SocketAddr, transport: Transport) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(target).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(Conn { stream, buf: BytesMut::with_capacity(16 << 10), transport, seq: 0 })
+    }
+
+    /// One call of `echo(req)`; checks the reply. `Ok(true)` when the peer
+    /// echoed the call back verbatim (a raw echo server).
+    pub async fn call(&mut self, req: &Request) -> anyhow::Result<bool> {
+        self.seq = self.seq.wrapping_add(1);
+        let (seq, id, msg) = (self.seq, req.id, &req.msg);
+        let mut out = Vec::with_capacity(msg.len() + req.json.as_ref().map_or(0, |j| j.len()) + 64);
         codec::encode_call(&mut out, self.transport, seq, &req)?;
         self.stream.write_all(&out).await?;
         let limits = Limits::default();

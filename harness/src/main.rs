@@ -3,9 +3,14 @@
 //! libraries; it owns the command line, files, HTTP and exit codes.
 
 mod admin;
+mod catalogue;
 mod cli;
 mod load;
+mod peer;
+mod poolprof;
 mod probe;
+mod run;
+mod scrape;
 mod serve;
 
 use clap::Parser;

@@ -1,13 +1,26 @@
 //! `leaklab serve`: the process under test.
+//!
+//! Without `--scenario` it is a healthy Echo server (or, with
+//! `--raw-echo`, a byte echo without codec or pool). With a server
+//! scenario it runs that scenario's server configuration and handler; with
+//! a client scenario it is the scenario's caller of the Echo server at
+//! `--peer`. Either way the admin listener serves `/debug/pprof/heap`,
+//! `/debug/pprof/allocs`, `/debug/pprof/pool` and `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use anyhow::Context;
 use rpc::codec::{Limits, Request, Response};
-use rpc::{Barriers, Handler, HandlerError, Server, ServerConfig};
+use rpc::{Barriers, Handler, HandlerError, Pool, Server, ServerConfig};
+use scenarios::Side;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::cli::{ProfilerKind, ServeArgs};
 use crate::probe::Probe;
+use crate::run::Ready;
 use crate::PROFILER;
 
 /// The healthy Echo service: returns the request's fields.
@@ -26,37 +39,103 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         PROFILER.set_rate(rate);
     }
     let _dhat = start_dhat(args.profiler)?;
+    let scenario = crate::catalogue::scenario_of(&args.scenario)?;
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async move {
-        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-        let local = listener.local_addr()?;
-        if args.raw_echo {
-            tracing::info!(%local, "raw echo listening (no codec, no pool)");
-            tokio::select! {
-                r = raw_echo(listener) => r?,
-                _ = shutdown_signal() => {}
+        match scenario {
+            Some((info, variant, params)) if info.side == Side::Client => {
+                let peer =
+                    args.peer.with_context(|| format!("{} is a client scenario: give --peer ADDR", info.name))?;
+                let pool = Pool::global().clone();
+                let calls = Arc::new(AtomicU64::new(0));
+                let probe = Probe {
+                    profiler: &PROFILER,
+                    pool: pool.clone(),
+                    server: None,
+                    barriers: None,
+                    calls: Some(calls.clone()),
+                };
+                let admin = crate::admin::spawn(args.admin, Arc::new(probe)).await?;
+                write_ready(&args, None, admin)?;
+                tracing::info!(scenario = info.name, %variant, %peer, %admin, "client scenario calling its peer");
+                let drive_for = args.drive_for;
+                let stop = async move {
+                    match drive_for {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = scenarios::run_client(info, variant, &params, peer, pool, calls, stop) => r?,
+                    _ = shutdown_signal() => return Ok(()),
+                }
+                tracing::info!("calls stopped; serving the admin endpoint until stopped");
+                shutdown_signal().await;
+                Ok(())
             }
-            return Ok(());
+            Some((info, variant, params)) => {
+                let listener = bind(args.listen).await?;
+                let s = scenarios::server(info, variant, &params, Pool::global().clone())?;
+                tracing::info!(scenario = info.name, %variant, "server scenario");
+                serve_rpc(&args, listener, s.config, s.handler).await
+            }
+            None => {
+                let listener = bind(args.listen).await?;
+                if args.raw_echo {
+                    let local = listener.local_addr()?;
+                    write_ready(&args, Some(local), local)?;
+                    tracing::info!(%local, "raw echo listening (no codec, no pool)");
+                    tokio::select! {
+                        r = raw_echo(listener) => r?,
+                        _ = shutdown_signal() => {}
+                    }
+                    return Ok(());
+                }
+                let config = ServerConfig {
+                    barriers: Barriers::new(args.barriers),
+                    decode: args.decode.into(),
+                    nocopy_write: args.nocopy_write,
+                    limits: Limits { max_frame: args.max_frame, ..Limits::default() },
+                    idle_timeout: args.idle_timeout,
+                    ..ServerConfig::default()
+                };
+                serve_rpc(&args, listener, config, Echo).await
+            }
         }
-        let config = ServerConfig {
-            barriers: Barriers::new(args.barriers),
-            decode: args.decode.into(),
-            nocopy_write: args.nocopy_write,
-            limits: Limits { max_frame: args.max_frame, ..Limits::default() },
-            idle_timeout: args.idle_timeout,
-            ..ServerConfig::default()
-        };
-        let pool = config.pool.clone();
-        let barriers = config.barriers.clone();
-        let server = Server::new(config, Echo);
-        let probe =
-            Probe { profiler: &PROFILER, pool, server: Some(server.stats()), barriers: Some(barriers), calls: None };
-        let admin = crate::admin::spawn(args.admin, std::sync::Arc::new(probe)).await?;
-        tracing::info!(%local, %admin, rate = PROFILER.rate(), "echo server listening");
-        server.serve(listener, shutdown_signal()).await?;
-        tracing::info!("server stopped");
-        Ok(())
     })
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+}
+
+async fn serve_rpc<H: Handler>(
+    args: &ServeArgs,
+    listener: TcpListener,
+    config: ServerConfig,
+    handler: H,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    let pool = config.pool.clone();
+    let barriers = config.barriers.clone();
+    let server = Server::new(config, handler);
+    let probe =
+        Probe { profiler: &PROFILER, pool, server: Some(server.stats()), barriers: Some(barriers), calls: None };
+    let admin = crate::admin::spawn(args.admin, Arc::new(probe)).await?;
+    write_ready(args, Some(local), admin)?;
+    tracing::info!(%local, %admin, rate = PROFILER.rate(), "echo server listening");
+    server.serve(listener, shutdown_signal()).await?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+fn write_ready(args: &ServeArgs, rpc: Option<SocketAddr>, admin: SocketAddr) -> anyhow::Result<()> {
+    if let Some(path) = &args.ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_string(&Ready { rpc, admin })?)?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Starts DHAT when asked; it writes `dhat-heap.json` when dropped.

@@ -1,0 +1,273 @@
+//! `leaklab peer`: the other side of a server scenario. Sends the load
+//! shape the scenario describes (steady calls, connection surges, idle
+//! connections, oversized calls, a burst) for a duration, then closes every
+//! connection and exits: the drain.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rpc::codec::{Request, Transport};
+use scenarios::LoadShape;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use crate::load::Conn;
+
+/// What the peer did, printed as one JSON line on exit.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// Calls answered.
+    pub ok: u64,
+    /// Calls that failed (refused, closed, bad reply).
+    pub errors: u64,
+    /// Connections opened.
+    pub connections: u64,
+    /// Peak of connections open at once.
+    pub peak_connections: u64,
+    /// Connections opened by surges.
+    pub surge_connections: u64,
+    /// Idle connections left open until the end.
+    pub idle_connections: u64,
+    /// Oversized calls sent.
+    pub oversized_calls: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    connections: AtomicU64,
+    open: AtomicU64,
+    peak: AtomicU64,
+    surge_connections: AtomicU64,
+    idle_connections: AtomicU64,
+    oversized_calls: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl Counters {
+    fn opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(open, Ordering::Relaxed);
+    }
+    fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+    fn report(&self) -> PeerReport {
+        PeerReport {
+            ok: self.ok.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            connections: self.connections.load(Ordering::Relaxed),
+            peak_connections: self.peak.load(Ordering::Relaxed),
+            surge_connections: self.surge_connections.load(Ordering::Relaxed),
+            idle_connections: self.idle_connections.load(Ordering::Relaxed),
+            oversized_calls: self.oversized_calls.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A connection counted while it lives.
+struct Counted {
+    conn: Conn,
+    counters: Arc<Counters>,
+}
+
+impl Counted {
+    async fn open(target: SocketAddr, counters: &Arc<Counters>) -> Option<Counted> {
+        match Conn::connect(target, Transport::Framed).await {
+            Ok(conn) => {
+                counters.opened();
+                Some(Counted { conn, counters: counters.clone() })
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "connect failed");
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    async fn call(&mut self, req: &Request) -> bool {
+        match self.conn.call(req).await {
+            Ok(_) => {
+                self.counters.ok.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "call failed");
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.counters.closed();
+    }
+}
+
+/// Sends `shape` to `target` for `duration`, then closes everything.
+pub async fn drive(target: SocketAddr, shape: &LoadShape, duration: Duration) -> PeerReport {
+    let counters = Arc::new(Counters::default());
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = JoinSet::new();
+    let shape = Arc::new(shape.clone());
+
+    // Steady calls over `conns` connections at `rps` in all.
+    if shape.conns > 0 {
+        for i in 0..shape.conns {
+            let (shape, counters) = (shape.clone(), counters.clone());
+            let rps = shape.rps as f64 / shape.conns as f64;
+            tasks.spawn(async move {
+                steady(target, &shape, &counters, i as i64 + 1, rps, start, deadline, true).await;
+            });
+        }
+    }
+    if let Some(burst) = shape.burst.clone() {
+        let (shape, counters) = (shape.clone(), counters.clone());
+        tasks.spawn(async move {
+            tokio::time::sleep_until((start + burst.at).into()).await;
+            let end = (start + burst.at + burst.length).min(deadline);
+            let mut burst_tasks = JoinSet::new();
+            let conns = burst.conns.max(1);
+            for i in 0..conns {
+                let (shape, counters) = (shape.clone(), counters.clone());
+                let rps = burst.rps as f64 / conns as f64;
+                let from = Instant::now();
+                burst_tasks.spawn(async move {
+                    steady(target, &shape, &counters, 1000 + i as i64, rps, from, end, false).await;
+                });
+            }
+            while burst_tasks.join_next().await.is_some() {}
+        });
+    }
+    if let Some(surge) = shape.surge.clone() {
+        let counters = counters.clone();
+        tasks.spawn(async move {
+            let msg = Bytes::from(vec![b's'; surge.payload]);
+            let mut i = 0u64;
+            loop {
+                let at = start + surge.every.mul_f64((i + 1) as f64);
+                if at >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(at.into()).await;
+                let n = surge.first + surge.step * i as usize;
+                one_surge(target, n, &msg, &counters, i).await;
+                i += 1;
+            }
+        });
+    }
+    let idle_holder = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    if let Some(idle) = shape.idle.clone() {
+        let counters = counters.clone();
+        let holder = idle_holder.clone();
+        tasks.spawn(async move {
+            let every = Duration::from_secs_f64(1.0 / idle.per_second.max(0.001));
+            let mut k = 0u64;
+            loop {
+                let at = start + every.mul_f64(k as f64);
+                if at >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(at.into()).await;
+                k += 1;
+                let Some(mut c) = Counted::open(target, &counters).await else { continue };
+                if idle.first_call {
+                    let req = Request { id: 3 << 40 | k as i64, msg: Bytes::from_static(b"hello"), json: None };
+                    c.call(&req).await;
+                }
+                counters.idle_connections.fetch_add(1, Ordering::Relaxed);
+                holder.lock().await.push(c);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    // The drain: every connection closes now.
+    idle_holder.lock().await.clear();
+    counters.report()
+}
+
+/// One connection sending calls at `rps` (closed loop when 0) until `end`.
+#[allow(clippy::too_many_arguments)]
+async fn steady(
+    target: SocketAddr,
+    shape: &LoadShape,
+    counters: &Arc<Counters>,
+    conn_id: i64,
+    rps: f64,
+    from: Instant,
+    end: Instant,
+    oversized: bool,
+) {
+    let msg = Bytes::from(vec![b'x'; shape.payload]);
+    let big = shape.oversized.as_ref().filter(|_| oversized).map(|o| (o.every.max(1), Bytes::from(vec![b'O'; o.size])));
+    let interval = (rps > 0.0).then(|| Duration::from_secs_f64(1.0 / rps));
+    // Stagger the connections' schedules.
+    let mut due = from + interval.map_or(Duration::ZERO, |iv| iv.mul_f64((conn_id % 97) as f64 / 97.0));
+    let mut conn: Option<Counted> = None;
+    let mut seq: i64 = 0;
+    while Instant::now() < end {
+        if let Some(iv) = interval {
+            tokio::time::sleep_until(due.into()).await;
+            due += iv;
+            if Instant::now() >= end {
+                break;
+            }
+        }
+        if conn.is_none() {
+            conn = Counted::open(target, counters).await;
+            if conn.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        }
+        seq += 1;
+        let n = counters.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let body = match &big {
+            Some((every, big)) if n % every == 0 => {
+                counters.oversized_calls.fetch_add(1, Ordering::Relaxed);
+                big.clone()
+            }
+            _ => msg.clone(),
+        };
+        let req = Request { id: conn_id << 32 | seq, msg: body, json: shape.json.clone() };
+        if !conn.as_mut().expect("connected").call(&req).await {
+            conn = None;
+        }
+    }
+}
+
+/// `n` new connections at once, each sending one call; all stay open until
+/// every reply is in, so the server sees `n` connections at its peak.
+async fn one_surge(target: SocketAddr, n: usize, msg: &Bytes, counters: &Arc<Counters>, round: u64) {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        if let Some(c) = Counted::open(target, counters).await {
+            counters.surge_connections.fetch_add(1, Ordering::Relaxed);
+            conns.push(c);
+        }
+    }
+    let mut calls = JoinSet::new();
+    for (i, mut c) in conns.into_iter().enumerate() {
+        let req = Request { id: (2 << 40) | (round as i64) << 20 | i as i64, msg: msg.clone(), json: None };
+        calls.spawn(async move {
+            c.call(&req).await;
+            c
+        });
+    }
+    let mut done = Vec::with_capacity(n);
+    while let Some(r) = calls.join_next().await {
+        if let Ok(c) = r {
+            done.push(c);
+        }
+    }
+    drop(done);
+}

@@ -1,0 +1,492 @@
+//! `leaklab run`: one scenario, run as a user would by hand.
+//!
+//! The process under test (`leaklab serve --scenario S`) and its peer run as
+//! child processes on loopback ports they choose themselves (each writes its
+//! addresses to a ready file). While the phases go by (warm-up, load,
+//! drain, settle), the run scrapes the admin endpoint every interval and
+//! writes, into DIR:
+//!
+//! - `heap-NNN.pb.gz`: `/debug/pprof/heap`;
+//! - `pool-NNN.pb.gz`: `/debug/pprof/pool`;
+//! - `metrics.jsonl`: `/metrics`, one line per snapshot, with time and phase;
+//! - `run.json`: scenario, variant, parameters, phases' times, peer report;
+//! - `serve.log`, `peer.log`: the children's stderr.
+//!
+//! Children are stopped on every exit path: the run's own end, an error, a
+//! Ctrl-C (a flag checked between steps), and the harness's own death
+//! (`PR_SET_PDEATHSIG`).
+
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use scenarios::{Info, Side, Variant};
+use serde::{Deserialize, Serialize};
+
+use crate::peer::PeerReport;
+use crate::scrape::{self, MetricsLine};
+
+/// Phases of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Load runs; the baseline is taken here.
+    Warmup,
+    /// Load runs.
+    Load,
+    /// Load stopped; connections closing.
+    Drain,
+    /// Nothing runs; what stays is what leaked.
+    Settle,
+}
+
+/// One phase's span, in seconds from the start of the warm-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseSpan {
+    /// Which.
+    pub name: Phase,
+    /// Start.
+    pub start_s: f64,
+    /// End.
+    pub end_s: f64,
+}
+
+/// Everything `run.json` says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Scenario name.
+    pub scenario: String,
+    /// `leak` or `fix`.
+    pub variant: String,
+    /// `server` or `client`.
+    pub side: String,
+    /// The kind the diagnosis should give.
+    pub expected: String,
+    /// Every parameter with its effective value.
+    pub params: Vec<(String, String)>,
+    /// Phases as they happened.
+    pub phases: Vec<PhaseSpan>,
+    /// Snapshot interval.
+    pub interval_s: f64,
+    /// Snapshots written.
+    pub snapshots: usize,
+    /// When the run started (Unix seconds).
+    pub started_unix: u64,
+    /// The RPC address: the server under test, or the peer a client
+    /// scenario calls.
+    pub rpc_addr: String,
+    /// Admin address.
+    pub admin_addr: String,
+    /// What the peer did (server scenarios).
+    pub peer: Option<PeerReport>,
+}
+
+/// How long each phase lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Warm-up.
+    pub warmup: Duration,
+    /// Load.
+    pub load: Duration,
+    /// Longest drain.
+    pub drain: Duration,
+    /// Settle.
+    pub settle: Duration,
+    /// Snapshot interval.
+    pub interval: Duration,
+}
+
+impl Timing {
+    /// From a load duration: warm-up a quarter of it (at least 1 s), settle
+    /// a third (at least 1.5 s).
+    pub fn for_duration(load: Duration, interval: Duration) -> Timing {
+        Timing {
+            warmup: (load / 4).max(Duration::from_secs(1)),
+            load,
+            drain: Duration::from_millis(1500),
+            settle: (load / 3).max(Duration::from_millis(1500)),
+            interval,
+        }
+    }
+
+    fn total(&self) -> Duration {
+        self.warmup + self.load + self.drain + self.settle
+    }
+}
+
+/// A scenario run to make.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// The scenario.
+    pub info: &'static Info,
+    /// Leak or fix.
+    pub variant: Variant,
+    /// `--set` pairs.
+    pub set: Vec<(String, String)>,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Phase lengths.
+    pub timing: Timing,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+}
+
+/// Set by SIGINT/SIGTERM while a run is going: stop and clean up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Routes SIGINT and SIGTERM to the interrupt flag (once per process).
+pub fn install_interrupt_handler() -> anyhow::Result<()> {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone()).context("installing the signal handler")?;
+    }
+    std::thread::spawn(move || loop {
+        if flag.load(Ordering::Relaxed) {
+            INTERRUPTED.store(true, Ordering::SeqCst);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    });
+    Ok(())
+}
+
+/// True once the user asked to stop.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Sleeps until `t`, waking early on an interrupt.
+fn sleep_until(t: Instant) -> anyhow::Result<()> {
+    loop {
+        if interrupted() {
+            bail!("interrupted");
+        }
+        let now = Instant::now();
+        if now >= t {
+            return Ok(());
+        }
+        std::thread::sleep((t - now).min(Duration::from_millis(25)));
+    }
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct ChildGuard {
+    child: Option<Child>,
+    name: &'static str,
+}
+
+impl ChildGuard {
+    /// Starts `leaklab ARGS` with stderr to `log`, dying with its parent.
+    pub fn spawn(name: &'static str, args: &[String], log: &Path) -> anyhow::Result<ChildGuard> {
+        let exe = std::env::current_exe().context("finding the leaklab binary")?;
+        let log = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe and touches no memory of the
+            // parent; it only asks the kernel to SIGTERM the child when the
+            // thread that forked it dies.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().with_context(|| format!("starting the {name} process"))?;
+        Ok(ChildGuard { child: Some(child), name })
+    }
+
+    /// Whether it has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped
+        // (try_wait just said it is running), so the pid is still ours.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(child = self.name, "did not stop on SIGTERM; killing it");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(3));
+    }
+}
+
+/// Addresses a child bound, from its ready file.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Ready {
+    /// RPC address (none for a client scenario).
+    pub rpc: Option<SocketAddr>,
+    /// Admin address.
+    pub admin: SocketAddr,
+}
+
+fn wait_ready(path: &Path, child: &mut ChildGuard, log: &Path) -> anyhow::Result<Ready> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = fs::read_to_string(path) {
+            if let Ok(ready) = serde_json::from_str::<Ready>(&text) {
+                return Ok(ready);
+            }
+        }
+        if child.exited() {
+            bail!("the {} process exited before it was ready:\n{}", child.name, tail(log));
+        }
+        if Instant::now() > until {
+            bail!("the {} process was not ready within 20 s:\n{}", child.name, tail(log));
+        }
+        sleep_until(Instant::now() + Duration::from_millis(20))?;
+    }
+}
+
+/// The last lines of a log, for error messages.
+pub fn tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+fn common_args(plan: &RunPlan) -> Vec<String> {
+    let mut args = vec!["--scenario".into(), plan.info.name.into(), "--variant".into(), plan.variant.to_string()];
+    for (k, v) in &plan.set {
+        args.push("--set".into());
+        args.push(format!("{k}={v}"));
+    }
+    args
+}
+
+/// Makes the run; returns its record. DIR is created (files in it are
+/// overwritten).
+pub fn run(plan: &RunPlan) -> anyhow::Result<RunRecord> {
+    install_interrupt_handler()?;
+    let info = plan.info;
+    let params = scenarios::Params::parse(info, &plan.set)?;
+    fs::create_dir_all(&plan.out).with_context(|| format!("creating {}", plan.out.display()))?;
+    for entry in fs::read_dir(&plan.out)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".pb.gz") || name == "metrics.jsonl" {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    let t = plan.timing;
+    let dir = &plan.out;
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let drive_for = t.warmup + t.load;
+
+    // The peer server of a client scenario starts first.
+    let mut peer_server = None;
+    let mut peer_rpc = None;
+    if info.side == Side::Client {
+        let ready = dir.join(".peer-ready.json");
+        let _ = fs::remove_file(&ready);
+        let log = dir.join("peer.log");
+        let args: Vec<String> = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--profile-rate",
+            "0",
+            "--ready-file",
+            &ready.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut child = ChildGuard::spawn("peer", &args, &log)?;
+        peer_rpc = wait_ready(&ready, &mut child, &log)?.rpc;
+        let _ = fs::remove_file(&ready);
+        peer_server = Some(child);
+    }
+
+    // The process under test.
+    let ready_path = dir.join(".serve-ready.json");
+    let _ = fs::remove_file(&ready_path);
+    let serve_log = dir.join("serve.log");
+    let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ready-file"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(ready_path.to_string_lossy().into_owned());
+    args.extend(common_args(plan));
+    if let Some(peer) = peer_rpc {
+        args.extend(["--peer".into(), peer.to_string(), "--drive-for".into(), format!("{}ms", drive_for.as_millis())]);
+    }
+    let mut serve = ChildGuard::spawn("serve", &args, &serve_log)?;
+    let ready = wait_ready(&ready_path, &mut serve, &serve_log)?;
+    let _ = fs::remove_file(&ready_path);
+
+    // The load of a server scenario.
+    let peer_log = dir.join("peer.log");
+    let peer_report_path = dir.join(".peer-report.json");
+    let _ = fs::remove_file(&peer_report_path);
+    let start = Instant::now();
+    let mut peer = None;
+    if let (Side::Server, Some(rpc)) = (info.side, ready.rpc) {
+        let mut args: Vec<String> = vec![
+            "peer".into(),
+            "--target".into(),
+            rpc.to_string(),
+            "--duration".into(),
+            format!("{}ms", drive_for.as_millis()),
+            "--report".into(),
+            peer_report_path.to_string_lossy().into_owned(),
+        ];
+        args.extend(common_args(plan));
+        peer = Some(ChildGuard::spawn("peer", &args, &peer_log)?);
+    }
+
+    let agent = scrape::agent();
+    let bar = progress_bar(plan, t);
+    let mut metrics = fs::File::create(dir.join("metrics.jsonl"))?;
+    let mut phases: Vec<PhaseSpan> = Vec::new();
+    let mut phase = Phase::Warmup;
+    let mut phase_start = 0.0;
+    let mut snapshots = 0usize;
+    let load_end = t.warmup + t.load;
+    let mut drain_end: Option<Duration> = None;
+    let mut next = start;
+    loop {
+        sleep_until(next)?;
+        let now = start.elapsed();
+        // Phase transitions.
+        let want = if now < t.warmup {
+            Phase::Warmup
+        } else if now < load_end {
+            Phase::Load
+        } else if drain_end.is_none_or(|d| now < d) {
+            Phase::Drain
+        } else {
+            Phase::Settle
+        };
+        if want != phase {
+            phases.push(PhaseSpan { name: phase, start_s: phase_start, end_s: now.as_secs_f64() });
+            phase = want;
+            phase_start = now.as_secs_f64();
+        }
+        if serve.exited() {
+            bail!("the process under test exited during the run:\n{}", tail(&serve_log));
+        }
+        let line = snapshot(&agent, ready.admin, dir, snapshots, now.as_secs_f64(), phase)
+            .with_context(|| format!("snapshot {snapshots} from {}", ready.admin))?;
+        snapshots += 1;
+        writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
+        if let Some(bar) = &bar {
+            bar.set_position(now.as_millis() as u64);
+            bar.set_message(format!("{:?}, {} snapshots", phase, snapshots));
+        }
+        // The drain ends once the load has stopped and connections closed.
+        if phase == Phase::Drain && drain_end.is_none() {
+            let peer_done = peer.as_mut().is_none_or(|p| p.exited());
+            let quiet = line.figures.open_conns == 0 || info.side == Side::Client;
+            if (peer_done && quiet) || now >= load_end + t.drain {
+                drain_end = Some(now);
+            }
+        }
+        if phase == Phase::Settle && now >= drain_end.unwrap_or(now) + t.settle {
+            break;
+        }
+        next += t.interval;
+    }
+    phases.push(PhaseSpan { name: phase, start_s: phase_start, end_s: start.elapsed().as_secs_f64() });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(mut p) = peer.take() {
+        p.stop(Duration::from_secs(5));
+    }
+    serve.stop(Duration::from_secs(5));
+    if let Some(mut p) = peer_server.take() {
+        p.stop(Duration::from_secs(5));
+    }
+    let peer_report =
+        fs::read_to_string(&peer_report_path).ok().and_then(|s| serde_json::from_str::<PeerReport>(&s).ok());
+    let _ = fs::remove_file(&peer_report_path);
+    let record = RunRecord {
+        scenario: info.name.to_owned(),
+        variant: plan.variant.to_string(),
+        side: match info.side {
+            Side::Server => "server",
+            Side::Client => "client",
+        }
+        .to_owned(),
+        expected: info.expected_kind(plan.variant).to_owned(),
+        params: params.effective(),
+        phases,
+        interval_s: t.interval.as_secs_f64(),
+        snapshots,
+        started_unix,
+        rpc_addr: ready.rpc.or(peer_rpc).map(|a| a.to_string()).unwrap_or_default(),
+        admin_addr: ready.admin.to_string(),
+        peer: peer_report,
+    };
+    fs::write(dir.join("run.json"), serde_json::to_string_pretty(&record)?)?;
+    Ok(record)
+}
+
+/// One snapshot: heap and pool profiles saved, metrics returned.
+fn snapshot(
+    agent: &ureq::Agent,
+    admin: SocketAddr,
+    dir: &Path,
+    n: usize,
+    t: f64,
+    phase: Phase,
+) -> anyhow::Result<MetricsLine> {
+    let heap = scrape::get_bytes(agent, admin, "/debug/pprof/heap")?;
+    fs::write(dir.join(format!("heap-{n:03}.pb.gz")), heap)?;
+    let pool = scrape::get_bytes(agent, admin, "/debug/pprof/pool")?;
+    fs::write(dir.join(format!("pool-{n:03}.pb.gz")), pool)?;
+    let text = scrape::get_text(agent, admin, "/metrics")?;
+    Ok(MetricsLine { t, phase: format!("{phase:?}").to_lowercase(), figures: scrape::figures(&text) })
+}
+
+fn progress_bar(plan: &RunPlan, t: Timing) -> Option<indicatif::ProgressBar> {
+    if !plan.progress {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(t.total().as_millis() as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style = indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {elapsed_precise} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{} ({})", plan.info.name, plan.variant));
+    Some(bar)
+}

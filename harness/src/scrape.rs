@@ -1,0 +1,115 @@
+//! Scraping a process's admin endpoint: profiles as bytes, `/metrics` as
+//! figures, and the `metrics.jsonl` line format.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::probe::Figures;
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsLine {
+    /// Seconds since the run started.
+    pub t: f64,
+    /// `warmup`, `load`, `drain`, `settle`.
+    pub phase: String,
+    /// The figures.
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// An HTTP agent with short timeouts, for loopback scraping.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(true)
+        .build()
+        .into()
+}
+
+/// GET `http://ADDR/PATH` as bytes.
+pub fn get_bytes(agent: &ureq::Agent, addr: SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
+    get_url(agent, &format!("http://{addr}{path}"))
+}
+
+/// GET a URL as bytes (at most 1 GiB).
+pub fn get_url(agent: &ureq::Agent, url: &str) -> anyhow::Result<Vec<u8>> {
+    let mut resp = agent.get(url).call().with_context(|| format!("GET {url}"))?;
+    let mut body = Vec::new();
+    resp.body_mut().as_reader().take(1 << 30).read_to_end(&mut body).with_context(|| format!("reading {url}"))?;
+    Ok(body)
+}
+
+/// GET as text.
+pub fn get_text(agent: &ureq::Agent, addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    Ok(String::from_utf8_lossy(&get_bytes(agent, addr, path)?).into_owned())
+}
+
+/// Parses Prometheus text format into `name -> value` (labels ignored;
+/// the last sample of a name wins).
+pub fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name_part, rest) = match line.find(['{', ' ']) {
+            Some(i) if line.as_bytes()[i] == b'{' => {
+                let close = line.find('}').unwrap_or(line.len() - 1);
+                (&line[..i], &line[close + 1..])
+            }
+            Some(i) => (&line[..i], &line[i..]),
+            None => continue,
+        };
+        if let Some(v) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+            out.insert(name_part.to_owned(), v);
+        }
+    }
+    out
+}
+
+/// The figures `leaklab serve` exposes, from its `/metrics` text.
+pub fn figures(text: &str) -> Figures {
+    let m = parse_prometheus(text);
+    let g = |name: &str| m.get(name).copied().unwrap_or(0.0).max(0.0) as u64;
+    Figures {
+        rss_bytes: g("process_resident_memory_bytes"),
+        inuse_bytes: g("leaklab_profiled_inuse_bytes"),
+        requests: g("leaklab_requests_total"),
+        open_conns: g("leaklab_open_connections"),
+        opened_conns: g("leaklab_opened_connections_total"),
+        clients_created: g("leaklab_clients_created_total"),
+        clients_closed: g("leaklab_clients_closed_total"),
+        pool_leased_bytes: g("leaklab_pool_leased_bytes"),
+        pool_cached_bytes: g("leaklab_pool_cached_bytes"),
+        barrier_slots: g("leaklab_barrier_slots"),
+        barrier_held_bytes: g("leaklab_barrier_held_bytes"),
+        lb_hooks: g("leaklab_lbcache_hooks"),
+        protocol_errors: g("leaklab_protocol_errors_total"),
+        idle_closed: g("leaklab_idle_closed_total"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prometheus_text() {
+        let text = "# HELP x y\n# TYPE x gauge\nprocess_resident_memory_bytes 5844992.0\n\
+                    leaklab_requests_total 196080\nwith_labels{a=\"b c\"} 3.5\nbad line\n";
+        let m = parse_prometheus(text);
+        assert_eq!(m["process_resident_memory_bytes"], 5844992.0);
+        assert_eq!(m["leaklab_requests_total"], 196080.0);
+        assert_eq!(m["with_labels"], 3.5);
+        assert_eq!(m.len(), 3);
+        let f = figures(text);
+        assert_eq!((f.rss_bytes, f.requests), (5844992, 196080));
+    }
+}
