@@ -1,0 +1,63 @@
+//! [`DiagnosisError`]: what went wrong, and in which file.
+
+use std::path::PathBuf;
+
+/// An input could not be read. Every variant names the file (or, for live
+/// input, the URL it came from).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiagnosisError {
+    /// The directory holds no `heap-NNN.pb.gz`.
+    #[error("{}: no heap profiles (heap-NNN.pb.gz)", dir.display())]
+    NoProfiles {
+        /// The directory searched.
+        dir: PathBuf,
+    },
+    /// A profile is not a readable heap profile.
+    #[error("{}: {reason}", path.display())]
+    Profile {
+        /// The profile's file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A line of a metrics file is not a metrics object.
+    #[error("{}:{line}: {reason}", path.display())]
+    Metrics {
+        /// The metrics file.
+        path: PathBuf,
+        /// The line, counted from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `run.json` has no readable phase spans.
+    #[error("{}: phases: {reason}", path.display())]
+    Phases {
+        /// The `run.json` file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file or directory could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error from the system.
+        source: std::io::Error,
+    },
+}
+
+impl DiagnosisError {
+    /// The file or directory the error is about.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            DiagnosisError::NoProfiles { dir } => dir,
+            DiagnosisError::Profile { path, .. }
+            | DiagnosisError::Metrics { path, .. }
+            | DiagnosisError::Phases { path, .. }
+            | DiagnosisError::Io { path, .. } => path,
+        }
+    }
+}

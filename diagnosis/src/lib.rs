@@ -1,0 +1,49 @@
+//! Reads the heap profiles and metrics of a process, and gives the
+//! evidence for or against a memory leak.
+//!
+//! The input is what any process can serve, Go programs included: heap
+//! profiles in Go's profile.proto format (as `/debug/pprof/heap` serves
+//! them, gzip'd or not), optionally a pool's view in the same format, and
+//! optionally one line of metrics per snapshot. A run's directory holds
+//! them as `heap-NNN.pb.gz`, `pool-NNN.pb.gz`, `metrics.jsonl` and
+//! `run.json` (of which only the phases' spans are read).
+//!
+//! - [`HeapSnapshot`] decodes one profile into samples with resolved call
+//!   stacks ([`HeapSample`], [`Frame`]); it never panics on bad input.
+//! - [`RunInput`] is a run: profiles, metrics lines ([`MetricsLine`]),
+//!   phase spans, and a [`timeline`](RunInput::timeline) that gives each
+//!   snapshot its time and phase. [`parse_prometheus`] turns a live
+//!   `/metrics` page into the same values.
+//! - Trend statistics, robust to noise and outliers: [`theil_sen`],
+//!   [`mann_kendall`], [`pearson`], [`spearman`], [`change_points`],
+//!   [`plateau`], [`median`], [`mad`].
+//! - [`DiagnosisError`] says what could not be read, naming the file.
+//!
+//! ```no_run
+//! use diagnosis::{mann_kendall, theil_sen, RunInput};
+//!
+//! let run = RunInput::from_dir("runs/request-field-hold")?;
+//! let times: Vec<f64> = run.timeline().iter().map(|s| s.t).collect();
+//! let inuse: Vec<f64> = run.heaps.iter().map(|h| h.total_inuse_bytes()).collect();
+//! if let Some((slope, _)) = theil_sen(&times, &inuse) {
+//!     let trend = mann_kendall(&inuse);
+//!     println!("{slope:.0} B/s, p = {:.3}", trend.p_value);
+//! }
+//! # Ok::<(), diagnosis::DiagnosisError>(())
+//! ```
+//!
+//! This crate depends on no other crate of the workspace and knows nothing
+//! of scenarios: it reads files.
+
+mod error;
+mod input;
+mod profile;
+mod stats;
+
+pub use error::DiagnosisError;
+pub use input::{parse_metrics, parse_prometheus, MetricsLine, PhaseSpan, RunInput, SnapshotTime};
+pub use profile::{Frame, HeapSample, HeapSnapshot, MAX_PROFILE_BYTES, MAX_PROFILE_FRAMES};
+pub use stats::{
+    change_points, mad, mann_kendall, median, pearson, plateau, spearman, theil_sen, MkResult, PlateauInfo,
+    MAD_TO_SIGMA, MAX_TREND_POINTS, PLATEAU_TOLERANCE,
+};
