@@ -15,8 +15,9 @@ use sonic_rs::{JsonValueTrait, OwnedLazyValue};
 /// What a server scenario runs: the server settings and the handler.
 ///
 /// `config.pool` is the pool to watch: the `pool` given to
-/// [`server`](crate::server), unless the scenario needs another cache policy
-/// (see [`pool_config`](crate::pool_config)).
+/// [`server`](crate::server), unless that pool caches more than the scenario
+/// wants (see [`pool_config`](crate::pool_config)); then a pool of the
+/// scenario's own.
 #[derive(Debug)]
 pub struct ServerScenario {
     /// Settings of the `rpc::Server`.

@@ -64,6 +64,21 @@ fn server_spec(info: &Info, what: &'static str) -> Result<&'static dyn ServerSpe
     }
 }
 
+/// A pool that caches at most `cap` bytes per size class: `pool` itself if
+/// its policy already does, a new pool otherwise.
+pub(crate) fn capped_pool(pool: Pool, cap: usize) -> Pool {
+    if pool.config().max_cached_per_class <= cap {
+        pool
+    } else {
+        Pool::new(capped(cap))
+    }
+}
+
+/// Netpoll's policy with at most `cap` bytes cached per size class.
+pub(crate) fn capped(cap: usize) -> PoolConfig {
+    PoolConfig { max_cached_per_class: cap, ..PoolConfig::default() }
+}
+
 /// Checks parameters for [`Params::parse`].
 pub(crate) fn check(info: &Info, p: &Params) -> Result<(), ScenarioError> {
     match kind(info)? {
@@ -100,8 +115,10 @@ pub fn load_shape(info: &Info, variant: Variant, params: &Params) -> Result<Load
 }
 
 /// The pool policy a scenario wants: `PoolConfig::default()` (Netpoll's
-/// generous caching) except where the fix changes it (`oversized-request`).
-/// Build the pool given to [`server`] or [`run_client`] with it.
+/// generous caching) except where the scenario caps the cache: the fix of
+/// `oversized-request`, and the connection-surge scenarios (`pool_cache`).
+/// Build the pool given to [`server`] or [`run_client`] with it; [`server`]
+/// swaps in a pool of its own when the given one caches more.
 pub fn pool_config(info: &Info, variant: Variant, params: &Params) -> Result<PoolConfig, ScenarioError> {
     match kind(info)? {
         Kind::Server(spec) => spec.pool_config(variant, params),

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use rpc::{BarrierMode, Barriers, Pool, ServerConfig};
+use rpc::{BarrierMode, Barriers, Pool, PoolConfig, ServerConfig};
 
 use crate::catalogue::{Info, Param, Side, Variant};
 use crate::error::ScenarioError;
 use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
 use crate::params::Params;
-use crate::registry::ServerSpec;
+use crate::registry::{capped, capped_pool, ServerSpec};
 use crate::shape::{LoadShape, Surge};
 
 pub(crate) const NAME: &str = "conn-surge-request";
@@ -35,7 +35,8 @@ pub(crate) const INFO: Info = Info {
         falls.",
     fix: "Upgrade: Netpoll >= v0.2.5 (Kitex >= v0.3.3) clears every slot right after each readv/writev. The fix \
         variant runs `Barriers::new(BarrierMode::Fixed)`; memory rises during a surge and goes back to the pool \
-        when its connections close.",
+        when its connections close (the pool keeps at most `pool_cache` per size class, as Go's GC empties \
+        sync.Pool).",
     params: &[
         crate::catalogue::payload("1KiB"),
         crate::catalogue::rps("50"),
@@ -49,7 +50,16 @@ pub(crate) const INFO: Info = Info {
             default: "64",
             help: "msg bytes the handler answers a surge call with (small: the request side is what leaks)",
         },
+        POOL_CACHE,
     ],
+};
+
+/// `pool_cache`: what the pool may cache per size class, in both variants.
+pub(crate) const POOL_CACHE: Param = Param {
+    name: "pool_cache",
+    default: "1MiB",
+    help: "bytes the pool caches per size class, in both variants: Go's sync.Pool gives its cache back over GC \
+           cycles, so after a surge the fixed version's memory returns; a Rust pool needs a cap to do the same",
 };
 
 /// Settings shared by the three surge scenarios.
@@ -62,6 +72,7 @@ pub(crate) struct SurgeSettings {
     pub first: usize,
     pub step: usize,
     pub response: usize,
+    pub pool_cache: usize,
 }
 
 pub(crate) fn surge_settings(p: &Params) -> Result<SurgeSettings, ScenarioError> {
@@ -74,6 +85,7 @@ pub(crate) fn surge_settings(p: &Params) -> Result<SurgeSettings, ScenarioError>
         first: p.usize("surge_first")?,
         step: p.usize("surge_step")?,
         response: p.usize("response")?,
+        pool_cache: p.usize("pool_cache")?,
     };
     if s.surge_payload <= s.payload {
         return Err(p.bad(
@@ -116,12 +128,17 @@ impl ServerSpec for Spec {
 
     fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
         let s = surge_settings(p)?;
-        let config = ServerConfig { pool, barriers: barriers(v), ..ServerConfig::default() };
+        let config =
+            ServerConfig { pool: capped_pool(pool, s.pool_cache), barriers: barriers(v), ..ServerConfig::default() };
         let reply = Reply { large_from: s.surge_payload, large_size: s.response };
         Ok(ServerScenario { config, handler: ScenarioHandler::new(reply, Behaviour::Echo) })
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
         Ok(surge_load(&surge_settings(p)?))
+    }
+
+    fn pool_config(&self, _v: Variant, p: &Params) -> Result<PoolConfig, ScenarioError> {
+        Ok(capped(surge_settings(p)?.pool_cache))
     }
 }

@@ -34,7 +34,7 @@ pub(crate) const INFO: Info = Info {
         pinned chunks taken by `rpc::linkbuf::OutputBuffer::malloc`, held by barrier slots (slot_refs > 0).",
     fix: "Upgrade: Netpoll >= v0.2.5 (Kitex >= v0.3.3) clears every slot right after each writev. The fix variant \
         runs `Barriers::new(BarrierMode::Fixed)`, everything else equal; output nodes go back to the pool once \
-        sent.",
+        sent (which keeps at most `pool_cache` per size class).",
     params: super::conn_surge_response_nocopy::INFO.params,
 };
 
@@ -51,5 +51,9 @@ impl ServerSpec for Spec {
 
     fn load(&self, v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
         super::conn_surge_response_nocopy::Spec.load(v, p)
+    }
+
+    fn pool_config(&self, v: Variant, p: &Params) -> Result<rpc::PoolConfig, ScenarioError> {
+        super::conn_surge_response_nocopy::Spec.pool_config(v, p)
     }
 }

@@ -14,14 +14,14 @@
 //! instead of the responses. The integration tests that measure the
 //! responses are ignored until then.
 
-use rpc::{Pool, ServerConfig};
+use rpc::{Pool, PoolConfig, ServerConfig};
 
 use super::conn_surge_request::{barriers, surge_load, surge_settings, SurgeSettings};
 use crate::catalogue::{Info, Param, Side, Variant};
 use crate::error::ScenarioError;
 use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
 use crate::params::Params;
-use crate::registry::ServerSpec;
+use crate::registry::{capped, capped_pool, ServerSpec};
 use crate::shape::LoadShape;
 
 pub(crate) const NAME: &str = "conn-surge-response-nocopy";
@@ -59,10 +59,12 @@ pub(crate) const INFO: Info = Info {
         Param { name: "surge_first", default: "16", help: "connections of the first surge" },
         Param { name: "surge_step", default: "16", help: "connections each surge adds over the previous one" },
         Param { name: "response", default: "256KiB", help: "msg bytes the handler answers a surge call with" },
+        super::conn_surge_request::POOL_CACHE,
     ],
 };
 
 pub(crate) fn response_server(s: &SurgeSettings, v: Variant, pool: Pool, nocopy_write: bool) -> ServerScenario {
+    let pool = capped_pool(pool, s.pool_cache);
     let config = ServerConfig { pool, barriers: barriers(v), nocopy_write, ..ServerConfig::default() };
     let reply = Reply { large_from: s.surge_payload, large_size: s.response };
     ServerScenario { config, handler: ScenarioHandler::new(reply, Behaviour::Echo) }
@@ -81,5 +83,9 @@ impl ServerSpec for Spec {
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
         Ok(surge_load(&surge_settings(p)?))
+    }
+
+    fn pool_config(&self, _v: Variant, p: &Params) -> Result<PoolConfig, ScenarioError> {
+        Ok(capped(surge_settings(p)?.pool_cache))
     }
 }

@@ -7,7 +7,7 @@ use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
 use crate::error::ScenarioError;
 use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
 use crate::params::Params;
-use crate::registry::ServerSpec;
+use crate::registry::{capped, capped_pool, ServerSpec};
 use crate::shape::{self, LoadShape, Oversized, OVERSIZED_REPLY};
 
 pub(crate) const NAME: &str = "oversized-request";
@@ -76,10 +76,6 @@ pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
     Ok(s)
 }
 
-fn fixed_pool(s: &Settings) -> PoolConfig {
-    PoolConfig { max_cached_per_class: s.pool_cache, ..PoolConfig::default() }
-}
-
 pub(crate) struct Spec;
 
 impl ServerSpec for Spec {
@@ -96,12 +92,7 @@ impl ServerSpec for Spec {
         let config = match v {
             Variant::Leak => ServerConfig { pool, ..ServerConfig::default() },
             Variant::Fix => {
-                let wanted = fixed_pool(&s);
-                let pool = if pool.config().max_cached_per_class <= wanted.max_cached_per_class {
-                    pool
-                } else {
-                    Pool::new(wanted)
-                };
+                let pool = capped_pool(pool, s.pool_cache);
                 let limits = Limits { max_frame: s.max_frame, ..Limits::default() };
                 ServerConfig { pool, limits, ..ServerConfig::default() }
             }
@@ -119,7 +110,7 @@ impl ServerSpec for Spec {
         let s = settings(p)?;
         Ok(match v {
             Variant::Leak => PoolConfig::default(),
-            Variant::Fix => fixed_pool(&s),
+            Variant::Fix => capped(s.pool_cache),
         })
     }
 }

@@ -148,6 +148,7 @@ fn conn_surge_request_legacy_slots_keep_large_read_nodes() {
     assert!(leak.retained + SLACK >= leak.pinned_bytes() as isize, "{}", kib(leak.retained));
     assert_eq!(fix.barriers.held_bytes, 0);
     assert_eq!(fix.pool.leased_bytes, 0);
+    assert!(fix.pool.classes.iter().all(|c| c.cached_bytes <= 1 << 20), "pool_cache caps each class");
     assert!(fix.retained < 256 << 10, "{}", kib(fix.retained));
 }
 
