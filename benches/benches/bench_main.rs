@@ -1,5 +1,6 @@
 //! All criterion benchmarks: `cargo bench -p benches`.
 
+mod codec;
 mod pool;
 
-criterion::criterion_main!(pool::benches);
+criterion::criterion_main!(pool::benches, codec::benches);
