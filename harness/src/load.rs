@@ -243,8 +243,9 @@ impl Conn {
             MessageType::Reply => {
                 let ctx = DecodeCtx { mode: DecodeMode::NoCopy, marker: None, limits };
                 let resp = codec::decode_echo_result(&mut reader, &ctx)?;
-                if resp.id != id || resp.msg.len() != msg.len() {
-                    bail!("reply id {} msg {} bytes for id {id} msg {} bytes", resp.id, resp.msg.len(), msg.len());
+                // Echo returns the id; scenarios decide the reply's size.
+                if resp.id != id {
+                    bail!("reply id {} for call id {id}", resp.id);
                 }
                 Ok(false)
             }

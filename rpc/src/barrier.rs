@@ -81,9 +81,10 @@ impl Held {
     }
 }
 
-#[derive(Debug, Default)]
+/// One record: up to [`SLOT_REFS`] positions, each a buffer reference.
+#[derive(Debug)]
 struct Slot {
-    held: Vec<Held>,
+    held: Vec<Option<Held>>,
 }
 
 struct Table {
@@ -109,7 +110,7 @@ impl fmt::Debug for Barriers {
 }
 
 fn new_slot() -> Arc<Mutex<Slot>> {
-    Arc::new(Mutex::new(Slot { held: Vec::with_capacity(SLOT_REFS) }))
+    Arc::new(Mutex::new(Slot { held: (0..SLOT_REFS).map(|_| None).collect() }))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,8 +155,8 @@ impl Barriers {
         let mut stats = BarriersStats { slots: slots.len(), in_use, held_refs: 0, held_bytes: 0 };
         for slot in &slots {
             let s = lock(slot);
-            stats.held_refs += s.held.len();
-            stats.held_bytes += s.held.iter().map(Held::size).sum::<usize>();
+            stats.held_refs += s.held.iter().flatten().count();
+            stats.held_bytes += s.held.iter().flatten().map(Held::size).sum::<usize>();
         }
         stats
     }
@@ -197,16 +198,24 @@ impl SlotGuard {
     }
 
     /// Runs one vectored syscall `io` with the slot referencing `held`, as
-    /// Netpoll's `readv`/`sendmsg` did: the slot's previous references are
-    /// overwritten first; in fixed mode they are cleared again right after.
+    /// Netpoll's `readv`/`sendmsg` did: the references go into the first
+    /// positions of the record, overwriting what those positions held; the
+    /// positions after them keep what earlier, longer syscalls left there.
+    /// In fixed mode every position is cleared right after the syscall.
+    ///
+    /// ```text
+    ///   writev of a reply   [hdr node][256 KiB body][ - ]...
+    ///   then a readv        [in node ][256 KiB body][ - ]...   legacy: body stays
+    /// ```
     pub fn io<R>(&self, held: impl IntoIterator<Item = Held>, io: impl FnOnce() -> R) -> R {
         let mut slot = lock(&self.slot);
-        slot.held.clear();
-        slot.held.extend(held.into_iter().take(SLOT_REFS));
+        for (position, h) in slot.held.iter_mut().zip(held) {
+            *position = Some(h);
+        }
         let r = io();
         let fixed = self.barriers.as_ref().is_none_or(|b| b.inner.mode == BarrierMode::Fixed);
         if fixed {
-            slot.held.clear();
+            slot.held.iter_mut().for_each(|p| *p = None);
         }
         r
     }
@@ -257,6 +266,21 @@ mod tests {
     #[test]
     fn fixed_slots_let_go_after_the_syscall() {
         assert_eq!(held_after_close(BarrierMode::Fixed), (0, 0));
+    }
+
+    #[test]
+    fn a_shorter_syscall_overwrites_only_the_positions_it_uses() {
+        let pool = Pool::new(PoolConfig::default());
+        let b = Barriers::new(BarrierMode::Legacy);
+        let s = b.acquire();
+        let header = pool.lease(4096, Taker::Encode);
+        let body = bytes::Bytes::from(vec![1u8; 256 << 10]);
+        s.io([Held::Chunk(header.hold()), Held::Bytes(body)], || ());
+        drop(header);
+        s.io([Held::Chunk(pool.lease(8192, Taker::ConnRead).hold())], || ());
+        let stats = b.stats();
+        assert_eq!(stats.held_refs, 2);
+        assert_eq!(stats.held_bytes, 8192 + (256 << 10), "the reply body survives the next read");
     }
 
     #[test]

@@ -3,9 +3,12 @@
 //! Requests are rounded up to a power of two; each class keeps a free list of
 //! chunks of exactly that size. Sizes above [`PoolConfig::max_pooled`]
 //! (8 MiB by default, as in Netpoll) are plain allocations that are never
-//! cached. Go's `sync.Pool` empties itself over GC cycles; this pool instead
-//! caps what each class caches ([`PoolConfig::max_cached_per_class`]) and can
-//! be [trimmed](Pool::trim).
+//! cached. Go's `sync.Pool` empties itself over GC cycles: an object not
+//! reused within two cycles is freed (the pool moves its contents to a
+//! "victim" cache at each GC and drops the previous victims). This pool does
+//! the same on a timer ([`PoolConfig::release_after`], one "cycle" per
+//! period, driven by [`Pool::gc`]), caps what each class caches
+//! ([`PoolConfig::max_cached_per_class`]) and can be [trimmed](Pool::trim).
 //!
 //! # Sharing
 //!
@@ -63,13 +66,22 @@ pub struct PoolConfig {
     /// Bytes each size class may keep cached; a chunk returned beyond this is
     /// freed. `usize::MAX` caches without limit.
     pub max_cached_per_class: usize,
+    /// The period of the pool's "GC cycle": a background thread calls
+    /// [`Pool::gc`] this often, so a cached chunk not reused within one to
+    /// two periods is freed, as Go's `sync.Pool` frees objects not reused
+    /// within two GC cycles. `None` keeps cached chunks until [`Pool::trim`].
+    pub release_after: Option<std::time::Duration>,
 }
 
 impl Default for PoolConfig {
-    /// Netpoll's behaviour: pool up to 8 MiB; cache up to 64 MiB per class
-    /// (Go's pool is only emptied by GC, so this is generous).
+    /// Netpoll's behaviour: pool up to 8 MiB; cache up to 64 MiB per class;
+    /// a GC cycle every second.
     fn default() -> Self {
-        PoolConfig { max_pooled: MAX_POOLED, max_cached_per_class: 64 << 20 }
+        PoolConfig {
+            max_pooled: MAX_POOLED,
+            max_cached_per_class: 64 << 20,
+            release_after: Some(std::time::Duration::from_secs(1)),
+        }
     }
 }
 
@@ -197,8 +209,23 @@ impl RawChunk {
 
 #[derive(Default)]
 struct Class {
+    /// Returned since the last GC cycle; reused first.
     free: Vec<RawChunk>,
+    /// Survivors of the last cycle; freed at the next one.
+    victim: Vec<RawChunk>,
     cached_bytes: usize,
+}
+
+impl Class {
+    fn pop(&mut self) -> Option<RawChunk> {
+        let raw = self.free.pop().or_else(|| self.victim.pop())?;
+        self.cached_bytes -= raw.meta.size;
+        Some(raw)
+    }
+
+    fn cached_chunks(&self) -> usize {
+        self.free.len() + self.victim.len()
+    }
 }
 
 struct Registry {
@@ -233,10 +260,12 @@ pub fn class_of(size: usize) -> usize {
 }
 
 impl Pool {
-    /// A new, empty pool.
+    /// A new, empty pool; with [`PoolConfig::release_after`] set, a
+    /// background thread runs its GC cycles until the pool is dropped.
     pub fn new(mut config: PoolConfig) -> Pool {
         config.max_pooled = config.max_pooled.min(MAX_POOLED);
-        Pool {
+        let period = config.release_after;
+        let pool = Pool {
             shared: Arc::new(Shared {
                 config,
                 classes: std::array::from_fn(|_| Mutex::new(Class::default())),
@@ -245,7 +274,23 @@ impl Pool {
                 allocated_bytes: AtomicU64::new(0),
                 allocated_chunks: AtomicU64::new(0),
             }),
+        };
+        if let Some(period) = period {
+            let weak = Arc::downgrade(&pool.shared);
+            let spawned = std::thread::Builder::new().name("pool-gc".into()).spawn(move || loop {
+                std::thread::sleep(period);
+                match weak.upgrade() {
+                    Some(shared) => {
+                        Pool { shared }.gc();
+                    }
+                    None => return,
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "no pool GC thread: cached chunks stay until trimmed");
+            }
         }
+        pool
     }
 
     /// The process-wide pool with the default policy, for code that is not
@@ -266,14 +311,7 @@ impl Pool {
     pub fn lease(&self, size: usize, taker: Taker) -> Chunk {
         let raw = if size <= self.shared.config.max_pooled {
             let class = class_of(size);
-            let cached = {
-                let mut c = lock(&self.shared.classes[class]);
-                let raw = c.free.pop();
-                if let Some(r) = &raw {
-                    c.cached_bytes -= r.meta.size;
-                }
-                raw
-            };
+            let cached = lock(&self.shared.classes[class]).pop();
             cached.unwrap_or_else(|| self.grow(1 << class, Some(class as u8)))
         } else {
             self.grow(size, None)
@@ -311,6 +349,29 @@ impl Pool {
         meta.slot.store(slot, Ordering::Relaxed);
     }
 
+    /// One GC cycle: frees the chunks that survived the previous cycle
+    /// without being reused, and makes the rest survivors. Returns the bytes
+    /// freed.
+    pub fn gc(&self) -> usize {
+        let mut freed = 0;
+        for class in &self.shared.classes {
+            let victims = {
+                let mut c = lock(class);
+                let victims = std::mem::replace(&mut c.victim, Vec::new());
+                let survivors = std::mem::take(&mut c.free);
+                c.victim = survivors;
+                let bytes: usize = victims.iter().map(|r| r.meta.size).sum();
+                c.cached_bytes -= bytes;
+                victims
+            };
+            for raw in victims {
+                freed += raw.meta.size;
+                raw.free();
+            }
+        }
+        freed
+    }
+
     /// Frees every cached chunk; returns the bytes given back to the system.
     pub fn trim(&self) -> usize {
         let mut freed = 0;
@@ -318,7 +379,9 @@ impl Pool {
             let chunks = {
                 let mut c = lock(class);
                 c.cached_bytes = 0;
-                std::mem::take(&mut c.free)
+                let mut all = std::mem::take(&mut c.free);
+                all.append(&mut c.victim);
+                all
             };
             for raw in chunks {
                 freed += raw.meta.size;
@@ -334,7 +397,7 @@ impl Pool {
         for (i, class) in self.shared.classes.iter().enumerate() {
             let (cached_chunks, cached_bytes) = {
                 let c = lock(class);
-                (c.free.len(), c.cached_bytes)
+                (c.cached_chunks(), c.cached_bytes)
             };
             let leased_bytes = self.shared.leased[i].load(Ordering::Relaxed);
             stats.cached_bytes += cached_bytes;
@@ -716,6 +779,32 @@ mod tests {
         let s = pool.stats();
         assert_eq!(s.cached_bytes, 0);
         assert_eq!(s.leased_bytes, 0);
+    }
+
+    #[test]
+    fn gc_frees_chunks_not_reused_within_two_cycles() {
+        let pool = Pool::new(PoolConfig { release_after: None, ..PoolConfig::default() });
+        drop(pool.lease(1024, Taker::ConnRead));
+        assert_eq!(pool.gc(), 0, "first cycle: the chunk becomes a victim");
+        assert_eq!(pool.stats().cached_bytes, 1024);
+        let reused = pool.lease(1000, Taker::ConnRead);
+        assert_eq!(pool.stats().allocated_chunks, 1, "victims are reused");
+        drop(reused);
+        pool.gc();
+        assert_eq!(pool.gc(), 1024, "two cycles without reuse free it");
+        assert_eq!(pool.stats().cached_bytes, 0);
+    }
+
+    #[test]
+    fn the_gc_thread_runs_until_the_pool_is_dropped() {
+        let period = std::time::Duration::from_millis(5);
+        let pool = Pool::new(PoolConfig { release_after: Some(period), ..PoolConfig::default() });
+        drop(pool.lease(4096, Taker::ConnRead));
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while pool.stats().cached_bytes > 0 && Instant::now() < deadline {
+            std::thread::sleep(period);
+        }
+        assert_eq!(pool.stats().cached_bytes, 0);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `conn-surge-response-copy`: legacy barrier slots keep the pooled output
 //! nodes large responses were serialized into.
 //!
-//! The same limitation as `conn-surge-response-nocopy` applies (see there).
+//! The reply's header goes into the output's tail node and its large body
+//! into a node of its own, so the writev uses two slot positions and the
+//! next readv overwrites only the first: the body's node stays pinned.
 
 use rpc::Pool;
 

@@ -1,18 +1,10 @@
 //! `conn-surge-response-nocopy`: legacy barrier slots keep large response
 //! fields that were linked into the output without a copy.
 //!
-//! # Limitation
-//!
 //! Netpoll's legacy slot kept its references until a later syscall
-//! overwrote *the same positions*: a readv overwrote only position 0, so the
-//! response slices a writev had put at positions 1.. stayed. `rpc`'s
-//! `SlotGuard::io` clears the whole slot before every syscall, and every
-//! connection reads once more after its reply (the end of the stream, or a
-//! read that would block), so the reply's references are replaced by the
-//! connection's input node: until `rpc` overwrites only the positions a
-//! syscall uses, the leak variant keeps one small input node per slot
-//! instead of the responses. The integration tests that measure the
-//! responses are ignored until then.
+//! overwrote *the same positions*: a readv overwrites only position 0, so the
+//! response slices a writev put at positions 1.. stay, long after the
+//! connection closed (`rpc::SlotGuard::io` behaves the same in legacy mode).
 
 use rpc::{Pool, PoolConfig, ServerConfig};
 
