@@ -35,11 +35,15 @@
 //! This crate depends on no other crate of the workspace and knows nothing
 //! of scenarios: it reads files.
 
+mod engine;
 mod error;
+mod frames;
 mod input;
 mod profile;
 mod stats;
+mod verdict;
 
+pub use engine::{diagnose, Options};
 pub use error::DiagnosisError;
 pub use input::{parse_metrics, parse_prometheus, MetricsLine, PhaseSpan, RunInput, SnapshotTime};
 pub use profile::{Frame, HeapSample, HeapSnapshot, MAX_PROFILE_BYTES, MAX_PROFILE_FRAMES};
@@ -47,3 +51,4 @@ pub use stats::{
     change_points, mad, mann_kendall, median, pearson, plateau, spearman, theil_sen, MkResult, PlateauInfo,
     MAD_TO_SIGMA, MAX_TREND_POINTS, PLATEAU_TOLERANCE,
 };
+pub use verdict::{remedy, Finding, Verdict, KINDS};

@@ -109,9 +109,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let record = crate::run::run(&plan)?;
-    let verdict = serde_json::json!({ "expected": record.expected });
-    std::fs::write(out.join("verdict.json"), serde_json::to_string_pretty(&verdict)?)?;
-    println!("{} ({}): {} snapshots in {}", record.scenario, record.variant, record.snapshots, out.display());
+    let v = crate::diagnose::write_verdict(&out, &record.expected)?;
+    println!(
+        "{} ({}): {} snapshots in {}\nverdict: {} (expected {}: {})",
+        record.scenario,
+        record.variant,
+        record.snapshots,
+        out.display(),
+        v.verdict.summary,
+        v.expected,
+        if v.correct { "correct" } else { "WRONG" }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -25,6 +25,8 @@ enum Command {
     Run(RunArgs),
     /// Run the process under test: an Echo server, a scenario's side, or the raw-echo baseline.
     Serve(ServeArgs),
+    /// The diagnosis engine on a run folder, or on a live pprof endpoint.
+    Diagnose(DiagnoseArgs),
     /// The peer of a server scenario: sends the scenario's load shape, then closes everything.
     Peer(PeerArgs),
     /// Open-loop load generator: Thrift Echo calls at a fixed rate.
@@ -106,6 +108,26 @@ pub struct RunArgs {
     /// A scenario parameter; repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub set: Vec<(String, String)>,
+}
+
+/// Flags of `leaklab diagnose`.
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    /// A run folder (heap-NNN.pb.gz, pool-NNN.pb.gz, metrics.jsonl), or the
+    /// admin URL of a live process (`http://127.0.0.1:6060`).
+    pub target: String,
+    /// Print the verdict as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Heap profiles and metrics only, as a user of plain pprof has them.
+    #[arg(long)]
+    pub pprof_only: bool,
+    /// Live mode: time between snapshots.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Live mode: give up after this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Flags of `leaklab peer`.
@@ -267,6 +289,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => crate::catalogue::run(args),
         Command::Serve(args) => crate::serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Peer(args) => crate::catalogue::peer(args),
+        Command::Diagnose(args) => crate::diagnose::run(&args),
         Command::Load(args) => crate::load::run(args),
     }
 }

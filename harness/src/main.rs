@@ -5,6 +5,7 @@
 mod admin;
 mod catalogue;
 mod cli;
+mod diagnose;
 mod load;
 mod peer;
 mod poolprof;

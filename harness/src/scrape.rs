@@ -96,6 +96,34 @@ pub fn figures(text: &str) -> Figures {
     }
 }
 
+/// Renames the Prometheus names `leaklab serve` exposes to the
+/// `metrics.jsonl` names the diagnosis reads; other names pass through.
+pub fn leaklab_names(values: std::collections::BTreeMap<String, f64>) -> std::collections::BTreeMap<String, f64> {
+    values
+        .into_iter()
+        .map(|(k, v)| {
+            let name = match k.as_str() {
+                "process_resident_memory_bytes" => "rss_bytes",
+                "leaklab_profiled_inuse_bytes" => "inuse_bytes",
+                "leaklab_requests_total" => "requests",
+                "leaklab_open_connections" => "open_conns",
+                "leaklab_opened_connections_total" => "opened_conns",
+                "leaklab_clients_created_total" => "clients_created",
+                "leaklab_clients_closed_total" => "clients_closed",
+                "leaklab_pool_leased_bytes" => "pool_leased_bytes",
+                "leaklab_pool_cached_bytes" => "pool_cached_bytes",
+                "leaklab_barrier_slots" => "barrier_slots",
+                "leaklab_barrier_held_bytes" => "barrier_held_bytes",
+                "leaklab_lbcache_hooks" => "lb_hooks",
+                "leaklab_protocol_errors_total" => "protocol_errors",
+                "leaklab_idle_closed_total" => "idle_closed",
+                other => other,
+            };
+            (name.to_owned(), v)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

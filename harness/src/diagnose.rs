@@ -1,0 +1,104 @@
+//! `leaklab diagnose`: the engine on a run folder or a live endpoint, and
+//! the `verdict.json` a run writes.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use diagnosis::{diagnose, HeapSnapshot, MetricsLine, Options, RunInput, Verdict};
+use serde::Serialize;
+
+use crate::cli::DiagnoseArgs;
+
+/// `verdict.json`: the engine's verdict plus what it should have said.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerdictFile {
+    /// The verdict (flattened).
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// The scenario's expected kind.
+    pub expected: String,
+    /// Whether the kind is the expected one.
+    pub correct: bool,
+    /// The same engine without the pool profile.
+    pub pprof_only: Verdict,
+}
+
+/// Diagnoses a run folder in both modes.
+pub fn verdicts(dir: &Path) -> anyhow::Result<(Verdict, Verdict)> {
+    let input = RunInput::from_dir(dir)?;
+    let full = diagnose(&input, &Options::default());
+    let plain = diagnose(&input, &Options { pprof_only: true, ..Options::default() });
+    Ok((full, plain))
+}
+
+/// Writes `verdict.json` into a run folder.
+pub fn write_verdict(dir: &Path, expected: &str) -> anyhow::Result<VerdictFile> {
+    let (verdict, pprof_only) = verdicts(dir)?;
+    let file = VerdictFile { correct: verdict.kind == expected, expected: expected.to_owned(), verdict, pprof_only };
+    std::fs::write(dir.join("verdict.json"), serde_json::to_string_pretty(&file)?)?;
+    Ok(file)
+}
+
+/// `leaklab diagnose`.
+pub fn run(args: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
+    let opts = Options { pprof_only: args.pprof_only, ..Options::default() };
+    let verdict = if args.target.starts_with("http://") || args.target.starts_with("https://") {
+        live(args, &opts)?
+    } else {
+        diagnose(&RunInput::from_dir(&args.target)?, &opts)
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&verdict)?);
+    } else {
+        print!("{}", verdict.human());
+    }
+    Ok(if verdict.leak { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Polls a live process's heap profile and metrics until the verdict has
+/// been the same leak for 4 snapshots in a row, or the time is up.
+fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
+    let base = args.target.trim_end_matches('/');
+    let base = base.strip_suffix("/debug/pprof/heap").unwrap_or(base).to_owned();
+    let agent = crate::scrape::agent();
+    let start = Instant::now();
+    let (mut heaps, mut pools, mut metrics) = (Vec::new(), Vec::new(), Vec::new());
+    let mut streak = (String::new(), 0usize);
+    let mut verdict = None;
+    while start.elapsed() < args.timeout {
+        let t = start.elapsed().as_secs_f64();
+        let url = format!("{base}/debug/pprof/heap");
+        let body = crate::scrape::get_url(&agent, &url)?;
+        heaps.push(HeapSnapshot::decode(&body, &url)?);
+        if !opts.pprof_only {
+            let url = format!("{base}/debug/pprof/pool");
+            if let Ok(body) = crate::scrape::get_url(&agent, &url) {
+                pools.push(HeapSnapshot::decode(&body, &url)?);
+            }
+        }
+        if let Ok(text) = crate::scrape::get_url(&agent, &format!("{base}/metrics")) {
+            let values = diagnosis::parse_prometheus(&String::from_utf8_lossy(&text));
+            metrics.push(MetricsLine { t, phase: None, values: crate::scrape::leaklab_names(values) });
+        }
+        if pools.len() != heaps.len() {
+            pools.clear();
+        }
+        let input = RunInput::from_parts(heaps.clone(), pools.clone(), metrics.clone());
+        let v = diagnose(&input, opts);
+        if v.kind == streak.0 {
+            streak.1 += 1;
+        } else {
+            streak = (v.kind.clone(), 1);
+        }
+        eprintln!("snapshot {}: {}", heaps.len(), v.summary);
+        let sure = v.leak && streak.1 >= 4;
+        verdict = Some(v);
+        if sure {
+            break;
+        }
+        std::thread::sleep(args.interval);
+    }
+    verdict.context("no snapshot could be taken")
+}
