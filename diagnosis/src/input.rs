@@ -242,6 +242,19 @@ impl RunInput {
         RunInput { dir: None, heaps, pools, metrics, phases: Vec::new() }
     }
 
+    /// The first `k` snapshots only (heap, pool and metrics lines), as the
+    /// run looked after its `k`-th snapshot: to measure how early a verdict
+    /// comes.
+    pub fn prefix(&self, k: usize) -> RunInput {
+        RunInput {
+            dir: self.dir.clone(),
+            heaps: self.heaps.iter().take(k).cloned().collect(),
+            pools: self.pools.iter().take(k).cloned().collect(),
+            metrics: self.metrics.iter().take(k).cloned().collect(),
+            phases: self.phases.clone(),
+        }
+    }
+
     /// The same input with these phase spans.
     pub fn with_phases(mut self, phases: Vec<PhaseSpan>) -> RunInput {
         self.phases = phases;

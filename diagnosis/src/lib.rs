@@ -35,6 +35,7 @@
 //! This crate depends on no other crate of the workspace and knows nothing
 //! of scenarios: it reads files.
 
+mod baseline;
 mod engine;
 mod error;
 mod frames;
@@ -43,6 +44,7 @@ mod profile;
 mod stats;
 mod verdict;
 
+pub use baseline::rss_trend;
 pub use engine::{diagnose, Options};
 pub use error::DiagnosisError;
 pub use input::{parse_metrics, parse_prometheus, MetricsLine, PhaseSpan, RunInput, SnapshotTime};

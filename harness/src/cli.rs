@@ -25,8 +25,12 @@ enum Command {
     Run(RunArgs),
     /// Run the process under test: an Echo server, a scenario's side, or the raw-echo baseline.
     Serve(ServeArgs),
+    /// Every scenario x variant, run and diagnosed; exits 1 on a wrong verdict.
+    Matrix(crate::matrix::MatrixArgs),
     /// The diagnosis engine on a run folder, or on a live pprof endpoint.
     Diagnose(DiagnoseArgs),
+    /// Matrix runs as a labelled dataset (profiles, metrics, label.json).
+    Export(crate::matrix::ExportArgs),
     /// The peer of a server scenario: sends the scenario's load shape, then closes everything.
     Peer(PeerArgs),
     /// Open-loop load generator: Thrift Echo calls at a fixed rate.
@@ -290,6 +294,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => crate::serve::run(args).map(|()| ExitCode::SUCCESS),
         Command::Peer(args) => crate::catalogue::peer(args),
         Command::Diagnose(args) => crate::diagnose::run(&args),
+        Command::Matrix(args) => crate::matrix::run(args),
+        Command::Export(args) => crate::matrix::export(&args),
         Command::Load(args) => crate::load::run(args),
     }
 }

@@ -7,6 +7,7 @@ mod catalogue;
 mod cli;
 mod diagnose;
 mod load;
+mod matrix;
 mod peer;
 mod poolprof;
 mod probe;

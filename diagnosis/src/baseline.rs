@@ -1,0 +1,56 @@
+//! The plain baseline the engine is scored against: a trend on RSS alone
+//! (Theil–Sen slope with a Mann–Kendall test), as a detector without
+//! profiles would do. It can say "leak", never which kind.
+
+use crate::input::RunInput;
+use crate::stats::{mann_kendall, theil_sen};
+use crate::verdict::{remedy, Finding, Verdict};
+
+/// Leak when RSS over the load (warm-up and load phases, or every
+/// snapshot when there are no phases) has a Mann–Kendall trend with
+/// p < 0.01 and a Theil–Sen rise of at least `min_growth_bytes`.
+pub fn rss_trend(input: &RunInput, min_growth_bytes: f64) -> Verdict {
+    let times = input.timeline();
+    let rss = input.metric("rss_bytes");
+    let points: Vec<(f64, f64)> = rss
+        .iter()
+        .zip(times.iter().map(|s| s.phase.as_deref()).chain(std::iter::repeat(None)))
+        .filter(|(_, phase)| !matches!(phase, Some("drain" | "settle")))
+        .map(|(p, _)| *p)
+        .collect();
+    let none = |summary: String| Verdict {
+        leak: false,
+        kind: "none".into(),
+        findings: Vec::new(),
+        mode: "rss-trend".into(),
+        snapshots: rss.len(),
+        summary,
+    };
+    if points.len() < 3 {
+        return none("fewer than 3 RSS readings".into());
+    }
+    let (t, y): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
+    let mk = mann_kendall(&y);
+    let slope = theil_sen(&t, &y).map_or(0.0, |(s, _)| s);
+    let rise = slope * (t[t.len() - 1] - t[0]);
+    if mk.p_value < 0.01 && slope > 0.0 && rise >= min_growth_bytes {
+        Verdict {
+            leak: true,
+            kind: "unknown".into(),
+            findings: vec![Finding {
+                kind: "unknown".into(),
+                score: 1.0 - mk.p_value,
+                site: "process RSS".into(),
+                growth_bytes_per_s: slope,
+                growth_bytes: rise,
+                evidence: vec![format!("RSS rises {:.0} B/s (Mann-Kendall p = {:.4})", slope, mk.p_value)],
+                remedy: remedy("unknown").into(),
+            }],
+            mode: "rss-trend".into(),
+            snapshots: y.len(),
+            summary: format!("RSS grows {:.2} MiB/s", slope / 1048576.0),
+        }
+    } else {
+        none(format!("no RSS trend (p = {:.3}, rise {:.1} MiB)", mk.p_value, rise / 1048576.0))
+    }
+}

@@ -1,0 +1,369 @@
+//! `leaklab matrix`: every scenario and variant, run and diagnosed, scored
+//! for the engine in both modes, for a plain RSS-trend baseline, and for
+//! any outside detector (`--detector CMD`); and `leaklab export`, the runs
+//! as a labelled dataset for detector authors.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use diagnosis::{diagnose, rss_trend, theil_sen, Options, RunInput, Verdict};
+use scenarios::{Info, Variant};
+use serde::{Deserialize, Serialize};
+
+use crate::run::{RunPlan, Timing};
+
+/// Flags of `leaklab matrix`.
+#[derive(Debug, clap::Args)]
+pub struct MatrixArgs {
+    /// Short runs (3 s of load), as CI runs them.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the runs and the summary go (default `runs/matrix`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also score this command: run as `sh -c 'CMD "$0"' RUN_DIR`, it must
+    /// print a JSON object with at least `leak` (bool) and `kind` (string).
+    #[arg(long)]
+    pub detector: Option<String>,
+    /// Only these scenarios (repeatable).
+    #[arg(long = "only")]
+    pub only: Vec<String>,
+    /// Score the runs already in `--out` instead of running them again.
+    #[arg(long)]
+    pub rescore: bool,
+}
+
+/// Flags of `leaklab export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// A matrix folder (or a single run folder).
+    pub from: PathBuf,
+    /// The dataset folder to write.
+    #[arg(long, default_value = "dataset")]
+    pub out: PathBuf,
+}
+
+/// One row of the matrix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    /// Scenario.
+    pub scenario: String,
+    /// Variant.
+    pub variant: String,
+    /// Expected kind.
+    pub expected: String,
+    /// The engine's kind (full mode).
+    pub verdict: String,
+    /// Whether it is the expected kind.
+    pub correct: bool,
+    /// The engine's kind with `--pprof-only`.
+    pub pprof_only: String,
+    /// The RSS-trend baseline's answer (`unknown` = leak, `none`).
+    pub rss_baseline: String,
+    /// An outside detector's kind, if one was given.
+    pub detector: Option<String>,
+    /// The top finding's site.
+    pub site: String,
+    /// Theil–Sen slope of profiled in-use bytes over the load (B/s).
+    pub leaked_bytes_per_s: f64,
+    /// Snapshots from the load's start to a right verdict that stays right
+    /// (full mode; leak variants only).
+    pub delay_snapshots: Option<usize>,
+    /// The same with `--pprof-only`.
+    pub delay_pprof_only: Option<usize>,
+    /// Peak RSS of the process under test.
+    pub peak_rss_bytes: u64,
+}
+
+/// Precision, recall, kind accuracy and detection delay of one detector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Score {
+    /// Which detector.
+    pub detector: String,
+    /// Flagged leaks that are leaks.
+    pub precision: f64,
+    /// Leaks flagged.
+    pub recall: f64,
+    /// Runs whose kind is exactly right (for the RSS baseline, which names
+    /// no kind, only `none` can be right).
+    pub kind_accuracy: f64,
+    /// False alarms on fix variants and controls.
+    pub false_alarms: usize,
+    /// Mean snapshots to a steady right verdict, over leaks.
+    pub mean_delay_snapshots: Option<f64>,
+}
+
+fn score(
+    name: &str,
+    rows: &[Row],
+    kind_of: impl Fn(&Row) -> Option<String>,
+    delay: impl Fn(&Row) -> Option<usize>,
+) -> Score {
+    let (mut tp, mut fp, mut fn_, mut right, mut total) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let mut delays = Vec::new();
+    for r in rows {
+        let Some(kind) = kind_of(r) else { continue };
+        total += 1;
+        let flagged = kind != "none";
+        let leak = r.expected != "none";
+        match (leak, flagged) {
+            (true, true) => tp += 1,
+            (false, true) => fp += 1,
+            (true, false) => fn_ += 1,
+            (false, false) => {}
+        }
+        if kind == r.expected {
+            right += 1;
+        }
+        if leak {
+            if let Some(d) = delay(r) {
+                delays.push(d as f64);
+            }
+        }
+    }
+    let ratio = |a: usize, b: usize| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    Score {
+        detector: name.to_owned(),
+        precision: ratio(tp, tp + fp),
+        recall: ratio(tp, tp + fn_),
+        kind_accuracy: ratio(right, total),
+        false_alarms: fp,
+        mean_delay_snapshots: (!delays.is_empty()).then(|| delays.iter().sum::<f64>() / delays.len() as f64),
+    }
+}
+
+/// The runs of the matrix: every scenario's leak and fix, each control once.
+fn plan(only: &[String]) -> anyhow::Result<Vec<(&'static Info, Variant)>> {
+    let mut out = Vec::new();
+    for info in scenarios::catalogue() {
+        if !only.is_empty() && !only.iter().any(|o| o == info.name) {
+            continue;
+        }
+        out.push((info, Variant::Leak));
+        if !info.control {
+            out.push((info, Variant::Fix));
+        }
+    }
+    if out.is_empty() {
+        bail!("no scenario matches {only:?}");
+    }
+    Ok(out)
+}
+
+/// Snapshots from the first one until the verdict is `expected` and stays.
+fn delay(input: &RunInput, expected: &str, opts: &Options) -> Option<usize> {
+    let n = input.heaps.len();
+    let mut first_right = None;
+    for k in 3..=n {
+        let right = diagnose(&input.prefix(k), opts).kind == expected;
+        match (right, first_right) {
+            (true, None) => first_right = Some(k),
+            (false, Some(_)) => first_right = None,
+            _ => {}
+        }
+    }
+    // Snapshot indexes count from 0: the k-th snapshot is index k - 1.
+    first_right.map(|k| k - 1)
+}
+
+fn outside_detector(cmd: &str, dir: &Path) -> anyhow::Result<String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{cmd} \"$0\""))
+        .arg(dir)
+        .output()
+        .with_context(|| format!("running the detector {cmd:?}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("the detector {cmd:?} printed no JSON object for {}", dir.display()))?;
+    let leak = v.get("leak").and_then(|l| l.as_bool()).unwrap_or(false);
+    let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or(if leak { "unknown" } else { "none" });
+    Ok(kind.to_owned())
+}
+
+/// Diagnoses one run folder into a row.
+pub fn row(dir: &Path, scenario: &str, variant: &str, expected: &str, detector: Option<&str>) -> anyhow::Result<Row> {
+    let input = RunInput::from_dir(dir)?;
+    let full_opts = Options::default();
+    let plain_opts = Options { pprof_only: true, ..Options::default() };
+    let full: Verdict = diagnose(&input, &full_opts);
+    let plain = diagnose(&input, &plain_opts);
+    let rss = rss_trend(&input, full_opts.min_growth_bytes);
+    let times = input.timeline();
+    let load: Vec<(f64, f64)> = input
+        .metric("inuse_bytes")
+        .into_iter()
+        .zip(&times)
+        .filter(|(_, s)| matches!(s.phase.as_deref(), Some("warmup" | "load") | None))
+        .map(|(p, _)| p)
+        .collect();
+    let (t, y): (Vec<f64>, Vec<f64>) = load.into_iter().unzip();
+    let leaked = theil_sen(&t, &y).map_or(0.0, |(s, _)| s.max(0.0));
+    let peak_rss = input.metric("rss_bytes").iter().map(|p| p.1 as u64).max().unwrap_or(0);
+    let is_leak = expected != "none";
+    Ok(Row {
+        scenario: scenario.to_owned(),
+        variant: variant.to_owned(),
+        expected: expected.to_owned(),
+        correct: full.kind == expected,
+        site: full.findings.first().map(|f| f.site.clone()).unwrap_or_default(),
+        verdict: full.kind,
+        pprof_only: plain.kind,
+        rss_baseline: rss.kind,
+        detector: detector.map(|d| outside_detector(d, dir)).transpose()?,
+        leaked_bytes_per_s: leaked,
+        delay_snapshots: if is_leak { delay(&input, expected, &full_opts) } else { None },
+        delay_pprof_only: if is_leak { delay(&input, expected, &plain_opts) } else { None },
+        peak_rss_bytes: peak_rss,
+    })
+}
+
+/// `leaklab matrix`.
+pub fn run(args: MatrixArgs) -> anyhow::Result<ExitCode> {
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/matrix"));
+    let load = if args.quick { Duration::from_secs(3) } else { Duration::from_secs(8) };
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut rows = Vec::new();
+    for (info, variant) in plan(&args.only)? {
+        let dir = out.join(format!("{}-{}", info.name, variant));
+        let expected = info.expected_kind(variant);
+        if !args.rescore {
+            let run_plan = RunPlan {
+                info,
+                variant,
+                set: Vec::new(),
+                out: dir.clone(),
+                timing: Timing::for_duration(load, Duration::from_millis(500)),
+                progress,
+            };
+            crate::run::run(&run_plan).with_context(|| format!("running {} ({variant})", info.name))?;
+            crate::diagnose::write_verdict(&dir, expected)?;
+        }
+        let r = row(&dir, info.name, &variant.to_string(), expected, args.detector.as_deref())?;
+        if !args.json {
+            eprintln!(
+                "{:<28} {:<4} expected {:<26} got {:<26} {}",
+                r.scenario,
+                r.variant,
+                r.expected,
+                r.verdict,
+                if r.correct { "ok" } else { "WRONG" }
+            );
+        }
+        rows.push(r);
+    }
+    let mut scores = vec![
+        score("engine", &rows, |r| Some(r.verdict.clone()), |r| r.delay_snapshots),
+        score("engine --pprof-only", &rows, |r| Some(r.pprof_only.clone()), |r| r.delay_pprof_only),
+        score("RSS trend (Theil-Sen + Mann-Kendall)", &rows, |r| Some(r.rss_baseline.clone()), |_| None),
+    ];
+    if let Some(cmd) = &args.detector {
+        scores.push(score(&format!("detector: {cmd}"), &rows, |r| r.detector.clone(), |_| None));
+    }
+    let summary = markdown(&rows, &scores, args.quick);
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("summary.md"), &summary)?;
+    let json = serde_json::json!({ "rows": rows, "scores": scores });
+    std::fs::write(out.join("matrix.json"), serde_json::to_string_pretty(&json)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{summary}");
+    }
+    let wrong = rows.iter().filter(|r| !r.correct).count();
+    if wrong > 0 {
+        eprintln!("{wrong} wrong verdict(s)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn markdown(rows: &[Row], scores: &[Score], quick: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## leaklab matrix{}\n\n| scenario | variant | expected | verdict | correct | pprof-only | leaked MiB/s | snapshots to verdict | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|",
+        if quick { " (quick)" } else { "" }
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.0} |",
+            r.scenario,
+            r.variant,
+            r.expected,
+            r.verdict,
+            if r.correct { "yes" } else { "**no**" },
+            r.pprof_only,
+            r.leaked_bytes_per_s / 1048576.0,
+            r.delay_snapshots.map_or("-".into(), |d| d.to_string()),
+            r.peak_rss_bytes as f64 / 1048576.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n| detector | precision | recall | kind accuracy | false alarms | mean snapshots to verdict |\n|---|---|---|---|---|---|"
+    );
+    for sc in scores {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            sc.detector,
+            sc.precision,
+            sc.recall,
+            sc.kind_accuracy,
+            sc.false_alarms,
+            sc.mean_delay_snapshots.map_or("-".into(), |d| format!("{d:.1}"))
+        );
+    }
+    s
+}
+
+/// `leaklab export`: copies run folders' profiles and metrics with a
+/// `label.json` each.
+pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let mut dirs: Vec<PathBuf> = if args.from.join("run.json").exists() {
+        vec![args.from.clone()]
+    } else {
+        std::fs::read_dir(&args.from)
+            .with_context(|| format!("reading {}", args.from.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("run.json").exists())
+            .collect()
+    };
+    dirs.sort();
+    if dirs.is_empty() {
+        bail!("no run folders (with run.json) in {}", args.from.display());
+    }
+    for dir in &dirs {
+        let record: crate::run::RunRecord = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json"))?)
+            .with_context(|| format!("reading {}", dir.join("run.json").display()))?;
+        let name = dir.file_name().map(|n| n.to_owned()).unwrap_or_default();
+        let target = args.out.join(&name);
+        std::fs::create_dir_all(&target)?;
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if file.ends_with(".pb.gz") || file == "metrics.jsonl" {
+                std::fs::copy(entry.path(), target.join(&file))?;
+            }
+        }
+        let label = serde_json::json!({
+            "scenario": record.scenario,
+            "variant": record.variant,
+            "leak": record.expected != "none",
+            "kind": record.expected,
+            "params": record.params,
+            "phases": record.phases,
+            "interval_s": record.interval_s,
+        });
+        std::fs::write(target.join("label.json"), serde_json::to_string_pretty(&label)?)?;
+    }
+    println!("{} labelled runs in {}", dirs.len(), args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
