@@ -30,12 +30,14 @@ use crate::verdict::{remedy, Finding, Verdict};
 pub struct Options {
     /// Use heap profiles and metrics only, not the pool profile.
     pub pprof_only: bool,
-    /// Growth smaller than this is never a finding (bytes).
+    /// Growth smaller than this is never a finding (bytes). The engine also
+    /// never trusts growth under four sampling periods of the profile.
     pub min_growth_bytes: f64,
     /// A site that keeps less than this per request is bookkeeping (a map
     /// entry), not a held payload.
     pub min_bytes_per_request: f64,
-    /// Blocks this large are abnormal for an RPC request.
+    /// Blocks this large may be abnormal for an RPC request, when they are
+    /// also [`ABNORMAL_FACTOR`] times what the process allocates per request.
     pub large_block_bytes: f64,
 }
 
@@ -43,12 +45,16 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             pprof_only: false,
-            min_growth_bytes: 1024.0 * 1024.0,
+            min_growth_bytes: 256.0 * 1024.0,
             min_bytes_per_request: 256.0,
             large_block_bytes: 1024.0 * 1024.0,
         }
     }
 }
+
+/// A block is abnormal when it is this many times larger than what the
+/// process allocates per request on average.
+pub const ABNORMAL_FACTOR: f64 = 32.0;
 
 /// One site's in-use bytes over the snapshots.
 #[derive(Debug, Clone, Default)]
@@ -161,6 +167,39 @@ fn parses_json(heaps: &[HeapSnapshot]) -> bool {
             .sum()
     };
     json_alloc(last) > json_alloc(first)
+}
+
+/// What the process allocates per request on average over the load (all
+/// sites); without request counts, the allocation-weighted median block
+/// size of the read path.
+fn typical_request(heaps: &[HeapSnapshot], active: &[usize], work: &Work) -> Option<f64> {
+    let (first, last) = (*active.first()?, *active.last()?);
+    if let Some(r) = &work.requests {
+        let done = r[last] - r[first];
+        let allocated = heaps[last].total_alloc_bytes() - heaps[first].total_alloc_bytes();
+        if done > 0.0 && allocated > 0.0 {
+            return Some(allocated / done);
+        }
+    }
+    let mut sizes: Vec<(i64, f64)> = heaps[last]
+        .samples
+        .iter()
+        .filter(|s| {
+            let names: Vec<&str> = s.frames.iter().map(|f| f.function.as_str()).collect();
+            frames::facts(&names).read_path
+        })
+        .filter_map(|s| Some((s.block_size?, s.alloc_objects)))
+        .collect();
+    sizes.sort_by_key(|p| p.0);
+    let total: f64 = sizes.iter().map(|p| p.1).sum();
+    let mut seen = 0.0;
+    for (size, n) in sizes {
+        seen += n;
+        if seen >= total / 2.0 {
+            return Some(size as f64);
+        }
+    }
+    None
 }
 
 /// Pinned bytes per holder in the pool profiles: holder -> series.
@@ -277,6 +316,7 @@ fn classify(
     site: &Site,
     s: &Shape,
     json: bool,
+    typical: Option<f64>,
     opts: &Options,
     evidence: &mut Vec<String>,
 ) -> Option<(&'static str, f64)> {
@@ -290,8 +330,13 @@ fn classify(
     if let Some(b) = s.per_request {
         evidence.push(format!("{:.0} bytes kept per request", b));
     }
-    // Abnormally large blocks on connections that were already open.
-    if s.large_blocks >= 0.5 && s.at_openings.is_none_or(|o| o < 0.5) && (f.read_path || f.pooled || f.field.is_some())
+    // Abnormally large blocks on connections that were already open: large,
+    // and far larger than what a request usually costs.
+    let abnormal = typical.is_some_and(|t| s.largest_block as f64 >= ABNORMAL_FACTOR * t);
+    if s.large_blocks >= 0.5
+        && abnormal
+        && s.at_openings.is_none_or(|o| o < 0.5)
+        && (f.read_path || f.pooled || f.field.is_some())
     {
         evidence.push(format!(
             "{:.0}% of the growth is blocks of {} or more (largest {}), on connections that were already open",
@@ -299,6 +344,13 @@ fn classify(
             mib(opts.large_block_bytes),
             mib(s.largest_block as f64)
         ));
+        if let Some(t) = typical {
+            evidence.push(format!(
+                "a typical request costs {:.1} KiB: the largest block is {:.0} times that",
+                t / 1024.0,
+                s.largest_block as f64 / t
+            ));
+        }
         return Some(("oversized-request", 0.7 + 0.3 * s.large_blocks));
     }
     if f.balancer {
@@ -334,11 +386,15 @@ fn classify(
         };
         return Some((kind, 0.9));
     }
-    // Connection buffers that follow the connections open now.
+    // Connection buffers that follow the connections open now: a leak while
+    // they keep growing, bounded (an idle timeout at work) once they level.
     if let (Some(r), true) = (s.with_open, f.pooled || f.conn_setup || f.read_path || f.encode) {
-        if r > 0.9 && trending && !s.plateaued {
-            evidence.push(format!("follows the connections open now (r = {r:.2}): buffers of idle connections"));
-            return Some(("idle-connection-buffers", 0.6 + 0.4 * r.min(1.0)));
+        if r > 0.8 {
+            if trending && !s.plateaued {
+                evidence.push(format!("follows the connections open now (r = {r:.2}): buffers of idle connections"));
+                return Some(("idle-connection-buffers", 0.6 + 0.4 * r.min(1.0)));
+            }
+            return None;
         }
     }
     if f.pooled || f.read_path || f.encode || f.handler || f.conn_setup {
@@ -372,11 +428,11 @@ fn classify(
 }
 
 /// Evidence from the pool profile: pinned bytes by holder.
-fn pool_findings(pools: &[HeapSnapshot], opts: &Options) -> Vec<(String, f64, &'static str)> {
+fn pool_findings(pools: &[HeapSnapshot], min_growth: f64) -> Vec<(String, f64, &'static str)> {
     let mut out = Vec::new();
     for (holder, series) in pool_holders(pools) {
         let growth = series.iter().copied().fold(0.0, f64::max) - series[0];
-        if growth < opts.min_growth_bytes {
+        if growth < min_growth {
             continue;
         }
         let kind = if holder.contains("barrier slot") {
@@ -419,10 +475,13 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
         clients_created: aligned(input, &times, "clients_created"),
     };
     let json = parses_json(&input.heaps);
+    let typical = typical_request(&input.heaps, &active, &work);
+    let period = input.heaps.iter().map(|h| h.period).max().unwrap_or(0).max(0) as f64;
+    let min_growth = opts.min_growth_bytes.max(4.0 * period);
     let mut findings: Vec<Finding> = Vec::new();
     for site in sites(&input.heaps) {
         let s = shape(&site, &times, &active, &after, &work, opts);
-        if s.growth < opts.min_growth_bytes {
+        if s.growth < min_growth {
             continue;
         }
         let mut evidence = vec![format!(
@@ -433,7 +492,7 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
             s.trend_p,
             if s.steps > 0 { format!(", {} step(s)", s.steps) } else { String::new() }
         )];
-        let Some((kind, score)) = classify(&site, &s, json, opts, &mut evidence) else { continue };
+        let Some((kind, score)) = classify(&site, &s, json, typical, opts, &mut evidence) else { continue };
         findings.push(Finding {
             kind: kind.to_owned(),
             score,
@@ -445,7 +504,7 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
         });
     }
     if mode == "full" {
-        for (holder, growth, kind) in pool_findings(&input.pools, opts) {
+        for (holder, growth, kind) in pool_findings(&input.pools, min_growth) {
             // The pool names who holds the chunks: it confirms (or corrects)
             // a read-path finding.
             let evidence = vec![format!("pool profile: {} pinned in pooled chunks {holder}", mib(growth))];

@@ -107,6 +107,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         out: out.clone(),
         timing: Timing::for_duration(args.duration, args.interval),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        profile_rate: args.profile_rate,
     };
     let record = crate::run::run(&plan)?;
     let v = crate::diagnose::write_verdict(&out, &record.expected)?;

@@ -112,6 +112,10 @@ pub struct RunArgs {
     /// A scenario parameter; repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub set: Vec<(String, String)>,
+    /// The heap profiler's sampling rate in the process under test (mean
+    /// bytes between samples).
+    #[arg(long, default_value_t = crate::run::RUN_PROFILE_RATE)]
+    pub profile_rate: usize,
 }
 
 /// Flags of `leaklab diagnose`.

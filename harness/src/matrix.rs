@@ -240,6 +240,7 @@ pub fn run(args: MatrixArgs) -> anyhow::Result<ExitCode> {
                 out: dir.clone(),
                 timing: Timing::for_duration(load, Duration::from_millis(500)),
                 progress,
+                profile_rate: crate::run::RUN_PROFILE_RATE,
             };
             crate::run::run(&run_plan).with_context(|| format!("running {} ({variant})", info.name))?;
             crate::diagnose::write_verdict(&dir, expected)?;
