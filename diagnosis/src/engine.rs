@@ -449,6 +449,15 @@ fn pool_findings(pools: &[HeapSnapshot], min_growth: f64) -> Vec<(String, f64, &
     out
 }
 
+/// A held field named by the pool ("held by Request.msg (field 2)") is
+/// what a person needs: it goes first in the site.
+fn name_holder(f: &mut Finding, holder: &str) {
+    if holder.contains("field") && !f.site.contains(holder) {
+        let field = holder.trim_start_matches("held by ");
+        f.site = format!("{field}, pinned in pooled buffers taken at {}", f.site);
+    }
+}
+
 /// Diagnoses a run.
 pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
     let n = input.heaps.len();
@@ -511,6 +520,7 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
             if let Some(f) = findings.iter_mut().find(|f| f.kind == kind) {
                 f.score = (f.score + 0.1).min(1.0);
                 f.evidence.extend(evidence);
+                name_holder(f, &holder);
                 continue;
             }
             if let Some(f) = findings
@@ -521,6 +531,7 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
                 f.remedy = remedy(kind).to_owned();
                 f.score = 0.9;
                 f.evidence.extend(evidence);
+                name_holder(f, &holder);
                 continue;
             }
             findings.push(Finding {
