@@ -370,7 +370,7 @@ fn classify(
         return None;
     }
     if let Some((owner, tag)) = &f.field {
-        if !kept || !per_request_ok || s.plateaued && s.retained.is_none() {
+        if !kept || !per_request_ok || s.plateaued {
             return None;
         }
         evidence.push(format!("allocated by the decoding of {owner} field {tag} (copied out of the read buffer)"));
