@@ -33,7 +33,7 @@ pub fn list(args: &ListArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<28} {:<7} {:<10} {:<28} {}", "SCENARIO", "SIDE", "VARIANTS", "EXPECTED (leak)", "EXPECTED (fix)");
+    println!("{:<28} {:<7} {:<10} {:<28} EXPECTED (fix)", "SCENARIO", "SIDE", "VARIANTS", "EXPECTED (leak)");
     for i in all {
         let variants = if i.control { "one" } else { "leak, fix" };
         println!(
@@ -73,7 +73,7 @@ fn wrap(text: &str) -> String {
     for para in text.split("\n\n") {
         let mut line = String::from("  ");
         for word in para.split_whitespace() {
-            if line.len() + word.len() > 78 && line.trim().len() > 0 {
+            if line.len() + word.len() > 78 && !line.trim().is_empty() {
                 out.push_str(line.trim_end());
                 out.push('\n');
                 line = String::from("  ");

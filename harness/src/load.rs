@@ -222,7 +222,7 @@ impl Conn {
         self.seq = self.seq.wrapping_add(1);
         let (seq, id, msg) = (self.seq, req.id, &req.msg);
         let mut out = Vec::with_capacity(msg.len() + req.json.as_ref().map_or(0, |j| j.len()) + 64);
-        codec::encode_call(&mut out, self.transport, seq, &req)?;
+        codec::encode_call(&mut out, self.transport, seq, req)?;
         self.stream.write_all(&out).await?;
         let limits = Limits::default();
         let frame = loop {

@@ -232,7 +232,7 @@ async fn steady(
         seq += 1;
         let n = counters.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let body = match &big {
-            Some((every, big)) if n % every == 0 => {
+            Some((every, big)) if n.is_multiple_of(*every) => {
                 counters.oversized_calls.fetch_add(1, Ordering::Relaxed);
                 big.clone()
             }

@@ -64,7 +64,7 @@ pub(crate) unsafe fn walk(mut fp: usize, lo: usize, hi: usize, out: &mut [usize]
     const WORD: usize = std::mem::size_of::<usize>();
     let mut n = 0;
     while n < out.len() {
-        if fp < lo || fp % WORD != 0 || fp > hi.saturating_sub(2 * WORD) {
+        if fp < lo || !fp.is_multiple_of(WORD) || fp > hi.saturating_sub(2 * WORD) {
             break;
         }
         // SAFETY: `lo <= fp` and `fp + 2 * WORD <= hi`, so both words lie in

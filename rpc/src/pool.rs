@@ -357,7 +357,7 @@ impl Pool {
         for class in &self.shared.classes {
             let victims = {
                 let mut c = lock(class);
-                let victims = std::mem::replace(&mut c.victim, Vec::new());
+                let victims = std::mem::take(&mut c.victim);
                 let survivors = std::mem::take(&mut c.free);
                 c.victim = survivors;
                 let bytes: usize = victims.iter().map(|r| r.meta.size).sum();
