@@ -202,6 +202,42 @@ fn typical_request(heaps: &[HeapSnapshot], active: &[usize], work: &Work) -> Opt
     None
 }
 
+/// Where abnormally large requests came from: the field whose decoding
+/// allocated the large blocks, and the largest request and its sender from
+/// the metrics (`largest_request_bytes`, `large_requests`, `largest_peer`).
+fn oversized_origin(input: &RunInput, opts: &Options) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut fields: BTreeMap<(String, u32), f64> = BTreeMap::new();
+    if let Some(last) = input.heaps.last() {
+        for s in &last.samples {
+            if s.block_size.is_some_and(|b| b as f64 >= opts.large_block_bytes) {
+                let field = s.frames.iter().find_map(|f| frames::field_of(&f.function));
+                if let Some(field) = field {
+                    *fields.entry(field).or_default() += s.alloc_objects;
+                }
+            }
+        }
+    }
+    if let Some(((owner, tag), n)) = fields.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+        out.push(format!(
+            "{owner} field {tag} carried them (about {n:.0} blocks of {} or more decoded)",
+            mib(opts.large_block_bytes)
+        ));
+    }
+    if let Some(line) = input.metrics.iter().rev().find(|l| l.get("largest_request_bytes").is_some_and(|b| b > 0.0)) {
+        let bytes = line.get("largest_request_bytes").unwrap_or(0.0);
+        let mut s = format!("the largest request was {}", mib(bytes));
+        if let Some(n) = line.get("large_requests") {
+            s.push_str(&format!(", one of {n:.0} of 1 MiB or more"));
+        }
+        if let Some(peer) = line.text.get("largest_peer") {
+            s.push_str(&format!(", sent by {peer}"));
+        }
+        out.push(s);
+    }
+    out
+}
+
 /// Pinned bytes per holder in the pool profiles: holder -> series.
 fn pool_holders(pools: &[HeapSnapshot]) -> BTreeMap<String, Vec<f64>> {
     let n = pools.len();
@@ -235,6 +271,8 @@ struct Shape {
     at_openings: Option<f64>,
     /// Correlation with the connections open now.
     with_open: Option<f64>,
+    /// Connections opened from the first snapshot to the peak.
+    opened: Option<f64>,
     /// Correlation with clients created.
     with_clients: Option<f64>,
     /// Fraction of the growth in blocks of at least `large_block_bytes`.
@@ -301,6 +339,7 @@ fn shape(site: &Site, times: &[SnapshotTime], active: &[usize], after: &[usize],
         per_request,
         at_openings,
         with_open: corr(&work.open_conns),
+        opened: work.opened_conns.as_ref().map(|o| o[peak_i] - o[0]),
         with_clients: corr(&work.clients_created),
         large_blocks: if total_gained > 0.0 { gained / total_gained } else { 0.0 },
         largest_block: site.sizes_peak.keys().next_back().copied().unwrap_or(0),
@@ -312,11 +351,13 @@ fn mib(b: f64) -> String {
 }
 
 /// Names the kind of one growing site, or `None` if it is not a leak.
+#[allow(clippy::too_many_arguments)]
 fn classify(
     site: &Site,
     s: &Shape,
     json: bool,
     typical: Option<f64>,
+    oversized_origin: &[String],
     opts: &Options,
     evidence: &mut Vec<String>,
 ) -> Option<(&'static str, f64)> {
@@ -351,6 +392,7 @@ fn classify(
                 s.largest_block as f64 / t
             ));
         }
+        evidence.extend(oversized_origin.iter().cloned());
         return Some(("oversized-request", 0.7 + 0.3 * s.large_blocks));
     }
     if f.balancer {
@@ -404,6 +446,12 @@ fn classify(
                 "{:.0}% of the growth came when connections were opened, and it stays after they closed",
                 at_openings * 100.0
             ));
+            if let Some(opened) = s.opened {
+                evidence.push(format!(
+                    "memory follows the peak of connections, not requests: {opened:.0} connections opened, {:.0} KiB kept per connection opened",
+                    s.growth / opened.max(1.0) / 1024.0
+                ));
+            }
             let path = if f.read_path {
                 "the poller's read path into the pool (a request leak)"
             } else if f.encode {
@@ -487,6 +535,7 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
     let typical = typical_request(&input.heaps, &active, &work);
     let period = input.heaps.iter().map(|h| h.period).max().unwrap_or(0).max(0) as f64;
     let min_growth = opts.min_growth_bytes.max(4.0 * period);
+    let origin = oversized_origin(input, opts);
     let mut findings: Vec<Finding> = Vec::new();
     for site in sites(&input.heaps) {
         let s = shape(&site, &times, &active, &after, &work, opts);
@@ -501,7 +550,7 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
             s.trend_p,
             if s.steps > 0 { format!(", {} step(s)", s.steps) } else { String::new() }
         )];
-        let Some((kind, score)) = classify(&site, &s, json, typical, opts, &mut evidence) else { continue };
+        let Some((kind, score)) = classify(&site, &s, json, typical, &origin, opts, &mut evidence) else { continue };
         findings.push(Finding {
             kind: kind.to_owned(),
             score,

@@ -31,6 +31,8 @@ pub struct MetricsLine {
     /// `requests`, `open_conns`, `pool_leased_bytes`, ...). Fields that are
     /// not numbers are left out.
     pub values: BTreeMap<String, f64>,
+    /// String fields (`largest_peer`, ...), by name.
+    pub text: BTreeMap<String, String>,
 }
 
 impl MetricsLine {
@@ -48,6 +50,7 @@ impl MetricsLine {
         let mut t = None;
         let mut phase = None;
         let mut values = BTreeMap::new();
+        let mut text = BTreeMap::new();
         for (key, value) in object {
             match key.as_str() {
                 "t" => match value.as_f64() {
@@ -62,12 +65,14 @@ impl MetricsLine {
                 _ => {
                     if let Some(v) = value.as_f64().filter(|v| v.is_finite()) {
                         values.insert(key, v);
+                    } else if let serde_json::Value::String(s) = value {
+                        text.insert(key, s);
                     }
                 }
             }
         }
         let t = t.ok_or("no time `t`")?;
-        Ok(MetricsLine { t, phase, values })
+        Ok(MetricsLine { t, phase, values, text })
     }
 }
 
@@ -410,7 +415,7 @@ mod tests {
     }
 
     fn line(t: f64, phase: Option<&str>) -> MetricsLine {
-        MetricsLine { t, phase: phase.map(str::to_owned), values: BTreeMap::new() }
+        MetricsLine { t, phase: phase.map(str::to_owned), values: BTreeMap::new(), text: BTreeMap::new() }
     }
 
     fn heap_at(time_s: Option<f64>) -> HeapSnapshot {

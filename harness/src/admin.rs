@@ -152,6 +152,15 @@ impl Collector for MetricsCollector {
         gauge(e, "leaklab_lbcache_hooks", "Rebalance hooks registered on balancer factories.", m.lb_hooks as f64)?;
         counter(e, "leaklab_protocol_errors", "Connections closed for a bad message.", m.protocol_errors)?;
         counter(e, "leaklab_idle_closed", "Connections closed by the idle timeout.", m.idle_closed)?;
+        let largest = m.largest_request_bytes as f64;
+        gauge(e, "leaklab_largest_request_bytes", "Bytes of the largest request received or refused.", largest)?;
+        counter(e, "leaklab_large_requests", "Requests of 1 MiB or more.", m.large_requests)?;
+        if let Some(peer) = &m.largest_peer {
+            let g = ConstGauge::new(1.0);
+            let help = "The peer that sent the largest request (label `peer`).";
+            let mut metric = e.encode_descriptor("leaklab_largest_request_peer", help, None, g.metric_type())?;
+            g.encode(metric.encode_family(&vec![("peer".to_owned(), peer.clone())])?)?;
+        }
         Ok(())
     }
 }

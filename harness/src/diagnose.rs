@@ -79,8 +79,17 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
             }
         }
         if let Ok(text) = crate::scrape::get_url(&agent, &format!("{base}/metrics")) {
-            let values = diagnosis::parse_prometheus(&String::from_utf8_lossy(&text));
-            metrics.push(MetricsLine { t, phase: None, values: crate::scrape::leaklab_names(values) });
+            let text = String::from_utf8_lossy(&text);
+            let mut line = MetricsLine {
+                t,
+                phase: None,
+                values: crate::scrape::leaklab_names(diagnosis::parse_prometheus(&text)),
+                text: Default::default(),
+            };
+            if let Some(peer) = crate::scrape::label_value(&text, "leaklab_largest_request_peer", "peer") {
+                line.text.insert("largest_peer".into(), peer);
+            }
+            metrics.push(line);
         }
         if pools.len() != heaps.len() {
             pools.clear();

@@ -24,7 +24,7 @@ pub struct Probe {
 }
 
 /// One reading of every figure.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
     /// Resident set size.
     pub rss_bytes: u64,
@@ -54,6 +54,12 @@ pub struct Figures {
     pub protocol_errors: u64,
     /// Connections closed by the idle timeout.
     pub idle_closed: u64,
+    /// Bytes of the largest request received (or refused).
+    pub largest_request_bytes: u64,
+    /// Requests of 1 MiB or more.
+    pub large_requests: u64,
+    /// Who sent the largest request.
+    pub largest_peer: Option<String>,
 }
 
 impl Probe {
@@ -80,6 +86,9 @@ impl Probe {
             lb_hooks: lb.hooks as u64,
             protocol_errors: server.protocol_errors,
             idle_closed: server.idle_closed,
+            largest_request_bytes: server.largest_request,
+            large_requests: server.large_requests,
+            largest_peer: server.largest_peer.map(|p| p.to_string()),
         }
     }
 }

@@ -196,7 +196,13 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Starts `leaklab ARGS` with stderr to `log`, dying with its parent.
     pub fn spawn(name: &'static str, args: &[String], log: &Path) -> anyhow::Result<ChildGuard> {
-        let exe = std::env::current_exe().context("finding the leaklab binary")?;
+        // The running binary itself, even if a rebuild has replaced the file
+        // since it started (then current_exe() names a deleted path).
+        let exe = if cfg!(target_os = "linux") && Path::new("/proc/self/exe").exists() {
+            PathBuf::from("/proc/self/exe")
+        } else {
+            std::env::current_exe().context("finding the leaklab binary")?
+        };
         let log = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(exe);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);

@@ -93,7 +93,18 @@ pub fn figures(text: &str) -> Figures {
         lb_hooks: g("leaklab_lbcache_hooks"),
         protocol_errors: g("leaklab_protocol_errors_total"),
         idle_closed: g("leaklab_idle_closed_total"),
+        largest_request_bytes: g("leaklab_largest_request_bytes"),
+        large_requests: g("leaklab_large_requests_total"),
+        largest_peer: label_value(text, "leaklab_largest_request_peer", "peer"),
     }
+}
+
+/// The value of label `label` on the first sample of `name`.
+pub fn label_value(text: &str, name: &str, label: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))?;
+    let start = line.find(&format!("{label}=\""))? + label.len() + 2;
+    let end = start + line[start..].find('"')?;
+    Some(line[start..end].to_owned())
 }
 
 /// Renames the Prometheus names `leaklab serve` exposes to the
@@ -117,6 +128,8 @@ pub fn leaklab_names(values: std::collections::BTreeMap<String, f64>) -> std::co
                 "leaklab_lbcache_hooks" => "lb_hooks",
                 "leaklab_protocol_errors_total" => "protocol_errors",
                 "leaklab_idle_closed_total" => "idle_closed",
+                "leaklab_largest_request_bytes" => "largest_request_bytes",
+                "leaklab_large_requests_total" => "large_requests",
                 other => other,
             };
             (name.to_owned(), v)
@@ -139,5 +152,7 @@ mod tests {
         assert_eq!(m.len(), 3);
         let f = figures(text);
         assert_eq!((f.rss_bytes, f.requests), (5844992, 196080));
+        let peer = "leaklab_largest_request_peer{peer=\"127.0.0.1:5555\"} 1.0\n";
+        assert_eq!(figures(peer).largest_peer.as_deref(), Some("127.0.0.1:5555"));
     }
 }

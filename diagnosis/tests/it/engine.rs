@@ -46,7 +46,7 @@ fn input(c: &Case) -> RunInput {
                 Some(a) if i >= a => "settle",
                 _ => "load",
             };
-            MetricsLine { t: i as f64 * 0.5, phase: Some(phase.into()), values }
+            MetricsLine { t: i as f64 * 0.5, phase: Some(phase.into()), values, text: BTreeMap::new() }
         })
         .collect();
     RunInput::from_parts(heaps, Vec::new(), metrics)
@@ -281,7 +281,7 @@ fn the_rss_baseline_sees_growth_but_names_no_kind() {
             .map(|i| {
                 let mut values = BTreeMap::new();
                 values.insert("rss_bytes".into(), 100e6 + grow * i as f64 + ((i * 7) % 3) as f64 * 1e4);
-                MetricsLine { t: i as f64 * 0.5, phase: Some("load".into()), values }
+                MetricsLine { t: i as f64 * 0.5, phase: Some("load".into()), values, text: BTreeMap::new() }
             })
             .collect()
     };

@@ -162,7 +162,7 @@ fn run_json_without_phases() {
 fn live_parts_with_prometheus_figures() {
     let text = "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 1.5e7\n\
                 go_memstats_heap_inuse_bytes 9e6\nhttp_requests_total{code=\"200\"} 42\n";
-    let line = MetricsLine { t: 0.0, phase: None, values: diagnosis::parse_prometheus(text) };
+    let line = MetricsLine { t: 0.0, phase: None, values: diagnosis::parse_prometheus(text), text: Default::default() };
     let snapshot = HeapSnapshot::decode(&heap(5), "http://127.0.0.1:6060/debug/pprof/heap").unwrap();
     let run = RunInput::from_parts(vec![snapshot], Vec::new(), vec![line]);
     assert_eq!(run.dir, None);
