@@ -1,0 +1,156 @@
+//! Each leak variant grows where the guide (and `leaklab explain`) says it
+//! does: in the profiles the run wrote, between the first snapshot and the
+//! last one of the load phase, the samples under the named site grow by at
+//! least [`MIN_GROWTH`] and make at least [`MIN_SHARE`] of all the growth
+//! of that profile.
+
+use diagnosis::HeapSample;
+
+use crate::support::{called_from, exclusive, has_frame, inuse_of, mib, run, top_growth, Finished, Pick, MIB};
+
+/// The least growth at the site over the run (1 s warm-up, 3 s load).
+const MIN_GROWTH: f64 = 4.0 * MIB;
+
+/// The least share of the profile's total in-use growth the site makes.
+const MIN_SHARE: f64 = 0.5;
+
+/// Growth at `site` in the `kind` profiles of a run, asserted; returns it.
+fn assert_grows(run: &Finished, kind: &str, site: &str, pick: Pick<'_>) -> f64 {
+    let metrics = run.metrics();
+    let last = run.last_in(&metrics, "load");
+    let first = run.profile(kind, 0);
+    let end = run.profile(kind, last);
+    let growth = inuse_of(&end, pick) - inuse_of(&first, pick);
+    let total = end.total_inuse_bytes() - first.total_inuse_bytes();
+    let share = if total > 0.0 { growth / total } else { 0.0 };
+    let top: Vec<String> =
+        top_growth(&first, &end, 4).into_iter().map(|(g, stack)| format!("  {} {stack}", mib(g))).collect();
+    let report = format!(
+        "{} ({kind} profile, snapshot 0 -> {last}): {site} grew {} of {} total ({:.0}%); largest growth:\n{}",
+        run.scenario,
+        mib(growth),
+        mib(total),
+        share * 100.0,
+        top.join("\n")
+    );
+    eprintln!("LEAK-SITE {report}");
+    assert!(growth >= MIN_GROWTH, "less than {} at the site: {report}", mib(MIN_GROWTH));
+    assert!(share >= MIN_SHARE, "the site is not where the profile grows: {report}");
+    growth
+}
+
+/// The pool profile stays flat next to a heap leak that is not pooled: it
+/// grows by less than a quarter of the heap site's growth.
+fn assert_pool_flat(run: &Finished, site_growth: f64) {
+    let metrics = run.metrics();
+    let last = run.last_in(&metrics, "load");
+    let growth = run.profile("pool", last).total_inuse_bytes() - run.profile("pool", 0).total_inuse_bytes();
+    eprintln!("LEAK-SITE {}: pool profile grew {}", run.scenario, mib(growth));
+    assert!(
+        growth < site_growth / 4.0,
+        "{}: the pool profile grew {} next to {}",
+        run.scenario,
+        mib(growth),
+        mib(site_growth)
+    );
+}
+
+/// A leak run, checked for a clean end and a complete folder.
+fn leak_run(scenario: &str, set: &[&str]) -> Finished {
+    let run = {
+        let _lab = exclusive();
+        run(scenario, "leak", set)
+    };
+    run.assert_clean();
+    run.assert_run_record();
+    run
+}
+
+/// Chunks leased by the pool (`Pool::lease`) for one of `takers`.
+fn leased_by<'a>(takers: &'a [&'a str]) -> impl Fn(&HeapSample) -> bool + 'a {
+    move |s: &HeapSample| called_from(s, "Pool::lease", takers)
+}
+
+const READ_PATH: [&str; 3] = ["InputBuffer::book", "InputBuffer::new_node", "InputBuffer::next_span"];
+
+#[test]
+fn request_field_hold_copy_grows_under_read_field_2() {
+    let run = leak_run("request-field-hold", &[]);
+    let growth = assert_grows(&run, "heap", "Request::read_field_2", &|s| has_frame(s, "Request::read_field_2"));
+    assert_pool_flat(&run, growth);
+}
+
+#[test]
+fn request_field_hold_nocopy_pins_pool_chunks_held_by_msg() {
+    let run = leak_run("request-field-hold", &["decode=nocopy"]);
+    let pinned_by_msg = |s: &HeapSample| {
+        s.labels.iter().any(|(k, v)| k == "pinned" && v == "true")
+            && s.frames.first().is_some_and(|f| f.function == "held by Request.msg (field 2)")
+    };
+    assert_grows(&run, "pool", "pinned, held by Request.msg (field 2)", &pinned_by_msg);
+}
+
+#[test]
+fn response_field_hold_grows_under_response_read_field_2() {
+    let run = leak_run("response-field-hold", &[]);
+    assert_grows(&run, "heap", "Response::read_field_2", &|s| has_frame(s, "Response::read_field_2"));
+}
+
+#[test]
+fn conn_surge_response_nocopy_grows_under_the_handler() {
+    let run = leak_run("conn-surge-response-nocopy", &[]);
+    let growth = assert_grows(&run, "heap", "build_response", &|s| has_frame(s, "build_response"));
+    assert_pool_flat(&run, growth);
+}
+
+#[test]
+fn conn_surge_response_copy_grows_in_output_chunks_from_the_pool() {
+    let run = leak_run("conn-surge-response-copy", &[]);
+    let pick = leased_by(&["OutputBuffer::malloc", "OutputBuffer::grow"]);
+    assert_grows(&run, "heap", "Pool::lease <- OutputBuffer::malloc/grow", &pick);
+}
+
+#[test]
+fn conn_surge_request_grows_on_the_read_path_into_the_pool() {
+    let run = leak_run("conn-surge-request", &[]);
+    let pick = leased_by(&READ_PATH);
+    assert_grows(&run, "heap", "Pool::lease <- InputBuffer::book/new_node/next_span", &pick);
+}
+
+#[test]
+fn oversized_request_grows_on_the_read_path_into_the_pool() {
+    let run = leak_run("oversized-request", &[]);
+    let pick = leased_by(&READ_PATH);
+    assert_grows(&run, "heap", "Pool::lease <- InputBuffer::book/new_node/next_span", &pick);
+}
+
+#[test]
+fn idle_connections_grow_in_the_buffers_of_each_connection() {
+    let run = leak_run("idle-connections", &[]);
+    // The guide: chunks leased by `InputBuffer::new` at each accept (exactly
+    // that function, not `InputBuffer::new_node`), and by
+    // `OutputBuffer::grow` after each connection's first call.
+    let pick = |s: &HeapSample| {
+        let Some(i) = s.frames.iter().position(|f| f.function.contains("Pool::lease")) else { return false };
+        s.frames[i + 1..].iter().any(|f| {
+            f.function.ends_with("InputBuffer::new")
+                || f.function.contains("OutputBuffer::grow")
+                || f.function.contains("OutputBuffer::malloc")
+        })
+    };
+    assert_grows(&run, "heap", "Pool::lease <- InputBuffer::new / OutputBuffer::grow", &pick);
+}
+
+#[test]
+fn duplicate_clients_grow_in_the_balancer_hooks() {
+    let run = leak_run("duplicate-clients", &[]);
+    let pick = |s: &HeapSample| has_frame(s, "format_instances") || has_frame(s, "on_rebalance");
+    assert_grows(&run, "heap", "format_instances / on_rebalance", &pick);
+}
+
+#[test]
+fn sonic_string_hold_grows_under_read_field_3() {
+    let run = leak_run("sonic-string-hold", &[]);
+    let growth = assert_grows(&run, "heap", "Request::read_field_3", &|s| has_frame(s, "Request::read_field_3"));
+    assert_pool_flat(&run, growth);
+}
