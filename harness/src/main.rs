@@ -31,6 +31,13 @@ pub type GlobalProfiler = profiler::Profiler<InnerAlloc>;
 pub static PROFILER: GlobalProfiler = profiler::Profiler::with_allocator(InnerAlloc {});
 
 fn main() -> std::process::ExitCode {
+    // Like any Unix filter: `leaklab list | head` ends quietly when the
+    // reader goes away, instead of panicking on a broken pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any other
+    // thread exists has no memory effects.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LEAKLAB_LOG").unwrap_or_else(|_| "info".into()))

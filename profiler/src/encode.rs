@@ -307,26 +307,8 @@ impl Profile {
                 protos::Sample { location_id, value: s.values.to_vec(), label }
             })
             .collect();
-        let default_sample_type = b.string(default.name());
-        let time_nanos = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
-        Profile {
-            proto: protos::Profile {
-                sample_type,
-                sample,
-                mapping: Vec::new(),
-                location: b.locations,
-                function: b.functions,
-                string_table: b.strings,
-                drop_frames: 0,
-                keep_frames: 0,
-                time_nanos,
-                duration_nanos: 0,
-                period_type: Some(period_type),
-                period,
-                comment: Vec::new(),
-                default_sample_type,
-            },
-        }
+        let parts = Parts { sample_type, sample, mapping: Vec::new(), period_type, period, default };
+        b.finish(parts, std::time::SystemTime::now())
     }
 }
 
@@ -408,26 +390,43 @@ pub(crate) fn build(snapshot: &Snapshot, default: SampleType) -> Profile {
             has_inline_frames: true,
         })
         .collect();
-    let default_sample_type = b.string(default.name());
-    let time_nanos = snapshot.time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    let parts = Parts { sample_type, sample, mapping, period_type, period: rate as i64, default };
+    b.finish(parts, snapshot.time())
+}
 
-    Profile {
-        proto: protos::Profile {
-            sample_type,
-            sample,
-            mapping,
-            location: b.locations,
-            function: b.functions,
-            string_table: b.strings,
-            drop_frames: 0,
-            keep_frames: 0,
-            time_nanos,
-            duration_nanos: 0,
-            period_type: Some(period_type),
-            period: rate as i64,
-            comment: Vec::new(),
-            default_sample_type,
-        },
+/// What differs between the profiles a [`Builder`] finishes.
+struct Parts {
+    sample_type: Vec<protos::ValueType>,
+    sample: Vec<protos::Sample>,
+    mapping: Vec<protos::Mapping>,
+    period_type: protos::ValueType,
+    period: i64,
+    default: SampleType,
+}
+
+impl Builder {
+    /// The profile, with the builder's tables.
+    fn finish(mut self, p: Parts, time: std::time::SystemTime) -> Profile {
+        let default_sample_type = self.string(p.default.name());
+        let time_nanos = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+        Profile {
+            proto: protos::Profile {
+                sample_type: p.sample_type,
+                sample: p.sample,
+                mapping: p.mapping,
+                location: self.locations,
+                function: self.functions,
+                string_table: self.strings,
+                drop_frames: 0,
+                keep_frames: 0,
+                time_nanos,
+                duration_nanos: 0,
+                period_type: Some(p.period_type),
+                period: p.period,
+                comment: Vec::new(),
+                default_sample_type,
+            },
+        }
     }
 }
 
