@@ -146,3 +146,21 @@ pub fn peer(args: PeerArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The scenarios' expected kinds and the engine's vocabulary are one
+    /// list kept in two crates (neither may depend on the other).
+    #[test]
+    fn every_expected_kind_is_one_the_engine_can_give() {
+        for info in scenarios::catalogue() {
+            for v in scenarios::Variant::ALL {
+                let kind = info.expected_kind(v);
+                assert!(diagnosis::KINDS.contains(&kind), "{} {v}: {kind}", info.name);
+            }
+        }
+        for kind in scenarios::VERDICT_KINDS {
+            assert!(diagnosis::KINDS.contains(&kind), "{kind}");
+        }
+    }
+}
