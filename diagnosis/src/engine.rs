@@ -506,6 +506,26 @@ fn name_holder(f: &mut Finding, holder: &str) {
     }
 }
 
+/// One finding per kind: the strongest site leads, the others' growth adds
+/// to it and they are named in its evidence. Strongest kind first.
+fn merge_by_kind(mut findings: Vec<Finding>) -> Vec<Finding> {
+    let weight = |f: &Finding| f.score * f.growth_bytes;
+    findings.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.growth_bytes.total_cmp(&a.growth_bytes)));
+    let mut merged: Vec<Finding> = Vec::new();
+    for f in findings {
+        match merged.iter_mut().find(|m| m.kind == f.kind) {
+            Some(m) => {
+                m.evidence.push(format!("also at {} (+{})", f.site, mib(f.growth_bytes)));
+                m.growth_bytes += f.growth_bytes;
+                m.growth_bytes_per_s += f.growth_bytes_per_s;
+            }
+            None => merged.push(f),
+        }
+    }
+    merged.sort_by(|a, b| weight(b).total_cmp(&weight(a)));
+    merged
+}
+
 /// Diagnoses a run.
 pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
     let n = input.heaps.len();
@@ -551,9 +571,12 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
             if s.steps > 0 { format!(", {} step(s)", s.steps) } else { String::new() }
         )];
         let Some((kind, score)) = classify(&site, &s, json, typical, &origin, opts, &mut evidence) else { continue };
+        // Of several sites of one kind, the one the guide points at leads:
+        // for idle connections, the buffer each connection starts with.
+        let characteristic = kind == "idle-connection-buffers" && site.facts.conn_setup;
         findings.push(Finding {
             kind: kind.to_owned(),
-            score,
+            score: if characteristic { 1.0 } else { score },
             site: site.facts.site.clone(),
             growth_bytes_per_s: s.slope.max(0.0),
             growth_bytes: s.growth,
@@ -594,7 +617,7 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
             });
         }
     }
-    findings.sort_by(|a, b| (b.score * b.growth_bytes).total_cmp(&(a.score * a.growth_bytes)));
+    let findings = merge_by_kind(findings);
     let kind = findings.first().map_or("none".to_owned(), |f| f.kind.clone());
     let leak = kind != "none";
     let summary = match findings.first() {

@@ -51,6 +51,6 @@ pub use input::{parse_metrics, parse_prometheus, MetricsLine, PhaseSpan, RunInpu
 pub use profile::{Frame, HeapSample, HeapSnapshot, MAX_PROFILE_BYTES, MAX_PROFILE_FRAMES};
 pub use stats::{
     change_points, mad, mann_kendall, median, pearson, plateau, spearman, theil_sen, MkResult, PlateauInfo,
-    MAD_TO_SIGMA, MAX_TREND_POINTS, PLATEAU_TOLERANCE,
+    LEVEL_OFF_PACE, MAD_TO_SIGMA, MAX_TREND_POINTS, PLATEAU_TOLERANCE,
 };
 pub use verdict::{remedy, Finding, Verdict, KINDS};

@@ -18,6 +18,10 @@ pub const MAD_TO_SIGMA: f64 = 1.482_602_218_505_602;
 /// third is at most this fraction of its total rise.
 pub const PLATEAU_TOLERANCE: f64 = 0.1;
 
+/// A rising series has levelled off when its last third climbs at less than
+/// this fraction of its overall Theil–Sen slope.
+pub const LEVEL_OFF_PACE: f64 = 0.2;
+
 fn finite(values: &[f64]) -> Vec<f64> {
     values.iter().copied().filter(|v| v.is_finite()).collect()
 }
@@ -304,8 +308,9 @@ fn default_penalty(values: &[f64], total_cost: f64) -> f64 {
 /// Whether a series stopped rising, see [`plateau`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlateauInfo {
-    /// The last third rose by at most [`PLATEAU_TOLERANCE`] of the total
-    /// rise (or, when the series ends where it started, of its range).
+    /// A rising series' last third climbs at less than [`LEVEL_OFF_PACE`]
+    /// of its overall slope (or, when the series does not rise, its last
+    /// third moves by at most [`PLATEAU_TOLERANCE`] of its range).
     pub is_plateau: bool,
     /// The level at the end minus the level at the start (each the median
     /// of the first or last twentieth of the points, one to five).
@@ -349,6 +354,9 @@ pub fn plateau(y: &[f64]) -> PlateauInfo {
     let early = level(&points[around..(around + w).min(n)]);
 
     let last = &points[boundary..];
+    if last.len() < 3 {
+        return unknown;
+    }
     let (xs, ys): (Vec<f64>, Vec<f64>) = last.iter().copied().unzip();
     let Some((slope, _)) = theil_sen(&xs, &ys) else { return unknown };
     let span = last[last.len() - 1].0 - last[0].0;
@@ -356,7 +364,17 @@ pub fn plateau(y: &[f64]) -> PlateauInfo {
 
     let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
     let scale = if total_rise != 0.0 { total_rise.abs() } else { hi - lo };
-    let is_plateau = last_third_rise.abs() <= PLATEAU_TOLERANCE * scale;
+    // A rising series has levelled off when its last third climbs at under
+    // a fifth of its overall pace (a ramp's last third keeps the pace, up to
+    // noise); a series that does not rise, when its last third stays
+    // within the tolerance of its range.
+    let (all_x, all_y): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+    let overall = theil_sen(&all_x, &all_y).map_or(0.0, |(s, _)| s);
+    let is_plateau = if overall > 0.0 && total_rise > 0.0 {
+        slope <= LEVEL_OFF_PACE * overall
+    } else {
+        last_third_rise.abs() <= PLATEAU_TOLERANCE * scale
+    };
     let early_rise_fraction = (total_rise != 0.0).then(|| (early - start) / total_rise).filter(|f| f.is_finite());
     PlateauInfo { is_plateau, total_rise, last_third_slope: slope, last_third_rise, early_rise_fraction }
 }

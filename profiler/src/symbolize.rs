@@ -185,7 +185,13 @@ fn loaded_objects() -> Vec<Object> {
         0
     }
 
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
+    // The running program through /proc: still readable after a rebuild
+    // replaced (and so deleted) the file it was started from.
+    let exe = if std::path::Path::new("/proc/self/exe").exists() {
+        "/proc/self/exe".to_owned()
+    } else {
+        std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default()
+    };
     let mut found = Found { exe, objects: Vec::new() };
     // SAFETY: `each` matches the callback type and only uses `data` as the
     // `Found` it is given, which outlives the call.
