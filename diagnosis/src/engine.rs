@@ -52,6 +52,10 @@ impl Default for Options {
     }
 }
 
+/// Growth of no documented kind must reach this many times the growth floor
+/// to be called a leak.
+pub const UNKNOWN_FLOOR_FACTOR: f64 = 8.0;
+
 /// A block is abnormal when it is this many times larger than what the
 /// process allocates per request on average.
 pub const ABNORMAL_FACTOR: f64 = 32.0;
@@ -358,6 +362,7 @@ fn classify(
     json: bool,
     typical: Option<f64>,
     oversized_origin: &[String],
+    min_growth: f64,
     opts: &Options,
     evidence: &mut Vec<String>,
 ) -> Option<(&'static str, f64)> {
@@ -469,7 +474,9 @@ fn classify(
             return Some(("request-field-held", 0.6));
         }
     }
-    if trending && kept && per_request_ok && !s.plateaued {
+    // Growth no documented case explains is named only when it is large
+    // enough not to be a cache still filling up.
+    if trending && kept && per_request_ok && !s.plateaued && s.growth >= UNKNOWN_FLOOR_FACTOR * min_growth {
         return Some(("unknown", 0.4));
     }
     None
@@ -570,7 +577,9 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
             s.trend_p,
             if s.steps > 0 { format!(", {} step(s)", s.steps) } else { String::new() }
         )];
-        let Some((kind, score)) = classify(&site, &s, json, typical, &origin, opts, &mut evidence) else { continue };
+        let Some((kind, score)) = classify(&site, &s, json, typical, &origin, min_growth, opts, &mut evidence) else {
+            continue;
+        };
         // Of several sites of one kind, the one the guide points at leads:
         // for idle connections, the buffer each connection starts with.
         let characteristic = kind == "idle-connection-buffers" && site.facts.conn_setup;
