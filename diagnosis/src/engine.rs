@@ -277,6 +277,8 @@ struct Shape {
     with_open: Option<f64>,
     /// Connections opened from the first snapshot to the peak.
     opened: Option<f64>,
+    /// Clients created from the first snapshot to the peak.
+    clients: Option<f64>,
     /// Correlation with clients created.
     with_clients: Option<f64>,
     /// Fraction of the growth in blocks of at least `large_block_bytes`.
@@ -344,6 +346,7 @@ fn shape(site: &Site, times: &[SnapshotTime], active: &[usize], after: &[usize],
         at_openings,
         with_open: corr(&work.open_conns),
         opened: work.opened_conns.as_ref().map(|o| o[peak_i] - o[0]),
+        clients: work.clients_created.as_ref().map(|c| c[peak_i] - c[0]),
         with_clients: corr(&work.clients_created),
         large_blocks: if total_gained > 0.0 { gained / total_gained } else { 0.0 },
         largest_block: site.sizes_peak.keys().next_back().copied().unwrap_or(0),
@@ -401,11 +404,25 @@ fn classify(
         return Some(("oversized-request", 0.7 + 0.3 * s.large_blocks));
     }
     if f.balancer {
+        // One client's event queue fills up to its bound and stops: only
+        // more and more clients (or, without metrics, growth that keeps
+        // going and stays) make the balancer cache leak.
+        let more_clients = s.clients.map(|c| c > 1.0);
+        let leaking = match more_clients {
+            Some(more) => more && (trending || kept),
+            None => trending && kept && !s.plateaued,
+        };
+        if !leaking {
+            return None;
+        }
         evidence.push("allocated by the balancer cache's refresh (rebalance hooks formatting instance lists)".into());
+        if let Some(c) = s.clients {
+            evidence.push(format!("{c:.0} clients were created while it grew"));
+        }
         if let Some(c) = s.with_clients {
             evidence.push(format!("follows the number of clients created (r = {c:.2})"));
         }
-        return (trending || kept).then_some(("duplicate-clients", 0.95));
+        return Some(("duplicate-clients", 0.95));
     }
     if let Some(c) = s.with_clients.filter(|c| *c > 0.95) {
         if !f.read_path && f.field.is_none() && trending {
