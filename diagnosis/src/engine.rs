@@ -567,7 +567,9 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
     let times = input.timeline();
     let is_after = |p: &Option<String>| matches!(p.as_deref(), Some("drain" | "settle"));
     let active: Vec<usize> = (0..n).filter(|&i| !is_after(&times[i].phase)).collect();
-    let after: Vec<usize> = (0..n).filter(|&i| is_after(&times[i].phase)).collect();
+    // What stays is read once things settled: during the drain connections
+    // are still closing and the pool still giving memory back.
+    let after: Vec<usize> = (0..n).filter(|&i| times[i].phase.as_deref() == Some("settle")).collect();
     let active = if active.len() >= 3 { active } else { (0..n).collect() };
     let work = Work {
         requests: aligned(input, &times, "requests"),
