@@ -279,6 +279,9 @@ struct Shape {
     opened: Option<f64>,
     /// Clients created from the first snapshot to the peak.
     clients: Option<f64>,
+    /// Whether the connections open now kept rising over the load (none
+    /// without that metric).
+    open_rising: Option<bool>,
     /// Correlation with clients created.
     with_clients: Option<f64>,
     /// Fraction of the growth in blocks of at least `large_block_bytes`.
@@ -347,6 +350,11 @@ fn shape(site: &Site, times: &[SnapshotTime], active: &[usize], after: &[usize],
         with_open: corr(&work.open_conns),
         opened: work.opened_conns.as_ref().map(|o| o[peak_i] - o[0]),
         clients: work.clients_created.as_ref().map(|c| c[peak_i] - c[0]),
+        open_rising: work.open_conns.as_ref().map(|o| {
+            let open: Vec<f64> = active.iter().map(|&i| o[i]).collect();
+            let mk = mann_kendall(&open);
+            mk.p_value < 0.05 && mk.s > 0 && !plateau(&open).is_plateau
+        }),
         with_clients: corr(&work.clients_created),
         large_blocks: if total_gained > 0.0 { gained / total_gained } else { 0.0 },
         largest_block: site.sizes_peak.keys().next_back().copied().unwrap_or(0),
@@ -454,7 +462,9 @@ fn classify(
     // they keep growing, bounded (an idle timeout at work) once they level.
     if let (Some(r), true) = (s.with_open, f.pooled || f.conn_setup || f.read_path || f.encode) {
         if r > 0.8 {
-            if trending && !s.plateaued {
+            // The upstream keeps opening connections: their number keeps
+            // rising. Bounded by an idle timeout, it levels off.
+            if s.open_rising.unwrap_or(trending && !s.plateaued) && trending {
                 evidence.push(format!("follows the connections open now (r = {r:.2}): buffers of idle connections"));
                 return Some(("idle-connection-buffers", 0.6 + 0.4 * r.min(1.0)));
             }
