@@ -351,9 +351,12 @@ fn shape(site: &Site, times: &[SnapshotTime], active: &[usize], after: &[usize],
         opened: work.opened_conns.as_ref().map(|o| o[peak_i] - o[0]),
         clients: work.clients_created.as_ref().map(|c| c[peak_i] - c[0]),
         open_rising: work.open_conns.as_ref().map(|o| {
+            // Still climbing in the second half of the load, not only while
+            // the first connections came in.
             let open: Vec<f64> = active.iter().map(|&i| o[i]).collect();
-            let mk = mann_kendall(&open);
-            mk.p_value < 0.05 && mk.s > 0 && !plateau(&open).is_plateau
+            let (mid, last) = (open[open.len() / 2], open[open.len() - 1]);
+            let mk = mann_kendall(&open[open.len() / 2..]);
+            last - mid > (0.1 * mid).max(2.0) && mk.s > 0
         }),
         with_clients: corr(&work.clients_created),
         large_blocks: if total_gained > 0.0 { gained / total_gained } else { 0.0 },
