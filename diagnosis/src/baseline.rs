@@ -10,13 +10,17 @@ use crate::verdict::{remedy, Finding, Verdict};
 /// snapshot when there are no phases) has a Mann–Kendall trend with
 /// p < 0.01 and a Theil–Sen rise of at least `min_growth_bytes`.
 pub fn rss_trend(input: &RunInput, min_growth_bytes: f64) -> Verdict {
-    let times = input.timeline();
     let rss = input.metric("rss_bytes");
-    let points: Vec<(f64, f64)> = rss
+    // Each metrics line carries its own phase; without one, the phase of
+    // the run's spans at that time.
+    let points: Vec<(f64, f64)> = input
+        .metrics
         .iter()
-        .zip(times.iter().map(|s| s.phase.as_deref()).chain(std::iter::repeat(None)))
-        .filter(|(_, phase)| !matches!(phase, Some("drain" | "settle")))
-        .map(|(p, _)| *p)
+        .filter_map(|l| {
+            let v = l.get("rss_bytes")?;
+            let phase = l.phase.as_deref().or_else(|| input.phase_at(l.t));
+            (!matches!(phase, Some("drain" | "settle"))).then_some((l.t, v))
+        })
         .collect();
     let none = |summary: String| Verdict {
         leak: false,

@@ -636,10 +636,14 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
                 name_holder(f, &holder);
                 continue;
             }
-            if let Some(f) = findings
-                .iter_mut()
-                .find(|f| matches!(f.kind.as_str(), "request-field-held" | "unknown" | "connection-surge-barriers"))
-            {
+            // Only a finding made from pooled memory without a decoded field
+            // (the read path's "pinned request after request", or growth
+            // of no known shape) is renamed by who holds the chunks.
+            if let Some(f) = findings.iter_mut().find(|f| {
+                matches!(f.kind.as_str(), "request-field-held" | "unknown")
+                    && frames::field_of(&f.site).is_none()
+                    && !f.site.contains(" field ")
+            }) {
                 f.kind = kind.to_owned();
                 f.remedy = remedy(kind).to_owned();
                 f.score = 0.9;

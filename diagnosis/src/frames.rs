@@ -153,7 +153,7 @@ pub(crate) fn facts(functions: &[&str]) -> StackFacts {
     let mut first_other: Option<&str> = None;
     let mut first_meaningful: Option<&str> = None;
     let mut field_frame: Option<&str> = None;
-    for (i, name) in functions.iter().enumerate() {
+    for name in functions {
         match role(name) {
             Role::Infrastructure => {}
             Role::Pool => f.pooled = true,
@@ -191,9 +191,7 @@ pub(crate) fn facts(functions: &[&str]) -> StackFacts {
                 }
             }
             Role::Other => {
-                if i < functions.len() {
-                    first_other.get_or_insert(name);
-                }
+                first_other.get_or_insert(name);
             }
         }
     }

@@ -22,7 +22,7 @@
 //! ```no_run
 //! use diagnosis::{mann_kendall, theil_sen, RunInput};
 //!
-//! let run = RunInput::from_dir("runs/request-field-hold")?;
+//! let run = RunInput::from_dir("runs/my-service")?;
 //! let times: Vec<f64> = run.timeline().iter().map(|s| s.t).collect();
 //! let inuse: Vec<f64> = run.heaps.iter().map(|h| h.total_inuse_bytes()).collect();
 //! if let Some((slope, _)) = theil_sen(&times, &inuse) {

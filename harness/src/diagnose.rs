@@ -67,15 +67,33 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
     let (mut heaps, mut pools, mut metrics) = (Vec::new(), Vec::new(), Vec::new());
     let mut streak = (String::new(), 0usize);
     let mut verdict = None;
+    let mut use_pools = !opts.pprof_only;
     while start.elapsed() < args.timeout {
         let t = start.elapsed().as_secs_f64();
         let url = format!("{base}/debug/pprof/heap");
-        let body = crate::scrape::get_url(&agent, &url)?;
-        heaps.push(HeapSnapshot::decode(&body, &url)?);
-        if !opts.pprof_only {
+        // A scrape that fails is skipped (the process may be busy); the
+        // next one may succeed. Only the first must.
+        let heap = crate::scrape::get_url(&agent, &url).and_then(|b| Ok(HeapSnapshot::decode(&b, &url)?));
+        match heap {
+            Ok(h) => heaps.push(h),
+            Err(e) if heaps.is_empty() => return Err(e),
+            Err(e) => {
+                eprintln!("snapshot skipped: {e:#}");
+                std::thread::sleep(args.interval);
+                continue;
+            }
+        }
+        // Pool profiles are used only while every snapshot has one: a
+        // process without the endpoint, or one that failed, is diagnosed
+        // from heap profiles alone from then on.
+        if use_pools {
             let url = format!("{base}/debug/pprof/pool");
-            if let Ok(body) = crate::scrape::get_url(&agent, &url) {
-                pools.push(HeapSnapshot::decode(&body, &url)?);
+            match crate::scrape::get_url(&agent, &url).and_then(|b| Ok(HeapSnapshot::decode(&b, &url)?)) {
+                Ok(p) => pools.push(p),
+                Err(_) => {
+                    use_pools = false;
+                    pools.clear();
+                }
             }
         }
         if let Ok(text) = crate::scrape::get_url(&agent, &format!("{base}/metrics")) {
@@ -90,9 +108,6 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
                 line.text.insert("largest_peer".into(), peer);
             }
             metrics.push(line);
-        }
-        if pools.len() != heaps.len() {
-            pools.clear();
         }
         let input = RunInput::from_parts(heaps.clone(), pools.clone(), metrics.clone());
         let v = diagnose(&input, opts);

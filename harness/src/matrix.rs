@@ -194,13 +194,11 @@ pub fn row(dir: &Path, scenario: &str, variant: &str, expected: &str, detector: 
     let full: Verdict = diagnose(&input, &full_opts);
     let plain = diagnose(&input, &plain_opts);
     let rss = rss_trend(&input, full_opts.min_growth_bytes);
-    let times = input.timeline();
     let load: Vec<(f64, f64)> = input
-        .metric("inuse_bytes")
-        .into_iter()
-        .zip(&times)
-        .filter(|(_, s)| matches!(s.phase.as_deref(), Some("warmup" | "load") | None))
-        .map(|(p, _)| p)
+        .metrics
+        .iter()
+        .filter(|l| matches!(l.phase.as_deref(), Some("warmup" | "load") | None))
+        .filter_map(|l| Some((l.t, l.get("inuse_bytes")?)))
         .collect();
     let (t, y): (Vec<f64>, Vec<f64>) = load.into_iter().unzip();
     let leaked = theil_sen(&t, &y).map_or(0.0, |(s, _)| s.max(0.0));
@@ -367,4 +365,45 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{} labelled runs in {}", dirs.len(), args.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(expected: &str, verdict: &str, delay: Option<usize>) -> Row {
+        Row {
+            scenario: "s".into(),
+            variant: "v".into(),
+            expected: expected.into(),
+            verdict: verdict.into(),
+            correct: expected == verdict,
+            pprof_only: verdict.into(),
+            rss_baseline: "none".into(),
+            detector: None,
+            site: String::new(),
+            leaked_bytes_per_s: 0.0,
+            delay_snapshots: delay,
+            delay_pprof_only: delay,
+            peak_rss_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn scores_count_alarms_misses_and_kinds() {
+        let rows = [
+            row("request-field-held", "request-field-held", Some(2)),
+            row("oversized-request", "unknown", Some(4)),
+            row("duplicate-clients", "none", None),
+            row("none", "none", None),
+            row("none", "idle-connection-buffers", None),
+        ];
+        let s = score("t", &rows, |r| Some(r.verdict.clone()), |r| r.delay_snapshots);
+        // Flagged: 2 true leaks and 1 false alarm; 1 leak missed.
+        assert_eq!(s.false_alarms, 1);
+        assert!((s.precision - 2.0 / 3.0).abs() < 1e-9);
+        assert!((s.recall - 2.0 / 3.0).abs() < 1e-9);
+        assert!((s.kind_accuracy - 2.0 / 5.0).abs() < 1e-9);
+        assert_eq!(s.mean_delay_snapshots, Some(3.0));
+    }
 }

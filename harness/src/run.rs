@@ -312,7 +312,7 @@ pub fn run(plan: &RunPlan) -> anyhow::Result<RunRecord> {
     fs::create_dir_all(&plan.out).with_context(|| format!("creating {}", plan.out.display()))?;
     for entry in fs::read_dir(&plan.out)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".pb.gz") || name == "metrics.jsonl" {
+        if name.ends_with(".pb.gz") || matches!(name.as_str(), "metrics.jsonl" | "run.json" | "verdict.json") {
             fs::remove_file(entry.path())?;
         }
     }

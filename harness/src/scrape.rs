@@ -1,7 +1,6 @@
 //! Scraping a process's admin endpoint: profiles as bytes, `/metrics` as
 //! figures, and the `metrics.jsonl` line format.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -50,33 +49,9 @@ pub fn get_text(agent: &ureq::Agent, addr: SocketAddr, path: &str) -> anyhow::Re
     Ok(String::from_utf8_lossy(&get_bytes(agent, addr, path)?).into_owned())
 }
 
-/// Parses Prometheus text format into `name -> value` (labels ignored;
-/// the last sample of a name wins).
-pub fn parse_prometheus(text: &str) -> HashMap<String, f64> {
-    let mut out = HashMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (name_part, rest) = match line.find(['{', ' ']) {
-            Some(i) if line.as_bytes()[i] == b'{' => {
-                let close = line.find('}').unwrap_or(line.len() - 1);
-                (&line[..i], &line[close + 1..])
-            }
-            Some(i) => (&line[..i], &line[i..]),
-            None => continue,
-        };
-        if let Some(v) = rest.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
-            out.insert(name_part.to_owned(), v);
-        }
-    }
-    out
-}
-
 /// The figures `leaklab serve` exposes, from its `/metrics` text.
 pub fn figures(text: &str) -> Figures {
-    let m = parse_prometheus(text);
+    let m = diagnosis::parse_prometheus(text);
     let g = |name: &str| m.get(name).copied().unwrap_or(0.0).max(0.0) as u64;
     Figures {
         rss_bytes: g("process_resident_memory_bytes"),
@@ -145,7 +120,7 @@ mod tests {
     fn parses_prometheus_text() {
         let text = "# HELP x y\n# TYPE x gauge\nprocess_resident_memory_bytes 5844992.0\n\
                     leaklab_requests_total 196080\nwith_labels{a=\"b c\"} 3.5\nbad line\n";
-        let m = parse_prometheus(text);
+        let m = diagnosis::parse_prometheus(text);
         assert_eq!(m["process_resident_memory_bytes"], 5844992.0);
         assert_eq!(m["leaklab_requests_total"], 196080.0);
         assert_eq!(m["with_labels"], 3.5);

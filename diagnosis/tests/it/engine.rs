@@ -117,6 +117,15 @@ const GO_READ_PATH: &[&str] = &[
 const CONN_SETUP: &[&str] =
     &["rpc::pool::RawChunk::alloc", "rpc::pool::Pool::lease", "rpc::linkbuf::InputBuffer::new", "rpc::server::accept"];
 
+const GO_CONN_SETUP: &[&str] = &[
+    "runtime.mallocgc",
+    "github.com/bytedance/gopkg/lang/mcache.Malloc",
+    "github.com/cloudwego/netpoll.newLinkBufferNode",
+    "github.com/cloudwego/netpoll.NewLinkBuffer",
+    "github.com/cloudwego/netpoll.(*connection).init",
+    "github.com/cloudwego/netpoll.(*netpoll).handler",
+];
+
 const UNKNOWN: &[&str] = &["runtime.mallocgc", "main.(*sessionStore).remember", "main.handle"];
 
 const JSON_PARSE: &[&str] =
@@ -174,6 +183,16 @@ fn the_engine_names_each_case() {
         },
         Case {
             name: "idle connections in Go",
+            snaps: series(n, GO_CONN_SETUP, 8192, |i| i as i64 * 150 * 8192),
+            work: Some(
+                (0..n).map(|i| (i as f64 * 25.0, 2.0 + i as f64 * 150.0, 2.0 + i as f64 * 150.0, 0.0)).collect(),
+            ),
+            after_from: None,
+            expect: "idle-connection-buffers",
+            site_contains: "(*connection).init",
+        },
+        Case {
+            name: "idle connections in Rust",
             snaps: series(n, CONN_SETUP, 8192, |i| i as i64 * 150 * 8192),
             work: Some(
                 (0..n).map(|i| (i as f64 * 25.0, 2.0 + i as f64 * 150.0, 2.0 + i as f64 * 150.0, 0.0)).collect(),
@@ -236,6 +255,16 @@ fn the_engine_names_each_case() {
             name: "a field kept by bookkeeping only: 60 bytes a request",
             snaps: series(n, GO_FIELD, 64, |i| i as i64 * 60 * 20_000),
             work: Some((0..n).map(|i| (i as f64 * 20_000.0, 4.0, 4.0, 0.0)).collect()),
+            after_from: None,
+            expect: "none",
+            site_contains: "",
+        },
+        Case {
+            name: "idle connections bounded by a timeout: the number open levels off",
+            snaps: series(n, CONN_SETUP, 8192, |i| i.min(3) as i64 * 50 * 8192 + (i % 2) as i64 * 65536),
+            work: Some(
+                (0..n).map(|i| (i as f64 * 25.0, 2.0 + i.min(3) as f64 * 50.0, 2.0 + i as f64 * 50.0, 0.0)).collect(),
+            ),
             after_from: None,
             expect: "none",
             site_contains: "",

@@ -115,7 +115,9 @@ fn sigint_during_load_stops_the_run_and_its_children() {
         done.stderr.trim()
     );
     assert!(!done.status.success(), "an interrupted run reported success:\n{}", done.stdout);
-    assert!(exit_after < Duration::from_secs(10), "the run took {exit_after:?} to stop after SIGINT");
+    // A liveness bound, not a timing: the run stops its children within its
+    // own stop timeouts (a few seconds each), however loaded the machine.
+    assert!(exit_after < Duration::from_secs(60), "the run took {exit_after:?} to stop after SIGINT");
     assert!(done.stderr.contains("interrupted"), "unclear message: {}", done.stderr);
     assert!(left.is_empty(), "processes of the run survived it: {left:?}");
 }

@@ -340,7 +340,15 @@ impl Finished {
             .collect();
         assert_eq!(phases, ["warmup", "load", "drain", "settle"], "{}", self.scenario);
         let verdict = fs::read_to_string(self.out.join("verdict.json")).expect("verdict.json written");
-        let _: serde_json::Value = serde_json::from_str(&verdict).expect("verdict.json is JSON");
+        let verdict: serde_json::Value = serde_json::from_str(&verdict).expect("verdict.json is JSON");
+        // Whether the engine is right is the matrix's question; here, the
+        // file says what it must: the verdict, what was expected, and
+        // `correct` agreeing with the two.
+        assert_eq!(verdict["expected"], record["expected"], "{}", self.scenario);
+        let kind = verdict["kind"].as_str().expect("verdict.json has a kind");
+        assert!(diagnosis::KINDS.contains(&kind), "{}: kind {kind}", self.scenario);
+        assert_eq!(verdict["correct"].as_bool(), Some(Some(kind) == verdict["expected"].as_str()), "{}", self.scenario);
+        assert_eq!(verdict["leak"].as_bool(), Some(kind != "none"), "{}", self.scenario);
     }
 }
 

@@ -182,9 +182,6 @@ async fn response_surges(addr: SocketAddr, shape: LoadShape, _: Ctx) -> usize {
     peer::surges(addr, shape.surge.as_ref().unwrap(), 3).await
 }
 
-const RESPONSE_SLOTS: &str = "rpc's SlotGuard::io clears the whole slot before every syscall, and the read after a \
-    reply replaces the reply's references; Netpoll overwrote only the positions the syscall used";
-
 #[test]
 fn conn_surge_response_scenarios_answer_surges_large_and_legacy_slots_keep_buffers() {
     let _alone = serial();
@@ -210,7 +207,6 @@ fn conn_surge_response_scenarios_answer_surges_large_and_legacy_slots_keep_buffe
 #[test]
 fn conn_surge_response_nocopy_slots_keep_the_handlers_responses() {
     let _alone = serial();
-    let _ = RESPONSE_SLOTS;
     let sets = response_surge_sets();
     let leak = run("conn-surge-response-nocopy", Variant::Leak, &sets, response_surges);
     let fix = run("conn-surge-response-nocopy", Variant::Fix, &sets, response_surges);
