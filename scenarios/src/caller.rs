@@ -9,7 +9,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpc::ClientError;
+use rpc::lbcache::{Instance, StaticResolver};
+use rpc::{ClientConfig, ClientError, Pool};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -116,4 +117,24 @@ impl Failures {
             *first = Some(e);
         }
     }
+}
+
+/// The target name a client scenario's resolver knows its peer by.
+pub(crate) const TARGET: &str = "echo";
+
+/// The client settings of a client scenario calling `instances` (its peer
+/// among them) with `conns` callers. The resolver has a name of its own per
+/// scenario and peer: balancer factories are process-global and keyed by it.
+pub(crate) fn client_config(
+    scenario: &str,
+    peer: std::net::SocketAddr,
+    instances: Vec<Instance>,
+    pool: Pool,
+    conns: usize,
+) -> ClientConfig {
+    let resolver = StaticResolver::new(format!("leaklab-{scenario}-{peer}")).with_target(TARGET, instances);
+    let mut config = ClientConfig::new(TARGET, Arc::new(resolver));
+    config.pool = pool;
+    config.max_idle_per_addr = conns.max(1);
+    config
 }

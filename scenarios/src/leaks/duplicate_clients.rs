@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rpc::codec::Request;
-use rpc::lbcache::{Instance, Options, StaticResolver};
-use rpc::{Client, ClientConfig, Pool};
+use rpc::lbcache::{Instance, Options};
+use rpc::{Client, Pool};
 
 use crate::caller::{self, CallFuture};
 use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
@@ -76,8 +76,6 @@ pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
     Ok(s)
 }
 
-const TARGET: &str = "echo";
-
 /// The peer with weight 10, then standbys with weight 0: smooth weighted
 /// round robin never picks them, so every call goes to the peer.
 fn instances(peer: SocketAddr, n: usize) -> Vec<Instance> {
@@ -102,12 +100,8 @@ pub(crate) async fn run(
     calls: Arc<AtomicU64>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ScenarioError> {
-    let resolver =
-        StaticResolver::new(format!("leaklab-{NAME}-{peer}")).with_target(TARGET, instances(peer, s.instances));
-    let mut config = ClientConfig::new(TARGET, Arc::new(resolver));
-    config.pool = pool;
+    let mut config = caller::client_config(NAME, peer, instances(peer, s.instances), pool, s.conns);
     config.lb_options = Options { refresh_interval: s.refresh, expire_interval: Duration::ZERO };
-    config.max_idle_per_addr = s.conns.max(1);
     let msg = Bytes::from(vec![b'x'; s.payload]);
     match v {
         Variant::Leak => {

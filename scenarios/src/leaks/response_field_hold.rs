@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rpc::codec::{DecodeMode, Request};
-use rpc::lbcache::{Instance, StaticResolver};
-use rpc::{Client, ClientConfig, Pool};
+use rpc::lbcache::Instance;
+use rpc::{Client, Pool};
 
 use crate::caller::{self, CallFuture, RESPONSE_CACHE};
 use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
@@ -63,9 +63,6 @@ pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
     Ok(Settings { payload, rps: p.u64("rps")?, conns: p.usize("conns")?, decode })
 }
 
-/// The target name the resolver knows the peer by.
-const TARGET: &str = "echo";
-
 pub(crate) async fn run(
     s: &Settings,
     v: Variant,
@@ -74,14 +71,8 @@ pub(crate) async fn run(
     calls: Arc<AtomicU64>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ScenarioError> {
-    // A resolver name of its own per peer: factories are process-global and
-    // keyed by it.
-    let resolver =
-        StaticResolver::new(format!("leaklab-{NAME}-{peer}")).with_target(TARGET, vec![Instance::new(peer, 10)]);
-    let mut config = ClientConfig::new(TARGET, Arc::new(resolver));
-    config.pool = pool;
+    let mut config = caller::client_config(NAME, peer, vec![Instance::new(peer, 10)], pool, s.conns);
     config.decode = s.decode;
-    config.max_idle_per_addr = s.conns.max(1);
     let client = Client::new(config).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
     let msg = Bytes::from(vec![b'x'; s.payload]);
     let copy = v == Variant::Fix;
