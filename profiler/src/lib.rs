@@ -151,14 +151,18 @@
 //! underneath), the profile format, and `go tool pprof` reading a profile.
 
 mod encode;
+mod holders;
 mod profiler;
 mod sampler;
+mod sites;
 mod snapshot;
 mod stack;
 mod symbolize;
 mod table;
+mod threads;
 
 pub use crate::encode::{DecodeError, NamedSample, Profile, SampleType};
+pub use crate::holders::{HolderError, HolderOptions, HolderScan, ScanStats};
 pub use crate::profiler::{Profiler, Stats, DEFAULT_RATE, RATE_ENV, SEED_ENV};
 pub use crate::snapshot::{HeapRecord, Snapshot};
 /// The profile.proto messages (`protos::Profile`, …) and the prost

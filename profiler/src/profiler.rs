@@ -81,7 +81,8 @@ pub struct Profiler<A = System> {
     seed: AtomicU64,
     seeded: AtomicBool,
     seed_ordinal: AtomicU32,
-    state: LazyState,
+    pub(crate) state: LazyState,
+    pub(crate) holder_mode: AtomicBool,
     dropped: Dropped,
     shards: [Shard; SHARDS],
 }
@@ -112,6 +113,7 @@ impl<A> Profiler<A> {
             seeded: AtomicBool::new(false),
             seed_ordinal: AtomicU32::new(0),
             state: LazyState::new(),
+            holder_mode: AtomicBool::new(false),
             dropped: Dropped::new(),
             shards: [const { Shard { allocated: AtomicU64::new(0), freed: AtomicU64::new(0) } }; SHARDS],
         }
@@ -306,6 +308,9 @@ impl<A> Profiler<A> {
             self.dropped.no_state.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if self.holder_mode.load(Ordering::Relaxed) {
+            crate::threads::register_current();
+        }
         let mut frames = [0usize; MAX_DEPTH];
         let depth = stack::capture(&mut frames, &t.stack_top);
         let recorded = state

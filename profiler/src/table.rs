@@ -371,6 +371,14 @@ impl BucketTable {
     pub(crate) fn len(&self) -> usize {
         (self.next_id.load(Ordering::Relaxed) as usize).min(BUCKET_CAPACITY)
     }
+
+    /// The stack id and block size of bucket `id` (zeros if out of range).
+    pub(crate) fn key(&self, id: u32) -> (u32, usize) {
+        match self.buckets.get(id as usize) {
+            Some(b) => (b.stack.load(Ordering::Relaxed), b.size.load(Ordering::Relaxed)),
+            None => (0, 0),
+        }
+    }
 }
 
 /// The set of live sampled blocks: address → bucket id.
@@ -462,6 +470,18 @@ impl SampledSet {
 
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f(address, bucket)` for every live entry. Allocates nothing,
+    /// so it can run in a forked child. An entry being inserted at the same
+    /// moment may be seen with the bucket of the slot's previous owner.
+    pub(crate) fn for_each_entry(&self, mut f: impl FnMut(usize, u32)) {
+        for (key, val) in self.keys.iter().zip(self.vals.iter()) {
+            let addr = key.load(Ordering::Acquire);
+            if addr != 0 {
+                f(addr, val.load(Ordering::Relaxed));
+            }
+        }
     }
 }
 

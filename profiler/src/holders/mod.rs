@@ -1,0 +1,278 @@
+//! Who holds the memory: retainer chains from a root to every live block,
+//! as a Go-format heap profile whose "stacks" are the chains.
+//!
+//! In holder mode ([`Profiler::set_holder_mode`]) the profiler samples every
+//! allocation (rate 1), so its set of sampled blocks is an index of every
+//! live block with its size and allocation stack, and every thread that
+//! allocates registers its stack. [`Profiler::holders_profile`] then:
+//!
+//! 1. collects the roots (`roots.rs`): writable segments of the executable
+//!    and its libraries, and thread stacks;
+//! 2. `fork`s: the child is a frozen copy-on-write image of the whole
+//!    address space, and walks it breadth-first from the roots without
+//!    allocating (`scan.rs`), streaming each block's parent to a pipe;
+//! 3. names the chains (`chains.rs`): the root (`static …::CACHE`,
+//!    `thread tokio-runtime-w (1234) stack`), each block on the way by its
+//!    allocation site (`hashbrown table in …::remember`), then the held
+//!    block's own site as the leaf.
+//!
+//! The RPC threads are paused only while `fork` copies the page tables
+//! (the kernel holds the address space's lock); the scan runs beside them.
+//!
+//! # What a conservative scan cannot see
+//! - **Other threads' registers.** After a fork only the calling thread
+//!   exists in the child; a pointer that another thread held only in a
+//!   register at that instant is not seen. Such values are transient: a
+//!   block is rarely referenced from a register alone, and a leak is
+//!   retained by memory, not registers. Other threads' whole stack mappings
+//!   are scanned (their stack pointers are unknown), which errs the other
+//!   way.
+//! - **Hidden pointers.** Tagged, XOR'd or compressed pointers, and offsets
+//!   instead of addresses, are not edges; the blocks they alone retain are
+//!   reported as unreachable.
+//! - **False references.** Any word that happens to fall in a live block is
+//!   an edge: stale bytes in a `Vec`'s spare capacity, dead stack frames
+//!   below another thread's stack pointer, integers that look like
+//!   addresses. They can only make more blocks reachable, never fewer, and
+//!   the breadth-first search credits a block to its shortest chain, which
+//!   is the live structure in the cases measured here.
+//! - **Blocks allocated before holder mode was on** are not in the index:
+//!   they are neither reported nor scanned through. `leaklab serve
+//!   --holders` turns it on before its runtime starts.
+//!
+//! Chains deeper than [`HolderOptions::max_hops`] blocks are cut: the blocks
+//! deeper down are credited to the last named block under a
+//! `$sub_objects$` frame, as goref does for what it cannot type. Live blocks
+//! that no root reaches sit under `$unreachable$`, chained from the
+//! unreached blocks that nothing else unreached points to.
+
+mod chains;
+mod roots;
+mod scan;
+
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::profiler::{InProfiler, Profiler};
+use crate::Profile;
+
+/// Limits of one scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HolderOptions {
+    /// The scan stops here and reports what it has (the rest as
+    /// `$unscanned$`); the child is killed at twice this.
+    pub time_budget: Duration,
+    /// Most bytes of scratch memory the child may map (32 + 4 bytes per
+    /// live block); above it, nothing is scanned.
+    pub memory_budget: u64,
+    /// Blocks named on a chain between the root and the held block; deeper
+    /// ones go under `$sub_objects$`.
+    pub max_hops: usize,
+}
+
+impl Default for HolderOptions {
+    fn default() -> Self {
+        HolderOptions { time_budget: Duration::from_secs(10), memory_budget: 512 << 20, max_hops: 16 }
+    }
+}
+
+/// Figures of one scan.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ScanStats {
+    /// Live blocks in the index.
+    pub blocks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Blocks reached from a root, and their bytes.
+    pub reached: u64,
+    /// See `reached`.
+    pub reached_bytes: u64,
+    /// Live blocks no root reaches, and their bytes.
+    pub unreachable: u64,
+    /// See `unreachable`.
+    pub unreachable_bytes: u64,
+    /// Blocks not examined (time budget), and their bytes.
+    pub unscanned: u64,
+    /// See `unscanned`.
+    pub unscanned_bytes: u64,
+    /// Root spans scanned.
+    pub roots: u64,
+    /// Bytes of root spans.
+    pub root_bytes: u64,
+    /// Words examined by the child.
+    pub words: u64,
+    /// How long `fork` took: the pause the process's other threads see.
+    pub pause: Duration,
+    /// The child's scan.
+    pub scan: Duration,
+    /// The whole call, naming included.
+    pub total: Duration,
+    /// Scratch memory the child mapped.
+    pub scratch_bytes: u64,
+    /// Why the profile is partial, if it is.
+    pub partial: Vec<String>,
+}
+
+/// A holders profile and how it was made.
+#[derive(Debug, Clone)]
+pub struct HolderScan {
+    /// The chains, in Go's heap profile format (`inuse_space` default).
+    pub profile: Profile,
+    /// Figures of the scan.
+    pub stats: ScanStats,
+}
+
+/// Why no holders profile could be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HolderError {
+    /// Holder mode is off: no index of live blocks to scan.
+    #[error("holder mode is off: start the process with holder mode on (leaklab serve --holders)")]
+    Off,
+    /// Another scan is running.
+    #[error("a holder scan is already running")]
+    Busy,
+    /// The pipe or the fork failed.
+    #[error("cannot start the scan: {0}")]
+    Start(std::io::Error),
+    /// The child died or wrote something unreadable.
+    #[error("the scan failed: {0}")]
+    Child(String),
+}
+
+/// One scan at a time per process.
+static SCAN: Mutex<()> = Mutex::new(());
+
+impl<A> Profiler<A> {
+    /// Turns holder mode on or off. On: every allocation is recorded with
+    /// its stack (the rate becomes 1), so that [`Profiler::holders_profile`]
+    /// knows every live block; turn it on before the program allocates what
+    /// it should explain. Off: the rate goes back to `rate_when_off`.
+    pub fn set_holder_mode(&self, on: bool, rate_when_off: usize) {
+        self.holder_mode.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.set_rate(if on { 1 } else { rate_when_off });
+    }
+
+    /// Whether holder mode is on.
+    pub fn holder_mode(&self) -> bool {
+        self.holder_mode.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Scans the process for who holds each live block; see the
+    /// [module documentation](self).
+    pub fn holders_profile(&self, opts: &HolderOptions) -> Result<HolderScan, HolderError> {
+        if !self.holder_mode() {
+            return Err(HolderError::Off);
+        }
+        let _one = SCAN.try_lock().map_err(|_| HolderError::Busy)?;
+        let _guard = InProfiler::enter();
+        let start = Instant::now();
+        let Some(state) = self.state.get() else {
+            return Err(HolderError::Child("no block has been recorded yet".into()));
+        };
+        crate::threads::register_current();
+        let marker = 0u8;
+        let sp = std::hint::black_box(&marker) as *const u8 as usize;
+        let roots = roots::collect(sp.saturating_sub(256));
+        let spans: Vec<scan::Span> = roots.iter().map(|r| r.span).collect();
+        let (read_end, write_end) = pipe().map_err(HolderError::Start)?;
+        let job = scan::Job {
+            set: &state.sampled,
+            buckets: &state.buckets,
+            roots: &spans,
+            fd: std::os::fd::AsRawFd::as_raw_fd(&write_end),
+            time_budget_ns: opts.time_budget.as_nanos().min(u128::from(u64::MAX)) as u64,
+            memory_budget: opts.memory_budget,
+        };
+        let t_fork = Instant::now();
+        // SAFETY: the child runs only `scan::child_main`, which allocates
+        // nothing, takes no lock and calls only async-signal-safe functions
+        // (mmap, clock_gettime, write), then `_exit`s without running any
+        // destructor or atexit handler.
+        let pid = unsafe { libc::fork() };
+        let pause = t_fork.elapsed();
+        if pid == 0 {
+            let code = scan::child_main(&job);
+            // SAFETY: ends the child at once, as a forked child must.
+            unsafe { libc::_exit(code) };
+        }
+        if pid < 0 {
+            return Err(HolderError::Start(std::io::Error::last_os_error()));
+        }
+        drop(write_end);
+        let out = read_child(read_end, pid, opts.time_budget * 2);
+        let status = wait_child(pid);
+        let bytes = out.map_err(HolderError::Child)?;
+        let parsed = chains::parse(&bytes).map_err(|e| match status {
+            Some(s) if s != 0 => HolderError::Child(format!("{e} (child exit status {s:#x})")),
+            _ => HolderError::Child(e),
+        })?;
+        let mut stats = ScanStats {
+            roots: spans.len() as u64,
+            root_bytes: spans.iter().map(|s| (s.hi - s.lo) as u64).sum(),
+            pause,
+            ..ScanStats::default()
+        };
+        let profile = chains::build(&parsed, &roots, state, opts, &mut stats);
+        stats.total = start.elapsed();
+        Ok(HolderScan { profile: chains::with_comments(profile, &stats), stats })
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Reads the child's output until it closes the pipe; kills it past
+/// `limit`.
+fn read_child(fd: OwnedFd, pid: i32, limit: Duration) -> Result<Vec<u8>, String> {
+    let deadline = Instant::now() + limit;
+    let mut file = std::fs::File::from(fd);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return Err(format!("the scan took longer than {limit:?} and was stopped"));
+        }
+        let mut pfd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&file), events: libc::POLLIN, revents: 0 };
+        let ms = left.as_millis().min(1000) as i32;
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
+        if r == 0 {
+            continue;
+        }
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading the scan's output: {e}")),
+        }
+    }
+}
+
+fn wait_child(pid: i32) -> Option<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Some(status);
+        }
+        // SAFETY: reads errno.
+        if r < 0 && unsafe { *libc::__errno_location() } != libc::EINTR {
+            return None;
+        }
+    }
+}

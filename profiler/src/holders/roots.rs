@@ -1,0 +1,272 @@
+//! The roots of the scan, and their names.
+//!
+//! - **Statics:** every writable loadable segment (`PT_LOAD` with `PF_W`:
+//!   `.data`, `.bss`, and the relocated read-only data before them) of the
+//!   executable and of each shared library, from `dl_iterate_phdr`. A root
+//!   word is named by the ELF symbol that covers it
+//!   (`static scenarios::…::CACHE`), read from the object's symbol table with
+//!   the `object` crate, or `static libfoo.so+0x1f0` without one.
+//! - **Thread stacks:** every registered live thread's stack mapping (see
+//!   `threads.rs`), from its low end (the scanning thread: from its stack
+//!   pointer) to its top, and the static thread-local storage below its
+//!   thread pointer when that lies outside the stack (the main thread).
+//!   Named `thread NAME (TID)` from `/proc/self/task/TID/comm`.
+//!
+//! Every span is cut to the readable mappings of `/proc/self/maps`, so that
+//! guard pages and unmapped holes are never read.
+
+use std::collections::HashMap;
+use std::ffi::{c_int, c_void, CStr};
+
+use object::{Object, ObjectSymbol, SymbolKind};
+
+use super::scan::Span;
+use crate::threads::{self, ThreadStack};
+
+/// Static thread-local storage scanned below a thread pointer that lies
+/// outside its thread's stack.
+const TLS_BELOW: usize = 64 * 1024;
+/// And above it (the thread control block).
+const TLS_ABOVE: usize = 4096;
+
+/// What a root span is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RootKind {
+    /// A writable segment of a loaded object.
+    Static { path: String, bias: u64 },
+    /// A thread's stack or thread-local storage.
+    Thread { tid: u32 },
+}
+
+/// One root span with what it is.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    pub span: Span,
+    pub kind: RootKind,
+}
+
+/// The roots of the process now, statics first. `sp` is the scanning
+/// thread's stack pointer (the live part of its own stack starts there).
+pub(crate) fn collect(sp: usize) -> Vec<Root> {
+    let readable = readable_ranges();
+    let mut roots = Vec::new();
+    for seg in writable_segments() {
+        for span in clip(Span { lo: seg.lo, hi: seg.hi }, &readable) {
+            roots.push(Root { span, kind: RootKind::Static { path: seg.path.clone(), bias: seg.bias } });
+        }
+    }
+    let me = threads::current_tid();
+    for t in threads::live_threads() {
+        let ThreadStack { tid, lo, hi, tp } = t;
+        let lo = if tid == me { sp.max(lo) } else { lo };
+        let mut spans = vec![Span { lo, hi }];
+        if tp != 0 && !(lo..hi).contains(&tp) {
+            spans.push(Span { lo: tp.saturating_sub(TLS_BELOW), hi: tp.saturating_add(TLS_ABOVE) });
+        }
+        for s in spans {
+            for span in clip(s, &readable) {
+                roots.push(Root { span, kind: RootKind::Thread { tid } });
+            }
+        }
+    }
+    roots
+}
+
+/// Parts of `s` that lie in readable mappings.
+fn clip(s: Span, readable: &[(usize, usize)]) -> Vec<Span> {
+    readable
+        .iter()
+        .filter_map(|&(lo, hi)| {
+            let (a, b) = (lo.max(s.lo), hi.min(s.hi));
+            (a < b).then_some(Span { lo: a, hi: b })
+        })
+        .collect()
+}
+
+/// Readable ranges of `/proc/self/maps`, merged, excluding `[vvar]`-like
+/// kernel pages that cannot be read.
+fn readable_ranges() -> Vec<(usize, usize)> {
+    let text = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    parse_readable(&text)
+}
+
+fn parse_readable(text: &str) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else { continue };
+        let name = fields.nth(3).unwrap_or("");
+        if !perms.starts_with('r') || name.starts_with("[vvar") || name == "[vsyscall]" {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else { continue };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else { continue };
+        match out.last_mut() {
+            Some(last) if last.1 == a => last.1 = b,
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// A writable loadable segment of an object.
+struct Segment {
+    path: String,
+    bias: u64,
+    lo: usize,
+    hi: usize,
+}
+
+fn writable_segments() -> Vec<Segment> {
+    struct Found {
+        exe: String,
+        segments: Vec<Segment>,
+    }
+    /// # Safety
+    /// Called by `dl_iterate_phdr` only, with `data` the `Found` below.
+    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+        // SAFETY: `data` is the `&mut Found` passed below, and `info` points
+        // to a valid `dl_phdr_info` for the duration of the callback.
+        let (found, info) = unsafe { (&mut *data.cast::<Found>(), &*info) };
+        let name = if info.dlpi_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: a non-null `dlpi_name` is a NUL-terminated string.
+            unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned()
+        };
+        let path = if name.is_empty() { found.exe.clone() } else { name };
+        let headers: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
+            &[]
+        } else {
+            // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
+        };
+        for h in headers {
+            if h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_W != 0 {
+                let lo = info.dlpi_addr.wrapping_add(h.p_vaddr) as usize;
+                found.segments.push(Segment {
+                    path: path.clone(),
+                    bias: info.dlpi_addr,
+                    lo,
+                    hi: lo.saturating_add(h.p_memsz as usize),
+                });
+            }
+        }
+        0
+    }
+    let mut found = Found { exe: "/proc/self/exe".to_owned(), segments: Vec::new() };
+    // SAFETY: `each` matches the callback type and only uses `data` as the
+    // `Found` it is given, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut found as *mut Found).cast()) };
+    found.segments
+}
+
+/// Names root words: statics by symbol, threads by name.
+#[derive(Default)]
+pub(crate) struct Namer {
+    /// Per object path: data symbols sorted by address (file addresses).
+    symbols: HashMap<String, Vec<(u64, u64, String)>>,
+    threads: HashMap<u32, String>,
+}
+
+impl Namer {
+    /// The name of the root word at `addr` in `kind`.
+    pub(crate) fn name(&mut self, kind: &RootKind, addr: u64) -> String {
+        match kind {
+            RootKind::Static { path, bias } => {
+                let file_addr = addr.wrapping_sub(*bias);
+                let table = self.symbols.entry(path.clone()).or_insert_with(|| data_symbols(path));
+                let i = table.partition_point(|s| s.0 <= file_addr);
+                match i.checked_sub(1).and_then(|i| table.get(i)) {
+                    Some((start, size, name)) if file_addr < start + (*size).max(1) => format!("static {name}"),
+                    _ => {
+                        let file = path.rsplit('/').next().unwrap_or(path);
+                        let file = if file == "exe" { "executable" } else { file };
+                        format!("static {file}+{file_addr:#x}")
+                    }
+                }
+            }
+            RootKind::Thread { tid } => self
+                .threads
+                .entry(*tid)
+                .or_insert_with(|| {
+                    let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
+                    let comm = comm.trim();
+                    // SAFETY: getpid cannot fail.
+                    let main = *tid as i32 == unsafe { libc::getpid() };
+                    match (comm.is_empty(), main) {
+                        (_, true) => format!("thread main ({tid}) stack"),
+                        (true, false) => format!("thread {tid} stack"),
+                        (false, false) => format!("thread {comm} ({tid}) stack"),
+                    }
+                })
+                .clone(),
+        }
+    }
+}
+
+/// The data symbols of the object at `path` (file addresses), sorted.
+fn data_symbols(path: &str) -> Vec<(u64, u64, String)> {
+    let Ok(bytes) = std::fs::read(path) else { return Vec::new() };
+    let Ok(file) = object::File::parse(&*bytes) else { return Vec::new() };
+    let mut out: Vec<(u64, u64, String)> = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| matches!(s.kind(), SymbolKind::Data | SymbolKind::Tls | SymbolKind::Unknown) && s.address() != 0)
+        .filter_map(|s| Some((s.address(), s.size(), demangle(s.name().ok()?))))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    out.dedup_by_key(|s| s.0);
+    out
+}
+
+fn demangle(raw: &str) -> String {
+    match rustc_demangle::try_demangle(raw) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static NAMED_ROOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(7);
+
+    #[test]
+    fn maps_are_merged_and_unreadable_ones_skipped() {
+        let text = "1000-2000 r--p 00000000 00:00 0 /bin/x\n\
+                    2000-3000 rw-p 00000000 00:00 0\n\
+                    3000-4000 ---p 00000000 00:00 0\n\
+                    5000-6000 r--p 00000000 00:00 0 [vvar]\n\
+                    7000-8000 rw-p 00000000 00:00 0 [stack]\n";
+        assert_eq!(parse_readable(text), vec![(0x1000, 0x3000), (0x7000, 0x8000)]);
+        let spans = clip(Span { lo: 0x1800, hi: 0x7800 }, &parse_readable(text));
+        assert_eq!(spans, vec![Span { lo: 0x1800, hi: 0x3000 }, Span { lo: 0x7000, hi: 0x7800 }]);
+    }
+
+    #[test]
+    fn a_static_is_named_by_its_symbol() {
+        std::hint::black_box(&NAMED_ROOT);
+        let here = &NAMED_ROOT as *const _ as u64;
+        let roots = collect(0);
+        let root = roots
+            .iter()
+            .find(|r| (r.span.lo as u64..r.span.hi as u64).contains(&here))
+            .expect("a writable segment holds the static");
+        let name = Namer::default().name(&root.kind, here);
+        assert!(name.ends_with("holders::roots::tests::NAMED_ROOT"), "{name}");
+    }
+
+    #[test]
+    fn this_threads_stack_is_a_root() {
+        crate::threads::register_current();
+        let local = 5u64;
+        let here = &local as *const u64 as usize;
+        let roots = collect(here);
+        let root = roots.iter().find(|r| r.span.lo <= here && here < r.span.hi).expect("the stack is a root");
+        let name = Namer::default().name(&root.kind, here as u64);
+        assert!(name.starts_with("thread ") && name.ends_with(" stack"), "{name}");
+        std::hint::black_box(local);
+    }
+}

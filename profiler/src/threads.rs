@@ -1,0 +1,203 @@
+//! The stacks of the process's threads, for the holder scan's roots.
+//!
+//! A thread registers its stack (the mapping `pthread_getattr_np` reports,
+//! and its kernel thread id) the first time it allocates while holder mode
+//! is on. The table is fixed, lock-free and allocation-free, like the
+//! sampling tables: a slot is claimed by a compare-and-swap of its thread
+//! id. When it is full, the slot of a thread that no longer exists
+//! (`/proc/self/task/TID` is gone) is taken over.
+//!
+//! Threads that never allocate while holder mode is on are not in the
+//! table, and their stacks are not scanned; a worker thread of an async
+//! runtime allocates at its first task.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+/// Threads whose stacks can be registered at once.
+pub(crate) const THREAD_CAPACITY: usize = 4096;
+
+struct Slot {
+    tid: AtomicU32,
+    lo: AtomicUsize,
+    hi: AtomicUsize,
+    tp: AtomicUsize,
+}
+
+static SLOTS: [Slot; THREAD_CAPACITY] = [const {
+    Slot { tid: AtomicU32::new(0), lo: AtomicUsize::new(0), hi: AtomicUsize::new(0), tp: AtomicUsize::new(0) }
+}; THREAD_CAPACITY];
+
+thread_local! {
+    /// Set once this thread has a slot (or is known to have no stack bounds).
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// One registered thread: kernel id, stack bounds `[lo, hi)`, and its
+/// thread pointer (where its static thread-local storage ends; inside the
+/// stack mapping for threads that `pthread_create` made, elsewhere for the
+/// main thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ThreadStack {
+    pub tid: u32,
+    pub lo: usize,
+    pub hi: usize,
+    pub tp: usize,
+}
+
+/// Registers the calling thread, once. Makes no call to any allocator
+/// (glibc's `pthread_getattr_np` reads `/proc/self/maps` with its own
+/// malloc for the main thread, not through Rust's global allocator).
+#[inline]
+pub(crate) fn register_current() {
+    if REGISTERED.with(Cell::get) {
+        return;
+    }
+    register_slow();
+}
+
+#[cold]
+fn register_slow() {
+    REGISTERED.with(|r| r.set(true));
+    let Some((lo, hi)) = stack_bounds() else { return };
+    let tid = current_tid();
+    if tid == 0 {
+        return;
+    }
+    for pass in 0..2 {
+        for slot in &SLOTS {
+            let cur = slot.tid.load(Ordering::Relaxed);
+            let free = cur == 0 || (pass == 1 && !thread_alive(cur));
+            if free && slot.tid.compare_exchange(cur, u32::MAX, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                slot.lo.store(lo, Ordering::Relaxed);
+                slot.hi.store(hi, Ordering::Relaxed);
+                slot.tp.store(thread_pointer(), Ordering::Relaxed);
+                // Release publishes the bounds written above.
+                slot.tid.store(tid, Ordering::Release);
+                return;
+            }
+        }
+    }
+}
+
+/// Every registered thread that is still alive, plus nothing else.
+pub(crate) fn live_threads() -> Vec<ThreadStack> {
+    let mut out = Vec::new();
+    for slot in &SLOTS {
+        let tid = slot.tid.load(Ordering::Acquire);
+        if tid == 0 || tid == u32::MAX || !thread_alive(tid) {
+            continue;
+        }
+        out.push(ThreadStack {
+            tid,
+            lo: slot.lo.load(Ordering::Relaxed),
+            hi: slot.hi.load(Ordering::Relaxed),
+            tp: slot.tp.load(Ordering::Relaxed),
+        });
+    }
+    out
+}
+
+/// The kernel id of the calling thread.
+pub(crate) fn current_tid() -> u32 {
+    // SAFETY: gettid takes no argument and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    u32::try_from(tid).unwrap_or(0)
+}
+
+/// The calling thread's thread pointer (0 where unknown).
+fn thread_pointer() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tp: usize;
+        // SAFETY: reads the TCB's self-pointer at %fs:0, which glibc and musl
+        // set up for every thread before it runs any code.
+        unsafe { std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+        tp
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let tp: usize;
+        // SAFETY: reads a system register; touches no memory.
+        unsafe { std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nomem, nostack, preserves_flags)) };
+        tp
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        0
+    }
+}
+
+/// Whether `/proc/self/task/TID` exists, checked without allocating.
+fn thread_alive(tid: u32) -> bool {
+    let mut path = [0u8; 40];
+    let prefix = b"/proc/self/task/";
+    path[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    let mut t = tid;
+    loop {
+        digits[n] = b'0' + (t % 10) as u8;
+        n += 1;
+        t /= 10;
+        if t == 0 {
+            break;
+        }
+    }
+    for i in 0..n {
+        path[prefix.len() + i] = digits[n - 1 - i];
+    }
+    // SAFETY: `path` is NUL-terminated (zeroed past the digits).
+    unsafe { libc::access(path.as_ptr().cast(), libc::F_OK) == 0 }
+}
+
+/// The calling thread's stack mapping, from `pthread_getattr_np`.
+fn stack_bounds() -> Option<(usize, usize)> {
+    // SAFETY: `attr` is initialized by pthread_getattr_np before it is read
+    // and destroyed exactly once; the out-pointers are valid locals.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let r = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        if r != 0 || addr.is_null() {
+            return None;
+        }
+        Some((addr as usize, addr as usize + size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_register_and_leave() {
+        register_current();
+        let me = current_tid();
+        let here = &me as *const u32 as usize;
+        let found = live_threads().into_iter().find(|t| t.tid == me).expect("this thread is registered");
+        assert!(found.lo <= here && here < found.hi, "{found:?} does not hold {here:#x}");
+        let other = std::thread::spawn(|| {
+            register_current();
+            current_tid()
+        })
+        .join()
+        .unwrap();
+        // A thread that has exited is no longer listed (the kernel removes
+        // its /proc entry just after the join can return).
+        let gone = (0..1000).any(|_| {
+            let gone = live_threads().iter().all(|t| t.tid != other);
+            if !gone {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            gone
+        });
+        assert!(gone, "thread {other} still listed");
+        assert!(thread_alive(me));
+    }
+}
