@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use crate::sampler::{self, ThreadState, CONFIG_STAMP, THREAD};
 use crate::snapshot::{HeapRecord, Snapshot};
 use crate::stack;
-use crate::table::{Dropped, Full, LazyState, MAX_DEPTH};
+use crate::table::{Dropped, Full, LazyState, MAX_DEPTH, SAMPLED};
 use crate::{Profile, SampleType};
 
 /// Go's default `runtime.MemProfileRate`: one sample per 512 KiB allocated.
@@ -258,7 +258,8 @@ impl<A> Profiler<A> {
         &self.shards[t.ordinal() as usize % SHARDS]
     }
 
-    /// Accounts a new block and decides whether to sample it.
+    /// Accounts a new block and decides whether to sample it; in holder
+    /// mode every block is also indexed with its stack.
     #[inline]
     fn on_alloc(&self, ptr: *mut u8, size: usize) {
         THREAD.with(|t| {
@@ -270,21 +271,25 @@ impl<A> Profiler<A> {
             if rate == RATE_UNSET {
                 rate = self.init_from_env();
             }
-            if rate == 0 {
+            let sampled = rate != 0 && {
+                let stamp = CONFIG_STAMP.load(Ordering::Relaxed);
+                if t.stamp.get() != stamp {
+                    self.reseed(t, stamp, rate as u64);
+                }
+                let countdown = t.countdown.get();
+                if rate != 1 && (size as u64) < countdown {
+                    t.countdown.set(countdown - size as u64);
+                    false
+                } else {
+                    t.countdown.set(sampler::next_sample(&t.rng, rate as u64));
+                    true
+                }
+            };
+            if !sampled && !self.holder_mode.load(Ordering::Relaxed) {
                 return;
             }
-            let stamp = CONFIG_STAMP.load(Ordering::Relaxed);
-            if t.stamp.get() != stamp {
-                self.reseed(t, stamp, rate as u64);
-            }
-            let countdown = t.countdown.get();
-            if rate != 1 && (size as u64) < countdown {
-                t.countdown.set(countdown - size as u64);
-                return;
-            }
-            t.countdown.set(sampler::next_sample(&t.rng, rate as u64));
             t.in_profiler.set(true);
-            self.record_sample(t, ptr as usize, size);
+            self.record_sample(t, ptr as usize, size, sampled);
             t.in_profiler.set(false);
         });
     }
@@ -300,10 +305,11 @@ impl<A> Profiler<A> {
         t.reseed(seed, stamp, rate);
     }
 
-    /// Takes a sample of the block `addr` of `size` bytes.
+    /// Records the block `addr` of `size` bytes with its stack: counted in
+    /// its bucket if `sampled`, only indexed (holder mode) if not.
     #[cold]
     #[inline(never)]
-    fn record_sample(&self, t: &ThreadState, addr: usize, size: usize) {
+    fn record_sample(&self, t: &ThreadState, addr: usize, size: usize, sampled: bool) {
         let Some(state) = self.state.get_or_init() else {
             self.dropped.no_state.fetch_add(1, Ordering::Relaxed);
             return;
@@ -317,9 +323,17 @@ impl<A> Profiler<A> {
             .stacks
             .intern(&frames[..depth])
             .and_then(|stack| state.buckets.find_or_insert(stack, size))
-            .and_then(|bucket| if state.sampled.insert(addr, bucket) { Ok(bucket) } else { Err(Full::Sampled) });
+            .and_then(|bucket| {
+                let entry = if sampled { bucket | SAMPLED } else { bucket };
+                if state.sampled.insert(addr, entry) {
+                    Ok(bucket)
+                } else {
+                    Err(Full::Sampled)
+                }
+            });
         match recorded {
-            Ok(bucket) => state.buckets.record_alloc(bucket),
+            Ok(bucket) if sampled => state.buckets.record_alloc(bucket),
+            Ok(_) => {}
             Err(why) => self.dropped.count(why),
         }
     }
@@ -329,8 +343,10 @@ impl<A> Profiler<A> {
     fn on_free(&self, ptr: *mut u8, size: usize) {
         THREAD.with(|t| self.shard(t).freed.fetch_add(size as u64, Ordering::Relaxed));
         if let Some(state) = self.state.get() {
-            if let Some(bucket) = state.sampled.remove(ptr as usize) {
-                state.buckets.record_free(bucket);
+            if let Some(entry) = state.sampled.remove(ptr as usize) {
+                if entry & SAMPLED != 0 {
+                    state.buckets.record_free(entry & !SAMPLED);
+                }
             }
         }
     }
@@ -403,20 +419,24 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
         // its own sampling decision. The old record goes first, since the
         // inner realloc may hand `ptr` to another thread at once.
         let sampled = self.state.get().and_then(|s| s.sampled.remove(ptr as usize).map(|b| (s, b)));
+        // Entries of blocks that were only indexed (holder mode) are not
+        // counted in their bucket: put back or dropped, never freed there.
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
         let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if new.is_null() {
             // The old block is still the caller's: put its record back.
             if let Some((state, bucket)) = sampled {
-                if !state.sampled.insert(ptr as usize, bucket) {
-                    state.buckets.record_free(bucket);
+                if !state.sampled.insert(ptr as usize, bucket) && bucket & SAMPLED != 0 {
+                    state.buckets.record_free(bucket & !SAMPLED);
                 }
             }
             return new;
         }
         THREAD.with(|t| self.shard(t).freed.fetch_add(layout.size() as u64, Ordering::Relaxed));
-        if let Some((state, bucket)) = sampled {
-            state.buckets.record_free(bucket);
+        if let Some((state, entry)) = sampled {
+            if entry & SAMPLED != 0 {
+                state.buckets.record_free(entry & !SAMPLED);
+            }
         }
         self.on_alloc(new, new_size);
         new
@@ -530,6 +550,24 @@ mod tests {
         let (alloc, free): (u64, u64) =
             snap.records().iter().fold((0, 0), |(a, f), r| (a + r.alloc_bytes, f + r.free_bytes));
         assert_eq!((alloc, free), (4096 * 2 + 10_000, 4096 * 2 + 10_000));
+    }
+
+    #[test]
+    fn holder_mode_indexes_without_counting() {
+        let p = Profiler::new();
+        p.set_rate(0);
+        p.set_holder_mode(true);
+        let layout = Layout::from_size_align(4096, 8).unwrap();
+        // SAFETY: a valid layout; each block is freed once with it.
+        unsafe {
+            let a = p.alloc(layout);
+            let b = p.realloc(a, layout, 8192);
+            assert_eq!(p.stats().live_samples, 1, "indexed");
+            assert!(p.snapshot().records().iter().all(|r| r.alloc_objects == 0), "not counted");
+            p.dealloc(b, Layout::from_size_align(8192, 8).unwrap());
+        }
+        assert_eq!(p.stats().live_samples, 0);
+        assert!(p.snapshot().records().iter().all(|r| r.alloc_objects == 0 && r.free_objects == 0));
     }
 
     #[test]

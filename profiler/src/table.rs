@@ -42,6 +42,10 @@ const SET_WAYS: usize = 8;
 const SET_GROUPS: usize = 1 << 17;
 const FILTER_SLOTS: usize = 1 << 15;
 
+/// Set in a [`SampledSet`] entry whose block was sampled (counted in its
+/// bucket); clear for a block only indexed in holder mode.
+pub(crate) const SAMPLED: u32 = 1 << 31;
+
 /// Why a sample could not be recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Full {

@@ -108,7 +108,7 @@ fn bytes_where(all: &[(Vec<String>, i64)], leaf: &str, pred: impl Fn(&[String]) 
 
 #[test]
 fn who_holds_each_block() {
-    PROFILER.set_holder_mode(true, profiler::DEFAULT_RATE);
+    PROFILER.set_holder_mode(true);
 
     build_chain();
 

@@ -1,10 +1,12 @@
 //! Who holds the memory: retainer chains from a root to every live block,
 //! as a Go-format heap profile whose "stacks" are the chains.
 //!
-//! In holder mode ([`Profiler::set_holder_mode`]) the profiler samples every
-//! allocation (rate 1), so its set of sampled blocks is an index of every
-//! live block with its size and allocation stack, and every thread that
-//! allocates registers its stack. [`Profiler::holders_profile`] then:
+//! In holder mode ([`Profiler::set_holder_mode`]) the profiler records every
+//! allocation's stack and keeps every live block in its set of sampled
+//! blocks (those not chosen by the sampler are marked so, and heap profiles
+//! do not count them: they stay at the sampling rate), so the set is an
+//! index of every live block with its size and allocation stack; and every
+//! thread that allocates registers its stack. [`Profiler::holders_profile`] then:
 //!
 //! 1. collects the roots (`roots.rs`): writable segments of the executable
 //!    and its libraries, and thread stacks;
@@ -147,13 +149,13 @@ pub enum HolderError {
 static SCAN: Mutex<()> = Mutex::new(());
 
 impl<A> Profiler<A> {
-    /// Turns holder mode on or off. On: every allocation is recorded with
-    /// its stack (the rate becomes 1), so that [`Profiler::holders_profile`]
-    /// knows every live block; turn it on before the program allocates what
-    /// it should explain. Off: the rate goes back to `rate_when_off`.
-    pub fn set_holder_mode(&self, on: bool, rate_when_off: usize) {
+    /// Turns holder mode on or off. On: every allocation is indexed with
+    /// its stack, so that [`Profiler::holders_profile`] knows every live
+    /// block; heap profiles keep their sampling rate. Turn it on before the
+    /// program allocates what it should explain. Blocks indexed while it was
+    /// on stay indexed until freed.
+    pub fn set_holder_mode(&self, on: bool) {
         self.holder_mode.store(on, std::sync::atomic::Ordering::Relaxed);
-        self.set_rate(if on { 1 } else { rate_when_off });
     }
 
     /// Whether holder mode is on.

@@ -23,7 +23,7 @@
 
 use std::mem::size_of;
 
-use crate::table::{BucketTable, SampledSet};
+use crate::table::{BucketTable, SampledSet, SAMPLED};
 
 /// One live block, as the child reports it.
 #[repr(C)]
@@ -113,7 +113,8 @@ pub(crate) fn child_main(job: &Job<'_>) -> i32 {
         return finish(job.fd, &[], &[], &trailer, t0);
     };
     let mut filled = 0;
-    job.set.for_each_entry(|addr, bucket| {
+    job.set.for_each_entry(|addr, entry| {
+        let bucket = entry & !SAMPLED;
         if let Some(r) = recs.get_mut(filled) {
             let (_, size) = job.buckets.key(bucket);
             *r = Rec { addr: addr as u64, size: size as u64, via: 0, bucket, parent: UNVISITED };
