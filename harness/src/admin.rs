@@ -39,6 +39,7 @@ pub async fn serve(listener: TcpListener, probe: Arc<Probe>) -> std::io::Result<
         .route("/debug/pprof/heap", get(heap))
         .route("/debug/pprof/allocs", get(allocs))
         .route("/debug/pprof/pool", get(pool))
+        .route("/debug/pprof/holders", get(holders))
         .route("/metrics", get(metrics))
         .with_state(state);
     axum::serve(listener, app).await
@@ -69,6 +70,7 @@ async fn index() -> impl IntoResponse {
          <li><a href=\"heap\">heap</a>: in-use memory by allocation stack (default sample inuse_space)</li>\
          <li><a href=\"allocs\">allocs</a>: all allocations since start (default sample alloc_space)</li>\
          <li><a href=\"pool\">pool</a>: pooled buffers by who took them and who still holds them</li>\
+         <li><a href=\"holders\">holders</a>: who holds each live block, as chains from a root (holder mode only)</li>\
          <li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\
          </ul><p>Read a profile with <code>go tool pprof http://HOST/debug/pprof/heap</code>.</p></body></html>",
     )
@@ -108,6 +110,13 @@ async fn pool(State(s): State<AdminState>) -> Response {
         Ok(gz) => profile_response(gz, "pool"),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("profile failed: {e}")).into_response(),
     }
+}
+
+async fn holders(
+    State(s): State<AdminState>,
+    axum::extract::Query(q): axum::extract::Query<crate::holdersprof::HoldersQuery>,
+) -> Response {
+    crate::holdersprof::serve(s.probe.clone(), q).await
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {

@@ -207,6 +207,12 @@ pub struct ServeArgs {
     /// Write the bound addresses as JSON here once listening (for scripts).
     #[arg(long)]
     pub ready_file: Option<std::path::PathBuf>,
+    /// Holder mode: index every live block with its allocation stack and
+    /// serve `/debug/pprof/holders`, the chains from a root (a static, a
+    /// thread's stack) to the memory each holds. Costs a stack walk per
+    /// allocation.
+    #[arg(long)]
+    pub holders: bool,
 }
 
 /// Heap profilers.

@@ -6,6 +6,7 @@ mod admin;
 mod catalogue;
 mod cli;
 mod diagnose;
+mod holdersprof;
 mod load;
 mod matrix;
 mod peer;

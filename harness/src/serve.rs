@@ -38,6 +38,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(rate) = args.profile_rate {
         PROFILER.set_rate(rate);
     }
+    if args.holders {
+        // Before the runtime starts, so that its blocks are indexed too.
+        PROFILER.set_holder_mode(true);
+    }
     let _dhat = start_dhat(args.profiler)?;
     let scenario = crate::catalogue::scenario_of(&args.scenario)?;
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
