@@ -812,4 +812,171 @@ mod tests {
         assert!(matches!(probe(&m[..], None, &small), Err(CodecError::FrameTooLarge { len: 1023, max: 500 })));
         assert_eq!(probe(&m[..], None, &limits()), Ok(None));
     }
+
+    /// An unframed call whose struct holds nested containers of every
+    /// shape: a list<struct>, a map<string, list<i32>>, a set<binary>.
+    fn nested_call() -> Vec<u8> {
+        use crate::codec::binary::{
+            write_binary_slice, write_field_header, write_i32, write_list_header, write_map_header,
+            write_message_header, write_set_header, write_stop,
+        };
+        let mut v = Vec::new();
+        write_message_header(&mut v, b"echo", MessageType::Call, 3);
+        write_field_header(&mut v, TType::List, 1);
+        write_list_header(&mut v, TType::Struct, 3);
+        for i in 0..3 {
+            write_field_header(&mut v, TType::I32, 1);
+            write_i32(&mut v, i);
+            write_stop(&mut v);
+        }
+        write_field_header(&mut v, TType::Map, 2);
+        write_map_header(&mut v, TType::String, TType::List, 2);
+        for k in [&b"a"[..], b""] {
+            write_binary_slice(&mut v, k);
+            write_list_header(&mut v, TType::I32, 2);
+            write_i32(&mut v, 1);
+            write_i32(&mut v, 2);
+        }
+        write_field_header(&mut v, TType::Set, 3);
+        write_set_header(&mut v, TType::String, 2);
+        write_binary_slice(&mut v, b"xyz");
+        write_binary_slice(&mut v, b"");
+        write_stop(&mut v);
+        v
+    }
+
+    /// Feeds `m` in pieces of `step` bytes to one decoder over a growing
+    /// buffer; returns the frame and the decoder.
+    fn feed(m: &[u8], step: usize, limits: Limits) -> (Option<Frame>, FrameDecoder) {
+        let mut dec = FrameDecoder::new(limits);
+        let mut buffered = Vec::new();
+        for piece in m.chunks(step) {
+            buffered.extend_from_slice(piece);
+            if let Some(f) = dec.decode(&buffered).unwrap() {
+                assert_eq!(buffered.len(), m.len(), "complete only with its last byte");
+                return (Some(f), dec);
+            }
+        }
+        (None, dec)
+    }
+
+    #[test]
+    fn resumes_at_every_cut_and_every_chunk_size() {
+        for m in [empty_call(), nested_call()] {
+            let want = probe(&m[..], None, &limits()).unwrap().unwrap();
+            assert_eq!(want.len, m.len());
+            for step in 1..=m.len() {
+                let (f, dec) = feed(&m, step, limits());
+                assert_eq!(f, Some(want), "step {step}");
+                assert_eq!(dec.examined(), m.len() as u64, "each byte examined once, step {step}");
+            }
+            for cut in 0..m.len() {
+                let mut dec = FrameDecoder::new(limits());
+                let first = [Bytes::copy_from_slice(&m[..cut])];
+                assert_eq!(dec.decode(&first[..]), Ok(None), "cut {cut}");
+                let both = [Bytes::copy_from_slice(&m[..cut]), Bytes::copy_from_slice(&m[cut..])];
+                assert_eq!(dec.decode(&both[..]), Ok(Some(want)), "cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn resumes_a_framed_message_and_starts_over_after_it() {
+        let m = empty_call();
+        let mut framed = (m.len() as i32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&m);
+        let mut dec = FrameDecoder::new(limits());
+        for cut in 0..framed.len() {
+            assert_eq!(dec.decode(&framed[..cut]), Ok(None), "cut {cut}");
+        }
+        let f = dec.decode(&framed[..]).unwrap().unwrap();
+        assert_eq!((f.transport, f.len), (Transport::Framed, m.len()));
+        assert_eq!(dec.in_progress(), 0);
+        // The next message starts over with the transport kept.
+        assert_eq!(dec.transport(), Some(Transport::Framed));
+        assert_eq!(dec.decode(&[0u8, 0, 0][..]), Ok(None));
+    }
+
+    #[test]
+    fn an_8m_list_of_structs_in_1k_reads_is_examined_once() {
+        // list<struct> of 8 Mi empty structs (a stop byte each) in an unknown
+        // field: the message that made the rescanning probe quadratic.
+        let n = 8 << 20;
+        let mut m = empty_call();
+        m.pop();
+        m.extend_from_slice(&[15, 0, 9, 12]);
+        m.extend_from_slice(&(n as i32).to_be_bytes());
+        m.resize(m.len() + n, 0);
+        m.push(0);
+        let (f, dec) = feed(&m, 1 << 10, limits());
+        assert_eq!(f.map(|f| f.len), Some(m.len()));
+        // Linear: each byte once (a rescan would examine about len^2 / 2 KiB
+        // = 3.4e10 bytes).
+        assert_eq!(dec.examined(), m.len() as u64);
+    }
+
+    /// Feeds `m` a byte at a time; returns how many bytes were buffered
+    /// when the decoder refused it for its size.
+    fn refused_at(m: &[u8], limits: Limits) -> Option<usize> {
+        let mut dec = FrameDecoder::new(limits);
+        for end in 1..=m.len() {
+            match dec.decode(&m[..end]) {
+                Ok(None) => {}
+                Err(CodecError::FrameTooLarge { .. }) => {
+                    assert!(dec.examined() <= limits.max_frame as u64);
+                    return Some(end);
+                }
+                other => panic!("{other:?} at {end}"),
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn unframed_messages_are_refused_once_past_max_frame() {
+        let small = Limits { max_frame: 600, ..limits() };
+        // A list of 1000 structs cannot fit: refused on its header.
+        let mut m = empty_call();
+        m.pop();
+        m.extend_from_slice(&[15, 0, 9, 12]);
+        m.extend_from_slice(&1000i32.to_be_bytes());
+        m.resize(m.len() + 1000, 0);
+        m.push(0);
+        assert_eq!(refused_at(&m, small), Some(24));
+        // 500 structs of 8 bytes each might fit by their count: refused when
+        // the 601st byte would be needed, long before the end.
+        let mut m = empty_call();
+        m.pop();
+        m.extend_from_slice(&[15, 0, 9, 12]);
+        m.extend_from_slice(&500i32.to_be_bytes());
+        for _ in 0..500 {
+            m.extend_from_slice(&[8, 0, 1, 0, 0, 0, 7, 0]);
+        }
+        m.push(0);
+        let at = refused_at(&m, small).expect("refused");
+        assert!((590..=600).contains(&at), "refused at {at}");
+    }
+
+    #[test]
+    fn nesting_beyond_max_depth_is_refused() {
+        let m = nested_call();
+        // Message struct, list, struct: 3 levels.
+        for (depth, ok) in [(1, false), (2, false), (3, true)] {
+            let got = probe(&m[..], None, &Limits { max_depth: depth, ..limits() });
+            assert_eq!(got.is_ok(), ok, "depth {depth}: {got:?}");
+            if !ok {
+                assert_eq!(got, Err(CodecError::DepthExceeded));
+            }
+        }
+        // Deeper than the inline levels: the stack spills and still unwinds.
+        let mut deep = empty_call();
+        deep.pop();
+        for _ in 0..40 {
+            deep.extend_from_slice(&[12, 0, 1]);
+        }
+        deep.resize(deep.len() + 41, 0);
+        let f = probe(&deep[..], None, &limits()).unwrap().unwrap();
+        assert_eq!(f.len, deep.len());
+        assert_eq!(probe(&deep[..], None, &Limits { max_depth: 40, ..limits() }), Err(CodecError::DepthExceeded));
+    }
 }
