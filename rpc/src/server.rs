@@ -75,10 +75,10 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -410,9 +410,7 @@ impl InputBudget {
     fn try_reserve(&self, slot: &ConnSlot, n: usize) -> bool {
         let ok = self
             .total
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
-                t.checked_add(n).filter(|&after| after <= self.max)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_add(n).filter(|&after| after <= self.max))
             .is_ok();
         if ok {
             slot.reserved.fetch_add(n, Ordering::AcqRel);
@@ -718,11 +716,8 @@ impl<H: Handler> Shared<H> {
                 started = Some(Instant::now());
             }
             // A read past the tail node takes a new node of `max_size`.
-            let wants = if conn.input.book_len() == 0 {
-                lease_size(&self.config.pool, conn.input.high_water().1)
-            } else {
-                0
-            };
+            let wants =
+                if conn.input.book_len() == 0 { lease_size(&self.config.pool, conn.input.high_water().1) } else { 0 };
             if wants > 0 {
                 self.admit(conn, wants).await?;
             }

@@ -8,11 +8,11 @@ use std::cell::{Cell, RefCell};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use rpc::codec::{
-    decode_echo_args, decode_echo_result, decode_exception, encode_call, encode_exception, encode_reply, probe, FrameDecoder,
+    decode_echo_args, decode_echo_result, decode_exception, encode_call, encode_exception, encode_reply, probe,
     read_message_header, write_binary_slice, write_bool, write_byte, write_double, write_field_header, write_i16,
     write_i32, write_i64, write_list_header, write_map_header, write_message_header, write_set_header, write_stop,
-    ApplicationExceptionKind, CodecError, DecodeCtx, DecodeMode, Frame, Limits, MessageType, Request, Response, TType,
-    Transport,
+    ApplicationExceptionKind, CodecError, DecodeCtx, DecodeMode, Frame, FrameDecoder, Limits, MessageType, Request,
+    Response, TType, Transport,
 };
 
 // ---------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 //! Transport sniffing and framing, as Kitex does it.
 //!
 //! A connection's buffered bytes are a list of chunks ([`Segments`]), as a
-//! link buffer holds them. [`probe`] tells which transport they speak and,
-//! once the whole first message is buffered, where it ends:
+//! link buffer holds them. A connection's [`FrameDecoder`] tells which
+//! transport they speak and, once the whole first message is buffered,
+//! where it ends, resuming after each read where the previous one stopped;
+//! [`probe`] is the same answer in one call, from the first byte:
 //!
 //! ```text
 //!   framed     [ len: i32 BE ][ 80 01 00 tt | name | seqid | struct ]
@@ -396,7 +398,12 @@ impl Item {
         match self {
             Item::FieldType | Item::ElemType { .. } | Item::KeyType | Item::ValueType { .. } => 1,
             Item::FieldId(_) => 2,
-            Item::Word | Item::NameLen | Item::SeqId | Item::StrLen | Item::ElemCount { .. } | Item::MapCount { .. } => 4,
+            Item::Word
+            | Item::NameLen
+            | Item::SeqId
+            | Item::StrLen
+            | Item::ElemCount { .. }
+            | Item::MapCount { .. } => 4,
         }
     }
 }

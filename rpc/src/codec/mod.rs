@@ -2,8 +2,9 @@
 //!
 //! The codec has three layers, each usable on its own:
 //!
-//! - [`frame`]: which transport a connection speaks ([`probe`] sniffs it as
-//!   Kitex does) and where each message ends, over the connection's buffered
+//! - [`frame`]: which transport a connection speaks (sniffed as Kitex
+//!   does) and where each message ends, resumably ([`FrameDecoder`]) or in
+//!   one call ([`probe`]), over the connection's buffered
 //!   bytes as a list of chunks ([`Segments`]). `Ok(None)` means "need more
 //!   bytes"; `Err` means the stream is corrupt.
 //! - [`binary`]: the strict binary primitives over one contiguous message
