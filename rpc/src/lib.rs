@@ -34,4 +34,6 @@ pub use pool::{
     class_of, Chunk, ChunkRef, ClassStats, FieldId, Lease, Marker, Pool, PoolConfig, PoolStats, Taker, MAX_POOLED,
     NUM_CLASSES,
 };
-pub use server::{Handler, HandlerError, Server, ServerConfig, ServerCounts, ServerStats, LARGE_REQUEST};
+pub use server::{
+    Handler, HandlerError, Server, ServerConfig, ServerCounts, ServerStats, BUDGET_WAIT, LARGE_REQUEST, MAX_NAME_ECHO,
+};

@@ -6,6 +6,58 @@
 //! sniffed as Kitex does). A corrupt message, or a length beyond the limit,
 //! closes that connection with a logged reason; the others go on.
 //!
+//! # Hostile peers
+//!
+//! Every budget below closes only the connection that passes it, with a
+//! `tracing::warn!` naming the peer and the reason, and a counter in
+//! [`ServerStats`]:
+//!
+//! | budget | default | counter |
+//! |---|---|---|
+//! | [`Limits::max_frame`]: one message, framed or not | 64 MiB | `protocol_errors` |
+//! | [`ServerConfig::max_conns`]: connections open at once | 10 000 | `refused_conns` |
+//! | [`ServerConfig::max_input_bytes`]: input buffered by all connections | 256 MiB | `budget_closes` |
+//! | [`ServerConfig::max_output_bytes`]: replies queued on one connection | 64 MiB | `output_overflows` |
+//! | [`ServerConfig::write_timeout`]: a send making no progress | 30 s | `write_timeouts` |
+//! | [`ServerConfig::frame_timeout`]: one message, first byte to last | 60 s | `frame_timeouts` |
+//! | [`ServerConfig::idle_timeout`]: one read | off | `idle_closed` |
+//!
+//! - **Decoding is linear.** Each connection keeps a [`FrameDecoder`] that
+//!   resumes where the last read stopped (tokio-util's `DecodeState`), so an
+//!   unframed message costs its length whatever the read sizes, and is
+//!   refused as soon as it passes `max_frame`, as a framed one is refused on
+//!   its length prefix (Netty's `LengthFieldBasedFrameDecoder` with
+//!   `failFast`). tokio-util's `max_frame_length` defaults to 8 MiB; ours
+//!   stays at 64 MiB because the scenarios send messages of tens of MiB.
+//! - **Input memory is one budget across connections**, as Apache Thrift's
+//!   `TNonblockingServer` caps all read buffers together with
+//!   `maxReadBufferBytes` (256 MiB there too). What counts is what the
+//!   input buffers hold from the pool: node capacities, not message bytes
+//!   (gauge `input_bytes`). Before a read that needs a new node, the
+//!   connection reserves it; when that would pass the budget, the
+//!   **greediest** connection (most input held, possibly the reader itself)
+//!   is closed. Thrift instead stops reading until memory comes back; with
+//!   partial frames on many connections nothing ever comes back, and every
+//!   connection waits forever. Closing the greediest frees the most memory
+//!   per close and spares the small requests of well-behaved peers. A
+//!   reader that is not the greediest waits for the memory to come back
+//!   (at most [`BUDGET_WAIT`]) rather than overshoot; if it does not, it is
+//!   closed itself. Slack: the budget can be passed by the first node of
+//!   each connection (8 KiB, at accept) and, for a message that spans
+//!   nodes, by its one contiguous copy while it is handled.
+//! - **Output is bounded per connection.** Replies to the messages of one
+//!   read queue until they are sent; a reply is queued only while fewer
+//!   than `max_output_bytes` wait (so a single large reply always fits),
+//!   and a send that makes no progress for `write_timeout` closes the
+//!   connection: a peer that never reads its replies is closed.
+//! - **Slow peers have a deadline per message.** `frame_timeout` runs from
+//!   a message's first byte to its last, however the bytes trickle in;
+//!   `idle_timeout` covers single reads only. Apache Thrift and Netty leave
+//!   both to the application (Netty's `ReadTimeoutHandler` is per read).
+//! - **Exceptions never repeat unbounded input**: a method name is cut to
+//!   [`MAX_NAME_ECHO`] bytes (on a character boundary, then `…`) in the
+//!   exception's message and its header, and error texts to 256 bytes.
+//!
 //! ```no_run
 //! use rpc::codec::{Request, Response};
 //! use rpc::{Handler, HandlerError, Server, ServerConfig};
@@ -23,25 +75,27 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::barrier::{BarrierMode, Barriers, SlotGuard};
 use crate::codec::{
-    self, ApplicationExceptionKind, CodecError, DecodeCtx, DecodeMode, Limits, MessageType, Request, Response,
-    Transport,
+    self, ApplicationExceptionKind, CodecError, DecodeCtx, DecodeMode, FrameDecoder, Limits, MessageType, Request,
+    Response, Transport,
 };
 use crate::linkbuf::{InputBuffer, OutputBuffer, DEFAULT_INPUT_NODE};
-use crate::pool::{Marker, Pool};
+use crate::pool::{class_of, Marker, Pool};
 
 /// What a service does with a request.
 pub trait Handler: Send + Sync + 'static {
@@ -77,6 +131,23 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Close a connection that sends nothing for this long (off by default).
     pub idle_timeout: Option<Duration>,
+    /// Connections open at once; one more is accepted and closed at once
+    /// (counted in `refused_conns`). Default 10 000.
+    pub max_conns: usize,
+    /// Input buffered by all connections together, counted as the pooled
+    /// node capacity their input buffers hold; past it the connection
+    /// holding the most is closed (`budget_closes`). Default 256 MiB.
+    pub max_input_bytes: usize,
+    /// Reply bytes one connection may have waiting to be sent before
+    /// another reply is queued; past it the connection is closed
+    /// (`output_overflows`). Default 64 MiB.
+    pub max_output_bytes: usize,
+    /// Close a connection whose send makes no progress for this long
+    /// (`write_timeouts`). Default 30 s.
+    pub write_timeout: Duration,
+    /// Close a connection whose message is not whole this long after its
+    /// first byte (`frame_timeouts`); on by default, 60 s.
+    pub frame_timeout: Option<Duration>,
     /// First input node of each connection (Netpoll: 8 KiB).
     pub initial_input: usize,
     /// How long a shutdown waits for open connections.
@@ -92,11 +163,40 @@ impl Default for ServerConfig {
             nocopy_write: false,
             limits: Limits::default(),
             idle_timeout: None,
+            max_conns: Self::DEFAULT_MAX_CONNS,
+            max_input_bytes: Self::DEFAULT_MAX_INPUT_BYTES,
+            max_output_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
+            write_timeout: Self::DEFAULT_WRITE_TIMEOUT,
+            frame_timeout: Some(Self::DEFAULT_FRAME_TIMEOUT),
             initial_input: DEFAULT_INPUT_NODE,
             grace: Duration::from_secs(5),
         }
     }
 }
+
+impl ServerConfig {
+    /// Default of [`max_conns`](Self::max_conns): 10 000.
+    pub const DEFAULT_MAX_CONNS: usize = 10_000;
+    /// Default of [`max_input_bytes`](Self::max_input_bytes): 256 MiB, as
+    /// Apache Thrift's `maxReadBufferBytes`.
+    pub const DEFAULT_MAX_INPUT_BYTES: usize = 256 << 20;
+    /// Default of [`max_output_bytes`](Self::max_output_bytes): 64 MiB.
+    pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 64 << 20;
+    /// Default of [`write_timeout`](Self::write_timeout): 30 s.
+    pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default of [`frame_timeout`](Self::frame_timeout): 60 s.
+    pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+/// How long a reader that is not the greediest waits for input memory to
+/// come back before it is closed itself: 1 s.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
+
+/// Bytes of a method name an exception repeats: 128.
+pub const MAX_NAME_ECHO: usize = 128;
+
+/// Bytes of an error text an exception carries: 256.
+const MAX_ERROR_TEXT: usize = 256;
 
 /// Live counters of a server.
 #[derive(Debug, Default)]
@@ -111,6 +211,21 @@ pub struct ServerStats {
     pub protocol_errors: AtomicU64,
     /// Connections closed by the idle timeout.
     pub idle_closed: AtomicU64,
+    /// Connections closed at accept: `max_conns` were open.
+    pub refused_conns: AtomicU64,
+    /// Connections closed to keep buffered input within `max_input_bytes`.
+    pub budget_closes: AtomicU64,
+    /// Connections closed with `max_output_bytes` of replies unsent.
+    pub output_overflows: AtomicU64,
+    /// Connections closed because a send made no progress for
+    /// `write_timeout`.
+    pub write_timeouts: AtomicU64,
+    /// Connections closed because a message was not whole within
+    /// `frame_timeout`.
+    pub frame_timeouts: AtomicU64,
+    /// Bytes the input buffers of all connections hold now (node
+    /// capacities), the quantity `max_input_bytes` bounds.
+    pub input_bytes: AtomicU64,
     /// Bytes of the largest message received.
     pub largest_request: AtomicU64,
     /// Messages of [`LARGE_REQUEST`] bytes or more.
@@ -135,6 +250,18 @@ pub struct ServerCounts {
     pub protocol_errors: u64,
     /// See [`ServerStats::idle_closed`].
     pub idle_closed: u64,
+    /// See [`ServerStats::refused_conns`].
+    pub refused_conns: u64,
+    /// See [`ServerStats::budget_closes`].
+    pub budget_closes: u64,
+    /// See [`ServerStats::output_overflows`].
+    pub output_overflows: u64,
+    /// See [`ServerStats::write_timeouts`].
+    pub write_timeouts: u64,
+    /// See [`ServerStats::frame_timeouts`].
+    pub frame_timeouts: u64,
+    /// See [`ServerStats::input_bytes`].
+    pub input_bytes: u64,
     /// See [`ServerStats::largest_request`].
     pub largest_request: u64,
     /// See [`ServerStats::large_requests`].
@@ -152,6 +279,12 @@ impl ServerStats {
             requests: self.requests.load(Ordering::Relaxed),
             protocol_errors: self.protocol_errors.load(Ordering::Relaxed),
             idle_closed: self.idle_closed.load(Ordering::Relaxed),
+            refused_conns: self.refused_conns.load(Ordering::Relaxed),
+            budget_closes: self.budget_closes.load(Ordering::Relaxed),
+            output_overflows: self.output_overflows.load(Ordering::Relaxed),
+            write_timeouts: self.write_timeouts.load(Ordering::Relaxed),
+            frame_timeouts: self.frame_timeouts.load(Ordering::Relaxed),
+            input_bytes: self.input_bytes.load(Ordering::Relaxed),
             largest_request: self.largest_request.load(Ordering::Relaxed),
             large_requests: self.large_requests.load(Ordering::Relaxed),
             largest_peer: *self.largest_peer.lock().unwrap_or_else(|e| e.into_inner()),
@@ -178,6 +311,7 @@ struct Shared<H> {
     config: ServerConfig,
     handler: H,
     stats: Arc<ServerStats>,
+    budget: InputBudget,
 }
 
 impl<H> fmt::Debug for Server<H> {
@@ -193,12 +327,158 @@ enum ConnError {
     Codec(#[from] CodecError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Closed(Close),
+}
+
+/// A budget that closed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+enum Close {
+    #[error("input budget exhausted (max_input_bytes) and this connection holds the most buffered input")]
+    InputBudget,
+    #[error("more than max_output_bytes of replies unsent: the peer does not read")]
+    OutputOverflow,
+    #[error("a send made no progress for write_timeout: the peer does not read")]
+    WriteTimeout,
+    #[error("a message was not whole within frame_timeout of its first byte")]
+    FrameTimeout,
+}
+
+/// One connection's share of the input budget.
+#[derive(Debug)]
+struct ConnSlot {
+    peer: SocketAddr,
+    /// Bytes its input buffer holds (or has reserved for a read).
+    reserved: AtomicUsize,
+    /// Chosen to be closed; not chosen again.
+    doomed: AtomicBool,
+    /// Wakes the connection to close.
+    kill: Notify,
+}
+
+/// The input memory of all connections ([`ServerConfig::max_input_bytes`]).
+#[derive(Debug)]
+struct InputBudget {
+    max: usize,
+    total: AtomicUsize,
+    conns: Mutex<HashMap<u64, Arc<ConnSlot>>>,
+    next_id: AtomicU64,
+    /// Signalled whenever a connection gives input memory back.
+    freed: Notify,
+}
+
+impl InputBudget {
+    fn new(max: usize) -> InputBudget {
+        InputBudget {
+            max,
+            total: AtomicUsize::new(0),
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    fn register(&self, peer: SocketAddr) -> (u64, Arc<ConnSlot>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(ConnSlot {
+            peer,
+            reserved: AtomicUsize::new(0),
+            doomed: AtomicBool::new(false),
+            kill: Notify::new(),
+        });
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id, slot.clone());
+        (id, slot)
+    }
+
+    fn unregister(&self, id: u64, slot: &ConnSlot) {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.set(slot, 0);
+    }
+
+    /// Records what the connection's input buffer holds now.
+    fn set(&self, slot: &ConnSlot, held: usize) {
+        let old = slot.reserved.swap(held, Ordering::AcqRel);
+        if held >= old {
+            self.total.fetch_add(held - old, Ordering::AcqRel);
+        } else {
+            self.total.fetch_sub(old - held, Ordering::AcqRel);
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Reserves `n` more bytes for `slot` if the budget allows.
+    fn try_reserve(&self, slot: &ConnSlot, n: usize) -> bool {
+        let ok = self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| t.checked_add(n).filter(|&after| after <= self.max))
+            .is_ok();
+        if ok {
+            slot.reserved.fetch_add(n, Ordering::AcqRel);
+        }
+        ok
+    }
+
+    /// The connection holding the most input, counting `wants` more for
+    /// `me`; connections already chosen are left out.
+    fn greediest(&self, me: &Arc<ConnSlot>, wants: usize) -> Arc<ConnSlot> {
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut best = me.clone();
+        let mut most = me.reserved.load(Ordering::Acquire) + wants;
+        for c in conns.values() {
+            let held = c.reserved.load(Ordering::Acquire);
+            if held > most && !c.doomed.load(Ordering::Acquire) {
+                best = c.clone();
+                most = held;
+            }
+        }
+        best
+    }
+}
+
+/// What a pool lease of `size` bytes really takes: its size class, or
+/// `size` itself when too large to pool.
+fn lease_size(pool: &Pool, size: usize) -> usize {
+    if size <= pool.config().max_pooled {
+        1 << class_of(size)
+    } else {
+        size
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, with `…`
+/// when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// A method name as an exception repeats it: at most [`MAX_NAME_ECHO`]
+/// bytes, cut before a UTF-8 continuation byte, then `…`.
+fn clip_name(name: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if name.len() <= MAX_NAME_ECHO {
+        return name.into();
+    }
+    let mut end = MAX_NAME_ECHO;
+    // Step back over continuation bytes (at most 3 in UTF-8).
+    while end > MAX_NAME_ECHO - 3 && name[end] & 0xc0 == 0x80 {
+        end -= 1;
+    }
+    let mut v = name[..end].to_vec();
+    v.extend_from_slice("…".as_bytes());
+    v.into()
 }
 
 impl<H: Handler> Server<H> {
     /// A server calling `handler`.
     pub fn new(config: ServerConfig, handler: H) -> Server<H> {
-        Server { shared: Arc::new(Shared { config, handler, stats: Arc::new(ServerStats::default()) }) }
+        let budget = InputBudget::new(config.max_input_bytes);
+        Server { shared: Arc::new(Shared { config, handler, stats: Arc::new(ServerStats::default()), budget }) }
     }
 
     /// Its counters (share them with a metrics endpoint).
@@ -218,6 +498,15 @@ impl<H: Handler> Server<H> {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let stats = &self.shared.stats;
+                        if stats.open_conns.load(Ordering::Relaxed) >= self.shared.config.max_conns as u64 {
+                            stats.refused_conns.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%peer, reason = "max_conns connections open", "refusing connection");
+                            drop(stream);
+                            continue;
+                        }
+                        stats.open_conns.fetch_add(1, Ordering::Relaxed);
+                        stats.opened_conns.fetch_add(1, Ordering::Relaxed);
                         let shared = self.shared.clone();
                         let stop = stop_rx.clone();
                         conns.spawn(async move { shared.connection(stream, peer, stop).await });
@@ -243,24 +532,130 @@ impl<H: Handler> Server<H> {
     }
 }
 
+/// A connection's buffers and its share of the input budget. Fields drop
+/// in order: the buffers go back before the share does.
+struct Conn<'a> {
+    input: InputBuffer,
+    output: OutputBuffer,
+    share: Share<'a>,
+}
+
+/// A registration in the input budget, removed on drop.
+struct Share<'a> {
+    budget: &'a InputBudget,
+    stats: &'a ServerStats,
+    id: u64,
+    slot: Arc<ConnSlot>,
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        self.budget.unregister(self.id, &self.slot);
+        self.stats.input_bytes.store(self.budget.total.load(Ordering::Acquire) as u64, Ordering::Relaxed);
+    }
+}
+
+impl Conn<'_> {
+    /// Records what the input buffer holds now.
+    fn sync(&self) {
+        let share = &self.share;
+        share.budget.set(&share.slot, self.input.reserved());
+        share.stats.input_bytes.store(share.budget.total.load(Ordering::Acquire) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl<H: Handler> Shared<H> {
     async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
         let stats = &self.stats;
-        stats.open_conns.fetch_add(1, Ordering::Relaxed);
-        stats.opened_conns.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let slot = self.config.barriers.acquire();
-        let mut input = InputBuffer::new(self.config.pool.clone(), self.config.initial_input);
-        let mut output = OutputBuffer::new(self.config.pool.clone(), self.config.nocopy_write);
-        match self.serve_conn(&stream, peer, &slot, &mut input, &mut output, &mut stop).await {
-            Ok(()) => {}
-            Err(ConnError::Codec(e)) => {
-                stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, reason = %e, "closing connection: corrupt or refused message");
+        {
+            let (id, share) = self.budget.register(peer);
+            let mut conn = Conn {
+                input: InputBuffer::new(self.config.pool.clone(), self.config.initial_input),
+                output: OutputBuffer::new(self.config.pool.clone(), self.config.nocopy_write),
+                share: Share { budget: &self.budget, stats, id, slot: share },
+            };
+            conn.sync();
+            match self.serve_conn(&stream, peer, &slot, &mut conn, &mut stop).await {
+                Ok(()) => {}
+                Err(ConnError::Codec(e)) => {
+                    stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    let reason = clip(&e.to_string(), MAX_ERROR_TEXT);
+                    tracing::warn!(%peer, %reason, "closing connection: corrupt or refused message");
+                }
+                Err(ConnError::Closed(why)) => {
+                    let counter = match why {
+                        Close::InputBudget => &stats.budget_closes,
+                        Close::OutputOverflow => &stats.output_overflows,
+                        Close::WriteTimeout => &stats.write_timeouts,
+                        Close::FrameTimeout => &stats.frame_timeouts,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, reason = %why, "closing connection");
+                }
+                Err(ConnError::Io(e)) => tracing::debug!(%peer, error = %e, "connection ended"),
             }
-            Err(ConnError::Io(e)) => tracing::debug!(%peer, error = %e, "connection ended"),
         }
         stats.open_conns.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Makes room in the input budget for a read that takes a new node of
+    /// `wants` bytes: closes the greediest connection when the budget is
+    /// spent, and waits (at most [`BUDGET_WAIT`]) for its memory.
+    async fn admit(&self, conn: &Conn<'_>, wants: usize) -> Result<(), ConnError> {
+        let deadline = Instant::now() + BUDGET_WAIT;
+        loop {
+            if self.budget.try_reserve(&conn.share.slot, wants) {
+                return Ok(());
+            }
+            let freed = self.budget.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let victim = self.budget.greediest(&conn.share.slot, wants);
+            if Arc::ptr_eq(&victim, &conn.share.slot) {
+                conn.share.slot.doomed.store(true, Ordering::Release);
+                return Err(ConnError::Closed(Close::InputBudget));
+            }
+            if !victim.doomed.swap(true, Ordering::AcqRel) {
+                tracing::debug!(peer = %victim.peer, by = %conn.share.slot.peer, "input budget spent: closing the greediest");
+                victim.kill.notify_one();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                conn.share.slot.doomed.store(true, Ordering::Release);
+                return Err(ConnError::Closed(Close::InputBudget));
+            }
+            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), freed).await;
+        }
+    }
+
+    /// Sends every queued reply; fails if a send makes no progress for
+    /// `write_timeout` or the connection is chosen to close.
+    async fn send_all(&self, stream: &TcpStream, slot: &SlotGuard, conn: &mut Conn<'_>) -> Result<(), ConnError> {
+        while !conn.output.is_empty() {
+            let before = conn.output.len();
+            let sent = tokio::select! {
+                r = tokio::time::timeout(self.config.write_timeout, conn.output.send(stream, slot)) => Some(r),
+                _ = conn.share.slot.kill.notified() => None,
+            };
+            match sent {
+                None => return Err(ConnError::Closed(Close::InputBudget)),
+                Some(Ok(r)) => r?,
+                // `send` keeps its progress when cancelled.
+                Some(Err(_)) if conn.output.len() == before => return Err(ConnError::Closed(Close::WriteTimeout)),
+                Some(Err(_)) => {}
+            }
+        }
+        Ok(())
     }
 
     async fn serve_conn(
@@ -268,20 +663,28 @@ impl<H: Handler> Shared<H> {
         stream: &TcpStream,
         peer: SocketAddr,
         slot: &SlotGuard,
-        input: &mut InputBuffer,
-        output: &mut OutputBuffer,
+        conn: &mut Conn<'_>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), ConnError> {
-        let mut transport = None;
+        let mut decoder = FrameDecoder::new(self.config.limits);
+        // When the first byte of the message in progress arrived.
+        let mut started: Option<Instant> = None;
         loop {
             let outcome = loop {
-                match codec::probe(&*input, transport, &self.config.limits) {
+                match decoder.decode(&conn.input) {
                     Ok(Some(frame)) => {
-                        transport = Some(frame.transport);
+                        started = None;
+                        if conn.output.len() >= self.config.max_output_bytes {
+                            // Send what the socket takes now, without waiting.
+                            let _ = tokio::time::timeout(Duration::ZERO, conn.output.send(stream, slot)).await;
+                            if conn.output.len() >= self.config.max_output_bytes {
+                                break Err(ConnError::Closed(Close::OutputOverflow));
+                            }
+                        }
                         self.stats.note_request(frame.len, peer);
-                        input.skip(frame.header_len);
-                        let (body, marker) = input.next(frame.len);
-                        let r = self.dispatch(body, &marker, frame.transport, output).await;
+                        conn.input.skip(frame.header_len);
+                        let (body, marker) = conn.input.next(frame.len);
+                        let r = self.dispatch(body, &marker, frame.transport, &mut conn.output).await;
                         self.stats.requests.fetch_add(1, Ordering::Relaxed);
                         if let Err(e) = r {
                             break Err(e);
@@ -296,36 +699,63 @@ impl<H: Handler> Shared<H> {
                     }
                 }
             };
-            // Replies (and a last exception) go out before a close.
-            if !output.is_empty() {
-                output.send(stream, slot).await?;
+            // Replies (and a last exception) go out before a close, unless
+            // the peer does not read them.
+            if !matches!(outcome, Err(ConnError::Closed(_))) {
+                self.send_all(stream, slot, conn).await?;
             }
-            input.release();
+            conn.input.release();
+            conn.sync();
             outcome?;
             if *stop.borrow() {
                 return Ok(());
             }
+            if conn.input.is_empty() {
+                started = None;
+            } else if started.is_none() {
+                started = Some(Instant::now());
+            }
+            // A read past the tail node takes a new node of `max_size`.
+            let wants =
+                if conn.input.book_len() == 0 { lease_size(&self.config.pool, conn.input.high_water().1) } else { 0 };
+            if wants > 0 {
+                self.admit(conn, wants).await?;
+            }
+            let deadline = started.zip(self.config.frame_timeout).map(|(s, t)| s + t);
             let read = async {
                 match self.config.idle_timeout {
-                    Some(t) => tokio::time::timeout(t, input.fill(stream, slot)).await.ok(),
-                    None => Some(input.fill(stream, slot).await),
+                    Some(t) => tokio::time::timeout(t, conn.input.fill(stream, slot)).await.ok(),
+                    None => Some(conn.input.fill(stream, slot).await),
                 }
             };
             let n = tokio::select! {
-                r = read => match r {
-                    Some(r) => r?,
-                    None => {
-                        self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
-                        return Ok(());
-                    }
-                },
+                r = read => r,
+                _ = sleep_until(deadline) => {
+                    conn.sync();
+                    return Err(ConnError::Closed(Close::FrameTimeout));
+                }
+                _ = conn.share.slot.kill.notified() => {
+                    conn.sync();
+                    return Err(ConnError::Closed(Close::InputBudget));
+                }
                 _ = stop.changed() => return Ok(()),
             };
+            conn.sync();
+            let n = match n {
+                Some(r) => r?,
+                None => {
+                    self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            };
             if n == 0 {
-                if !input.is_empty() {
-                    tracing::debug!(left = input.len(), "peer closed with a partial message buffered");
+                if !conn.input.is_empty() {
+                    tracing::debug!(left = conn.input.len(), "peer closed with a partial message buffered");
                 }
                 return Ok(());
+            }
+            if started.is_none() {
+                started = Some(Instant::now());
             }
         }
     }
@@ -340,15 +770,17 @@ impl<H: Handler> Shared<H> {
     ) -> Result<(), ConnError> {
         let (header, mut reader) = codec::read_message_header(&body)?;
         let seqid = header.seqid;
+        // What an exception repeats of the name is bounded.
+        let name = clip_name(&header.name);
         match header.mtype {
             MessageType::Call | MessageType::Oneway if &header.name[..] == b"echo" => {
                 let ctx = DecodeCtx { mode: self.config.decode, marker: Some(marker), limits: self.config.limits };
                 let req = match codec::decode_echo_args(&mut reader, &ctx) {
                     Ok(req) => req,
                     Err(e) => {
-                        let msg = format!("cannot decode echo arguments: {e}");
+                        let msg = clip(&format!("cannot decode echo arguments: {e}"), MAX_ERROR_TEXT);
                         let kind = ApplicationExceptionKind::ProtocolError;
-                        codec::encode_exception(output, transport, &header.name, seqid, kind, &msg)?;
+                        codec::encode_exception(output, transport, &name, seqid, kind, &msg)?;
                         output.flush();
                         return Err(e.into());
                     }
@@ -362,24 +794,25 @@ impl<H: Handler> Shared<H> {
                 let failure = match result {
                     Ok(resp) => codec::encode_reply(output, transport, seqid, &resp)
                         .err()
-                        .map(|e| format!("cannot encode the reply: {e}")),
-                    Err(e) => Some(e.0),
+                        .map(|e| clip(&format!("cannot encode the reply: {e}"), MAX_ERROR_TEXT)),
+                    Err(e) => Some(clip(&e.0, MAX_ERROR_TEXT)),
                 };
                 if let Some(msg) = failure {
                     let kind = ApplicationExceptionKind::InternalError;
-                    codec::encode_exception(output, transport, &header.name, seqid, kind, &msg)?;
+                    codec::encode_exception(output, transport, &name, seqid, kind, &msg)?;
                 }
             }
             MessageType::Call => {
-                let msg = format!("unknown method {:?}", String::from_utf8_lossy(&header.name));
+                let quoted = format!("{:?}", String::from_utf8_lossy(&name));
+                let msg = format!("unknown method {}", clip(&quoted, MAX_NAME_ECHO));
                 let kind = ApplicationExceptionKind::UnknownMethod;
-                codec::encode_exception(output, transport, &header.name, seqid, kind, &msg)?;
+                codec::encode_exception(output, transport, &name, seqid, kind, &msg)?;
             }
             MessageType::Oneway => {}
             other => {
                 let msg = format!("a server accepts calls, not {other:?}");
                 let kind = ApplicationExceptionKind::InvalidMessageType;
-                codec::encode_exception(output, transport, &header.name, seqid, kind, &msg)?;
+                codec::encode_exception(output, transport, &name, seqid, kind, &msg)?;
             }
         }
         output.flush();

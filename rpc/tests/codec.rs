@@ -11,8 +11,8 @@ use rpc::codec::{
     decode_echo_args, decode_echo_result, decode_exception, encode_call, encode_exception, encode_reply, probe,
     read_message_header, write_binary_slice, write_bool, write_byte, write_double, write_field_header, write_i16,
     write_i32, write_i64, write_list_header, write_map_header, write_message_header, write_set_header, write_stop,
-    ApplicationExceptionKind, CodecError, DecodeCtx, DecodeMode, Frame, Limits, MessageType, Request, Response, TType,
-    Transport,
+    ApplicationExceptionKind, CodecError, DecodeCtx, DecodeMode, Frame, FrameDecoder, Limits, MessageType, Request,
+    Response, TType, Transport,
 };
 
 // ---------------------------------------------------------------------------
@@ -961,6 +961,13 @@ fn exercise(wire: &[u8], cuts: &[usize], limits: &Limits) {
         let got = probe(&segs, known, limits);
         // Chunking never changes the answer.
         assert_eq!(got, probe(wire, known, limits), "{known:?}");
+        // Nor does resuming after every cut.
+        incremental(wire, cuts, known, limits);
+        if got_transport(known, wire) == Some(Transport::Unframed) {
+            if let Some(end) = oracle_end(wire, limits).filter(|&e| e <= limits.max_frame) {
+                assert_eq!(got, Ok(Some(Frame { transport: Transport::Unframed, header_len: 0, len: end })));
+            }
+        }
         let frame = match got {
             Ok(Some(f)) => f,
             Ok(None) => {
@@ -985,6 +992,33 @@ fn exercise(wire: &[u8], cuts: &[usize], limits: &Limits) {
             }
         }
     }
+}
+
+/// Feeds `wire` to one [`FrameDecoder`] a prefix at a time (cut at `cuts`,
+/// each prefix in chunks): each answer is the one-shot answer on that
+/// prefix, until the first frame or error.
+fn incremental(wire: &[u8], cuts: &[usize], known: Option<Transport>, limits: &Limits) {
+    let mut ends: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+    ends.push(wire.len());
+    ends.sort_unstable();
+    let mut dec = FrameDecoder::with_transport(known, *limits);
+    for end in ends {
+        let got = dec.decode(&split(&wire[..end], cuts));
+        assert_eq!(got, probe(&wire[..end], known, limits), "{known:?} prefix {end}");
+        assert!(dec.examined() <= end as u64 + 4, "examined {} of {end} bytes", dec.examined());
+        if got != Ok(None) {
+            break;
+        }
+    }
+}
+
+/// Where an unframed message ends by the recursive skip of [`rpc::codec::Reader`]:
+/// an oracle independent of the frame decoder.
+fn oracle_end(wire: &[u8], limits: &Limits) -> Option<usize> {
+    let all = Bytes::copy_from_slice(wire);
+    let (_, mut r) = read_message_header(&all).ok()?;
+    r.skip(rpc::codec::TType::Struct, limits.max_depth).ok()?;
+    Some(r.position())
 }
 
 fn got_transport(known: Option<Transport>, wire: &[u8]) -> Option<Transport> {

@@ -7,14 +7,16 @@
 //! The first input byte chooses the chunking and the limits, the rest is the
 //! stream. Checked: no panic; a complete frame lies inside the buffer;
 //! decoding never reads past the frame; chunking never changes what probe
-//! says; an unframed message that decodes ends where probe said it ends.
+//! says; a `FrameDecoder` fed the stream a chunk at a time answers on each
+//! prefix what probe answers on it, examining each byte once; an unframed
+//! message that decodes ends where probe said it ends.
 
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use rpc::codec::{
-    decode_echo_args, decode_echo_result, decode_exception, probe, read_message_header, DecodeCtx, DecodeMode, Limits,
+    decode_echo_args, decode_echo_result, decode_exception, probe, FrameDecoder, read_message_header, DecodeCtx, DecodeMode, Limits,
     Transport,
 };
 
@@ -28,6 +30,17 @@ fuzz_target!(|data: &[u8]| {
     for known in [None, Some(Transport::Framed), Some(Transport::Unframed)] {
         let got = probe(&chunks, known, &limits);
         assert_eq!(got, probe(wire, known, &limits), "chunking changed the answer");
+        let mut dec = FrameDecoder::with_transport(known, limits);
+        let mut end = 0;
+        loop {
+            end = (end + chunk).min(wire.len());
+            let step = dec.decode(&chunks[..end.div_ceil(chunk)]);
+            assert_eq!(step, probe(&wire[..end], known, &limits), "resuming changed the answer");
+            assert!(dec.examined() <= end as u64 + 4, "a byte examined twice");
+            if step != Ok(None) || end == wire.len() {
+                break;
+            }
+        }
         let Ok(Some(frame)) = got else { continue };
         assert!(frame.total_len() <= wire.len(), "frame past the buffer");
         assert_eq!(frame.header_len, frame.transport.header_len());

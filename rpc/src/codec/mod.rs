@@ -2,8 +2,9 @@
 //!
 //! The codec has three layers, each usable on its own:
 //!
-//! - [`frame`]: which transport a connection speaks ([`probe`] sniffs it as
-//!   Kitex does) and where each message ends, over the connection's buffered
+//! - [`frame`]: which transport a connection speaks (sniffed as Kitex
+//!   does) and where each message ends, resumably ([`FrameDecoder`]) or in
+//!   one call ([`probe`]), over the connection's buffered
 //!   bytes as a list of chunks ([`Segments`]). `Ok(None)` means "need more
 //!   bytes"; `Err` means the stream is corrupt.
 //! - [`binary`]: the strict binary primitives over one contiguous message
@@ -64,7 +65,7 @@ pub use echo::{
     encoded_len_call, encoded_len_exception, encoded_len_reply, ApplicationException, ApplicationExceptionKind,
     DecodeCtx, Request, Response, ECHO_METHOD,
 };
-pub use frame::{probe, Frame, Segments, Transport};
+pub use frame::{probe, Frame, FrameDecoder, Segments, Transport};
 
 /// Size limits a decoder enforces before it allocates or recurses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,4 +2,5 @@
 //! (The allocation-count test is a binary of its own: it needs its own
 //! global allocator.)
 
+mod adversarial;
 mod server;
