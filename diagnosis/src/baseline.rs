@@ -49,6 +49,7 @@ pub fn rss_trend(input: &RunInput, min_growth_bytes: f64) -> Verdict {
                 growth_bytes: rise,
                 evidence: vec![format!("RSS rises {:.0} B/s (Mann-Kendall p = {:.4})", slope, mk.p_value)],
                 remedy: remedy("unknown").into(),
+                holder: None,
             }],
             mode: "rss-trend".into(),
             snapshots: y.len(),

@@ -623,6 +623,7 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
             growth_bytes: s.growth,
             evidence,
             remedy: remedy(kind).to_owned(),
+            holder: None,
         });
     }
     if mode == "full" {
@@ -659,6 +660,7 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
                 growth_bytes: growth,
                 evidence,
                 remedy: remedy(kind).to_owned(),
+                holder: None,
             });
         }
     }

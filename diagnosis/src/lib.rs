@@ -39,6 +39,7 @@ mod baseline;
 mod engine;
 mod error;
 mod frames;
+mod holder;
 mod input;
 mod profile;
 mod stats;
@@ -47,6 +48,7 @@ mod verdict;
 pub use baseline::rss_trend;
 pub use engine::{diagnose, Options};
 pub use error::DiagnosisError;
+pub use holder::{attribute_holders, Holder};
 pub use input::{parse_metrics, parse_prometheus, MetricsLine, PhaseSpan, RunInput, SnapshotTime};
 pub use profile::{Frame, HeapSample, HeapSnapshot, MAX_PROFILE_BYTES, MAX_PROFILE_FRAMES};
 pub use stats::{

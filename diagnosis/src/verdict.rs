@@ -33,6 +33,9 @@ pub struct Finding {
     pub evidence: Vec<String>,
     /// What to do, in the guide's words.
     pub remedy: String,
+    /// Who holds the memory, from holder profiles when there are some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<crate::holder::Holder>,
 }
 
 /// The engine's answer.
@@ -69,6 +72,9 @@ impl Verdict {
                 f.growth_bytes / 1048576.0,
                 f.growth_bytes_per_s / 1048576.0
             ));
+            if let Some(h) = &f.holder {
+                out.push_str(&format!("   held by {} ({:.0}%)\n", h.describe(), h.share * 100.0));
+            }
             for e in &f.evidence {
                 out.push_str(&format!("   - {e}\n"));
             }

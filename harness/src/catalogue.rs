@@ -108,6 +108,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         timing: Timing::for_duration(args.duration, args.interval),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         profile_rate: args.profile_rate,
+        holders: !args.no_holders,
     };
     let record = crate::run::run(&plan)?;
     let v = crate::diagnose::write_verdict(&out, &record.expected)?;

@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// bytes between samples).
     #[arg(long, default_value_t = crate::run::RUN_PROFILE_RATE)]
     pub profile_rate: usize,
+    /// Do not run the process under test in holder mode (no
+    /// `holders-NNN.pb.gz`; the verdict then names no holder).
+    #[arg(long)]
+    pub no_holders: bool,
 }
 
 /// Flags of `leaklab diagnose`.

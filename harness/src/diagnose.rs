@@ -25,12 +25,29 @@ pub struct VerdictFile {
     pub pprof_only: Verdict,
 }
 
-/// Diagnoses a run folder in both modes.
+/// Diagnoses a run folder in both modes; the default mode also names who
+/// holds each finding's memory when the folder has holder profiles.
 pub fn verdicts(dir: &Path) -> anyhow::Result<(Verdict, Verdict)> {
     let input = RunInput::from_dir(dir)?;
-    let full = diagnose(&input, &Options::default());
+    let mut full = diagnose(&input, &Options::default());
+    diagnosis::attribute_holders(&mut full, &holder_profiles(dir)?);
     let plain = diagnose(&input, &Options { pprof_only: true, ..Options::default() });
     Ok((full, plain))
+}
+
+/// The folder's `holders-NNN.pb.gz`, in order.
+pub fn holder_profiles(dir: &Path) -> anyhow::Result<Vec<HeapSnapshot>> {
+    let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix("holders-")?.strip_suffix(".pb.gz")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    files.sort();
+    Ok(files.iter().map(|(_, p)| HeapSnapshot::read(p)).collect::<Result<_, _>>()?)
 }
 
 /// Writes `verdict.json` into a run folder.
@@ -47,7 +64,11 @@ pub fn run(args: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
     let verdict = if args.target.starts_with("http://") || args.target.starts_with("https://") {
         live(args, &opts)?
     } else {
-        diagnose(&RunInput::from_dir(&args.target)?, &opts)
+        let mut v = diagnose(&RunInput::from_dir(&args.target)?, &opts);
+        if !opts.pprof_only {
+            diagnosis::attribute_holders(&mut v, &holder_profiles(Path::new(&args.target))?);
+        }
+        v
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&verdict)?);
@@ -68,6 +89,13 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
     let mut streak = (String::new(), 0usize);
     let mut verdict = None;
     let mut use_pools = !opts.pprof_only;
+    // Holder profiles, where the process serves them: one now, one at the
+    // end, for the growth of each chain.
+    let holders_url = format!("{base}/debug/pprof/holders");
+    let take_holders = |agent: &ureq::Agent| {
+        crate::scrape::get_url(agent, &holders_url).and_then(|b| Ok(HeapSnapshot::decode(&b, &holders_url)?)).ok()
+    };
+    let mut holders: Vec<HeapSnapshot> = if opts.pprof_only { None } else { take_holders(&agent) }.into_iter().collect();
     while start.elapsed() < args.timeout {
         let t = start.elapsed().as_secs_f64();
         let url = format!("{base}/debug/pprof/heap");
@@ -124,5 +152,10 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
         }
         std::thread::sleep(args.interval);
     }
-    verdict.context("no snapshot could be taken")
+    let mut verdict = verdict.context("no snapshot could be taken")?;
+    if !holders.is_empty() {
+        holders.extend(take_holders(&agent));
+        diagnosis::attribute_holders(&mut verdict, &holders);
+    }
+    Ok(verdict)
 }

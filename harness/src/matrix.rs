@@ -239,6 +239,7 @@ pub fn run(args: MatrixArgs) -> anyhow::Result<ExitCode> {
                 timing: Timing::for_duration(load, Duration::from_millis(500)),
                 progress,
                 profile_rate: crate::run::RUN_PROFILE_RATE,
+                holders: true,
             };
             crate::run::run(&run_plan).with_context(|| format!("running {} ({variant})", info.name))?;
             crate::diagnose::write_verdict(&dir, expected)?;

@@ -88,6 +88,28 @@ pub struct RunRecord {
     pub admin_addr: String,
     /// What the peer did (server scenarios).
     pub peer: Option<PeerReport>,
+    /// The holder scans taken (`holders-NNN.pb.gz`), with their cost.
+    #[serde(default)]
+    pub holder_scans: Vec<HolderScanRecord>,
+}
+
+/// One holder scan of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HolderScanRecord {
+    /// The snapshot it goes with (`holders-NNN.pb.gz` beside `heap-NNN.pb.gz`).
+    pub snapshot: usize,
+    /// The phase it was taken in.
+    pub phase: String,
+    /// How long the fork paused the process under test, in microseconds.
+    pub pause_us: Option<f64>,
+    /// The scan in the forked child, in milliseconds.
+    pub scan_ms: Option<f64>,
+    /// The whole request, in milliseconds.
+    pub total_ms: Option<f64>,
+    /// Live blocks in the index.
+    pub blocks: Option<u64>,
+    /// Why the profile is partial, or why there is none.
+    pub partial: String,
 }
 
 /// How long each phase lasts.
@@ -140,6 +162,10 @@ pub struct RunPlan {
     pub progress: bool,
     /// The heap profiler's sampling rate in the process under test.
     pub profile_rate: usize,
+    /// Run the process under test in holder mode and take holder scans
+    /// (`holders-NNN.pb.gz`) at the first and last load snapshots and at the
+    /// end of the settle phase.
+    pub holders: bool,
 }
 
 /// The sampling rate runs use: 64 KiB, eight times finer than Go's default,
@@ -358,6 +384,9 @@ pub fn run(plan: &RunPlan) -> anyhow::Result<RunRecord> {
         .collect();
     args.push(ready_path.to_string_lossy().into_owned());
     args.extend(["--profile-rate".into(), plan.profile_rate.to_string()]);
+    if plan.holders {
+        args.push("--holders".into());
+    }
     args.extend(common_args(plan));
     if let Some(peer) = peer_rpc {
         args.extend(["--peer".into(), peer.to_string(), "--drive-for".into(), format!("{}ms", drive_for.as_millis())]);
@@ -395,6 +424,7 @@ pub fn run(plan: &RunPlan) -> anyhow::Result<RunRecord> {
     let mut snapshots = 0usize;
     let load_end = t.warmup + t.load;
     let mut drain_end: Option<Duration> = None;
+    let mut holder_scans = Vec::new();
     let mut next = start;
     loop {
         sleep_until(next)?;
@@ -433,7 +463,15 @@ pub fn run(plan: &RunPlan) -> anyhow::Result<RunRecord> {
                 drain_end = Some(now);
             }
         }
-        if phase == Phase::Settle && now >= drain_end.unwrap_or(now) + t.settle {
+        let settled = phase == Phase::Settle && now >= drain_end.unwrap_or(now) + t.settle;
+        if plan.holders {
+            let first_load = phase == Phase::Load && !holder_scans.iter().any(|h: &HolderScanRecord| h.phase == "load");
+            let last_load = phase == Phase::Load && now + t.interval >= load_end;
+            if first_load || last_load || settled {
+                holder_scans.push(holder_scan(&agent, ready.admin, dir, snapshots - 1, phase));
+            }
+        }
+        if settled {
             break;
         }
         next += t.interval;
@@ -470,6 +508,7 @@ pub fn run(plan: &RunPlan) -> anyhow::Result<RunRecord> {
         rpc_addr: ready.rpc.or(peer_rpc).map(|a| a.to_string()).unwrap_or_default(),
         admin_addr: ready.admin.to_string(),
         peer: peer_report,
+        holder_scans,
     };
     fs::write(dir.join("run.json"), serde_json::to_string_pretty(&record)?)?;
     Ok(record)
@@ -490,6 +529,49 @@ fn snapshot(
     fs::write(dir.join(format!("pool-{n:03}.pb.gz")), pool)?;
     let text = scrape::get_text(agent, admin, "/metrics")?;
     Ok(MetricsLine { t, phase: format!("{phase:?}").to_lowercase(), figures: scrape::figures(&text) })
+}
+
+/// Takes `holders-NNN.pb.gz`; a failure is recorded, not fatal.
+fn holder_scan(agent: &ureq::Agent, admin: SocketAddr, dir: &Path, n: usize, phase: Phase) -> HolderScanRecord {
+    let mut rec = HolderScanRecord {
+        snapshot: n,
+        phase: format!("{phase:?}").to_lowercase(),
+        pause_us: None,
+        scan_ms: None,
+        total_ms: None,
+        blocks: None,
+        partial: String::new(),
+    };
+    let url = format!("http://{admin}/debug/pprof/holders");
+    let result = agent.get(&url).call().map_err(anyhow::Error::from).and_then(|mut resp| {
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (pause, scan, total, blocks, partial) = (
+            header("x-holders-pause-us"),
+            header("x-holders-scan-ms"),
+            header("x-holders-total-ms"),
+            header("x-holders-blocks"),
+            header("x-holders-partial"),
+        );
+        let body = resp.body_mut().with_config().limit(1 << 30).read_to_vec()?;
+        Ok((body, pause, scan, total, blocks, partial))
+    });
+    match result {
+        Ok((body, pause, scan, total, blocks, partial)) => {
+            rec.pause_us = pause.and_then(|v| v.parse().ok());
+            rec.scan_ms = scan.and_then(|v| v.parse().ok());
+            rec.total_ms = total.and_then(|v| v.parse().ok());
+            rec.blocks = blocks.and_then(|v| v.parse().ok());
+            rec.partial = partial.unwrap_or_default();
+            if let Err(e) = fs::write(dir.join(format!("holders-{n:03}.pb.gz")), body) {
+                rec.partial = format!("cannot write the profile: {e}");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "holder scan failed");
+            rec.partial = format!("no profile: {e}");
+        }
+    }
+    rec
 }
 
 fn progress_bar(plan: &RunPlan, t: Timing) -> Option<indicatif::ProgressBar> {

@@ -42,7 +42,7 @@ pub(crate) fn is_machinery(name: &str) -> bool {
     }
 }
 
-/// What kind of block the innermost machinery frame makes.
+/// What kind of block a machinery frame makes.
 fn kind_of(name: &str) -> &'static str {
     const KINDS: &[(&str, &str)] = &[
         ("hashbrown", "hashbrown table"),
@@ -98,7 +98,9 @@ pub(crate) fn block_name<'a>(frames: impl IntoIterator<Item = &'a SymFrame>) -> 
         if !is_machinery(&f.name) {
             return BlockName { kind: kind.unwrap_or("block"), site: f.name.clone() };
         }
-        kind.get_or_insert_with(|| kind_of(&f.name));
+        // The outermost machinery frame is the API the caller used
+        // (`Arc::new`, not the `Box::new` inside it).
+        kind = Some(kind_of(&f.name));
         last = Some(f);
     }
     BlockName { kind: kind.unwrap_or("block"), site: last.map_or_else(|| "?".to_owned(), |f| f.name.clone()) }

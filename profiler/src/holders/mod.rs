@@ -14,7 +14,7 @@
 //!    address space, and walks it breadth-first from the roots without
 //!    allocating (`scan.rs`), streaming each block's parent to a pipe;
 //! 3. names the chains (`chains.rs`): the root (`static …::CACHE`,
-//!    `thread tokio-runtime-w (1234) stack`), each block on the way by its
+//!    `thread tokio-runtime-w stack`), each block on the way by its
 //!    allocation site (`hashbrown table in …::remember`), then the held
 //!    block's own site as the leaf.
 //!

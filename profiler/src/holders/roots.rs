@@ -10,7 +10,7 @@
 //!   `threads.rs`), from its low end (the scanning thread: from its stack
 //!   pointer) to its top, and the static thread-local storage below its
 //!   thread pointer when that lies outside the stack (the main thread).
-//!   Named `thread NAME (TID)` from `/proc/self/task/TID/comm`.
+//!   Named `thread NAME stack` from `/proc/self/task/TID/comm`.
 //!
 //! Every span is cut to the readable mappings of `/proc/self/maps`, so that
 //! guard pages and unmapped holes are never read.
@@ -194,10 +194,12 @@ impl Namer {
                     let comm = comm.trim();
                     // SAFETY: getpid cannot fail.
                     let main = *tid as i32 == unsafe { libc::getpid() };
+                    // By name, not id: threads of one pool read as one root,
+                    // and names stay the same from one run to the next.
                     match (comm.is_empty(), main) {
-                        (_, true) => format!("thread main ({tid}) stack"),
-                        (true, false) => format!("thread {tid} stack"),
-                        (false, false) => format!("thread {comm} ({tid}) stack"),
+                        (_, true) => "thread main stack".to_owned(),
+                        (true, false) => "thread ? stack".to_owned(),
+                        (false, false) => format!("thread {comm} stack"),
                     }
                 })
                 .clone(),

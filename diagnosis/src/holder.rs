@@ -1,0 +1,252 @@
+//! Who holds a finding's memory, from holder profiles (`holders-NNN.pb.gz`,
+//! `/debug/pprof/holders`).
+//!
+//! A holder profile is a heap-format profile whose stacks are retainer
+//! chains: the leaf is the held block's allocation site, then each block on
+//! the way to it, nearest first, and last the root (a static, a thread's
+//! stack, or `$unreachable$`). leaklab's profiles also carry the held
+//! block's whole allocation stack in the label `stack`; goref's and other
+//! tools' profiles, without it, are read by their leaf alone.
+//!
+//! For each leak finding, the held blocks are read like the heap profile's
+//! samples (the same site rule, [`crate::frames`]), so the blocks whose
+//! growth made the finding are found by the finding's own sites. Among their
+//! chains, the one that gained most between the first holder profile and
+//! the fullest later one is the holder; its share is the part of the
+//! finding's held growth it explains.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::frames;
+use crate::profile::HeapSnapshot;
+use crate::verdict::{Finding, Verdict};
+
+/// The chain that retains most of a finding's growth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    /// From the root to the block that holds the memory
+    /// (`["thread main stack", "Arc in …::new", "hashbrown table in …::remember"]`).
+    pub chain: Vec<String>,
+    /// The share of the finding's held growth that this chain explains.
+    pub share: f64,
+    /// Bytes this chain gained.
+    pub growth_bytes: f64,
+}
+
+impl Holder {
+    /// The block that holds the memory (the chain's last link), or the root.
+    pub fn holder(&self) -> &str {
+        self.chain.last().map_or("", String::as_str)
+    }
+
+    /// `hashbrown table in …::remember (from thread main stack)`.
+    pub fn describe(&self) -> String {
+        match (self.chain.first(), self.chain.len()) {
+            (Some(root), n) if n > 1 => format!("{} (from {root})", self.holder()),
+            (Some(root), _) => root.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// Growth of held bytes per (site, chain).
+struct Chains {
+    /// site -> chain (root first) -> bytes per holder snapshot.
+    by_site: BTreeMap<String, BTreeMap<Vec<String>, Vec<f64>>>,
+    snapshots: usize,
+}
+
+fn read_chains(holders: &[HeapSnapshot]) -> Chains {
+    let n = holders.len();
+    let mut by_site: BTreeMap<String, BTreeMap<Vec<String>, Vec<f64>>> = BTreeMap::new();
+    let mut facts_cache: BTreeMap<String, String> = BTreeMap::new();
+    for (i, h) in holders.iter().enumerate() {
+        for s in &h.samples {
+            let Some(leaf) = s.frames.first() else { continue };
+            let stack = s.labels.iter().find(|(k, _)| k == "stack").map(|(_, v)| v.clone());
+            let key = stack.clone().unwrap_or_else(|| leaf.function.to_string());
+            let site = facts_cache
+                .entry(key)
+                .or_insert_with_key(|k| {
+                    let functions: Vec<&str> = k.split('\n').collect();
+                    frames::facts(&functions).site
+                })
+                .clone();
+            let chain: Vec<String> = s.frames[1..].iter().rev().map(|f| f.function.to_string()).collect();
+            let series = by_site.entry(site).or_default().entry(chain).or_insert_with(|| vec![0.0; n]);
+            series[i] += s.inuse_bytes;
+        }
+    }
+    Chains { by_site, snapshots: n }
+}
+
+/// The sites a finding stands for: its own, the one a pool holder was
+/// named at, and those merged into it.
+fn finding_sites(f: &Finding) -> Vec<String> {
+    let mut out = vec![f.site.clone()];
+    if let Some((_, taken_at)) = f.site.split_once(" taken at ") {
+        out.push(taken_at.to_owned());
+    }
+    for e in &f.evidence {
+        if let Some(rest) = e.strip_prefix("also at ") {
+            if let Some((site, _)) = rest.rsplit_once(" (+") {
+                out.push(site.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Gives each leak finding of `v` its holder, from holder profiles in time
+/// order, and says so in the summary. Findings whose blocks no holder
+/// profile shows keep none.
+pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
+    if holders.is_empty() {
+        return;
+    }
+    let chains = read_chains(holders);
+    for f in v.findings.iter_mut().filter(|f| f.kind != "none") {
+        let sites = finding_sites(f);
+        let mut growth: BTreeMap<&Vec<String>, f64> = BTreeMap::new();
+        for site in &sites {
+            let Some(per_chain) = chains.by_site.get(site) else { continue };
+            for (chain, series) in per_chain {
+                *growth.entry(chain).or_default() += gained(series, chains.snapshots);
+            }
+        }
+        let total: f64 = growth.values().filter(|g| **g > 0.0).sum();
+        let Some((chain, best)) = growth.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)) else { continue };
+        if best <= 0.0 || total <= 0.0 {
+            continue;
+        }
+        let holder = Holder { chain: chain.clone(), share: best / total, growth_bytes: best };
+        f.evidence.push(format!(
+            "held by {} ({:.0}% of the held growth, +{:.1} MiB); chain: {}",
+            holder.describe(),
+            holder.share * 100.0,
+            best / 1048576.0,
+            holder.chain.join(" -> ")
+        ));
+        f.holder = Some(holder);
+    }
+    if let Some(h) = v.findings.first().and_then(|f| f.holder.as_ref()) {
+        v.summary = format!("{}, held by {}", v.summary, h.describe());
+    }
+}
+
+/// What a chain gained: from the first profile to the fullest later one;
+/// with one profile, what it holds.
+fn gained(series: &[f64], n: usize) -> f64 {
+    match n {
+        0 => 0.0,
+        1 => series[0],
+        _ => series[1..].iter().copied().fold(f64::MIN, f64::max) - series[0],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{Frame, HeapSample};
+
+    fn sample(chain_leaf_first: &[&str], stack: &str, bytes: f64) -> HeapSample {
+        HeapSample {
+            frames: chain_leaf_first
+                .iter()
+                .map(|f| Frame { function: (*f).into(), file: String::new(), line: 0 })
+                .collect(),
+            alloc_objects: 1.0,
+            alloc_bytes: bytes,
+            inuse_objects: 1.0,
+            inuse_bytes: bytes,
+            block_size: None,
+            labels: vec![("stack".into(), stack.into())],
+        }
+    }
+
+    fn snapshot(samples: Vec<HeapSample>) -> HeapSnapshot {
+        HeapSnapshot { time_s: None, period: 1, samples }
+    }
+
+    fn finding(site: &str) -> Finding {
+        Finding {
+            kind: "request-field-held".into(),
+            score: 0.9,
+            site: site.into(),
+            growth_bytes_per_s: 1.0,
+            growth_bytes: 1.0,
+            evidence: Vec::new(),
+            remedy: String::new(),
+            holder: None,
+        }
+    }
+
+    #[test]
+    fn the_chain_that_grew_most_holds_it() {
+        let stack = "rpc::codec::binary::Reader::read_binary_copy\nrpc::codec::echo::Request::read_field_2\n\
+                     rpc::codec::echo::Request::decode";
+        let cache = [
+            "rpc::codec::binary::Reader::read_binary_copy",
+            "hashbrown table in app::remember",
+            "thread main stack",
+        ];
+        let inflight = [
+            "rpc::codec::binary::Reader::read_binary_copy",
+            "tokio task spawned in rpc::server::serve",
+            "thread w stack",
+        ];
+        let other = ["app::log_line", "Vec in app::log", "static app::LOG"];
+        let h0 = snapshot(vec![
+            sample(&cache, stack, 1e6),
+            sample(&inflight, stack, 5e5),
+            sample(&other, "app::log_line", 1e6),
+        ]);
+        let h1 = snapshot(vec![
+            sample(&cache, stack, 9e6),
+            sample(&inflight, stack, 1.5e6),
+            sample(&other, "app::log_line", 9e6),
+        ]);
+        let mut v = Verdict {
+            leak: true,
+            kind: "request-field-held".into(),
+            findings: vec![finding("rpc::codec::echo::Request::read_field_2")],
+            mode: "full".into(),
+            snapshots: 2,
+            summary: "leak".into(),
+        };
+        attribute_holders(&mut v, &[h0, h1]);
+        let h = v.findings[0].holder.as_ref().expect("a holder");
+        assert_eq!(h.chain, vec!["thread main stack", "hashbrown table in app::remember"]);
+        assert!((h.share - 8.0 / 9.0).abs() < 1e-9, "{}", h.share);
+        assert_eq!(h.describe(), "hashbrown table in app::remember (from thread main stack)");
+        assert!(v.summary.ends_with("held by hashbrown table in app::remember (from thread main stack)"));
+    }
+
+    #[test]
+    fn no_matching_blocks_no_holder() {
+        let h = snapshot(vec![sample(&["x::y", "static X"], "x::y", 1e6)]);
+        let mut v = Verdict {
+            leak: true,
+            kind: "request-field-held".into(),
+            findings: vec![finding("rpc::codec::echo::Request::read_field_2")],
+            mode: "full".into(),
+            snapshots: 1,
+            summary: "leak".into(),
+        };
+        attribute_holders(&mut v, &[h]);
+        assert!(v.findings[0].holder.is_none());
+        assert_eq!(v.summary, "leak");
+    }
+
+    #[test]
+    fn a_renamed_or_merged_finding_keeps_its_sites() {
+        let mut f = finding("Request.msg (field 2), pinned in pooled buffers taken at rpc::linkbuf::InputBuffer::book");
+        f.evidence.push("also at rpc::linkbuf::InputBuffer::next_span (+3.0 MiB)".into());
+        assert_eq!(
+            finding_sites(&f)[1..],
+            ["rpc::linkbuf::InputBuffer::book".to_owned(), "rpc::linkbuf::InputBuffer::next_span".to_owned()]
+        );
+    }
+}
