@@ -228,9 +228,9 @@ fn fields<'a>(buf: &'a [u8], mut f: impl FnMut(u64, Option<&'a [u8]>)) -> Result
     Ok(())
 }
 
-/// The repeated elements of a profile.proto message, on the wire: its own
-/// repeated fields, its samples' ids, values and labels, its locations'
-/// lines. A packed field counts one element per varint.
+/// The elements of a profile.proto message, on the wire: each of its
+/// fields, its samples' ids, values and labels, its locations' lines. A
+/// packed field counts one element per varint.
 fn count_elements(raw: &[u8]) -> Result<u64, String> {
     let packed = |p: Option<&[u8]>| p.map_or(1, |b| b.iter().filter(|&&x| x < 0x80).count() as u64);
     let mut n = 0u64;
@@ -412,7 +412,8 @@ impl Profile {
                 protos::Sample { location_id, value: s.values.to_vec(), label }
             })
             .collect();
-        let parts = Parts { sample_type, sample, mapping: Vec::new(), period_type, period, default };
+        let parts =
+            Parts { sample_type, sample, mapping: Vec::new(), period_type, period, default, comment: Vec::new() };
         b.finish(parts, std::time::SystemTime::now())
     }
 }
@@ -495,7 +496,11 @@ pub(crate) fn build(snapshot: &Snapshot, default: SampleType) -> Profile {
             has_inline_frames: true,
         })
         .collect();
-    let parts = Parts { sample_type, sample, mapping, period_type, period: rate as i64, default };
+    // A profile that lost samples says so, as `go tool pprof -comments`
+    // shows.
+    let comment =
+        snapshot.dropped().iter().map(|(cause, n)| b.string(&format!("dropped {n} samples: {cause}"))).collect();
+    let parts = Parts { sample_type, sample, mapping, period_type, period: rate as i64, default, comment };
     b.finish(parts, snapshot.time())
 }
 
@@ -507,6 +512,7 @@ struct Parts {
     period_type: protos::ValueType,
     period: i64,
     default: SampleType,
+    comment: Vec<i64>,
 }
 
 impl Builder {
@@ -528,7 +534,7 @@ impl Builder {
                 duration_nanos: 0,
                 period_type: Some(p.period_type),
                 period: p.period,
-                comment: Vec::new(),
+                comment: p.comment,
                 default_sample_type,
             },
         }
@@ -646,6 +652,24 @@ garbage line
         assert_eq!(s(sample.label[0].key), "bytes");
         assert!(proto.mapping.iter().all(|m| m.has_functions && m.has_line_numbers));
         assert!(matches!(Profile::decode(b"\x1f\x8bnot gzip"), Err(DecodeError::Gzip(_))));
+    }
+
+    #[test]
+    fn dropped_samples_are_said_in_comments() {
+        let comments = |p: &Profile| -> Vec<String> {
+            let p = p.proto();
+            p.comment.iter().map(|&i| p.string_table[i as usize].clone()).collect()
+        };
+        let snapshot = Snapshot::new(1, Vec::new());
+        assert!(comments(&snapshot.heap_profile()).is_empty());
+        let snapshot = snapshot.with_dropped(vec![("stack table full", 12), ("bucket table full", 1)]);
+        for p in [snapshot.heap_profile(), snapshot.allocs_profile()] {
+            let back = Profile::decode(&p.encode_gzip()).unwrap();
+            assert_eq!(
+                comments(&back),
+                ["dropped 12 samples: stack table full", "dropped 1 samples: bucket table full"]
+            );
+        }
     }
 
     #[test]

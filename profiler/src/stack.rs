@@ -254,11 +254,11 @@ mod tests {
         let n = unsafe { walk(word(10), lo, hi, &mut out) };
         assert_eq!(&out[..n], &[0x1111, 0x2222]);
         set(12, word(24)); // at the top: the record would start at `hi`
-        // SAFETY: as above.
+                           // SAFETY: as above.
         let n = unsafe { walk(word(10), lo, hi, &mut out) };
         assert_eq!(&out[..n], &[0x1111, 0x2222]);
         set(12, word(23)); // straddles the top
-        // SAFETY: as above.
+                           // SAFETY: as above.
         let n = unsafe { walk(word(10), lo, hi, &mut out) };
         assert_eq!(&out[..n], &[0x1111, 0x2222]);
         // Starting below the low end or above the top reads nothing.
