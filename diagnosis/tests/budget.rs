@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use diagnosis::{DiagnosisError, HeapSnapshot, RunInput, MAX_PROFILE_BYTES, MAX_PROFILE_MEMORY};
 use pprof::protos::{self, Message};
 
-#[allow(dead_code)]
 #[path = "it/support.rs"]
 mod support;
 
