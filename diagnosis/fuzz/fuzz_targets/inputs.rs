@@ -21,7 +21,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(matches!(e, DiagnosisError::Profile { .. }), "{e:?}");
         assert_eq!(e.path(), Path::new(HEAP));
     }
-    let limits = DecodeLimits { profile_memory: 1 << 20, run_memory: 2 << 20, name_bytes: 256, sample_frames: 64, ..Default::default() };
+    let limits = DecodeLimits {
+        profile_memory: 1 << 20,
+        run_memory: 2 << 20,
+        name_bytes: 256,
+        sample_frames: 64,
+        ..Default::default()
+    };
     let mut decoder = ProfileDecoder::new(limits);
     for _ in 0..3 {
         match decoder.decode(data, HEAP) {
