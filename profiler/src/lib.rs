@@ -158,7 +158,7 @@ mod stack;
 mod symbolize;
 mod table;
 
-pub use crate::encode::{DecodeError, NamedSample, Profile, SampleType};
+pub use crate::encode::{DecodeError, NamedSample, Profile, SampleType, MAX_DECODE_BYTES, MAX_DECODE_ELEMENTS};
 pub use crate::profiler::{Profiler, Stats, DEFAULT_RATE, RATE_ENV, SEED_ENV};
 pub use crate::snapshot::{HeapRecord, Snapshot};
 /// The profile.proto messages (`protos::Profile`, …) and the prost
