@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::frames::{self, StackFacts};
 use crate::input::{RunInput, SnapshotTime};
-use crate::profile::HeapSnapshot;
+use crate::profile::{HeapSnapshot, Name};
 use crate::stats::{change_points, mann_kendall, median, pearson, plateau, theil_sen};
 use crate::verdict::{remedy, Finding, Verdict};
 
@@ -98,7 +98,7 @@ fn aligned(input: &RunInput, times: &[SnapshotTime], name: &str) -> Option<Vec<f
 
 /// Sums a snapshot's in-use bytes per site.
 fn sites(heaps: &[HeapSnapshot]) -> Vec<Site> {
-    let mut cache: HashMap<Vec<String>, StackFacts> = HashMap::new();
+    let mut cache: HashMap<Vec<Name>, StackFacts> = HashMap::new();
     let mut by_site: BTreeMap<String, Site> = BTreeMap::new();
     let n = heaps.len();
     for (i, heap) in heaps.iter().enumerate() {
@@ -106,10 +106,10 @@ fn sites(heaps: &[HeapSnapshot]) -> Vec<Site> {
             if s.inuse_bytes <= 0.0 && i + 1 < n {
                 continue;
             }
-            let key: Vec<String> = s.frames.iter().map(|f| f.function.clone()).collect();
+            let key: Vec<Name> = s.frames.iter().map(|f| f.function.clone()).collect();
             let facts = cache
                 .entry(key)
-                .or_insert_with_key(|k| frames::facts(&k.iter().map(String::as_str).collect::<Vec<_>>()))
+                .or_insert_with_key(|k| frames::facts(&k.iter().map(Name::as_str).collect::<Vec<_>>()))
                 .clone();
             let site = by_site.entry(facts.site.clone()).or_insert_with(|| Site {
                 facts: facts.clone(),
@@ -127,7 +127,7 @@ fn sites(heaps: &[HeapSnapshot]) -> Vec<Site> {
         for (idx, target) in [(0usize, 0u8), (peak, 1u8)] {
             let mut map = BTreeMap::new();
             for s in &heaps[idx].samples {
-                let key: Vec<String> = s.frames.iter().map(|f| f.function.clone()).collect();
+                let key: Vec<Name> = s.frames.iter().map(|f| f.function.clone()).collect();
                 if cache.get(&key).is_some_and(|f| f.site == site.facts.site) {
                     *map.entry(s.block_size.unwrap_or(0)).or_insert(0.0) += s.inuse_bytes;
                 }

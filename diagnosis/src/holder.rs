@@ -155,7 +155,7 @@ mod tests {
         HeapSample {
             frames: chain_leaf_first
                 .iter()
-                .map(|f| Frame { function: (*f).into(), file: String::new(), line: 0 })
+                .map(|f| Frame { function: (*f).into(), file: "".into(), line: 0 })
                 .collect(),
             alloc_objects: 1.0,
             alloc_bytes: bytes,

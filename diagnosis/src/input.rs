@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::DiagnosisError;
-use crate::profile::HeapSnapshot;
+use crate::profile::{DecodeLimits, HeapSnapshot, ProfileDecoder};
 
 /// The largest metrics file or `run.json` read: 1 GiB.
 const MAX_TEXT_BYTES: u64 = 1 << 30;
@@ -196,8 +196,17 @@ struct RunPhases {
 impl RunInput {
     /// Reads a run's directory: `heap-NNN.pb.gz` (at least one, sorted by
     /// NNN), `pool-NNN.pb.gz`, `metrics.jsonl` and the phases of `run.json`
-    /// where present.
+    /// where present; all profiles together within the default
+    /// [`DecodeLimits`] (at most 256 MiB decoded for the whole run).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<RunInput, DiagnosisError> {
+        RunInput::from_dir_with(dir, DecodeLimits::default())
+    }
+
+    /// As [`RunInput::from_dir`], within `limits`: one [`ProfileDecoder`]
+    /// reads every profile, so [`DecodeLimits::run_memory`] bounds them
+    /// together and names repeated across profiles are kept once. An error
+    /// names the file that would have gone past a limit.
+    pub fn from_dir_with(dir: impl AsRef<Path>, limits: DecodeLimits) -> Result<RunInput, DiagnosisError> {
         let dir = dir.as_ref();
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -209,9 +218,14 @@ impl RunInput {
             let entry = entry.map_err(io(dir))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(n) = numbered(name, "heap-") {
+            let (heap, pool) = (numbered(name, "heap-"), numbered(name, "pool-"));
+            if (heap.is_some() || pool.is_some()) && heap_files.len() + pool_files.len() >= limits.run_profiles {
+                let reason = format!("more than {} profiles in the run's directory, the limit", limits.run_profiles);
+                return Err(DiagnosisError::Profile { path: entry.path(), reason });
+            }
+            if let Some(n) = heap {
                 heap_files.push((n, entry.path()));
-            } else if let Some(n) = numbered(name, "pool-") {
+            } else if let Some(n) = pool {
                 pool_files.push((n, entry.path()));
             }
         }
@@ -220,8 +234,9 @@ impl RunInput {
         }
         heap_files.sort();
         pool_files.sort();
-        let heaps = heap_files.iter().map(|(_, p)| HeapSnapshot::read(p)).collect::<Result<_, _>>()?;
-        let pools = pool_files.iter().map(|(_, p)| HeapSnapshot::read(p)).collect::<Result<_, _>>()?;
+        let mut decoder = ProfileDecoder::new(limits);
+        let heaps = heap_files.iter().map(|(_, p)| decoder.read(p)).collect::<Result<_, _>>()?;
+        let pools = pool_files.iter().map(|(_, p)| decoder.read(p)).collect::<Result<_, _>>()?;
 
         let metrics_path = dir.join("metrics.jsonl");
         let metrics = match read_if_present(&metrics_path).map_err(io(&metrics_path))? {

@@ -9,7 +9,10 @@
 //! `run.json` (of which only the phases' spans are read).
 //!
 //! - [`HeapSnapshot`] decodes one profile into samples with resolved call
-//!   stacks ([`HeapSample`], [`Frame`]); it never panics on bad input.
+//!   stacks ([`HeapSample`], [`Frame`]); it never panics on bad input and
+//!   keeps within [`DecodeLimits`] (bytes read, memory per profile and per
+//!   run, checked before allocating); [`ProfileDecoder`] shares one budget
+//!   and one table of names ([`Name`]) across the profiles of a run.
 //! - [`RunInput`] is a run: profiles, metrics lines ([`MetricsLine`]),
 //!   phase spans, and a [`timeline`](RunInput::timeline) that gives each
 //!   snapshot its time and phase. [`parse_prometheus`] turns a live
@@ -50,7 +53,10 @@ pub use engine::{diagnose, Options};
 pub use error::DiagnosisError;
 pub use holder::{attribute_holders, Holder};
 pub use input::{parse_metrics, parse_prometheus, MetricsLine, PhaseSpan, RunInput, SnapshotTime};
-pub use profile::{Frame, HeapSample, HeapSnapshot, MAX_PROFILE_BYTES, MAX_PROFILE_FRAMES};
+pub use profile::{
+    DecodeLimits, Frame, HeapSample, HeapSnapshot, Name, ProfileDecoder, MAX_NAME_BYTES, MAX_PROFILE_BYTES,
+    MAX_PROFILE_MEMORY, MAX_RUN_MEMORY, MAX_RUN_PROFILES, MAX_SAMPLE_FRAMES, MAX_STACK_TEXT_BYTES,
+};
 pub use stats::{
     change_points, mad, mann_kendall, median, pearson, plateau, spearman, theil_sen, MkResult, PlateauInfo,
     LEVEL_OFF_PACE, MAD_TO_SIGMA, MAX_TREND_POINTS, PLATEAU_TOLERANCE,

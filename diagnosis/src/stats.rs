@@ -4,10 +4,15 @@
 //! Every function ignores points that are NaN or infinite (for two series,
 //! the pairs where either is) and returns `None` (or a neutral result) when
 //! too few points remain; none panics on any input.
+//!
+//! Costs: [`mann_kendall`], [`median`], [`mad`], [`pearson`] and
+//! [`spearman`] take O(n log n) on any length; [`theil_sen`] and
+//! [`change_points`] are O(n²) on at most [`MAX_TREND_POINTS`] points, a
+//! longer series being thinned to that many first.
 
-/// `theil_sen` uses at most this many points; a longer series is thinned
-/// to this many, evenly spaced, keeping its first and last points (the
-/// estimator costs O(n²)).
+/// [`theil_sen`] and [`change_points`] use at most this many points; a
+/// longer series is thinned to this many, evenly spaced, keeping its first
+/// and last points (both cost O(n²): at most 2 million pairs).
 pub const MAX_TREND_POINTS: usize = 2000;
 
 /// Multiply a [`mad`] by this to estimate a normal distribution's standard
@@ -114,28 +119,28 @@ pub struct MkResult {
 /// The Mann–Kendall test for a monotonic trend in `y` (taken in order),
 /// with tie correction and the normal approximation. With fewer than two
 /// finite points, or all of them equal: `S = 0`, `p = 1`.
+///
+/// `S` is counted in O(n log n) as Knight's algorithm counts Kendall's tau:
+/// of the `n(n−1)/2` pairs, `T` are ties (from the sorted values' runs)
+/// and `D` fall (the inversions a merge sort counts), so
+/// `S = n(n−1)/2 − T − 2D`, exactly the sum of `sign(y_j − y_i)` over
+/// `i < j`.
 pub fn mann_kendall(y: &[f64]) -> MkResult {
     let y = finite(y);
     let n = y.len();
-    let mut s: i64 = 0;
-    for (i, a) in y.iter().enumerate() {
-        for b in &y[i + 1..] {
-            s += match b.partial_cmp(a) {
-                Some(std::cmp::Ordering::Greater) => 1,
-                Some(std::cmp::Ordering::Less) => -1,
-                _ => 0,
-            };
-        }
-    }
     let mut sorted = y.clone();
-    sorted.sort_by(f64::total_cmp);
+    let falling = inversions(&mut sorted);
+    let mut tied_pairs: i64 = 0;
     let ties: f64 = sorted
         .chunk_by(|a, b| a == b)
         .map(|group| {
             let t = group.len() as f64;
+            tied_pairs += (group.len() as i64) * (group.len() as i64 - 1) / 2;
             t * (t - 1.0) * (2.0 * t + 5.0)
         })
         .sum();
+    let all_pairs = (n as i64) * (n as i64 - 1).max(0) / 2;
+    let s = all_pairs - tied_pairs - 2 * falling;
     let nf = n as f64;
     let var_s = ((nf * (nf - 1.0) * (2.0 * nf + 5.0) - ties) / 18.0).max(0.0);
     let z = if var_s <= 0.0 {
@@ -151,6 +156,51 @@ pub fn mann_kendall(y: &[f64]) -> MkResult {
     let pairs = nf * (nf - 1.0) / 2.0;
     let tau = if pairs > 0.0 { s as f64 / pairs } else { 0.0 };
     MkResult { n, s, var_s, z, p_value, tau }
+}
+
+/// Sorts finite `v` ascending (a stable merge sort) and returns how many
+/// pairs `i < j` had `v[i] > v[j]`: equal values are no inversion.
+fn inversions(v: &mut [f64]) -> i64 {
+    let mut buffer = v.to_vec();
+    let mut count = 0i64;
+    let n = v.len();
+    let mut width = 1;
+    // Bottom-up: merge runs of `width` from `v` into `buffer`, then swap
+    // roles, so no recursion and one extra buffer.
+    let (mut from, mut to) = (v, buffer.as_mut_slice());
+    let mut in_buffer = false;
+    while width < n {
+        let mut start = 0;
+        while start < n {
+            let mid = (start + width).min(n);
+            let end = (start + 2 * width).min(n);
+            let (mut i, mut j, mut k) = (start, mid, start);
+            while i < mid && j < end {
+                if from[j] < from[i] {
+                    // Every value still waiting on the left is larger.
+                    count += (mid - i) as i64;
+                    to[k] = from[j];
+                    j += 1;
+                } else {
+                    to[k] = from[i];
+                    i += 1;
+                }
+                k += 1;
+            }
+            to[k..k + (mid - i)].copy_from_slice(&from[i..mid]);
+            let k = k + (mid - i);
+            to[k..k + (end - j)].copy_from_slice(&from[j..end]);
+            start = end;
+        }
+        std::mem::swap(&mut from, &mut to);
+        in_buffer = !in_buffer;
+        width *= 2;
+    }
+    if in_buffer {
+        // The sorted values are in `from`, which is the buffer: copy back.
+        to.copy_from_slice(from);
+    }
+    count
 }
 
 /// The complementary error function, to a relative error below 1.2e-7
@@ -238,8 +288,15 @@ pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
 /// robustly from the differences of consecutive points (so steps do not
 /// inflate it). A steady ramp is no mean shift: expect it cut into pieces.
 /// NaN and infinite points are skipped; indexes still refer to `y`.
+///
+/// A series of more than [`MAX_TREND_POINTS`] finite points is first
+/// thinned to that many, evenly spaced (first and last kept): the search
+/// then costs at most 2 million segment costs, and a change is placed to
+/// within `n / MAX_TREND_POINTS` points of where it is; `min_size` counts
+/// thinned points.
 pub fn change_points(y: &[f64], min_size: usize, penalty: Option<f64>) -> Vec<usize> {
-    let kept: Vec<usize> = (0..y.len()).filter(|&i| y[i].is_finite()).collect();
+    let finite: Vec<usize> = (0..y.len()).filter(|&i| y[i].is_finite()).collect();
+    let kept = thin(&finite, MAX_TREND_POINTS);
     let values: Vec<f64> = kept.iter().map(|&i| y[i]).collect();
     let n = values.len();
     let min_size = min_size.max(1);
@@ -496,6 +553,76 @@ mod tests {
         assert!(mk.s < 0 && mk.z < 0.0 && mk.p_value < 1e-6, "{mk:?}");
         let flat: Vec<f64> = (0..60).map(noise).collect();
         assert!(mann_kendall(&flat).p_value > 0.05);
+    }
+
+    /// S by its definition, over every pair.
+    fn quadratic_s(y: &[f64]) -> i64 {
+        let y = finite(y);
+        let mut s = 0;
+        for (i, a) in y.iter().enumerate() {
+            for b in &y[i + 1..] {
+                s += match b.partial_cmp(a) {
+                    Some(std::cmp::Ordering::Greater) => 1,
+                    Some(std::cmp::Ordering::Less) => -1,
+                    _ => 0,
+                };
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn mann_kendall_counts_s_as_its_definition() {
+        // Random series of every length to 200, from few distinct values
+        // (many ties) to many, with NaN, infinities and signed zeros.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in 0..200 {
+            for distinct in [1, 2, 3, 10, 1000] {
+                let y: Vec<f64> = (0..len)
+                    .map(|_| match next() % 50 {
+                        0 => f64::NAN,
+                        1 => f64::INFINITY,
+                        2 => -0.0,
+                        3 => 0.0,
+                        r => (next() % distinct) as f64 - (r % 2) as f64 * 0.5,
+                    })
+                    .collect();
+                let mk = mann_kendall(&y);
+                assert_eq!(mk.s, quadratic_s(&y), "{y:?}");
+                let mut sorted = finite(&y);
+                sorted.sort_by(f64::total_cmp);
+                let mut merged = finite(&y);
+                inversions(&mut merged);
+                assert!(merged.iter().zip(&sorted).all(|(a, b)| a == b), "{merged:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn mann_kendall_on_a_long_series() {
+        // 100 000 points: n log n merges; S of a strict ramp is every pair.
+        let y: Vec<f64> = (0..100_000).map(f64::from).collect();
+        let mk = mann_kendall(&y);
+        assert_eq!(mk.s, 100_000 * 99_999 / 2);
+        assert_eq!(mk.tau, 1.0);
+        let reversed: Vec<f64> = y.iter().rev().copied().collect();
+        assert_eq!(mann_kendall(&reversed).s, -mk.s);
+    }
+
+    #[test]
+    fn change_points_thin_long_series() {
+        // A step at 60 000 of 100 000 points: found within one thinning
+        // stride (50 points), with an index into the original series.
+        let y: Vec<f64> = (0..100_000).map(|i| if i < 60_000 { 0.0 } else { 10.0 } + noise(i)).collect();
+        let cps = change_points(&y, 2, None);
+        assert_eq!(cps.len(), 1, "{cps:?}");
+        assert!(cps[0].abs_diff(60_000) <= 100_000 / MAX_TREND_POINTS, "{cps:?}");
     }
 
     #[test]

@@ -161,7 +161,7 @@ mod symbolize;
 mod table;
 mod threads;
 
-pub use crate::encode::{DecodeError, NamedSample, Profile, SampleType};
+pub use crate::encode::{DecodeError, NamedSample, Profile, SampleType, MAX_DECODE_BYTES, MAX_DECODE_ELEMENTS};
 pub use crate::holders::{HolderError, HolderOptions, HolderScan, ScanStats};
 pub use crate::profiler::{Profiler, Stats, DEFAULT_RATE, RATE_ENV, SEED_ENV};
 pub use crate::snapshot::{HeapRecord, Snapshot};

@@ -217,7 +217,18 @@ impl<A> Profiler<A> {
                 });
             });
         }
-        Snapshot::new(rate, records)
+        let d = &self.dropped;
+        let dropped = [
+            ("stack table full", &d.stacks_full),
+            ("bucket table full", &d.buckets_full),
+            ("sampled-block table full", &d.sampled_full),
+            ("tables not mapped", &d.no_state),
+        ]
+        .into_iter()
+        .map(|(cause, n)| (cause, n.load(Ordering::Relaxed)))
+        .filter(|&(_, n)| n > 0)
+        .collect();
+        Snapshot::new(rate, records).with_dropped(dropped)
     }
 
     /// The heap profile as Go's `/debug/pprof/heap` serves it (default

@@ -29,8 +29,9 @@ pub(crate) struct ThreadState {
     pub stamp: Cell<u32>,
     /// 1 + the order in which this thread first allocated; 0 = not yet.
     pub ordinal: Cell<u32>,
-    /// Highest address of this thread's stack; 0 = not asked yet, 1 = unknown.
-    pub stack_top: Cell<usize>,
+    /// Lowest and highest address of this thread's stack; top 0 = not
+    /// asked yet, 1 = unknown.
+    pub stack_top: Cell<(usize, usize)>,
 }
 
 thread_local! {
@@ -41,7 +42,7 @@ thread_local! {
             rng: Cell::new(0),
             stamp: Cell::new(0),
             ordinal: Cell::new(0),
-            stack_top: Cell::new(0),
+            stack_top: Cell::new((0, 0)),
         }
     };
 }

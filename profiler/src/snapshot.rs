@@ -16,6 +16,7 @@ pub struct Snapshot {
     rate: usize,
     time: SystemTime,
     records: Vec<HeapRecord>,
+    dropped: Vec<(&'static str, u64)>,
 }
 
 /// Sampled counts of one call stack and block size.
@@ -51,7 +52,22 @@ impl HeapRecord {
 impl Snapshot {
     /// A snapshot of `records` sampled at `rate`, taken now.
     pub fn new(rate: usize, records: Vec<HeapRecord>) -> Self {
-        Snapshot { rate, time: SystemTime::now(), records }
+        Snapshot { rate, time: SystemTime::now(), records, dropped: Vec::new() }
+    }
+
+    /// The same snapshot, saying that samples were dropped before it was
+    /// taken: `(cause, count)`, such as `("stack table full", 12)`. Its
+    /// profiles carry one comment per cause: `dropped 12 samples: stack
+    /// table full`.
+    pub fn with_dropped(mut self, dropped: Vec<(&'static str, u64)>) -> Self {
+        self.dropped = dropped;
+        self
+    }
+
+    /// The samples dropped since the profiler started, by cause (only
+    /// causes with drops).
+    pub fn dropped(&self) -> &[(&'static str, u64)] {
+        &self.dropped
     }
 
     /// The sampling rate in force when the snapshot was taken.

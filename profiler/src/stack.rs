@@ -19,7 +19,10 @@
 //! Every record is checked to lie between the live stack pointer and the top
 //! of the thread's stack before it is read, so a broken chain (a frame
 //! compiled without frame pointers that used the register for data) ends the
-//! stack early instead of crashing.
+//! stack early instead of crashing. The stack pointer itself must lie within
+//! the thread's stack mapping (its low end as well as its top): on another
+//! stack (an alternate signal stack, a coroutine's) `[sp, top)` could span
+//! unmapped memory, so nothing is read.
 //!
 //! What was measured on x86_64-linux with Rust 1.95: the prebuilt standard
 //! library is compiled with frame pointers too (its non-leaf functions open
@@ -29,7 +32,7 @@
 //! register untouched only hides itself; the walk ends at the thread's entry
 //! point in glibc.
 //!
-//! The top of the stack comes from `pthread_getattr_np`, asked once per
+//! The bounds of the stack come from `pthread_getattr_np`, asked once per
 //! thread and cached. glibc answers it for the main thread by reading
 //! `/proc/self/maps` with its own `malloc` (not Rust's global allocator), once.
 
@@ -40,20 +43,25 @@ use crate::table::MAX_DEPTH;
 /// Fills `out` with return addresses, innermost first, starting with the
 /// return address into the caller of `capture`; returns how many.
 ///
-/// `top` caches the top of the current thread's stack (see
-/// [`crate::sampler::ThreadState::stack_top`]).
+/// `bounds` caches the low end and the top of the current thread's stack
+/// (see [`crate::sampler::ThreadState::stack_top`]).
 #[inline(never)]
-pub(crate) fn capture(out: &mut [usize; MAX_DEPTH], top: &Cell<usize>) -> usize {
+pub(crate) fn capture(out: &mut [usize; MAX_DEPTH], bounds: &Cell<(usize, usize)>) -> usize {
     let Some((fp, sp)) = registers() else { return 0 };
-    let hi = stack_top(top);
-    if hi <= 1 || sp >= hi {
+    let (lo, hi) = stack_bounds(bounds);
+    if !live_part_is_ours(sp, lo, hi) {
         // Unknown bounds, or running on a stack that is not the thread's own
         // (a coroutine or an alternate signal stack): reading is not safe.
         return 0;
     }
-    // SAFETY: [sp, hi) is the live part of this thread's stack: it is mapped
-    // and readable for as long as this function runs.
+    // SAFETY: lo <= sp < hi, so [sp, hi) is the live part of this thread's
+    // stack mapping: mapped and readable for as long as this function runs.
     unsafe { walk(fp, sp, hi, out) }
+}
+
+/// Whether `sp` lies inside the stack mapping `[lo, hi)`, known (`hi > 1`).
+fn live_part_is_ours(sp: usize, lo: usize, hi: usize) -> bool {
+    hi > 1 && lo < hi && lo <= sp && sp < hi
 }
 
 /// Follows the frame-pointer chain from `fp`, reading only inside `[lo, hi)`.
@@ -118,20 +126,20 @@ fn registers() -> Option<(usize, usize)> {
     }
 }
 
-/// The highest address of the current thread's stack, cached in `top`;
-/// 1 if it cannot be known.
-fn stack_top(top: &Cell<usize>) -> usize {
-    let t = top.get();
-    if t != 0 {
-        return t;
+/// The lowest and highest address of the current thread's stack, cached
+/// in `bounds`; `(0, 1)` if they cannot be known.
+fn stack_bounds(bounds: &Cell<(usize, usize)>) -> (usize, usize) {
+    let b = bounds.get();
+    if b.1 != 0 {
+        return b;
     }
-    let t = query_stack_top().unwrap_or(1);
-    top.set(t);
-    t
+    let b = query_stack_bounds().unwrap_or((0, 1));
+    bounds.set(b);
+    b
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn query_stack_top() -> Option<usize> {
+fn query_stack_bounds() -> Option<(usize, usize)> {
     // SAFETY: `attr` is initialized by pthread_getattr_np before it is read
     // and destroyed exactly once; the out-pointers are valid locals.
     unsafe {
@@ -146,12 +154,12 @@ fn query_stack_top() -> Option<usize> {
         if r != 0 || addr.is_null() {
             return None;
         }
-        Some(addr as usize + size)
+        Some((addr as usize, (addr as usize).checked_add(size)?))
     }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn query_stack_top() -> Option<usize> {
+fn query_stack_bounds() -> Option<(usize, usize)> {
     None
 }
 
@@ -167,8 +175,8 @@ mod tests {
     #[inline(never)]
     fn grab() -> Vec<usize> {
         let mut out = [0; MAX_DEPTH];
-        let top = Cell::new(0);
-        let n = capture(&mut out, &top);
+        let bounds = Cell::new((0, 0));
+        let n = capture(&mut out, &bounds);
         std::hint::black_box(out[..n].to_vec())
     }
 
@@ -200,6 +208,66 @@ mod tests {
         let names = names(&frames);
         assert!(names.iter().any(|n| n.contains("std::thread")), "{names:#?}");
         assert!(frames.len() < MAX_DEPTH);
+    }
+
+    #[test]
+    fn capture_needs_the_stack_pointer_inside_the_mapping() {
+        let (lo, hi) = (0x1000, 0x9000);
+        assert!(live_part_is_ours(0x1000, lo, hi) && live_part_is_ours(0x8ff8, lo, hi));
+        // Below the low end (an alternate signal stack mapped lower), at or
+        // above the top, or with unknown bounds: nothing is read.
+        assert!(!live_part_is_ours(0x0ff8, lo, hi));
+        assert!(!live_part_is_ours(0x9000, lo, hi));
+        assert!(!live_part_is_ours(0x2000, 0, 1));
+        assert!(!live_part_is_ours(0x2000, hi, lo));
+        // This thread's own bounds hold its stack pointer.
+        let bounds = Cell::new((0, 0));
+        let (lo, hi) = stack_bounds(&bounds);
+        let here = &bounds as *const _ as usize;
+        assert!(lo < here && here < hi, "{lo:#x} {here:#x} {hi:#x}");
+        assert_eq!(bounds.get(), (lo, hi));
+    }
+
+    #[test]
+    fn chains_leaving_either_end_of_the_stack_are_not_followed() {
+        // A fake stack in the middle of a larger array: the walk is given
+        // [lo, hi) = words 8..24, and the chain points below and above it.
+        let mut memory = [0usize; 32];
+        let p = memory.as_mut_ptr();
+        let word = |i: usize| p as usize + i * 8;
+        let set = |i: usize, v: usize| {
+            // SAFETY: i < 32: inside `memory`, written only through `p`.
+            unsafe { p.add(i).write(v) }
+        };
+        let (lo, hi) = (word(8), word(24));
+        // Records outside [lo, hi) that a walk must never read: a poisoned
+        // return address there would show up in `out`.
+        for i in (0..8).chain(24..32) {
+            set(i, 0xbad);
+        }
+        set(10, word(12));
+        set(11, 0x1111);
+        set(12, word(2)); // below the low end
+        set(13, 0x2222);
+        let mut out = [0; 8];
+        // SAFETY: [lo, hi) is inside the local array `memory`.
+        let n = unsafe { walk(word(10), lo, hi, &mut out) };
+        assert_eq!(&out[..n], &[0x1111, 0x2222]);
+        set(12, word(24)); // at the top: the record would start at `hi`
+                           // SAFETY: as above.
+        let n = unsafe { walk(word(10), lo, hi, &mut out) };
+        assert_eq!(&out[..n], &[0x1111, 0x2222]);
+        set(12, word(23)); // straddles the top
+                           // SAFETY: as above.
+        let n = unsafe { walk(word(10), lo, hi, &mut out) };
+        assert_eq!(&out[..n], &[0x1111, 0x2222]);
+        // Starting below the low end or above the top reads nothing.
+        // SAFETY: as above.
+        assert_eq!(unsafe { walk(word(4), lo, hi, &mut out) }, 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { walk(word(26), lo, hi, &mut out) }, 0);
+        assert!(!out.contains(&0xbad));
+        std::hint::black_box(&mut memory);
     }
 
     #[test]

@@ -341,7 +341,7 @@ mod tests {
         #[inline(never)]
         fn here() -> usize {
             let mut out = [0usize; crate::table::MAX_DEPTH];
-            let top = std::cell::Cell::new(0);
+            let top = std::cell::Cell::new((0, 0));
             let n = crate::stack::capture(&mut out, &top);
             assert!(n > 0);
             out[0]

@@ -1,5 +1,6 @@
 //! Arbitrary bytes as a heap profile, as a `metrics.jsonl` file and as a
-//! Prometheus page: nothing panics, and every error names the file.
+//! Prometheus page: nothing panics, every error names the file, and the
+//! decoder keeps within a small budget.
 //!
 //! ```text
 //! cd diagnosis/fuzz && cargo +nightly fuzz run inputs
@@ -9,7 +10,7 @@
 
 use std::path::Path;
 
-use diagnosis::{DiagnosisError, HeapSnapshot};
+use diagnosis::{DecodeLimits, DiagnosisError, HeapSnapshot, ProfileDecoder};
 use libfuzzer_sys::fuzz_target;
 
 const HEAP: &str = "fuzz/heap-000.pb.gz";
@@ -19,6 +20,21 @@ fuzz_target!(|data: &[u8]| {
     if let Err(e) = HeapSnapshot::decode(data, HEAP) {
         assert!(matches!(e, DiagnosisError::Profile { .. }), "{e:?}");
         assert_eq!(e.path(), Path::new(HEAP));
+    }
+    let limits = DecodeLimits {
+        profile_memory: 1 << 20,
+        run_memory: 2 << 20,
+        name_bytes: 256,
+        sample_frames: 64,
+        ..Default::default()
+    };
+    let mut decoder = ProfileDecoder::new(limits);
+    for _ in 0..3 {
+        match decoder.decode(data, HEAP) {
+            Ok(heap) => assert!(heap.samples.iter().all(|s| s.frames.len() <= 64)),
+            Err(e) => assert_eq!(e.path(), Path::new(HEAP)),
+        }
+        assert!(decoder.used_bytes() <= limits.run_memory);
     }
     if let Err(e) = diagnosis::parse_metrics(data, METRICS) {
         let DiagnosisError::Metrics { path, line, .. } = &e else { panic!("{e:?}") };

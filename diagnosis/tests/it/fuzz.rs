@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use diagnosis::{DiagnosisError, HeapSnapshot};
+use diagnosis::{DecodeLimits, DiagnosisError, HeapSnapshot, ProfileDecoder};
 use proptest::prelude::*;
 
 use crate::support::{gunzip, gzip, heap_profile};
@@ -12,17 +12,54 @@ use crate::support::{gunzip, gzip, heap_profile};
 const HEAP: &str = "fuzz/heap-000.pb.gz";
 const METRICS: &str = "fuzz/metrics.jsonl";
 
+/// A budget small enough for the seed to reach its limits when mutated.
+const SMALL: DecodeLimits = DecodeLimits {
+    profile_bytes: 1 << 20,
+    profile_memory: 64 << 10,
+    run_memory: 100 << 10,
+    name_bytes: 16,
+    sample_frames: 8,
+    stack_text_bytes: 1 << 10,
+    run_profiles: 4,
+};
+
 fn check_profile(bytes: &[u8]) {
     if let Err(e) = HeapSnapshot::decode(bytes, HEAP) {
         assert!(matches!(e, DiagnosisError::Profile { .. }), "{e:?}");
         assert_eq!(e.path(), Path::new(HEAP));
         assert!(e.to_string().starts_with(HEAP), "{e}");
     }
+    // The same bytes three times through one small budget: never past it.
+    let mut decoder = ProfileDecoder::new(SMALL);
+    for _ in 0..3 {
+        match decoder.decode(bytes, HEAP) {
+            Ok(heap) => assert!(heap.samples.iter().all(|s| s.frames.len() <= SMALL.sample_frames)),
+            Err(e) => assert!(e.to_string().starts_with(HEAP), "{e}"),
+        }
+        assert!(decoder.used_bytes() <= SMALL.run_memory);
+    }
 }
 
 /// A valid raw profile, to mutate.
 fn seed() -> Vec<u8> {
     gunzip(&heap_profile(&[(&["leak", "handler", "main"], 4096, 1024), (&["steady", "main"], 100, 100)]))
+}
+
+#[test]
+fn run_budget_refuses_the_profile_that_would_pass_it() {
+    let bytes = seed();
+    let limits = DecodeLimits { run_memory: 2 << 10, ..DecodeLimits::default() };
+    let mut decoder = ProfileDecoder::new(limits);
+    let mut decoded = 0;
+    let err = loop {
+        match decoder.decode(&bytes, HEAP) {
+            Ok(_) => decoded += 1,
+            Err(e) => break e,
+        }
+        assert!(decoded < 100, "{} bytes used", decoder.used_bytes());
+    };
+    assert!(decoded >= 1 && decoder.used_bytes() <= limits.run_memory, "{decoded}: {}", decoder.used_bytes());
+    assert!(err.to_string().contains("the run's profiles would take about"), "{err}");
 }
 
 proptest! {
