@@ -17,39 +17,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::frames;
 use crate::profile::HeapSnapshot;
-use crate::verdict::{Finding, Verdict};
-
-/// The chain that retains most of a finding's growth.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Holder {
-    /// From the root to the block that holds the memory
-    /// (`["thread main stack", "Arc in …::new", "hashbrown table in …::remember"]`).
-    pub chain: Vec<String>,
-    /// The share of the finding's held growth that this chain explains.
-    pub share: f64,
-    /// Bytes this chain gained.
-    pub growth_bytes: f64,
-}
-
-impl Holder {
-    /// The block that holds the memory (the chain's last link), or the root.
-    pub fn holder(&self) -> &str {
-        self.chain.last().map_or("", String::as_str)
-    }
-
-    /// `hashbrown table in …::remember (from thread main stack)`.
-    pub fn describe(&self) -> String {
-        match (self.chain.first(), self.chain.len()) {
-            (Some(root), n) if n > 1 => format!("{} (from {root})", self.holder()),
-            (Some(root), _) => root.clone(),
-            _ => String::new(),
-        }
-    }
-}
+use crate::verdict::{Finding, Holder, Verdict};
 
 /// Growth of held bytes per (site, chain).
 struct Chains {

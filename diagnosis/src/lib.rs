@@ -51,7 +51,7 @@ mod verdict;
 pub use baseline::rss_trend;
 pub use engine::{diagnose, Options};
 pub use error::DiagnosisError;
-pub use holder::{attribute_holders, Holder};
+pub use holder::attribute_holders;
 pub use input::{parse_metrics, parse_prometheus, MetricsLine, PhaseSpan, RunInput, SnapshotTime};
 pub use profile::{
     DecodeLimits, Frame, HeapSample, HeapSnapshot, Name, ProfileDecoder, MAX_NAME_BYTES, MAX_PROFILE_BYTES,
@@ -61,4 +61,4 @@ pub use stats::{
     change_points, mad, mann_kendall, median, pearson, plateau, spearman, theil_sen, MkResult, PlateauInfo,
     LEVEL_OFF_PACE, MAD_TO_SIGMA, MAX_TREND_POINTS, PLATEAU_TOLERANCE,
 };
-pub use verdict::{remedy, Finding, Verdict, KINDS};
+pub use verdict::{remedy, Finding, Holder, Verdict, KINDS};

@@ -35,7 +35,35 @@ pub struct Finding {
     pub remedy: String,
     /// Who holds the memory, from holder profiles when there are some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub holder: Option<crate::holder::Holder>,
+    pub holder: Option<Holder>,
+}
+
+/// The chain that retains most of a finding's growth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    /// From the root to the block that holds the memory
+    /// (`["thread main stack", "Arc in …::new", "hashbrown table in …::remember"]`).
+    pub chain: Vec<String>,
+    /// The share of the finding's held growth that this chain explains.
+    pub share: f64,
+    /// Bytes this chain gained.
+    pub growth_bytes: f64,
+}
+
+impl Holder {
+    /// The block that holds the memory (the chain's last link), or the root.
+    pub fn holder(&self) -> &str {
+        self.chain.last().map_or("", String::as_str)
+    }
+
+    /// `hashbrown table in …::remember (from thread main stack)`.
+    pub fn describe(&self) -> String {
+        match (self.chain.first(), self.chain.len()) {
+            (Some(root), n) if n > 1 => format!("{} (from {root})", self.holder()),
+            (Some(root), _) => root.clone(),
+            _ => String::new(),
+        }
+    }
 }
 
 /// The engine's answer.
