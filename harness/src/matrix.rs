@@ -79,6 +79,14 @@ pub struct Row {
     pub delay_pprof_only: Option<usize>,
     /// Peak RSS of the process under test.
     pub peak_rss_bytes: u64,
+    /// Who holds the top finding's memory, from the holder profiles
+    /// (`link (from root)`), or empty.
+    #[serde(default)]
+    pub holder: String,
+    /// Whether the holder chain names the scenario's holder (leak variants
+    /// with a right kind; `None` otherwise).
+    #[serde(default)]
+    pub holder_right: Option<bool>,
 }
 
 /// Precision, recall, kind accuracy and detection delay of one detector.
@@ -187,11 +195,21 @@ fn outside_detector(cmd: &str, dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Diagnoses one run folder into a row.
-pub fn row(dir: &Path, scenario: &str, variant: &str, expected: &str, detector: Option<&str>) -> anyhow::Result<Row> {
+pub fn row(
+    dir: &Path,
+    scenario: &str,
+    variant: &str,
+    (expected, expected_holder): (&str, &str),
+    detector: Option<&str>,
+) -> anyhow::Result<Row> {
     let input = RunInput::from_dir(dir)?;
     let full_opts = Options::default();
     let plain_opts = Options { pprof_only: true, ..Options::default() };
-    let full: Verdict = diagnose(&input, &full_opts);
+    let mut full: Verdict = diagnose(&input, &full_opts);
+    diagnosis::attribute_holders(&mut full, &crate::diagnose::holder_profiles(dir)?);
+    let top_holder = full.findings.first().and_then(|f| f.holder.clone());
+    let holder_right = (!expected_holder.is_empty() && full.kind == expected)
+        .then(|| top_holder.as_ref().is_some_and(|h| h.chain.iter().any(|link| link.contains(expected_holder))));
     let plain = diagnose(&input, &plain_opts);
     let rss = rss_trend(&input, full_opts.min_growth_bytes);
     let load: Vec<(f64, f64)> = input
@@ -218,6 +236,8 @@ pub fn row(dir: &Path, scenario: &str, variant: &str, expected: &str, detector: 
         delay_snapshots: if is_leak { delay(&input, expected, &full_opts) } else { None },
         delay_pprof_only: if is_leak { delay(&input, expected, &plain_opts) } else { None },
         peak_rss_bytes: peak_rss,
+        holder: top_holder.map(|h| h.describe()).unwrap_or_default(),
+        holder_right,
     })
 }
 
@@ -244,15 +264,21 @@ pub fn run(args: MatrixArgs) -> anyhow::Result<ExitCode> {
             crate::run::run(&run_plan).with_context(|| format!("running {} ({variant})", info.name))?;
             crate::diagnose::write_verdict(&dir, expected)?;
         }
-        let r = row(&dir, info.name, &variant.to_string(), expected, args.detector.as_deref())?;
+        let expected_holder = if variant == Variant::Leak { info.holder } else { "" };
+        let r = row(&dir, info.name, &variant.to_string(), (expected, expected_holder), args.detector.as_deref())?;
         if !args.json {
             eprintln!(
-                "{:<28} {:<4} expected {:<26} got {:<26} {}",
+                "{:<28} {:<4} expected {:<26} got {:<26} {}{}",
                 r.scenario,
                 r.variant,
                 r.expected,
                 r.verdict,
-                if r.correct { "ok" } else { "WRONG" }
+                if r.correct { "ok" } else { "WRONG" },
+                match r.holder_right {
+                    Some(true) => format!(", held by {}", r.holder),
+                    Some(false) => format!(", WRONG holder: {}", if r.holder.is_empty() { "none" } else { &r.holder }),
+                    None => String::new(),
+                }
             );
         }
         rows.push(r);
@@ -287,22 +313,37 @@ fn markdown(rows: &[Row], scores: &[Score], quick: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "## leaklab matrix{}\n\n| scenario | variant | expected | verdict | correct | pprof-only | leaked MiB/s | snapshots to verdict | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|",
+        "## leaklab matrix{}\n\n| scenario | variant | expected | verdict | correct | holder | pprof-only | leaked MiB/s | snapshots to verdict | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|",
         if quick { " (quick)" } else { "" }
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.0} |",
             r.scenario,
             r.variant,
             r.expected,
             r.verdict,
             if r.correct { "yes" } else { "**no**" },
+            match r.holder_right {
+                Some(true) => format!("{} (right)", r.holder),
+                Some(false) => format!("**{}** (wrong)", if r.holder.is_empty() { "none" } else { &r.holder }),
+                None => "-".into(),
+            },
             r.pprof_only,
             r.leaked_bytes_per_s / 1048576.0,
             r.delay_snapshots.map_or("-".into(), |d| d.to_string()),
             r.peak_rss_bytes as f64 / 1048576.0
+        );
+    }
+    let judged: Vec<bool> = rows.iter().filter_map(|r| r.holder_right).collect();
+    if !judged.is_empty() {
+        let right = judged.iter().filter(|&&b| b).count();
+        let _ = writeln!(
+            s,
+            "\nholder right: {right} of {} leak runs with a right kind ({:.2})\n",
+            judged.len(),
+            right as f64 / judged.len() as f64
         );
     }
     let _ = writeln!(
@@ -387,6 +428,8 @@ mod tests {
             delay_snapshots: delay,
             delay_pprof_only: delay,
             peak_rss_bytes: 0,
+            holder: String::new(),
+            holder_right: None,
         }
     }
 

@@ -209,16 +209,38 @@ impl SlotGuard {
     /// ```
     pub fn io<R>(&self, held: impl IntoIterator<Item = Held>, io: impl FnOnce() -> R) -> R {
         let mut slot = lock(&self.slot);
+        let mut used = 0;
         for (position, h) in slot.held.iter_mut().zip(held) {
             *position = Some(h);
+            used += 1;
         }
         let r = io();
         let fixed = self.barriers.as_ref().is_none_or(|b| b.inner.mode == BarrierMode::Fixed);
         if fixed {
-            slot.held.iter_mut().for_each(|p| *p = None);
+            for i in 0..used {
+                clear_position(&mut slot.held, i);
+            }
         }
         r
     }
+}
+
+/// Empties position `i` and zeroes its bytes, as Go's `bs[i] = nil` does:
+/// `*p = None` alone would leave the old reference's address in the slot's
+/// memory, where a conservative scan (the holder scan) still sees it.
+fn clear_position(held: &mut [Option<Held>], i: usize) {
+    let Some(position) = held.get_mut(i) else { return };
+    let old = position.take();
+    let p: *mut Option<Held> = position;
+    // SAFETY: `p` points to a live, exclusively borrowed `Option<Held>` that
+    // holds `None` (so nothing is leaked by overwriting it); its bytes are
+    // zeroed and at once a valid `None` is written back, before anything can
+    // read the position again.
+    unsafe {
+        std::ptr::write_bytes(p.cast::<u8>(), 0, std::mem::size_of::<Option<Held>>());
+        std::ptr::write(p, None);
+    }
+    drop(old);
 }
 
 impl Drop for SlotGuard {

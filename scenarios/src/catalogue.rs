@@ -87,6 +87,10 @@ pub struct Info {
     pub control: bool,
     /// The verdict kind of the leak variant (`none` for controls).
     pub expected: &'static str,
+    /// A part of the name of the link that holds the leaked memory, as the
+    /// holder scan names it (`ScenarioHandler::remember` for the handler's
+    /// cache); a right holder chain contains it. Empty for controls.
+    pub holder: &'static str,
     /// What it reproduces, in the guide's words.
     pub reproduces: &'static str,
     /// Where the growth shows in a heap profile (frame names) and in the
@@ -204,6 +208,7 @@ mod tests {
         for info in catalogue() {
             assert!(VERDICT_KINDS.contains(&info.expected), "{}: {}", info.name, info.expected);
             assert_eq!(info.control, info.expected == "none", "{}", info.name);
+            assert_eq!(info.control, info.holder.is_empty(), "{}", info.name);
             assert_eq!(info.expected_kind(Variant::Fix), "none");
             assert_eq!(info.expected_kind(Variant::Leak), info.expected);
         }

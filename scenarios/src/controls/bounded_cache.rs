@@ -16,6 +16,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: true,
     expected: "none",
+    holder: "",
     reproduces: "A healthy control: the handler keeps a copy of the first `entry` bytes of each request in a \
         least-recently-used cache of `capacity` entries. Memory grows while the cache fills, then plateaus: every \
         new entry evicts the oldest. A cache that grows is not a leak when it is bounded and holds its own copies.",

@@ -18,6 +18,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: true,
     expected: "none",
+    holder: "",
     reproduces: "A healthy control: a steady Echo load with a spike in the middle (`burst_conns` extra connections \
         at `burst_rps` calls per second, from `burst_at` for `burst_length`). Memory rises during the spike; when \
         the extra connections close their buffers go back to the pool (which keeps them cached), so memory \

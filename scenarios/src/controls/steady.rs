@@ -16,6 +16,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: true,
     expected: "none",
+    holder: "",
     reproduces: "A healthy control: a plain Echo service under a constant load (`conns` connections, `rps` calls \
         per second, `payload` bytes). After the first calls every buffer a request needs comes from the pool's \
         cache and goes back to it, so memory is flat: what a diagnosis must not call a leak.",

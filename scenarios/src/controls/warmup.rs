@@ -19,6 +19,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: true,
     expected: "none",
+    holder: "",
     reproduces: "A healthy control: many connections with large calls from the start, plus extra connections \
         during the first `warmup` (a burst at time zero). Connection buffers and the pool's cache fill during the \
         first seconds (chunks allocated once, then cached and reused) and memory stays flat afterwards, even \

@@ -19,6 +19,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: false,
     expected: "connection-surge-barriers",
+    holder: "rpc::barrier::new_slot",
     reproduces: "The guide's \"Increased Connection Count + Large Payload\", server request leak: Netpoll before \
         v0.2.5 kept a scratch record per poller event slot (`barriers`) with the buffers of its last readv, and \
         never cleared it; the slot table grows with the number of connections open at once. Here the peer opens \

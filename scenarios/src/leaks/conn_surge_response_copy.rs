@@ -23,6 +23,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: false,
     expected: "connection-surge-barriers",
+    holder: "rpc::barrier::new_slot",
     reproduces: "The guide's \"Increased Connection Count + Large Payload\", server response leak without NoCopy: \
         the same `barriers` bug (Netpoll < v0.2.5) on the write side, with the large response field copied \
         (serialized) into pooled output nodes. Surge calls are small; the handler answers each with `response` \

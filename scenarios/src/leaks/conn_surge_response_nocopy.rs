@@ -23,6 +23,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: false,
     expected: "connection-surge-barriers",
+    holder: "rpc::barrier::new_slot",
     reproduces: "The guide's \"Increased Connection Count + Large Payload\", server response leak with a NoCopy \
         field: the same `barriers` bug as conn-surge-request (Netpoll < v0.2.5), on the write side. Surge calls \
         are small (`surge_payload`), but the handler answers each with a large msg (`response` bytes) it allocates \

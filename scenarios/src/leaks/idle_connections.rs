@@ -19,6 +19,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: false,
     expected: "idle-connection-buffers",
+    holder: "tokio task spawned in rpc::server",
     reproduces: "The guide's \"Excessive Creation of Idle Connections\": Netpoll creates an initial-sized buffer \
         for each connection, so if the upstream keeps creating connections it may look as if Netpoll occupies all \
         the memory. The peer opens `idle_rate` connections per second and never closes them (optionally after one \

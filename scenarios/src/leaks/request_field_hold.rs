@@ -17,6 +17,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: false,
     expected: "request-field-held",
+    holder: "ScenarioHandler::remember",
     reproduces: "The guide's \"Holding onto a Field of Request Object Persistently\": the Echo handler runs \
         `cache.Store(req.Id, req.Msg[:1])`, here `cache.insert(req.id, req.msg.slice(..1))` into a map that lives as \
         long as the service. For []byte and string fields, even a partial slice keeps the entire underlying memory \

@@ -22,6 +22,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Client,
     control: false,
     expected: "response-field-held",
+    holder: "RESPONSE_CACHE",
     reproduces: "The guide's \"Persistent Holding of a Field in Response\": the caller runs \
         `resp, err := cli.Echo(ctx, req); cache.Store(resp.Id, resp.Msg[:1])`, here \
         `cache.insert(resp.id, resp.msg.slice(..1))` into a process-wide map, with one shared client calling a plain \

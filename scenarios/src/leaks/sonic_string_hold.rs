@@ -19,6 +19,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: false,
     expected: "zero-copy-string-held",
+    holder: "ScenarioHandler::remember",
     reproduces: "The guide's \"Caching Objects by Parsing String Fields in Request/Response Using Sonic\": every \
         call carries a large JSON document in the string field 3 (`json`, `json_size` bytes). The handler parses \
         it with sonic-rs without copying: a `faststr::FastStr` over the field's own memory, then \
