@@ -12,12 +12,15 @@
 #   off        serve --profile-rate 0 (bytes still counted for /metrics)
 #   default    serve (one sample per 512 KiB)
 #   rate-1     serve --profile-rate 1 (every allocation sampled)
+#   holders    serve --holders (default rate; every block indexed with its
+#              stack, for /debug/pprof/holders)
 #   dhat       serve --profiler dhat (a build with --features dhat)
 #   heaptrack  heaptrack leaklab serve --profile-rate 0
 #
 # The target: the default rate at 95% or more of off (per-round ratio).
 #
 # Usage: scripts/bench-profiler.sh [rounds] [duration]   (defaults: 3 5s)
+# MODES="off holders heaptrack" runs only those modes (default: all).
 # KEEP=1 keeps the scratch directory (server logs, dhat-heap.json, the
 # heaptrack file) and prints where it is. The dhat build goes to
 # target/dhat (its own target directory: target/release/leaklab stays the
@@ -33,15 +36,16 @@ target_ratio=0.95
 
 echo "bench-profiler: building leaklab, and leaklab with --features dhat into target/dhat" >&2
 (cd "$root" && cargo build --release -q -p harness)
-(cd "$root" && cargo build --release -q -p harness --features dhat --target-dir "$root/target/dhat")
 bin=$root/target/release/leaklab
 dhat_bin=$root/target/dhat/release/leaklab
 
-modes=(off default rate-1 dhat)
-if command -v heaptrack >/dev/null; then
-  modes+=(heaptrack)
-else
+read -ra modes <<<"${MODES:-off default rate-1 holders dhat heaptrack}"
+if [[ " ${modes[*]} " == *" dhat "* ]]; then
+  (cd "$root" && cargo build --release -q -p harness --features dhat --target-dir "$root/target/dhat")
+fi
+if [[ " ${modes[*]} " == *" heaptrack "* ]] && ! command -v heaptrack >/dev/null; then
   echo "bench-profiler: heaptrack not installed (apt-get install heaptrack): mode skipped" >&2
+  read -ra modes <<<"$(printf '%s ' "${modes[@]}" | sed 's/heaptrack//')"
 fi
 
 work=$(mktemp -d)
@@ -104,6 +108,7 @@ start() {
     off) cmd+=(--profile-rate 0) ;;
     default) ;;
     rate-1) cmd+=(--profile-rate 1) ;;
+    holders) cmd+=(--holders) ;;
     dhat) cmd=("$dhat_bin" "${cmd[@]:1}" --profiler dhat) ;;
     heaptrack) cmd=(heaptrack "${cmd[@]}" --profile-rate 0) ;;
   esac

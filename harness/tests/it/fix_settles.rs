@@ -60,6 +60,27 @@ fn assert_settles(scenario: &str, set: &[&str]) {
         mib(heap_level),
         mib(margin(heap_level))
     );
+    let holder = scenarios::find(scenario).expect("a scenario").holder;
+    if !holder.is_empty() {
+        let holders = run.holders();
+        assert!(holders.len() >= 3, "{scenario} (fix): {} holder profiles", holders.len());
+        let held = |i: usize| -> f64 {
+            let snap = &holders[i].1;
+            snap.samples
+                .iter()
+                .filter(|s| s.frames[1..].iter().any(|f| f.function.contains(holder)))
+                .map(|s| s.inuse_bytes)
+                .sum()
+        };
+        let (first, settled) = (held(0), held(holders.len() - 1));
+        eprintln!("FIX {scenario} {set:?}: held by {holder}: {} then {}", mib(first), mib(settled));
+        assert!(
+            settled <= first + margin(level),
+            "{scenario} (fix): what {holder} holds grew from {} to {}",
+            mib(first),
+            mib(settled)
+        );
+    }
 }
 
 macro_rules! settles {

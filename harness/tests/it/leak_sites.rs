@@ -6,7 +6,9 @@
 
 use diagnosis::HeapSample;
 
-use crate::support::{called_from, exclusive, has_frame, inuse_of, mib, run, top_growth, Finished, Pick, MIB};
+use crate::support::{
+    called_from, chain_growth, exclusive, has_frame, held_under, inuse_of, mib, run, top_growth, Finished, Pick, MIB,
+};
 
 /// The least growth at the site over the run (1 s warm-up, 3 s load).
 const MIN_GROWTH: f64 = 4.0 * MIB;
@@ -37,6 +39,32 @@ fn assert_grows(run: &Finished, kind: &str, site: &str, pick: Pick<'_>) -> f64 {
     assert!(growth >= MIN_GROWTH, "less than {} at the site: {report}", mib(MIN_GROWTH));
     assert!(share >= MIN_SHARE, "the site is not where the profile grows: {report}");
     growth
+}
+
+/// Who holds it: in the holder profiles the run took, between the first
+/// one and the last one of the load, the chain that gained most over the
+/// blocks allocated under `held` names `holder` (the scenario's holder, as
+/// `leaklab explain` gives it), and explains at least half of their growth.
+fn assert_held_by(run: &Finished, held: &str, holder: &str) {
+    let holders = run.holders();
+    let metrics = run.metrics();
+    let last_load = run.last_in(&metrics, "load");
+    assert!(holders.len() >= 3, "{}: {} holder profiles", run.scenario, holders.len());
+    let first = &holders[0].1;
+    let (_, last) = holders.iter().rfind(|(n, _)| *n <= last_load).expect("a holder profile in the load");
+    let chains = chain_growth(first, last, &|s| held_under(s, held) || s.frames[0].function.contains(held));
+    let total: f64 = chains.iter().map(|c| c.0.max(0.0)).sum();
+    let report: Vec<String> =
+        chains.iter().take(4).map(|(g, c)| format!("  {} {}", mib(*g), c.join(" -> "))).collect();
+    eprintln!("HOLDER {}: blocks under {held}:\n{}", run.scenario, report.join("\n"));
+    let (growth, chain) = chains.first().unwrap_or_else(|| panic!("{}: no block under {held}", run.scenario));
+    assert!(
+        chain.iter().any(|link| link.contains(holder)),
+        "{}: the top chain does not name {holder}:\n{}",
+        run.scenario,
+        report.join("\n")
+    );
+    assert!(*growth >= 0.5 * total, "{}: the top chain explains under half:\n{}", run.scenario, report.join("\n"));
 }
 
 /// The pool profile stays flat next to a heap leak that is not pooled: it
@@ -78,6 +106,7 @@ fn request_field_hold_copy_grows_under_read_field_2() {
     let run = leak_run("request-field-hold", &[]);
     let growth = assert_grows(&run, "heap", "Request::read_field_2", &|s| has_frame(s, "Request::read_field_2"));
     assert_pool_flat(&run, growth);
+    assert_held_by(&run, "Request::read_field_2", scenarios::find("request-field-hold").unwrap().holder);
 }
 
 #[test]
@@ -88,12 +117,14 @@ fn request_field_hold_nocopy_pins_pool_chunks_held_by_msg() {
             && s.frames.first().is_some_and(|f| f.function == "held by Request.msg (field 2)")
     };
     assert_grows(&run, "pool", "pinned, held by Request.msg (field 2)", &pinned_by_msg);
+    assert_held_by(&run, "InputBuffer::", scenarios::find("request-field-hold").unwrap().holder);
 }
 
 #[test]
 fn response_field_hold_grows_under_response_read_field_2() {
     let run = leak_run("response-field-hold", &[]);
     assert_grows(&run, "heap", "Response::read_field_2", &|s| has_frame(s, "Response::read_field_2"));
+    assert_held_by(&run, "Response::read_field_2", scenarios::find("response-field-hold").unwrap().holder);
 }
 
 #[test]
@@ -101,6 +132,7 @@ fn conn_surge_response_nocopy_grows_under_the_handler() {
     let run = leak_run("conn-surge-response-nocopy", &[]);
     let growth = assert_grows(&run, "heap", "build_response", &|s| has_frame(s, "build_response"));
     assert_pool_flat(&run, growth);
+    assert_held_by(&run, "build_response", scenarios::find("conn-surge-response-nocopy").unwrap().holder);
 }
 
 #[test]
@@ -108,6 +140,7 @@ fn conn_surge_response_copy_grows_in_output_chunks_from_the_pool() {
     let run = leak_run("conn-surge-response-copy", &[]);
     let pick = leased_by(&["OutputBuffer::malloc", "OutputBuffer::grow"]);
     assert_grows(&run, "heap", "Pool::lease <- OutputBuffer::malloc/grow", &pick);
+    assert_held_by(&run, "OutputBuffer::", scenarios::find("conn-surge-response-copy").unwrap().holder);
 }
 
 #[test]
@@ -115,6 +148,7 @@ fn conn_surge_request_grows_on_the_read_path_into_the_pool() {
     let run = leak_run("conn-surge-request", &[]);
     let pick = leased_by(&READ_PATH);
     assert_grows(&run, "heap", "Pool::lease <- InputBuffer::book/new_node/next_span", &pick);
+    assert_held_by(&run, "InputBuffer::", scenarios::find("conn-surge-request").unwrap().holder);
 }
 
 #[test]
@@ -122,6 +156,7 @@ fn oversized_request_grows_on_the_read_path_into_the_pool() {
     let run = leak_run("oversized-request", &[]);
     let pick = leased_by(&READ_PATH);
     assert_grows(&run, "heap", "Pool::lease <- InputBuffer::book/new_node/next_span", &pick);
+    assert_held_by(&run, "InputBuffer::", scenarios::find("oversized-request").unwrap().holder);
 }
 
 #[test]
@@ -139,6 +174,7 @@ fn idle_connections_grow_in_the_buffers_of_each_connection() {
         })
     };
     assert_grows(&run, "heap", "Pool::lease <- InputBuffer::new / OutputBuffer::grow", &pick);
+    assert_held_by(&run, "InputBuffer::new", scenarios::find("idle-connections").unwrap().holder);
 }
 
 #[test]
@@ -146,6 +182,7 @@ fn duplicate_clients_grow_in_the_balancer_hooks() {
     let run = leak_run("duplicate-clients", &[]);
     let pick = |s: &HeapSample| has_frame(s, "format_instances") || has_frame(s, "on_rebalance");
     assert_grows(&run, "heap", "format_instances / on_rebalance", &pick);
+    assert_held_by(&run, "format_instances", scenarios::find("duplicate-clients").unwrap().holder);
 }
 
 #[test]
@@ -153,4 +190,5 @@ fn sonic_string_hold_grows_under_read_field_3() {
     let run = leak_run("sonic-string-hold", &[]);
     let growth = assert_grows(&run, "heap", "Request::read_field_3", &|s| has_frame(s, "Request::read_field_3"));
     assert_pool_flat(&run, growth);
+    assert_held_by(&run, "Request::read_field_3", scenarios::find("sonic-string-hold").unwrap().holder);
 }

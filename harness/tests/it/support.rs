@@ -416,3 +416,42 @@ pub fn top_growth(before: &HeapSnapshot, after: &HeapSnapshot, n: usize) -> Vec<
 pub fn mib(b: f64) -> String {
     format!("{:.2} MiB", b / MIB)
 }
+
+impl Finished {
+    /// The run's holder profiles (`holders-NNN.pb.gz`) with their snapshot
+    /// numbers, in order.
+    pub fn holders(&self) -> Vec<(usize, HeapSnapshot)> {
+        let mut out: Vec<(usize, HeapSnapshot)> = fs::read_dir(&self.out)
+            .expect("run folder")
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let n = name.strip_prefix("holders-")?.strip_suffix(".pb.gz")?.parse().ok()?;
+                Some((n, HeapSnapshot::read(e.path()).unwrap_or_else(|err| panic!("{name}: {err}"))))
+            })
+            .collect();
+        out.sort_by_key(|(n, _)| *n);
+        out
+    }
+}
+
+/// Whether a held block of a holder profile was allocated under a frame
+/// containing `fragment` (its allocation stack is the label `stack`).
+pub fn held_under(s: &HeapSample, fragment: &str) -> bool {
+    s.labels.iter().any(|(k, v)| k == "stack" && v.contains(fragment))
+}
+
+/// The chains (root first, without the held block) of the blocks `pick`
+/// chooses, by growth from `before` to `after`, largest first.
+pub fn chain_growth(before: &HeapSnapshot, after: &HeapSnapshot, pick: Pick<'_>) -> Vec<(f64, Vec<String>)> {
+    let mut by_chain: std::collections::HashMap<Vec<String>, f64> = std::collections::HashMap::new();
+    for (sign, snap) in [(1.0, after), (-1.0, before)] {
+        for s in snap.samples.iter().filter(|s| pick(s)) {
+            let chain = s.frames[1..].iter().rev().map(|f| f.function.to_string()).collect();
+            *by_chain.entry(chain).or_default() += sign * s.inuse_bytes;
+        }
+    }
+    let mut v: Vec<(f64, Vec<String>)> = by_chain.into_iter().map(|(k, g)| (g, k)).collect();
+    v.sort_by(|a, b| b.0.total_cmp(&a.0));
+    v
+}
