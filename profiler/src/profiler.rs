@@ -330,18 +330,17 @@ impl<A> Profiler<A> {
         }
         let mut frames = [0usize; MAX_DEPTH];
         let depth = stack::capture(&mut frames, &t.stack_top);
-        let recorded = state
-            .stacks
-            .intern(&frames[..depth])
-            .and_then(|stack| state.buckets.find_or_insert(stack, size))
-            .and_then(|bucket| {
-                let entry = if sampled { bucket | SAMPLED } else { bucket };
-                if state.sampled.insert(addr, entry) {
-                    Ok(bucket)
-                } else {
-                    Err(Full::Sampled)
-                }
-            });
+        let recorded =
+            state.stacks.intern(&frames[..depth]).and_then(|stack| state.buckets.find_or_insert(stack, size)).and_then(
+                |bucket| {
+                    let entry = if sampled { bucket | SAMPLED } else { bucket };
+                    if state.sampled.insert(addr, entry) {
+                        Ok(bucket)
+                    } else {
+                        Err(Full::Sampled)
+                    }
+                },
+            );
         match recorded {
             Ok(bucket) if sampled => state.buckets.record_alloc(bucket),
             Ok(_) => {}

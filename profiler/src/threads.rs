@@ -22,15 +22,25 @@ struct Slot {
     lo: AtomicUsize,
     hi: AtomicUsize,
     tp: AtomicUsize,
+    /// The stack pointer the thread's stop handler saw (0 = not stopped).
+    sp: AtomicUsize,
 }
 
 static SLOTS: [Slot; THREAD_CAPACITY] = [const {
-    Slot { tid: AtomicU32::new(0), lo: AtomicUsize::new(0), hi: AtomicUsize::new(0), tp: AtomicUsize::new(0) }
+    Slot {
+        tid: AtomicU32::new(0),
+        lo: AtomicUsize::new(0),
+        hi: AtomicUsize::new(0),
+        tp: AtomicUsize::new(0),
+        sp: AtomicUsize::new(0),
+    }
 }; THREAD_CAPACITY];
 
 thread_local! {
     /// Set once this thread has a slot (or is known to have no stack bounds).
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// This thread's slot, for its stop handler; `usize::MAX` if none.
+    static MY_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
 /// One registered thread: kernel id, stack bounds `[lo, hi)`, and its
@@ -43,6 +53,8 @@ pub(crate) struct ThreadStack {
     pub lo: usize,
     pub hi: usize,
     pub tp: usize,
+    /// Its slot in the table (for [`stop_the_world`]).
+    pub slot: usize,
 }
 
 /// Registers the calling thread, once. Makes no call to any allocator
@@ -65,15 +77,17 @@ fn register_slow() {
         return;
     }
     for pass in 0..2 {
-        for slot in &SLOTS {
+        for (index, slot) in SLOTS.iter().enumerate() {
             let cur = slot.tid.load(Ordering::Relaxed);
             let free = cur == 0 || (pass == 1 && !thread_alive(cur));
             if free && slot.tid.compare_exchange(cur, u32::MAX, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 slot.lo.store(lo, Ordering::Relaxed);
                 slot.hi.store(hi, Ordering::Relaxed);
                 slot.tp.store(thread_pointer(), Ordering::Relaxed);
+                slot.sp.store(0, Ordering::Relaxed);
                 // Release publishes the bounds written above.
                 slot.tid.store(tid, Ordering::Release);
+                MY_SLOT.with(|m| m.set(index));
                 return;
             }
         }
@@ -83,7 +97,7 @@ fn register_slow() {
 /// Every registered thread that is still alive, plus nothing else.
 pub(crate) fn live_threads() -> Vec<ThreadStack> {
     let mut out = Vec::new();
-    for slot in &SLOTS {
+    for (index, slot) in SLOTS.iter().enumerate() {
         let tid = slot.tid.load(Ordering::Acquire);
         if tid == 0 || tid == u32::MAX || !thread_alive(tid) {
             continue;
@@ -93,9 +107,116 @@ pub(crate) fn live_threads() -> Vec<ThreadStack> {
             lo: slot.lo.load(Ordering::Relaxed),
             hi: slot.hi.load(Ordering::Relaxed),
             tp: slot.tp.load(Ordering::Relaxed),
+            slot: index,
         });
     }
     out
+}
+
+/// Stops every registered thread but the caller in a signal handler
+/// (a real-time signal, as Go's preemption uses `SIGURG`), so that each one's
+/// registers are saved in the signal frame on its own stack and its stack
+/// pointer is known; runs `f` while they are stopped, then lets them go.
+/// Returns `f`'s result and, per thread of `threads`, the stack pointer
+/// its handler saw (`None`: it did not stop within `wait`).
+///
+/// `f` must not allocate or take any lock another thread may hold (a
+/// stopped thread may hold one): it is meant for a raw `fork`.
+pub(crate) fn stop_the_world<R>(
+    threads: &[ThreadStack],
+    wait: std::time::Duration,
+    sps: &mut [Option<usize>],
+    f: impl FnOnce(&[Option<usize>]) -> R,
+) -> R {
+    let signal = stop_signal();
+    let me = current_tid();
+    // SAFETY: getpid cannot fail.
+    let pid = unsafe { libc::getpid() };
+    RELEASE.store(0, Ordering::SeqCst);
+    ACKS.store(0, Ordering::SeqCst);
+    let mut sent = 0u32;
+    for t in threads {
+        if t.tid == me {
+            continue;
+        }
+        SLOTS[t.slot].sp.store(0, Ordering::SeqCst);
+        // SAFETY: sends a signal whose handler (installed above) only
+        // stores to atomics and waits on a futex.
+        if unsafe { libc::syscall(libc::SYS_tgkill, pid, t.tid as libc::c_long, signal as libc::c_long) } == 0 {
+            sent += 1;
+        }
+    }
+    let deadline = std::time::Instant::now() + wait;
+    while ACKS.load(Ordering::Acquire) < sent && std::time::Instant::now() < deadline {
+        std::hint::spin_loop();
+        // SAFETY: a plain syscall.
+        unsafe { libc::sched_yield() };
+    }
+    for (t, sp) in threads.iter().zip(sps.iter_mut()) {
+        let seen = SLOTS[t.slot].sp.load(Ordering::Acquire);
+        *sp = (seen != 0).then_some(seen);
+    }
+    let r = f(sps);
+    RELEASE.store(1, Ordering::SeqCst);
+    // SAFETY: wakes every waiter of the futex word `RELEASE`.
+    unsafe {
+        libc::syscall(libc::SYS_futex, RELEASE.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
+    }
+    r
+}
+
+/// Stopped threads that have acknowledged.
+static ACKS: AtomicU32 = AtomicU32::new(0);
+/// The futex word stopped threads wait on: 1 = go on.
+static RELEASE: AtomicU32 = AtomicU32::new(1);
+static SIGNAL: std::sync::OnceLock<libc::c_int> = std::sync::OnceLock::new();
+
+/// The stop signal, its handler installed at first use.
+fn stop_signal() -> libc::c_int {
+    *SIGNAL.get_or_init(|| {
+        let signal = libc::SIGRTMIN() + 6;
+        // SAFETY: installs a handler that is async-signal-safe (atomics, a
+        // futex syscall, a thread-local `Cell` read); SA_RESTART resumes
+        // interrupted system calls; no SA_ONSTACK, so that the handler runs
+        // on the thread's own stack, which the scan reads.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+        signal
+    })
+}
+
+extern "C" fn on_stop(_signal: libc::c_int) {
+    let marker = 0u8;
+    let sp = std::hint::black_box(&marker) as *const u8 as usize;
+    let index = MY_SLOT.with(Cell::get);
+    if let Some(slot) = SLOTS.get(index) {
+        slot.sp.store(sp, Ordering::Release);
+    }
+    ACKS.fetch_add(1, Ordering::AcqRel);
+    let started = std::time::Instant::now();
+    while RELEASE.load(Ordering::Acquire) == 0 {
+        let timeout = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
+        // SAFETY: waits while the futex word is 0, at most 50 ms a time.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                RELEASE.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                0,
+                &timeout as *const libc::timespec,
+            );
+        }
+        // Never stay stopped for long, whatever happens to the scanner.
+        if started.elapsed() > std::time::Duration::from_secs(2) {
+            break;
+        }
+    }
+    std::hint::black_box(&marker);
 }
 
 /// The kernel id of the calling thread.

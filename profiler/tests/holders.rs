@@ -161,8 +161,8 @@ fn who_holds_each_block() {
 
     let s = &scan.stats;
     assert!(s.partial.is_empty(), "{:?}", s.partial);
-    assert!(s.blocks > 10 && s.reached > 0 && s.unreachable >= 3, "{s:?}");
     let all = samples(&scan.profile);
+    assert!(s.blocks > 10 && s.reached > 0 && s.unreachable >= 3, "{s:?} {all:#?}");
     let has = |st: &[String], needle: &str| st.iter().any(|f| f.contains(needle));
 
     // static → Vec → Box → held block, named by sites.

@@ -322,7 +322,7 @@ pub(crate) fn with_comments(profile: Profile, stats: &ScanStats) -> Profile {
     let mut proto: protos::Profile = profile.into_proto();
     let mut lines = vec![format!(
         "holders: {} live blocks ({} bytes); {} reached from {} roots ({} bytes); {} unreachable ({} bytes); \
-         fork pause {:?}, scan {:?}, scratch {} bytes",
+         {} of {} other threads stopped for {:?} (fork {:?}); scan {:?}, scratch {} bytes",
         stats.blocks,
         stats.bytes,
         stats.reached,
@@ -330,7 +330,10 @@ pub(crate) fn with_comments(profile: Profile, stats: &ScanStats) -> Profile {
         stats.reached_bytes,
         stats.unreachable,
         stats.unreachable_bytes,
+        stats.threads_stopped,
+        stats.threads.saturating_sub(1),
         stats.pause,
+        stats.fork,
         stats.scan,
         stats.scratch_bytes
     )];

@@ -12,7 +12,8 @@
 //!    and its libraries, and thread stacks;
 //! 2. `fork`s: the child is a frozen copy-on-write image of the whole
 //!    address space, and walks it breadth-first from the roots without
-//!    allocating (`scan.rs`), streaming each block's parent to a pipe;
+//!    allocating (`scan.rs`), statics first, then thread stacks, streaming
+//!    each block's parent to a pipe;
 //! 3. names the chains (`chains.rs`): the root (`static …::CACHE`,
 //!    `thread tokio-runtime-w stack`), each block on the way by its
 //!    allocation site (`hashbrown table in …::remember`), then the held
@@ -106,8 +107,16 @@ pub struct ScanStats {
     pub root_bytes: u64,
     /// Words examined by the child.
     pub words: u64,
-    /// How long `fork` took: the pause the process's other threads see.
+    /// How long the process's other threads were stopped (signalled, the
+    /// fork, released): the pause they see.
     pub pause: Duration,
+    /// The fork alone (page tables copied).
+    pub fork: Duration,
+    /// Registered live threads, and how many of the others stopped (their
+    /// stack pointers and registers known).
+    pub threads: u64,
+    /// See `threads`.
+    pub threads_stopped: u64,
     /// The child's scan.
     pub scan: Duration,
     /// The whole call, naming included.
@@ -178,29 +187,42 @@ impl<A> Profiler<A> {
         crate::threads::register_current();
         let marker = 0u8;
         let sp = std::hint::black_box(&marker) as *const u8 as usize;
-        let roots = roots::collect(sp.saturating_sub(256));
-        let spans: Vec<scan::Span> = roots.iter().map(|r| r.span).collect();
+        let threads = crate::threads::live_threads();
+        let roots = roots::collect(sp.saturating_sub(256), &threads);
+        // Everything the child reads is made before the other threads stop:
+        // while they are stopped nothing may allocate (one of them may hold
+        // the allocator's lock).
+        let mut spans: Vec<scan::Span> = roots.iter().map(|r| r.span).collect();
+        let mut sps = vec![None; threads.len()];
         let (read_end, write_end) = pipe().map_err(HolderError::Start)?;
-        let job = scan::Job {
-            set: &state.sampled,
-            buckets: &state.buckets,
-            roots: &spans,
-            fd: std::os::fd::AsRawFd::as_raw_fd(&write_end),
-            time_budget_ns: opts.time_budget.as_nanos().min(u128::from(u64::MAX)) as u64,
-            memory_budget: opts.memory_budget,
-        };
-        let t_fork = Instant::now();
-        // SAFETY: the child runs only `scan::child_main`, which allocates
-        // nothing, takes no lock and calls only async-signal-safe functions
-        // (mmap, clock_gettime, write), then `_exit`s without running any
-        // destructor or atexit handler.
-        let pid = unsafe { libc::fork() };
-        let pause = t_fork.elapsed();
-        if pid == 0 {
-            let code = scan::child_main(&job);
-            // SAFETY: ends the child at once, as a forked child must.
-            unsafe { libc::_exit(code) };
-        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&write_end);
+        let t_stop = Instant::now();
+        let (pid, fork) = crate::threads::stop_the_world(&threads, STOP_WAIT, &mut sps, |sps| {
+            for (span, root) in spans.iter_mut().zip(&roots) {
+                if let Some(Some(sp)) = root.stack_of.and_then(|i| sps.get(i)) {
+                    // The red zone below a stack pointer may hold live data.
+                    span.lo = span.lo.max(sp.saturating_sub(RED_ZONE)).min(span.hi);
+                }
+            }
+            let job = scan::Job {
+                set: &state.sampled,
+                buckets: &state.buckets,
+                roots: &spans,
+                statics: roots.iter().take_while(|r| matches!(r.kind, roots::RootKind::Static { .. })).count(),
+                fd,
+                time_budget_ns: opts.time_budget.as_nanos().min(u128::from(u64::MAX)) as u64,
+                memory_budget: opts.memory_budget,
+            };
+            let t_fork = Instant::now();
+            let pid = raw_fork();
+            if pid == 0 {
+                let code = scan::child_main(&job);
+                // SAFETY: ends the child at once, as a forked child must.
+                unsafe { libc::_exit(code) };
+            }
+            (pid, t_fork.elapsed())
+        });
+        let pause = t_stop.elapsed();
         if pid < 0 {
             return Err(HolderError::Start(std::io::Error::last_os_error()));
         }
@@ -216,12 +238,37 @@ impl<A> Profiler<A> {
             roots: spans.len() as u64,
             root_bytes: spans.iter().map(|s| (s.hi - s.lo) as u64).sum(),
             pause,
+            fork,
+            threads: threads.len() as u64,
+            threads_stopped: sps.iter().filter(|s| s.is_some()).count() as u64,
             ..ScanStats::default()
         };
+        let others = threads.len() as u64 - u64::from(threads.iter().any(|t| t.tid == crate::threads::current_tid()));
+        if stats.threads_stopped < others {
+            stats.partial.push(format!(
+                "{} of {others} threads did not stop within {STOP_WAIT:?}: their whole stacks were scanned, their \
+                 registers were not",
+                others - stats.threads_stopped
+            ));
+        }
         let profile = chains::build(&parsed, &roots, state, opts, &mut stats);
         stats.total = start.elapsed();
         Ok(HolderScan { profile: chains::with_comments(profile, &stats), stats })
     }
+}
+
+/// How long the scan waits for the other threads to stop.
+const STOP_WAIT: Duration = Duration::from_millis(100);
+/// Bytes below a stopped thread's stack pointer that are still scanned
+/// (x86_64's red zone is 128).
+const RED_ZONE: usize = 256;
+
+/// `fork` as a raw system call: glibc's `fork` runs its atfork handlers,
+/// which take the allocator's locks, and a stopped thread may hold one.
+fn raw_fork() -> i32 {
+    // SAFETY: clone with only SIGCHLD is fork: a copy-on-write child that
+    // runs on a copy of this stack. The child only runs `scan::child_main`.
+    unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) as i32 }
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {

@@ -23,11 +23,12 @@ use object::{Object, ObjectSymbol, SymbolKind};
 use super::scan::Span;
 use crate::threads::{self, ThreadStack};
 
-/// Static thread-local storage scanned below a thread pointer that lies
-/// outside its thread's stack.
-const TLS_BELOW: usize = 64 * 1024;
-/// And above it (the thread control block).
-const TLS_ABOVE: usize = 4096;
+/// Scanned below a thread pointer that lies outside its thread's stack,
+/// besides the static TLS blocks of the loaded objects: glibc's surplus for
+/// libraries loaded later (`TLS_STATIC_SURPLUS`, under 2 KiB) and alignment.
+const TLS_SURPLUS: usize = 4096;
+/// Scanned above it (the thread control block, with its DTV pointer).
+const TLS_ABOVE: usize = 2048;
 
 /// What a root span is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,29 +44,45 @@ pub(crate) enum RootKind {
 pub(crate) struct Root {
     pub span: Span,
     pub kind: RootKind,
+    /// For a thread's stack span: the thread's index in the list given to
+    /// [`collect`] (its low end moves up to the stack pointer once known).
+    pub stack_of: Option<usize>,
 }
 
-/// The roots of the process now, statics first. `sp` is the scanning
-/// thread's stack pointer (the live part of its own stack starts there).
-pub(crate) fn collect(sp: usize) -> Vec<Root> {
+/// The roots of the process now, statics first, then the stacks and
+/// thread-local storage of `threads`. `sp` is the scanning thread's stack
+/// pointer (the live part of its own stack starts there); other threads'
+/// stacks are whole until their stack pointers are known.
+pub(crate) fn collect(sp: usize, threads: &[ThreadStack]) -> Vec<Root> {
     let readable = readable_ranges();
+    let (segments, tls_blocks) = loaded_segments();
     let mut roots = Vec::new();
-    for seg in writable_segments() {
+    for seg in segments {
         for span in clip(Span { lo: seg.lo, hi: seg.hi }, &readable) {
-            roots.push(Root { span, kind: RootKind::Static { path: seg.path.clone(), bias: seg.bias } });
+            roots.push(Root {
+                span,
+                kind: RootKind::Static { path: seg.path.clone(), bias: seg.bias },
+                stack_of: None,
+            });
         }
     }
+    let tls_below = tls_blocks + TLS_SURPLUS;
     let me = threads::current_tid();
-    for t in threads::live_threads() {
-        let ThreadStack { tid, lo, hi, tp } = t;
-        let lo = if tid == me { sp.max(lo) } else { lo };
-        let mut spans = vec![Span { lo, hi }];
-        if tp != 0 && !(lo..hi).contains(&tp) {
-            spans.push(Span { lo: tp.saturating_sub(TLS_BELOW), hi: tp.saturating_add(TLS_ABOVE) });
+    for (i, t) in threads.iter().enumerate() {
+        let ThreadStack { tid, lo, hi, tp, .. } = *t;
+        let own = tid == me;
+        let lo = if own { sp.max(lo) } else { lo };
+        for span in clip(Span { lo, hi }, &readable) {
+            roots.push(Root { span, kind: RootKind::Thread { tid }, stack_of: (!own).then_some(i) });
         }
-        for s in spans {
-            for span in clip(s, &readable) {
-                roots.push(Root { span, kind: RootKind::Thread { tid } });
+        if tp != 0 && !(lo..hi).contains(&tp) {
+            // The main thread's static TLS and control block, which glibc
+            // places outside its stack (at the start of the brk heap): only
+            // as many bytes as the loaded objects' TLS segments take, since
+            // the heap's other words are not roots.
+            let tls = Span { lo: tp.saturating_sub(tls_below), hi: tp.saturating_add(TLS_ABOVE) };
+            for span in clip(tls, &readable) {
+                roots.push(Root { span, kind: RootKind::Thread { tid }, stack_of: None });
             }
         }
     }
@@ -117,10 +134,13 @@ struct Segment {
     hi: usize,
 }
 
-fn writable_segments() -> Vec<Segment> {
+/// The writable segments of every loaded object, and the bytes their
+/// static TLS blocks take (each `PT_TLS` rounded up to its alignment).
+fn loaded_segments() -> (Vec<Segment>, usize) {
     struct Found {
         exe: String,
         segments: Vec<Segment>,
+        tls: usize,
     }
     /// # Safety
     /// Called by `dl_iterate_phdr` only, with `data` the `Found` below.
@@ -142,6 +162,10 @@ fn writable_segments() -> Vec<Segment> {
             unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
         };
         for h in headers {
+            if h.p_type == libc::PT_TLS {
+                let align = (h.p_align as usize).max(1);
+                found.tls += (h.p_memsz as usize).div_ceil(align) * align;
+            }
             if h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_W != 0 {
                 let lo = info.dlpi_addr.wrapping_add(h.p_vaddr) as usize;
                 found.segments.push(Segment {
@@ -154,11 +178,11 @@ fn writable_segments() -> Vec<Segment> {
         }
         0
     }
-    let mut found = Found { exe: "/proc/self/exe".to_owned(), segments: Vec::new() };
+    let mut found = Found { exe: "/proc/self/exe".to_owned(), segments: Vec::new(), tls: 0 };
     // SAFETY: `each` matches the callback type and only uses `data` as the
     // `Found` it is given, which outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(each), (&mut found as *mut Found).cast()) };
-    found.segments
+    (found.segments, found.tls)
 }
 
 /// Names root words: statics by symbol, threads by name.
@@ -251,7 +275,7 @@ mod tests {
     fn a_static_is_named_by_its_symbol() {
         std::hint::black_box(&NAMED_ROOT);
         let here = &NAMED_ROOT as *const _ as u64;
-        let roots = collect(0);
+        let roots = collect(0, &[]);
         let root = roots
             .iter()
             .find(|r| (r.span.lo as u64..r.span.hi as u64).contains(&here))
@@ -265,7 +289,7 @@ mod tests {
         crate::threads::register_current();
         let local = 5u64;
         let here = &local as *const u64 as usize;
-        let roots = collect(here);
+        let roots = collect(here, &crate::threads::live_threads());
         let root = roots.iter().find(|r| r.span.lo <= here && here < r.span.hi).expect("the stack is a root");
         let name = Namer::default().name(&root.kind, here as u64);
         assert!(name.starts_with("thread ") && name.ends_with(" stack"), "{name}");
