@@ -366,7 +366,8 @@ impl HookHandle {
         if self.removed.swap(true, Ordering::AcqRel) {
             return false;
         }
-        if lock(&self.factory.hooks).remove(self.index) {
+        let mut hooks = lock(&self.factory.hooks);
+        if hooks.remove(self.index) {
             HOOKS.fetch_sub(1, Ordering::Relaxed);
         }
         true
