@@ -51,7 +51,10 @@ fn main() {
     PROFILER.set_holder_mode(true);
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![64, 256] } else { sizes };
-    println!("{:>8} {:>9} {:>10} {:>10} {:>12} {:>12} {:>13} {:>13}", "heap MiB", "blocks", "scan ms", "total ms", "fork pause", "worst gap", "scratch MiB", "parent +MiB");
+    println!(
+        "{:>8} {:>9} {:>10} {:>10} {:>12} {:>12} {:>13} {:>13}",
+        "heap MiB", "blocks", "scan ms", "total ms", "fork pause", "worst gap", "scratch MiB", "parent +MiB"
+    );
     for mib in sizes {
         *HEAP.lock().unwrap() = None;
         build(mib);
