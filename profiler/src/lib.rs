@@ -150,8 +150,8 @@
 //! concurrent snapshots, no allocation in the hook (a counting allocator
 //! underneath), the profile format, and `go tool pprof` reading a profile.
 
-// Collecting: the allocator hook and what it writes to. Knows nothing of
-// encoding.
+// Collecting: the allocator hook and the tables it writes. Only
+// `Profiler`'s profile methods call into encoding; the hook never does.
 mod profiler;
 mod sampler;
 mod stack;
