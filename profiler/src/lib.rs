@@ -150,19 +150,34 @@
 //! concurrent snapshots, no allocation in the hook (a counting allocator
 //! underneath), the profile format, and `go tool pprof` reading a profile.
 
-mod encode;
-mod holders;
+// Collecting: the allocator hook and the tables it writes. Only
+// `Profiler`'s profile methods call into encoding; the hook never does.
 mod profiler;
 mod sampler;
-mod sites;
-mod snapshot;
 mod stack;
-mod symbolize;
 mod table;
+
+// What collecting hands over: plain data.
+mod snapshot;
+
+// Encoding: snapshots and named chains to Go-format profiles.
+mod encode;
+mod maps;
+mod symbolize;
+
+// The profile type, and reading it back.
+mod decode;
+mod profile;
+
+// Who holds the memory: a scan of the live blocks the profiler indexed.
+mod holders;
+mod sites;
 mod threads;
 
-pub use crate::encode::{DecodeError, NamedSample, Profile, SampleType, MAX_DECODE_BYTES, MAX_DECODE_ELEMENTS};
+pub use crate::decode::{DecodeError, MAX_DECODE_BYTES, MAX_DECODE_ELEMENTS};
+pub use crate::encode::NamedSample;
 pub use crate::holders::{HolderError, HolderOptions, HolderScan, ScanStats};
+pub use crate::profile::{Profile, SampleType};
 pub use crate::profiler::{Profiler, Stats, DEFAULT_RATE, RATE_ENV, SEED_ENV};
 pub use crate::snapshot::{HeapRecord, Snapshot};
 /// The profile.proto messages (`protos::Profile`, …) and the prost

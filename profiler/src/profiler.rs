@@ -23,11 +23,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::sampler::{self, ThreadState, CONFIG_STAMP, THREAD};
+use crate::profile::{Profile, SampleType};
+use crate::sampler::{self, InProfiler, ThreadState, CONFIG_STAMP, THREAD};
 use crate::snapshot::{HeapRecord, Snapshot};
 use crate::stack;
 use crate::table::{Dropped, Full, LazyState, MAX_DEPTH, SAMPLED};
-use crate::{Profile, SampleType};
 
 /// Go's default `runtime.MemProfileRate`: one sample per 512 KiB allocated.
 pub const DEFAULT_RATE: usize = 512 * 1024;
@@ -359,24 +359,6 @@ impl<A> Profiler<A> {
                 }
             }
         }
-    }
-}
-
-/// Marks the current thread as running profiler code until dropped: its
-/// allocations are counted but not sampled. Nests.
-pub(crate) struct InProfiler {
-    was: bool,
-}
-
-impl InProfiler {
-    pub(crate) fn enter() -> Self {
-        InProfiler { was: THREAD.with(|t| t.in_profiler.replace(true)) }
-    }
-}
-
-impl Drop for InProfiler {
-    fn drop(&mut self) {
-        THREAD.with(|t| t.in_profiler.set(self.was));
     }
 }
 

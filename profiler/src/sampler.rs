@@ -73,6 +73,29 @@ impl ThreadState {
     }
 }
 
+/// Marks the current thread as running profiler code until dropped: its
+/// allocations are counted but not sampled. Nests.
+///
+/// Whatever allocates on behalf of the profiler (copying a snapshot,
+/// building a profile, scanning for holders) holds one, so that the hook
+/// never samples the profiler itself.
+pub(crate) struct InProfiler {
+    was: bool,
+}
+
+impl InProfiler {
+    /// Sets this thread's flag, remembering its previous value.
+    pub(crate) fn enter() -> Self {
+        InProfiler { was: THREAD.with(|t| t.in_profiler.replace(true)) }
+    }
+}
+
+impl Drop for InProfiler {
+    fn drop(&mut self) {
+        THREAD.with(|t| t.in_profiler.set(self.was));
+    }
+}
+
 /// A seed for threads when the program did not fix one.
 pub(crate) fn entropy(ordinal: u32) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

@@ -1,16 +1,16 @@
 //! [`Snapshot`]: the sampled counters copied out of the tables, unsymbolized.
+//!
+//! Plain data: the profiler fills it, the encoder (`encode/heap.rs`) turns
+//! it into a [`Profile`](crate::Profile); this module knows neither.
 
 use std::time::SystemTime;
-
-use crate::profiler::InProfiler;
-use crate::{Profile, SampleType};
 
 /// What the profiler sampled, at one moment: one [`HeapRecord`] per call
 /// stack and block size, with raw (unscaled) sample counts, like Go's
 /// `runtime.MemProfile` records.
 ///
 /// Taking a snapshot is cheap; symbols are looked up only when it becomes a
-/// [`Profile`].
+/// [`Profile`](crate::Profile) ([`Snapshot::to_profile`]).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     rate: usize,
@@ -83,22 +83,5 @@ impl Snapshot {
     /// The records, in no particular order.
     pub fn records(&self) -> &[HeapRecord] {
         &self.records
-    }
-
-    /// The profile in Go's heap format, with `default` as the sample type
-    /// tools show first. Looks up symbols (cached across calls).
-    pub fn to_profile(&self, default: SampleType) -> Profile {
-        let _guard = InProfiler::enter();
-        crate::encode::build(self, default)
-    }
-
-    /// `to_profile(SampleType::InuseSpace)`: Go's `/debug/pprof/heap`.
-    pub fn heap_profile(&self) -> Profile {
-        self.to_profile(SampleType::InuseSpace)
-    }
-
-    /// `to_profile(SampleType::AllocSpace)`: Go's `/debug/pprof/allocs`.
-    pub fn allocs_profile(&self) -> Profile {
-        self.to_profile(SampleType::AllocSpace)
     }
 }

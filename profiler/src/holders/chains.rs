@@ -15,10 +15,10 @@ use super::roots::{Namer, Root};
 use super::scan::{Rec, Trailer, LEAK_ROOT, MAGIC, PARTIAL_MEMORY, PARTIAL_MMAP, PARTIAL_TIME, ROOT_FLAG, UNSCANNED};
 use super::{HolderOptions, ScanStats};
 use crate::encode::NamedSample;
+use crate::profile::{Profile, SampleType};
 use crate::sites::{self, BlockName};
 use crate::symbolize::{self, SymFrame};
 use crate::table::State;
-use crate::{Profile, SampleType};
 
 /// Root frame of live blocks that no root reaches.
 pub(crate) const UNREACHABLE: &str = "$unreachable$";

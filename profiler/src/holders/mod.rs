@@ -58,8 +58,9 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::profiler::{InProfiler, Profiler};
-use crate::Profile;
+use crate::profile::Profile;
+use crate::profiler::Profiler;
+use crate::sampler::InProfiler;
 
 /// Limits of one scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
