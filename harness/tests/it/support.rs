@@ -391,7 +391,7 @@ pub fn short_stack(s: &HeapSample) -> String {
         .take(6)
         .collect();
     if own.is_empty() {
-        s.frames.first().map_or_else(|| "(no frames)".to_owned(), |f| f.function.clone())
+        s.frames.first().map_or_else(|| "(no frames)".to_owned(), |f| f.function.to_string())
     } else {
         own.join(" <- ")
     }
