@@ -27,7 +27,7 @@ use crate::profile::{Profile, SampleType};
 use crate::sampler::{self, InProfiler, ThreadState, CONFIG_STAMP, THREAD};
 use crate::snapshot::{HeapRecord, Snapshot};
 use crate::stack;
-use crate::table::{Dropped, Full, LazyState, MAX_DEPTH, SAMPLED};
+use crate::table::{Dropped, Full, LazyState, MAX_DEPTH, OWN, SAMPLED};
 
 /// Go's default `runtime.MemProfileRate`: one sample per 512 KiB allocated.
 pub const DEFAULT_RATE: usize = 512 * 1024;
@@ -85,6 +85,11 @@ pub struct Profiler<A = System> {
     pub(crate) holder_mode: AtomicBool,
     dropped: Dropped,
     shards: [Shard; SHARDS],
+    /// Bytes of the profiler's own blocks (see [`OWN`]) allocated and freed.
+    own_allocated: AtomicU64,
+    own_freed: AtomicU64,
+    /// The profiler's own blocks in the set of sampled blocks.
+    own_blocks: AtomicUsize,
 }
 
 impl Profiler<System> {
@@ -116,6 +121,9 @@ impl<A> Profiler<A> {
             holder_mode: AtomicBool::new(false),
             dropped: Dropped::new(),
             shards: [const { Shard { allocated: AtomicU64::new(0), freed: AtomicU64::new(0) } }; SHARDS],
+            own_allocated: AtomicU64::new(0),
+            own_freed: AtomicU64::new(0),
+            own_blocks: AtomicUsize::new(0),
         }
     }
 
@@ -161,13 +169,19 @@ impl<A> Profiler<A> {
         CONFIG_STAMP.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Bytes currently allocated through this allocator, counted exactly on
-    /// every allocation and free (not estimated from samples). Includes the
-    /// profiler's own allocations (symbol caches made while writing
-    /// profiles). Costs 32 relaxed loads.
+    /// Bytes the program holds through this allocator now, counted exactly
+    /// on every allocation and free (not estimated from samples). The
+    /// profiler's own blocks (symbol caches, profiles being built, holder
+    /// scans' records) are left out: they are not the program's memory, and
+    /// they grow as profiles name more code. Costs 34 relaxed loads.
     pub fn inuse_bytes(&self) -> u64 {
-        let (allocated, freed) = self.totals();
-        allocated.saturating_sub(freed)
+        self.stats().inuse_bytes()
+    }
+
+    /// Bytes of the profiler's own blocks live now.
+    fn own_bytes(&self) -> u64 {
+        let freed = self.own_freed.load(Ordering::Relaxed);
+        self.own_allocated.load(Ordering::Relaxed).saturating_sub(freed)
     }
 
     fn totals(&self) -> (u64, u64) {
@@ -186,8 +200,9 @@ impl<A> Profiler<A> {
         Stats {
             allocated_bytes,
             freed_bytes,
+            own_bytes: self.own_bytes(),
             rate: self.rate(),
-            live_samples: state.map_or(0, |s| s.sampled.len()),
+            live_samples: state.map_or(0, |s| s.sampled.len()).saturating_sub(self.own_blocks.load(Ordering::Relaxed)),
             stacks: state.map_or(0, |s| s.stacks.len()),
             buckets: state.map_or(0, |s| s.buckets.len()),
             dropped_samples: self.dropped.total(),
@@ -234,12 +249,14 @@ impl<A> Profiler<A> {
     /// The heap profile as Go's `/debug/pprof/heap` serves it (default
     /// sample type `inuse_space`).
     pub fn heap_profile(&self) -> Profile {
+        let _own = InProfiler::enter();
         self.snapshot().to_profile(SampleType::InuseSpace)
     }
 
     /// The same data as Go's `/debug/pprof/allocs` serves it (default
     /// sample type `alloc_space`).
     pub fn allocs_profile(&self) -> Profile {
+        let _own = InProfiler::enter();
         self.snapshot().to_profile(SampleType::AllocSpace)
     }
 
@@ -276,6 +293,7 @@ impl<A> Profiler<A> {
         THREAD.with(|t| {
             self.shard(t).allocated.fetch_add(size as u64, Ordering::Relaxed);
             if t.in_profiler.get() {
+                self.note_own(ptr as usize, size);
                 return;
             }
             let mut rate = self.rate.load(Ordering::Relaxed);
@@ -303,6 +321,18 @@ impl<A> Profiler<A> {
             self.record_sample(t, ptr as usize, size, sampled);
             t.in_profiler.set(false);
         });
+    }
+
+    /// Marks a block the profiler allocated for itself, so that
+    /// [`Profiler::inuse_bytes`] leaves it out and scans skip it.
+    #[cold]
+    fn note_own(&self, addr: usize, size: usize) {
+        if let Some(state) = self.state.get_or_init() {
+            if state.sampled.insert(addr, OWN) {
+                self.own_allocated.fetch_add(size as u64, Ordering::Relaxed);
+                self.own_blocks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     #[cold]
@@ -354,7 +384,10 @@ impl<A> Profiler<A> {
         THREAD.with(|t| self.shard(t).freed.fetch_add(size as u64, Ordering::Relaxed));
         if let Some(state) = self.state.get() {
             if let Some(entry) = state.sampled.remove(ptr as usize) {
-                if entry & SAMPLED != 0 {
+                if entry & OWN != 0 {
+                    self.own_freed.fetch_add(size as u64, Ordering::Relaxed);
+                    self.own_blocks.fetch_sub(1, Ordering::Relaxed);
+                } else if entry & SAMPLED != 0 {
                     state.buckets.record_free(entry & !SAMPLED);
                 }
             }
@@ -418,15 +451,23 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
         if new.is_null() {
             // The old block is still the caller's: put its record back.
             if let Some((state, bucket)) = sampled {
-                if !state.sampled.insert(ptr as usize, bucket) && bucket & SAMPLED != 0 {
-                    state.buckets.record_free(bucket & !SAMPLED);
+                if !state.sampled.insert(ptr as usize, bucket) {
+                    if bucket & OWN != 0 {
+                        self.own_freed.fetch_add(layout.size() as u64, Ordering::Relaxed);
+                        self.own_blocks.fetch_sub(1, Ordering::Relaxed);
+                    } else if bucket & SAMPLED != 0 {
+                        state.buckets.record_free(bucket & !SAMPLED);
+                    }
                 }
             }
             return new;
         }
         THREAD.with(|t| self.shard(t).freed.fetch_add(layout.size() as u64, Ordering::Relaxed));
         if let Some((state, entry)) = sampled {
-            if entry & SAMPLED != 0 {
+            if entry & OWN != 0 {
+                self.own_freed.fetch_add(layout.size() as u64, Ordering::Relaxed);
+                self.own_blocks.fetch_sub(1, Ordering::Relaxed);
+            } else if entry & SAMPLED != 0 {
                 state.buckets.record_free(entry & !SAMPLED);
             }
         }
@@ -459,12 +500,16 @@ pub struct Stats {
     pub buckets: usize,
     /// Samples dropped because a fixed-size table was full.
     pub dropped_samples: u64,
+    /// Bytes of the profiler's own blocks live now (part of
+    /// `allocated_bytes - freed_bytes`).
+    pub own_bytes: u64,
 }
 
 impl Stats {
-    /// Bytes live now (exact): `allocated_bytes - freed_bytes`.
+    /// Bytes the program holds now (exact): `allocated_bytes - freed_bytes`
+    /// without the profiler's own blocks.
     pub fn inuse_bytes(&self) -> u64 {
-        self.allocated_bytes.saturating_sub(self.freed_bytes)
+        self.allocated_bytes.saturating_sub(self.freed_bytes).saturating_sub(self.own_bytes)
     }
 }
 

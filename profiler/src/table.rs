@@ -46,6 +46,10 @@ const FILTER_SLOTS: usize = 1 << 15;
 /// bucket); clear for a block only indexed in holder mode.
 pub(crate) const SAMPLED: u32 = 1 << 31;
 
+/// Set in a [`SampledSet`] entry whose block the profiler itself allocated
+/// (while building a profile or a scan): not the program's memory.
+pub(crate) const OWN: u32 = 1 << 30;
+
 /// Why a sample could not be recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Full {

@@ -25,7 +25,7 @@
 
 use std::mem::size_of;
 
-use crate::table::{BucketTable, SampledSet, SAMPLED};
+use crate::table::{BucketTable, SampledSet, OWN, SAMPLED};
 
 /// One live block, as the child reports it.
 #[repr(C)]
@@ -104,7 +104,7 @@ pub(crate) fn child_main(job: &Job<'_>) -> i32 {
     let t0 = now_ns();
     let mut trailer = Trailer { magic: MAGIC, ..Trailer::default() };
     let mut n = 0usize;
-    job.set.for_each_entry(|_, _| n += 1);
+    job.set.for_each_entry(|_, entry| n += usize::from(entry & OWN == 0));
     trailer.blocks = n as u64;
     let scratch = (n * (size_of::<Rec>() + size_of::<u32>())) as u64;
     trailer.scratch_bytes = scratch;
@@ -118,6 +118,10 @@ pub(crate) fn child_main(job: &Job<'_>) -> i32 {
     };
     let mut filled = 0;
     job.set.for_each_entry(|addr, entry| {
+        // The profiler's own blocks are not the program's.
+        if entry & OWN != 0 {
+            return;
+        }
         let bucket = entry & !SAMPLED;
         if let Some(r) = recs.get_mut(filled) {
             let (_, size) = job.buckets.key(bucket);
