@@ -190,15 +190,28 @@ struct RouteLimit {
 }
 
 impl RouteLimit {
-    /// A permit, or the `503` to answer.
-    fn enter(&self, stats: &AdminStats, route: &str) -> Result<OwnedSemaphorePermit, Response> {
+    /// A permit, or [`Busy`] to answer.
+    fn enter(&self, stats: &AdminStats, route: &'static str) -> Result<OwnedSemaphorePermit, Busy> {
         self.permits.clone().try_acquire_owned().map_err(|_| {
             stats.shed_requests.fetch_add(1, Ordering::Relaxed);
-            let body = format!("{route}: {} requests at once at most; retry later\n", self.limit);
-            let mut resp = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            resp
+            Busy { route, limit: self.limit }
         })
+    }
+}
+
+/// A route at its limit: `503 Service Unavailable` with `Retry-After: 1`.
+#[derive(Debug)]
+struct Busy {
+    route: &'static str,
+    limit: usize,
+}
+
+impl IntoResponse for Busy {
+    fn into_response(self) -> Response {
+        let body = format!("{}: {} requests at once at most; retry later\n", self.route, self.limit);
+        let mut resp = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp
     }
 }
 
@@ -252,7 +265,7 @@ fn profile_response(gz: Vec<u8>, name: &str) -> Response {
 async fn build(s: &AdminState, limit: &RouteLimit, name: &'static str, make: fn(&Probe) -> Vec<u8>) -> Response {
     let permit = match limit.enter(&s.stats, name) {
         Ok(permit) => permit,
-        Err(busy) => return busy,
+        Err(busy) => return busy.into_response(),
     };
     let probe = s.probe.clone();
     #[cfg(test)]
@@ -285,7 +298,7 @@ async fn pool(State(s): State<AdminState>) -> Response {
 async fn metrics(State(s): State<AdminState>) -> Response {
     let _permit = match s.metrics.enter(&s.stats, "metrics") {
         Ok(permit) => permit,
-        Err(busy) => return busy,
+        Err(busy) => return busy.into_response(),
     };
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
@@ -468,6 +481,9 @@ mod tests {
         waited.expect("no answer while the gate is closed").expect("an answer")
     }
 
+    // The gate is a blocking lock on purpose: the builds run on blocking
+    // threads, and the test holds it while it awaits their answers.
+    #[allow(clippy::await_holding_lock)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn profile_builds_beyond_the_limit_get_503() {
         let gate = Arc::new(std::sync::RwLock::new(()));
