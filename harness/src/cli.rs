@@ -379,6 +379,16 @@ mod tests {
     }
 
     #[test]
+    fn serve_budget_defaults_are_the_servers() {
+        let s = serve(&[]).expect("no flags");
+        let d = rpc::ServerConfig::default();
+        assert_eq!(
+            (s.max_conns, s.max_input_bytes, s.max_output_bytes, s.write_timeout, s.frame_timeout.0),
+            (d.max_conns, d.max_input_bytes, d.max_output_bytes, d.write_timeout, d.frame_timeout)
+        );
+    }
+
+    #[test]
     fn serve_budgets_parse_units_and_off() {
         let s = serve(&[
             "--max-conns=3",

@@ -108,11 +108,11 @@ impl Probe {
             largest_request_bytes: server.largest_request,
             large_requests: server.large_requests,
             largest_peer: server.largest_peer.map(|p| p.to_string()),
-            refused_conns: 0,
-            budget_closes: 0,
-            write_timeouts: 0,
-            output_overflows: 0,
-            frame_timeouts: 0,
+            refused_conns: server.refused_conns,
+            budget_closes: server.budget_closes,
+            write_timeouts: server.write_timeouts,
+            output_overflows: server.output_overflows,
+            frame_timeouts: server.frame_timeouts,
             profiler_dropped_samples: self.profiler.stats().dropped_samples,
         }
     }

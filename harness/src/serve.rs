@@ -78,7 +78,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let listener = bind(args.listen).await?;
                 let s = scenarios::server(info, variant, &params, Pool::global().clone())?;
                 tracing::info!(scenario = info.name, %variant, "server scenario");
-                serve_rpc(&args, listener, s.config, s.handler).await
+                serve_rpc(&args, listener, with_budgets(&args, s.config), s.handler).await
             }
             None => {
                 let listener = bind(args.listen).await?;
@@ -100,10 +100,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     idle_timeout: args.idle_timeout,
                     ..ServerConfig::default()
                 };
-                serve_rpc(&args, listener, config, Echo).await
+                serve_rpc(&args, listener, with_budgets(&args, config), Echo).await
             }
         }
     })
+}
+
+/// `config` with the budgets of the command line.
+fn with_budgets(args: &ServeArgs, config: ServerConfig) -> ServerConfig {
+    ServerConfig {
+        max_conns: args.max_conns,
+        max_input_bytes: args.max_input_bytes,
+        max_output_bytes: args.max_output_bytes,
+        write_timeout: args.write_timeout,
+        frame_timeout: args.frame_timeout.0,
+        ..config
+    }
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {

@@ -114,3 +114,33 @@ fn serve_help_lists_the_budgets_with_their_defaults() {
         assert!(out.contains(default), "{default} not in\n{out}");
     }
 }
+
+/// A figure of `/metrics`, polled until `want` holds (or 30 s pass).
+fn metric_until(admin: SocketAddr, name: &str, want: impl Fn(f64) -> bool) -> f64 {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = diagnosis::parse_prometheus(&get(admin, "/metrics").1).get(name).copied().unwrap_or(-1.0);
+        if want(v) || Instant::now() > until {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn connections_past_max_conns_are_refused_and_counted() {
+    let _lab = exclusive();
+    let s = serve(&["--max-conns=2"]);
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(s.rpc).expect("connect")).collect();
+    assert_eq!(metric_until(s.admin, "leaklab_open_connections", |v| v == 2.0), 2.0);
+    let mut third = TcpStream::connect(s.rpc).expect("connect");
+    third.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let closed = match third.read(&mut [0u8; 1]) {
+        Ok(n) => n == 0,
+        Err(e) => matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted),
+    };
+    assert!(closed, "the third connection was kept");
+    assert_eq!(metric_until(s.admin, "leaklab_refused_connections_total", |v| v == 1.0), 1.0);
+    assert_eq!(metric_until(s.admin, "leaklab_open_connections", |v| v == 2.0), 2.0);
+    drop(held);
+}
