@@ -11,56 +11,230 @@
 //!
 //! It binds to loopback by default: a profile endpoint must not face the
 //! internet (profiles reveal code and data layout, and cost CPU to make).
+//!
+//! Its own limits ([`AdminLimits`]): a request's headers must arrive whole
+//! within 5 s (a client trickling them, or idle between requests, is
+//! closed); at most 64 connections (more are closed on accept); at most 2
+//! builds of each profile and 8 `/metrics` encodings at once (more get `503`
+//! with `Retry-After`). A build's permit is held until the build ends, even
+//! when its client has gone. The listener's own refusals are counted on
+//! `/metrics` (`leaklab_admin_*`).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::probe::Probe;
 
-/// Serves the admin endpoints until the task is dropped.
-pub async fn serve(listener: TcpListener, probe: Arc<Probe>) -> std::io::Result<()> {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(MetricsCollector { probe: probe.clone() }));
-    let state = AdminState { probe, registry: Arc::new(registry) };
-    let app = Router::new()
-        .route("/debug/pprof/", get(index))
-        .route("/debug/pprof/heap", get(heap))
-        .route("/debug/pprof/allocs", get(allocs))
-        .route("/debug/pprof/pool", get(pool))
-        .route("/debug/pprof/holders", get(holders))
-        .route("/metrics", get(metrics))
-        .with_state(state);
-    axum::serve(listener, app).await
+/// Limits of the admin listener against slow or greedy clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// A request's headers must arrive whole within this; a connection idle
+    /// this long between requests is closed too.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more are closed as soon as accepted.
+    pub max_conns: usize,
+    /// Builds of each profile (`heap`, `allocs`, `pool`) at once.
+    pub profile_builds: usize,
+    /// `/metrics` encodings at once.
+    pub metrics_scrapes: usize,
 }
 
-/// Binds `addr` and serves in the background; returns the bound address.
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            header_read_timeout: Duration::from_secs(5),
+            max_conns: 64,
+            profile_builds: 2,
+            metrics_scrapes: 8,
+        }
+    }
+}
+
+/// What the admin listener refused, since start.
+#[derive(Debug, Default)]
+pub struct AdminStats {
+    /// Connections closed on accept because `max_conns` were open.
+    pub refused_conns: AtomicU64,
+    /// Connections closed because headers did not arrive in time.
+    pub header_timeouts: AtomicU64,
+    /// Requests answered `503` because their route was at its limit.
+    pub shed_requests: AtomicU64,
+}
+
+/// The admin listener: its routes, limits and counters.
+#[derive(Debug)]
+pub struct Admin {
+    state: AdminState,
+    limits: AdminLimits,
+}
+
+impl Admin {
+    /// The admin endpoints over `probe`, within `limits`.
+    pub fn new(probe: Arc<Probe>, limits: AdminLimits) -> Admin {
+        let stats = Arc::new(AdminStats::default());
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(MetricsCollector { probe: probe.clone(), admin: stats.clone() }));
+        let route = |n: usize| RouteLimit { permits: Arc::new(Semaphore::new(n)), limit: n };
+        let state = AdminState {
+            probe,
+            registry: Arc::new(registry),
+            stats,
+            heap: route(limits.profile_builds),
+            allocs: route(limits.profile_builds),
+            pool: route(limits.profile_builds),
+            metrics: route(limits.metrics_scrapes),
+            #[cfg(test)]
+            gate: None,
+        };
+        Admin { state, limits }
+    }
+
+    /// The listener's counters.
+    #[cfg(test)]
+    fn stats(&self) -> Arc<AdminStats> {
+        self.state.stats.clone()
+    }
+
+    /// Builds of profile `name` wait on `gate` (read) while a test holds it
+    /// (write).
+    #[cfg(test)]
+    fn gated(mut self, name: &'static str, gate: Arc<std::sync::RwLock<()>>) -> Admin {
+        self.state.gate = Some((name, gate));
+        self
+    }
+
+    fn router(&self) -> Router {
+        Router::new()
+            .route("/debug/pprof/", get(index))
+            .route("/debug/pprof/heap", get(heap))
+            .route("/debug/pprof/allocs", get(allocs))
+            .route("/debug/pprof/pool", get(pool))
+            .route("/debug/pprof/holders", get(holders))
+            .route("/metrics", get(metrics))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves until the task is dropped: one HTTP/1 connection per task,
+    /// with the header-read timeout and the connection limit.
+    pub async fn serve(self, listener: TcpListener) {
+        let app = self.router();
+        let conns = Arc::new(Semaphore::new(self.limits.max_conns));
+        let stats = self.state.stats.clone();
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors or a connection reset before accept:
+                    // wait a little instead of spinning, then go on.
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = conns.clone().try_acquire_owned() else {
+                stats.refused_conns.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, max = self.limits.max_conns, "admin connection refused: too many open");
+                drop(stream);
+                continue;
+            };
+            let service = TowerToHyperService::new(app.clone());
+            let stats = stats.clone();
+            let timeout = self.limits.header_read_timeout;
+            tokio::spawn(async move {
+                let _permit = permit;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(timeout)
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    if e.is_timeout() {
+                        stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::debug!(%peer, error = %e, "admin connection closed");
+                }
+            });
+        }
+    }
+}
+
+/// Binds `addr` and serves in the background with the default limits;
+/// returns the bound address.
 pub async fn spawn(addr: SocketAddr, probe: Arc<Probe>) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("binding admin address {addr}: {e}"))?;
     let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = serve(listener, probe).await {
-            tracing::error!(error = %e, "admin listener failed");
-        }
-    });
+    tokio::spawn(Admin::new(probe, AdminLimits::default()).serve(listener));
     Ok(local)
+}
+
+/// At most `limit` requests of one route at once.
+#[derive(Debug, Clone)]
+struct RouteLimit {
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl RouteLimit {
+    /// A permit, or [`Busy`] to answer.
+    fn enter(&self, stats: &AdminStats, route: &'static str) -> Result<OwnedSemaphorePermit, Busy> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            stats.shed_requests.fetch_add(1, Ordering::Relaxed);
+            Busy { route, limit: self.limit }
+        })
+    }
+}
+
+/// A route at its limit: `503 Service Unavailable` with `Retry-After: 1`.
+#[derive(Debug)]
+struct Busy {
+    route: &'static str,
+    limit: usize,
+}
+
+impl IntoResponse for Busy {
+    fn into_response(self) -> Response {
+        let body = format!("{}: {} requests at once at most; retry later\n", self.route, self.limit);
+        let mut resp = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp
+    }
 }
 
 #[derive(Clone)]
 struct AdminState {
     probe: Arc<Probe>,
     registry: Arc<Registry>,
+    stats: Arc<AdminStats>,
+    heap: RouteLimit,
+    allocs: RouteLimit,
+    pool: RouteLimit,
+    metrics: RouteLimit,
+    /// Builds of this profile wait on the gate (read) while a test holds
+    /// it (write).
+    #[cfg(test)]
+    gate: Option<(&'static str, Arc<std::sync::RwLock<()>>)>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState").field("probe", &self.probe).finish_non_exhaustive()
+    }
 }
 
 async fn index() -> impl IntoResponse {
@@ -88,28 +262,39 @@ fn profile_response(gz: Vec<u8>, name: &str) -> Response {
         .into_response()
 }
 
-async fn heap(State(s): State<AdminState>) -> Response {
-    let gz = tokio::task::spawn_blocking(move || s.probe.profiler.heap_profile().encode_gzip()).await;
+/// Builds a profile on the blocking pool within `limit`; the permit goes
+/// with the build, so a client that hangs up does not free it early.
+async fn build(s: &AdminState, limit: &RouteLimit, name: &'static str, make: fn(&Probe) -> Vec<u8>) -> Response {
+    let permit = match limit.enter(&s.stats, name) {
+        Ok(permit) => permit,
+        Err(busy) => return busy.into_response(),
+    };
+    let probe = s.probe.clone();
+    #[cfg(test)]
+    let gate = s.gate.clone().filter(|(gated, _)| *gated == name);
+    let gz = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        #[cfg(test)]
+        let _open = gate.as_ref().map(|(_, g)| g.read());
+        make(&probe)
+    })
+    .await;
     match gz {
-        Ok(gz) => profile_response(gz, "heap"),
+        Ok(gz) => profile_response(gz, name),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("profile failed: {e}")).into_response(),
     }
+}
+
+async fn heap(State(s): State<AdminState>) -> Response {
+    build(&s, &s.heap, "heap", |p| p.profiler.heap_profile().encode_gzip()).await
 }
 
 async fn allocs(State(s): State<AdminState>) -> Response {
-    let gz = tokio::task::spawn_blocking(move || s.probe.profiler.allocs_profile().encode_gzip()).await;
-    match gz {
-        Ok(gz) => profile_response(gz, "allocs"),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("profile failed: {e}")).into_response(),
-    }
+    build(&s, &s.allocs, "allocs", |p| p.profiler.allocs_profile().encode_gzip()).await
 }
 
 async fn pool(State(s): State<AdminState>) -> Response {
-    let gz = tokio::task::spawn_blocking(move || crate::poolprof::pool_profile(&s.probe.pool).encode_gzip()).await;
-    match gz {
-        Ok(gz) => profile_response(gz, "pool"),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("profile failed: {e}")).into_response(),
-    }
+    build(&s, &s.pool, "pool", |p| crate::poolprof::pool_profile(&p.pool).encode_gzip()).await
 }
 
 async fn holders(
@@ -120,6 +305,10 @@ async fn holders(
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
+    let _permit = match s.metrics.enter(&s.stats, "metrics") {
+        Ok(permit) => permit,
+        Err(busy) => return busy.into_response(),
+    };
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
         Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response(),
@@ -131,6 +320,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 #[derive(Debug)]
 struct MetricsCollector {
     probe: Arc<Probe>,
+    admin: Arc<AdminStats>,
 }
 
 fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> Result<(), std::fmt::Error> {
@@ -164,6 +354,25 @@ impl Collector for MetricsCollector {
         let largest = m.largest_request_bytes as f64;
         gauge(e, "leaklab_largest_request_bytes", "Bytes of the largest request received or refused.", largest)?;
         counter(e, "leaklab_large_requests", "Requests of 1 MiB or more.", m.large_requests)?;
+        let help = "Connections refused because --max-conns were open.";
+        counter(e, "leaklab_refused_connections", help, m.refused_conns)?;
+        let help = "Connections closed because buffered input passed --max-input-bytes (the greediest first).";
+        counter(e, "leaklab_budget_closes", help, m.budget_closes)?;
+        let help = "Connections closed because a write made no progress within --write-timeout.";
+        counter(e, "leaklab_write_timeouts", help, m.write_timeouts)?;
+        let help = "Connections closed because unsent output passed --max-output-bytes.";
+        counter(e, "leaklab_output_overflows", help, m.output_overflows)?;
+        let help = "Connections closed because a message did not arrive whole within --frame-timeout.";
+        counter(e, "leaklab_frame_timeouts", help, m.frame_timeouts)?;
+        let help = "Heap profile samples dropped because a fixed-size table of the profiler was full.";
+        counter(e, "leaklab_profiler_dropped_samples", help, m.profiler_dropped_samples)?;
+        let a = &self.admin;
+        let help = "Admin connections closed on accept because the admin connection limit was reached.";
+        counter(e, "leaklab_admin_refused_connections", help, a.refused_conns.load(Ordering::Relaxed))?;
+        let help = "Admin connections closed because request headers did not arrive in time.";
+        counter(e, "leaklab_admin_header_timeouts", help, a.header_timeouts.load(Ordering::Relaxed))?;
+        let help = "Admin requests answered 503 because their route was at its concurrency limit.";
+        counter(e, "leaklab_admin_shed_requests", help, a.shed_requests.load(Ordering::Relaxed))?;
         if let Some(peer) = &m.largest_peer {
             let g = ConstGauge::new(1.0);
             let help = "The peer that sent the largest request (label `peer`).";
@@ -171,5 +380,209 @@ impl Collector for MetricsCollector {
             g.encode(metric.encode_family(&vec![("peer".to_owned(), peer.clone())])?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rpc::{Pool, PoolConfig, ServerStats};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    fn probe() -> Arc<Probe> {
+        Arc::new(Probe {
+            profiler: &crate::PROFILER,
+            pool: Pool::new(PoolConfig::default()),
+            server: Some(Arc::new(ServerStats::default())),
+            barriers: None,
+            calls: None,
+        })
+    }
+
+    async fn start(admin: Admin) -> (SocketAddr, Arc<AdminStats>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let stats = admin.stats();
+        tokio::spawn(admin.serve(listener));
+        (addr, stats)
+    }
+
+    /// One response: status, head, body (by Content-Length); `None` if the
+    /// connection closed first.
+    async fn read_response(stream: &mut TcpStream) -> Option<(u16, String, Vec<u8>)> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let status = head.get(9..12)?.parse().ok()?;
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < end + 4 + len {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return None,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                return Some((status, head, buf[end + 4..end + 4 + len].to_vec()));
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .expect("request");
+        read_response(&mut s).await.expect("a response")
+    }
+
+    async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+        let (status, _, body) = get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        diagnosis::parse_prometheus(&String::from_utf8_lossy(&body)).get(name).copied()
+    }
+
+    #[tokio::test]
+    async fn a_client_trickling_its_headers_is_closed() {
+        let limits = AdminLimits { header_read_timeout: Duration::from_millis(300), ..AdminLimits::default() };
+        let (addr, stats) = start(Admin::new(probe(), limits)).await;
+        let request = b"GET /metrics HTTP/1.1\r\nHost: admin\r\nUser-Agent: slow\r\n\r\n";
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let (mut sent, mut answer, mut closed) = (0, Vec::new(), false);
+        let mut buf = [0u8; 1024];
+        'bytes: for byte in request {
+            if s.write_all(&[*byte]).await.is_err() {
+                closed = true;
+                break;
+            }
+            sent += 1;
+            // Whatever the server says or does during the pause.
+            while let Ok(r) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+                match r {
+                    Ok(0) | Err(_) => {
+                        closed = true;
+                        break 'bytes;
+                    }
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+        }
+        assert!(closed, "the connection stayed open for the whole request");
+        assert!(sent < request.len(), "all {sent} bytes were read");
+        assert!(!answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+        assert_eq!(stats.header_timeouts.load(Ordering::Relaxed), 1);
+        assert_eq!(metric(addr, "leaklab_admin_header_timeouts_total").await, Some(1.0));
+    }
+
+    /// The next answer (a broken limit would let every build wait at the
+    /// gate: give up rather than hang).
+    async fn answer<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> T {
+        let waited = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
+        waited.expect("no answer while the gate is closed").expect("an answer")
+    }
+
+    // The gate is a blocking lock on purpose: the builds run on blocking
+    // threads, and the test holds it while it awaits their answers.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn profile_builds_beyond_the_limit_get_503() {
+        let gate = Arc::new(std::sync::RwLock::new(()));
+        let closed = gate.write().expect("gate");
+        let limits = AdminLimits { profile_builds: 2, ..AdminLimits::default() };
+        let (addr, stats) = start(Admin::new(probe(), limits).gated("heap", gate.clone())).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..6 {
+            let tx = tx.clone();
+            tokio::spawn(async move { tx.send(get(addr, "/debug/pprof/heap").await) });
+        }
+        // Two builds wait at the gate; the other four are turned away.
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            answers.push(answer(&mut rx).await);
+        }
+        let busy = answers.iter().filter(|(status, head, _)| *status == 503 && head.contains("retry-after: 1")).count();
+        assert_eq!(busy, 4, "{:?}", answers.iter().map(|a| &a.1).collect::<Vec<_>>());
+        // Other routes have their own limits.
+        assert_eq!(get(addr, "/debug/pprof/allocs").await.0, 200);
+        assert_eq!(metric(addr, "leaklab_admin_shed_requests_total").await, Some(4.0));
+        drop(closed);
+        let mut ok = 0;
+        for _ in 0..2 {
+            let (status, _, body) = answer(&mut rx).await;
+            assert!(body.starts_with(&[0x1f, 0x8b]), "not gzip");
+            ok += usize::from(status == 200);
+        }
+        assert_eq!(ok, 2);
+        assert_eq!(stats.shed_requests.load(Ordering::Relaxed), 4);
+        // The permits came back with the builds.
+        assert_eq!(get(addr, "/debug/pprof/heap").await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_closed_on_accept() {
+        let limits = AdminLimits { max_conns: 2, ..AdminLimits::default() };
+        let (addr, stats) = start(Admin::new(probe(), limits)).await;
+        let keep_alive = b"GET /debug/pprof/ HTTP/1.1\r\nHost: admin\r\n\r\n";
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(keep_alive).await.expect("request");
+            assert_eq!(read_response(&mut s).await.map(|r| r.0), Some(200));
+            held.push(s);
+        }
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        let _ = third.write_all(keep_alive).await;
+        assert_eq!(read_response(&mut third).await, None);
+        assert_eq!(stats.refused_conns.load(Ordering::Relaxed), 1);
+        // A connection that ends gives its place back.
+        drop(held.pop());
+        let mut served = None;
+        for _ in 0..200 {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let _ = s.write_all(keep_alive).await;
+            served = read_response(&mut s).await;
+            if served.is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(served.map(|r| r.0), Some(200));
+    }
+
+    #[tokio::test]
+    async fn metrics_show_the_refusal_counters() {
+        let (addr, _) = start(Admin::new(probe(), AdminLimits::default())).await;
+        let (status, _, body) = get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        let text = String::from_utf8_lossy(&body);
+        let values = diagnosis::parse_prometheus(&text);
+        let names = [
+            "leaklab_refused_connections_total",
+            "leaklab_budget_closes_total",
+            "leaklab_write_timeouts_total",
+            "leaklab_output_overflows_total",
+            "leaklab_frame_timeouts_total",
+            "leaklab_profiler_dropped_samples_total",
+            "leaklab_admin_refused_connections_total",
+            "leaklab_admin_header_timeouts_total",
+            "leaklab_admin_shed_requests_total",
+        ];
+        let present = names.iter().filter(|n| values.contains_key(**n)).count();
+        assert_eq!(present, names.len(), "{text}");
+        assert!(text.contains("# TYPE leaklab_refused_connections counter"), "{text}");
+        // The scraper reads what is served, the old names included.
+        let f = crate::scrape::figures(&text);
+        assert_eq!(f.profiler_dropped_samples, crate::PROFILER.stats().dropped_samples);
+        assert_eq!((f.refused_conns, f.budget_closes, f.frame_timeouts), (0, 0, 0));
+        assert!(f.rss_bytes > 0);
     }
 }

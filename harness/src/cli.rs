@@ -186,9 +186,28 @@ pub struct ServeArgs {
     /// Close connections idle for this long (e.g. `30s`); off by default.
     #[arg(long, value_parser = parse_duration)]
     pub idle_timeout: Option<Duration>,
-    /// Largest message accepted, in bytes; larger ones close the connection.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Largest message accepted (bytes, or `64KiB`, `1MiB`...); larger ones
+    /// close the connection before anything is allocated for them.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
     pub max_frame: usize,
+    /// Connections served at once; more are refused (closed when accepted).
+    #[arg(long, default_value_t = 10_000)]
+    pub max_conns: usize,
+    /// Input buffered by all connections together; past it the connection
+    /// holding the most is closed.
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    pub max_input_bytes: usize,
+    /// Output not yet sent, per connection; past it the connection is closed
+    /// (a peer that never reads its replies).
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_output_bytes: usize,
+    /// Close a connection whose pending write makes no progress for this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+    /// A message must arrive whole within this once its first byte has come;
+    /// `off` waits forever.
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    pub frame_timeout: Timeout,
     /// Heap profiler sampling rate: mean bytes between samples (Go's
     /// MemProfileRate); 1 records every allocation, 0 turns sampling off.
     /// Default: $LEAKLAB_PROFILE_RATE, else 524288.
@@ -291,6 +310,38 @@ impl From<TransportArg> for rpc::codec::Transport {
     }
 }
 
+/// A timeout that can be turned off (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Option<Duration>);
+
+/// Parses a duration as [`parse_duration`] does, or `off`.
+pub fn parse_timeout(s: &str) -> Result<Timeout, String> {
+    match s.trim() {
+        "off" | "none" => Ok(Timeout(None)),
+        d => parse_duration(d).map(|d| Timeout(Some(d))),
+    }
+}
+
+/// Parses a byte count: a whole number with an optional binary unit
+/// (`KiB`, `MiB`, `GiB`; `K`, `KB`, `M`... mean the same), any case.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '_').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: usize = num
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("expected a size such as 1024, 64KiB or 256MiB, not {s:?}"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit {other:?}: use KiB, MiB or GiB (or none for bytes)")),
+    };
+    num.checked_mul(1 << shift).ok_or_else(|| format!("{s} is too large"))
+}
+
 /// Parses `10s`, `500ms`, `2m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<f64>() {
@@ -311,5 +362,75 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Matrix(args) => crate::matrix::run(args),
         Command::Export(args) => crate::matrix::export(&args),
         Command::Load(args) => crate::load::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["leaklab", "serve"].iter().chain(args))?;
+        match cli.command {
+            Command::Serve(s) => Ok(s),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn serve_budgets_have_their_defaults() {
+        let s = serve(&[]).expect("no flags");
+        assert_eq!(s.max_conns, 10_000);
+        assert_eq!(s.max_input_bytes, 256 << 20);
+        assert_eq!(s.max_output_bytes, 64 << 20);
+        assert_eq!(s.write_timeout, Duration::from_secs(30));
+        assert_eq!(s.frame_timeout, Timeout(Some(Duration::from_secs(60))));
+        assert_eq!(s.max_frame, 64 << 20);
+    }
+
+    #[test]
+    fn serve_budget_defaults_are_the_servers() {
+        let s = serve(&[]).expect("no flags");
+        let d = rpc::ServerConfig::default();
+        assert_eq!(
+            (s.max_conns, s.max_input_bytes, s.max_output_bytes, s.write_timeout, s.frame_timeout.0),
+            (d.max_conns, d.max_input_bytes, d.max_output_bytes, d.write_timeout, d.frame_timeout)
+        );
+    }
+
+    #[test]
+    fn serve_budgets_parse_units_and_off() {
+        let s = serve(&[
+            "--max-conns=3",
+            "--max-input-bytes=1GiB",
+            "--max-output-bytes=512k",
+            "--write-timeout=250ms",
+            "--frame-timeout=off",
+            "--max-frame=1_048_576",
+        ])
+        .expect("valid flags");
+        assert_eq!((s.max_conns, s.max_input_bytes, s.max_output_bytes), (3, 1 << 30, 512 << 10));
+        assert_eq!((s.write_timeout, s.frame_timeout), (Duration::from_millis(250), Timeout(None)));
+        assert_eq!(s.max_frame, 1 << 20);
+        for bad in [["--max-input-bytes", "12XB"], ["--frame-timeout", "soon"], ["--max-output-bytes", "-1"]] {
+            assert!(serve(&bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_bytes("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn serve_help_shows_every_budget_default() {
+        let err = serve(&["--help"]).expect_err("help exits");
+        let help = err.to_string();
+        for shown in [
+            "--max-conns <MAX_CONNS>",
+            "[default: 10000]",
+            "[default: 256MiB]",
+            "[default: 64MiB]",
+            "[default: 30s]",
+            "[default: 60s]",
+        ] {
+            assert!(help.contains(shown), "{shown} missing from:\n{help}");
+        }
     }
 }

@@ -60,6 +60,25 @@ pub struct Figures {
     pub large_requests: u64,
     /// Who sent the largest request.
     pub largest_peer: Option<String>,
+    /// Connections refused at `--max-conns`.
+    #[serde(default)]
+    pub refused_conns: u64,
+    /// Connections closed because buffered input passed `--max-input-bytes`.
+    #[serde(default)]
+    pub budget_closes: u64,
+    /// Connections closed because a write stalled past `--write-timeout`.
+    #[serde(default)]
+    pub write_timeouts: u64,
+    /// Connections closed because unsent output passed `--max-output-bytes`.
+    #[serde(default)]
+    pub output_overflows: u64,
+    /// Connections closed because a message did not arrive whole within
+    /// `--frame-timeout`.
+    #[serde(default)]
+    pub frame_timeouts: u64,
+    /// Heap profile samples the profiler dropped (a fixed table was full).
+    #[serde(default)]
+    pub profiler_dropped_samples: u64,
 }
 
 impl Probe {
@@ -89,6 +108,12 @@ impl Probe {
             largest_request_bytes: server.largest_request,
             large_requests: server.large_requests,
             largest_peer: server.largest_peer.map(|p| p.to_string()),
+            refused_conns: server.refused_conns,
+            budget_closes: server.budget_closes,
+            write_timeouts: server.write_timeouts,
+            output_overflows: server.output_overflows,
+            frame_timeouts: server.frame_timeouts,
+            profiler_dropped_samples: self.profiler.stats().dropped_samples,
         }
     }
 }

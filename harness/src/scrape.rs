@@ -71,6 +71,12 @@ pub fn figures(text: &str) -> Figures {
         largest_request_bytes: g("leaklab_largest_request_bytes"),
         large_requests: g("leaklab_large_requests_total"),
         largest_peer: label_value(text, "leaklab_largest_request_peer", "peer"),
+        refused_conns: g("leaklab_refused_connections_total"),
+        budget_closes: g("leaklab_budget_closes_total"),
+        write_timeouts: g("leaklab_write_timeouts_total"),
+        output_overflows: g("leaklab_output_overflows_total"),
+        frame_timeouts: g("leaklab_frame_timeouts_total"),
+        profiler_dropped_samples: g("leaklab_profiler_dropped_samples_total"),
     }
 }
 
@@ -105,6 +111,12 @@ pub fn leaklab_names(values: std::collections::BTreeMap<String, f64>) -> std::co
                 "leaklab_idle_closed_total" => "idle_closed",
                 "leaklab_largest_request_bytes" => "largest_request_bytes",
                 "leaklab_large_requests_total" => "large_requests",
+                "leaklab_refused_connections_total" => "refused_conns",
+                "leaklab_budget_closes_total" => "budget_closes",
+                "leaklab_write_timeouts_total" => "write_timeouts",
+                "leaklab_output_overflows_total" => "output_overflows",
+                "leaklab_frame_timeouts_total" => "frame_timeouts",
+                "leaklab_profiler_dropped_samples_total" => "profiler_dropped_samples",
                 other => other,
             };
             (name.to_owned(), v)

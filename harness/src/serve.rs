@@ -7,7 +7,7 @@
 //! `--peer`. Either way the admin listener serves `/debug/pprof/heap`,
 //! `/debug/pprof/allocs`, `/debug/pprof/pool` and `/metrics`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -43,6 +43,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         PROFILER.set_holder_mode(true);
     }
     let _dhat = start_dhat(args.profiler)?;
+    warn_if_exposed("--admin", args.admin);
     let scenario = crate::catalogue::scenario_of(&args.scenario)?;
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async move {
@@ -81,7 +82,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let listener = bind(args.listen).await?;
                 let s = scenarios::server(info, variant, &params, Pool::global().clone())?;
                 tracing::info!(scenario = info.name, %variant, "server scenario");
-                serve_rpc(&args, listener, s.config, s.handler).await
+                serve_rpc(&args, listener, with_budgets(&args, s.config), s.handler).await
             }
             None => {
                 let listener = bind(args.listen).await?;
@@ -103,14 +104,59 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     idle_timeout: args.idle_timeout,
                     ..ServerConfig::default()
                 };
-                serve_rpc(&args, listener, config, Echo).await
+                serve_rpc(&args, listener, with_budgets(&args, config), Echo).await
             }
         }
     })
 }
 
+/// `config` with the budgets of the command line.
+fn with_budgets(args: &ServeArgs, config: ServerConfig) -> ServerConfig {
+    ServerConfig {
+        max_conns: args.max_conns,
+        max_input_bytes: args.max_input_bytes,
+        max_output_bytes: args.max_output_bytes,
+        write_timeout: args.write_timeout,
+        frame_timeout: args.frame_timeout.0,
+        ..config
+    }
+}
+
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    warn_if_exposed("--listen", addr);
     TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+}
+
+/// The warning for listening on `addr` with `flag` (`--admin` or
+/// `--listen`), or `None` for a loopback address (IPv4-mapped included).
+pub fn exposure_warning(flag: &str, addr: SocketAddr) -> Option<String> {
+    let ip = match addr.ip() {
+        IpAddr::V6(v6) => v6.to_canonical(),
+        v4 => v4,
+    };
+    if ip.is_loopback() {
+        return None;
+    }
+    Some(if flag == "--admin" {
+        format!(
+            "--admin {addr} is not a loopback address: anyone who reaches it can read heap and pool profiles \
+             (code layout, allocation sites, peer addresses) and make the process build them; keep it on 127.0.0.1"
+        )
+    } else {
+        format!(
+            "{flag} {addr} is not a loopback address: any host that reaches it can call this lab server, \
+             whose only defences are its budgets (--max-conns, --max-input-bytes, --max-output-bytes, \
+             --write-timeout, --frame-timeout, --max-frame)"
+        )
+    })
+}
+
+/// Logs and prints [`exposure_warning`] when there is one.
+fn warn_if_exposed(flag: &str, addr: SocketAddr) {
+    if let Some(warning) = exposure_warning(flag, addr) {
+        tracing::warn!("{warning}");
+        eprintln!("leaklab: WARNING: {warning}");
+    }
 }
 
 async fn serve_rpc<H: Handler>(
@@ -200,5 +246,23 @@ async fn raw_echo(listener: TcpListener) -> anyhow::Result<()> {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_addresses_are_quiet() {
+        let quiet = ["127.0.0.1:6060", "127.3.2.1:0", "[::1]:6060", "[::ffff:127.0.0.1]:8888"];
+        let loud = ["0.0.0.0:6060", "[::]:6060", "192.168.1.10:8888", "[::ffff:10.0.0.1]:8888", "[2001:db8::1]:1"];
+        for flag in ["--admin", "--listen"] {
+            let warned = |a: &&&str| exposure_warning(flag, a.parse().expect("address")).is_some();
+            assert_eq!(quiet.iter().filter(warned).count(), 0, "{flag}");
+            assert_eq!(loud.iter().filter(warned).count(), loud.len(), "{flag}");
+        }
+        let w = exposure_warning("--admin", "0.0.0.0:6060".parse().expect("address")).expect("warned");
+        assert!(w.starts_with("--admin 0.0.0.0:6060 is not a loopback address"), "{w}");
     }
 }

@@ -421,8 +421,19 @@ impl Pool {
 
     /// Every chunk currently leased, with who took it and who still
     /// references it: the raw material of the pool profile.
+    ///
+    /// The registry lock, which every lease and give-back on the RPC path
+    /// takes, is held only to copy the list of `Arc`s (one allocation, one
+    /// reference count per chunk); each chunk's own metadata is read after
+    /// it is released, so building a pool profile never stalls the RPC path
+    /// for longer than that copy.
     pub fn leases(&self) -> Vec<Lease> {
-        let metas: Vec<Arc<ChunkMeta>> = lock(&self.shared.registry).entries.iter().flatten().cloned().collect();
+        let metas: Vec<Arc<ChunkMeta>> = {
+            let reg = lock(&self.shared.registry);
+            let mut metas = Vec::with_capacity(reg.entries.len().saturating_sub(reg.vacant.len()));
+            metas.extend(reg.entries.iter().flatten().cloned());
+            metas
+        };
         let now = Instant::now();
         metas
             .iter()
@@ -833,6 +844,45 @@ mod tests {
         assert!(pool.leases()[0].released);
         drop(held);
         assert!(pool.leases().is_empty());
+    }
+
+    #[test]
+    fn leases_release_the_registry_before_reading_each_chunk() {
+        let pool = Pool::new(PoolConfig::default());
+        let c = pool.lease(100, Taker::ConnRead);
+        let before = Arc::strong_count(&c.meta);
+        // Holding one chunk's metadata lock stalls `leases` on that chunk.
+        let taker = lock(&c.meta.taker);
+        let reader = {
+            let pool = pool.clone();
+            std::thread::spawn(move || pool.leases())
+        };
+        // The reader has copied the registry once it holds a reference.
+        let mut spins = 0u64;
+        while Arc::strong_count(&c.meta) == before {
+            assert!(!reader.is_finished(), "leases returned while a chunk's metadata was locked");
+            spins += 1;
+            assert!(spins < 50_000_000, "leases never copied the registry");
+            std::thread::yield_now();
+        }
+        // It is now stalled on the chunk, and the registry is free: the RPC
+        // path leases and gives back.
+        assert!(lock_is_free(&pool.shared.registry));
+        let leased = pool.stats().leased_bytes;
+        for _ in 0..100 {
+            drop(pool.lease(4096, Taker::Encode));
+        }
+        assert_eq!(pool.stats().leased_bytes, leased);
+        assert!(!reader.is_finished());
+        drop(taker);
+        let leases = reader.join().expect("leases panicked");
+        assert_eq!(leases.len(), 1);
+        assert_eq!(leases[0].taker, Taker::ConnRead);
+        drop(c);
+    }
+
+    fn lock_is_free<T>(m: &Mutex<T>) -> bool {
+        m.try_lock().is_ok()
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! Runs are made one at a time (see [`support::exclusive`]) so that the
 //! memory of one run is not disturbed by another on the same machine.
 
+mod admin;
 mod catalogue;
 mod children;
 mod fix_settles;

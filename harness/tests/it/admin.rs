@@ -1,0 +1,146 @@
+//! `leaklab serve`'s admin listener and budget flags, on the real binary.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{exclusive, LEAKLAB};
+
+/// A `leaklab serve` on ephemeral loopback ports, killed when dropped.
+struct Serve {
+    child: Child,
+    rpc: SocketAddr,
+    admin: SocketAddr,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(flags: &[&str]) -> Serve {
+    let tmp = tempfile::Builder::new().prefix("leaklab-admin-").tempdir().expect("temp dir");
+    let ready = tmp.path().join("ready.json");
+    let child = Command::new(LEAKLAB)
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .args(flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting leaklab serve");
+    let mut serve = Serve {
+        child,
+        rpc: "127.0.0.1:1".parse().expect("address"),
+        admin: "127.0.0.1:1".parse().expect("address"),
+        _tmp: tmp,
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("ready file is JSON");
+            serve.rpc = v["rpc"].as_str().expect("rpc address").parse().expect("rpc address");
+            serve.admin = v["admin"].as_str().expect("admin address").parse().expect("admin address");
+            return serve;
+        }
+        assert!(serve.child.try_wait().expect("child status").is_none(), "leaklab serve exited before listening");
+        assert!(Instant::now() < until, "leaklab serve never wrote its ready file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// GET `path` over a fresh connection; status and body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").expect("request");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("response");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
+
+#[test]
+fn serve_accepts_every_budget_flag_and_exports_its_refusals() {
+    let _lab = exclusive();
+    let s = serve(&[
+        "--max-conns=100",
+        "--max-input-bytes=128MiB",
+        "--max-output-bytes=16MiB",
+        "--write-timeout=10s",
+        "--frame-timeout=off",
+    ]);
+    let (status, body) = get(s.admin, "/metrics");
+    assert_eq!(status, 200);
+    let values = diagnosis::parse_prometheus(&body);
+    let names = [
+        "leaklab_refused_connections_total",
+        "leaklab_budget_closes_total",
+        "leaklab_write_timeouts_total",
+        "leaklab_output_overflows_total",
+        "leaklab_frame_timeouts_total",
+        "leaklab_profiler_dropped_samples_total",
+        "leaklab_admin_refused_connections_total",
+        "leaklab_admin_header_timeouts_total",
+        "leaklab_admin_shed_requests_total",
+        // The names the scraper has always read are still there.
+        "leaklab_requests_total",
+        "leaklab_open_connections",
+        "process_resident_memory_bytes",
+    ];
+    let missing: Vec<_> = names.iter().filter(|n| !values.contains_key(**n)).collect();
+    assert!(missing.is_empty(), "missing {missing:?} in\n{body}");
+    assert_eq!(get(s.admin, "/debug/pprof/pool").0, 200);
+    assert!(TcpStream::connect(s.rpc).is_ok());
+}
+
+#[test]
+fn serve_help_lists_the_budgets_with_their_defaults() {
+    let (status, out, _) = crate::support::leaklab(&["serve", "--help"]);
+    assert!(status.success());
+    let shown = ["--max-conns", "--max-input-bytes", "--max-output-bytes", "--write-timeout", "--frame-timeout"]
+        .iter()
+        .filter(|flag| out.lines().any(|l| l.trim_start().starts_with(**flag)))
+        .count();
+    assert_eq!(shown, 5, "{out}");
+    for default in ["[default: 10000]", "[default: 256MiB]", "[default: 64MiB]", "[default: 30s]", "[default: 60s]"] {
+        assert!(out.contains(default), "{default} not in\n{out}");
+    }
+}
+
+/// A figure of `/metrics`, polled until `want` holds (or 30 s pass).
+fn metric_until(admin: SocketAddr, name: &str, want: impl Fn(f64) -> bool) -> f64 {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = diagnosis::parse_prometheus(&get(admin, "/metrics").1).get(name).copied().unwrap_or(-1.0);
+        if want(v) || Instant::now() > until {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn connections_past_max_conns_are_refused_and_counted() {
+    let _lab = exclusive();
+    let s = serve(&["--max-conns=2"]);
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(s.rpc).expect("connect")).collect();
+    assert_eq!(metric_until(s.admin, "leaklab_open_connections", |v| v == 2.0), 2.0);
+    let mut third = TcpStream::connect(s.rpc).expect("connect");
+    third.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let closed = match third.read(&mut [0u8; 1]) {
+        Ok(n) => n == 0,
+        Err(e) => matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted),
+    };
+    assert!(closed, "the third connection was kept");
+    assert_eq!(metric_until(s.admin, "leaklab_refused_connections_total", |v| v == 1.0), 1.0);
+    assert_eq!(metric_until(s.admin, "leaklab_open_connections", |v| v == 2.0), 2.0);
+    drop(held);
+}
