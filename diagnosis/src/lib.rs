@@ -39,13 +39,18 @@
 //! of scenarios: it reads files.
 
 mod baseline;
+mod confirm;
 mod engine;
 mod error;
 mod frames;
 mod holder;
 mod input;
+mod kind;
 mod profile;
+mod rules;
+mod shape;
 mod stats;
+mod units;
 mod verdict;
 
 pub use baseline::rss_trend;
@@ -53,6 +58,7 @@ pub use engine::{diagnose, Options};
 pub use error::DiagnosisError;
 pub use holder::attribute_holders;
 pub use input::{parse_metrics, parse_prometheus, MetricsLine, PhaseSpan, RunInput, SnapshotTime};
+pub use kind::{remedy, Kind, Mode, UnknownKind, KINDS};
 pub use profile::{
     DecodeLimits, Frame, HeapSample, HeapSnapshot, Name, ProfileDecoder, MAX_NAME_BYTES, MAX_PROFILE_BYTES,
     MAX_PROFILE_MEMORY, MAX_RUN_MEMORY, MAX_RUN_PROFILES, MAX_SAMPLE_FRAMES, MAX_STACK_TEXT_BYTES,
@@ -61,4 +67,4 @@ pub use stats::{
     change_points, mad, mann_kendall, median, pearson, plateau, spearman, theil_sen, MkResult, PlateauInfo,
     LEVEL_OFF_PACE, MAD_TO_SIGMA, MAX_TREND_POINTS, PLATEAU_TOLERANCE,
 };
-pub use verdict::{remedy, Finding, Holder, Verdict, KINDS};
+pub use verdict::{Finding, Holder, Verdict};
