@@ -17,6 +17,11 @@
 //!   phase spans, and a [`timeline`](RunInput::timeline) that gives each
 //!   snapshot its time and phase. [`parse_prometheus`] turns a live
 //!   `/metrics` page into the same values.
+//! - [`diagnose`] measures each site's growth against the work the process
+//!   did and names the guide's case ([`Kind`]) in a [`Verdict`], with its
+//!   evidence and [`remedy`]; [`rss_trend`] is the plain RSS baseline it is
+//!   scored against, and [`attribute_holders`] names who holds a finding's
+//!   memory from holder profiles.
 //! - Trend statistics, robust to noise and outliers: [`theil_sen`],
 //!   [`mann_kendall`], [`pearson`], [`spearman`], [`change_points`],
 //!   [`plateau`], [`median`], [`mad`].

@@ -152,10 +152,11 @@ fn leak(kind: Kind, score: f64, evidence: Vec<String>) -> Answer {
 type Rule = fn(&StackFacts, &Shape, &Context<'_>) -> Answer;
 
 /// The rules in the order they are asked. Oversized blocks go first (a
-/// large field is no held field); the gate on a rise comes after the client
-/// rules, which also read retained memory; the zero-copy string goes before
-/// the field rules, which answer for every other decoded field; the read
-/// path's unnamed field and growth of no known shape come last.
+/// large field is no held field); the client rules come before the gate on
+/// a rise, since the balancer cache may leak as memory that stays without a
+/// trend; the zero-copy string goes before the field rules, which answer
+/// for every other decoded field; the read path's unnamed field and growth
+/// of no known shape come last.
 const RULES: [Rule; 11] = [
     oversized_request,
     duplicate_clients_in_lbcache,
@@ -452,4 +453,61 @@ fn unknown_growth(_: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
         return leak(Kind::Unknown, SCORE_UNKNOWN, Vec::new());
     }
     Answer::Next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CX: Context<'static> = Context {
+        min_growth: 1e6,
+        min_bytes_per_request: 256.0,
+        large_block_bytes: 1048576.0,
+        parses_json: false,
+        typical_request: None,
+        oversized_origin: &[],
+    };
+
+    /// Rising 1 MB/s with p = 0.001, 100 MB, kept, nothing else known.
+    fn rising() -> Shape {
+        Shape { growth: 1e8, slope: 1e6, trend_p: 0.001, ..Shape::default() }
+    }
+
+    #[test]
+    fn growth_of_no_documented_shape_is_unknown() {
+        let named = classify(&StackFacts::default(), &rising(), &CX).expect("a leak");
+        assert_eq!((named.kind, named.score), (Kind::Unknown, SCORE_UNKNOWN));
+    }
+
+    #[test]
+    fn a_bounded_case_stops_the_later_rules() {
+        // One client's balancer cache that fills up: no later rule (not
+        // even the unknown one) names it.
+        let f = StackFacts { balancer: true, ..StackFacts::default() };
+        let one_client = Shape { clients: Some(1.0), ..rising() };
+        assert_eq!(duplicate_clients_in_lbcache(&f, &one_client, &CX), Answer::NoLeak);
+        assert_eq!(classify(&f, &one_client, &CX), None);
+        // A capped cache of a field levels off.
+        let f = StackFacts { field: Some(("Request".into(), 2)), ..StackFacts::default() };
+        assert_eq!(classify(&f, &Shape { plateaued: true, ..rising() }, &CX), None);
+        let named = classify(&f, &rising(), &CX).expect("a held field");
+        assert_eq!((named.kind, named.score), (Kind::RequestFieldHeld, SCORE_FIELD_NAMED));
+    }
+
+    #[test]
+    fn neither_a_trend_nor_a_step_is_no_leak() {
+        let flat = Shape { trend_p: 0.5, ..rising() };
+        assert_eq!(neither_trend_nor_step(&StackFacts::default(), &flat, &CX), Answer::NoLeak);
+        assert_eq!(neither_trend_nor_step(&StackFacts::default(), &Shape { steps: 1, ..flat }, &CX), Answer::Next);
+    }
+
+    #[test]
+    fn the_connection_setup_buffer_leads_idle_connections() {
+        let open = Shape { with_open: Some(0.9), open_rising: Some(true), ..rising() };
+        let setup = StackFacts { conn_setup: true, ..StackFacts::default() };
+        let read = StackFacts { read_path: true, ..StackFacts::default() };
+        let score = |f: &StackFacts| classify(f, &open, &CX).map(|n| (n.kind, n.score));
+        assert_eq!(score(&setup), Some((Kind::IdleConnectionBuffers, SCORE_CONNECTION_SETUP)));
+        assert_eq!(score(&read), Some((Kind::IdleConnectionBuffers, SCORE_SHAPE_BASE + SCORE_SHAPE_SPAN * 0.9)));
+    }
 }

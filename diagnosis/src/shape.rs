@@ -152,7 +152,7 @@ pub(crate) struct Span<'a> {
 }
 
 /// What one growing site looks like.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Shape {
     /// In-use bytes gained from the first snapshot to the peak under load.
     pub(crate) growth: f64,
