@@ -3,8 +3,14 @@
 //! profiles would do. It can say "leak", never which kind.
 
 use crate::input::RunInput;
-use crate::stats::{mann_kendall, theil_sen};
-use crate::verdict::{remedy, Finding, Verdict};
+use crate::kind::{Kind, Mode};
+use crate::stats::{mann_kendall, theil_sen, MIN_TREND_POINTS};
+use crate::units::{mib, MIB};
+use crate::verdict::{Finding, Verdict};
+
+/// Mann–Kendall's significance level for RSS: stricter than the engine's
+/// per-site level, since RSS also moves with the allocator and the pool.
+const RSS_TREND_SIGNIFICANCE: f64 = 0.01;
 
 /// Leak when RSS over the load (warm-up and load phases, or every
 /// snapshot when there are no phases) has a Mann–Kendall trend with
@@ -24,38 +30,38 @@ pub fn rss_trend(input: &RunInput, min_growth_bytes: f64) -> Verdict {
         .collect();
     let none = |summary: String| Verdict {
         leak: false,
-        kind: "none".into(),
+        kind: Kind::None,
         findings: Vec::new(),
-        mode: "rss-trend".into(),
+        mode: Mode::RssTrend,
         snapshots: rss.len(),
         summary,
     };
-    if points.len() < 3 {
-        return none("fewer than 3 RSS readings".into());
+    if points.len() < MIN_TREND_POINTS {
+        return none(format!("fewer than {MIN_TREND_POINTS} RSS readings"));
     }
     let (t, y): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
     let mk = mann_kendall(&y);
     let slope = theil_sen(&t, &y).map_or(0.0, |(s, _)| s);
     let rise = slope * (t[t.len() - 1] - t[0]);
-    if mk.p_value < 0.01 && slope > 0.0 && rise >= min_growth_bytes {
+    if mk.p_value < RSS_TREND_SIGNIFICANCE && slope > 0.0 && rise >= min_growth_bytes {
         Verdict {
             leak: true,
-            kind: "unknown".into(),
+            kind: Kind::Unknown,
             findings: vec![Finding {
-                kind: "unknown".into(),
+                kind: Kind::Unknown,
                 score: 1.0 - mk.p_value,
                 site: "process RSS".into(),
                 growth_bytes_per_s: slope,
                 growth_bytes: rise,
                 evidence: vec![format!("RSS rises {:.0} B/s (Mann-Kendall p = {:.4})", slope, mk.p_value)],
-                remedy: remedy("unknown").into(),
+                remedy: Kind::Unknown.remedy().into(),
                 holder: None,
             }],
-            mode: "rss-trend".into(),
+            mode: Mode::RssTrend,
             snapshots: y.len(),
-            summary: format!("RSS grows {:.2} MiB/s", slope / 1048576.0),
+            summary: format!("RSS grows {:.2} MiB/s", slope / MIB),
         }
     } else {
-        none(format!("no RSS trend (p = {:.3}, rise {:.1} MiB)", mk.p_value, rise / 1048576.0))
+        none(format!("no RSS trend (p = {:.3}, rise {})", mk.p_value, mib(rise)))
     }
 }

@@ -77,7 +77,7 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
         return;
     }
     let chains = read_chains(holders);
-    for f in v.findings.iter_mut().filter(|f| f.kind != "none") {
+    for f in v.findings.iter_mut().filter(|f| f.kind.is_leak()) {
         let sites = finding_sites(f);
         let mut growth: BTreeMap<&Vec<String>, f64> = BTreeMap::new();
         for site in &sites {
@@ -119,6 +119,7 @@ fn gained(series: &[f64], n: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::{Kind, Mode};
     use crate::profile::{Frame, HeapSample};
 
     fn sample(chain_leaf_first: &[&str], stack: &str, bytes: f64) -> HeapSample {
@@ -142,7 +143,7 @@ mod tests {
 
     fn finding(site: &str) -> Finding {
         Finding {
-            kind: "request-field-held".into(),
+            kind: Kind::RequestFieldHeld,
             score: 0.9,
             site: site.into(),
             growth_bytes_per_s: 1.0,
@@ -157,11 +158,8 @@ mod tests {
     fn the_chain_that_grew_most_holds_it() {
         let stack = "rpc::codec::binary::Reader::read_binary_copy\nrpc::codec::echo::Request::read_field_2\n\
                      rpc::codec::echo::Request::decode";
-        let cache = [
-            "rpc::codec::binary::Reader::read_binary_copy",
-            "hashbrown table in app::remember",
-            "thread main stack",
-        ];
+        let cache =
+            ["rpc::codec::binary::Reader::read_binary_copy", "hashbrown table in app::remember", "thread main stack"];
         let inflight = [
             "rpc::codec::binary::Reader::read_binary_copy",
             "tokio task spawned in rpc::server::serve",
@@ -180,9 +178,9 @@ mod tests {
         ]);
         let mut v = Verdict {
             leak: true,
-            kind: "request-field-held".into(),
+            kind: Kind::RequestFieldHeld,
             findings: vec![finding("rpc::codec::echo::Request::read_field_2")],
-            mode: "full".into(),
+            mode: Mode::Full,
             snapshots: 2,
             summary: "leak".into(),
         };
@@ -199,9 +197,9 @@ mod tests {
         let h = snapshot(vec![sample(&["x::y", "static X"], "x::y", 1e6)]);
         let mut v = Verdict {
             leak: true,
-            kind: "request-field-held".into(),
+            kind: Kind::RequestFieldHeld,
             findings: vec![finding("rpc::codec::echo::Request::read_field_2")],
-            mode: "full".into(),
+            mode: Mode::Full,
             snapshots: 1,
             summary: "leak".into(),
         };

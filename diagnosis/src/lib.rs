@@ -17,6 +17,11 @@
 //!   phase spans, and a [`timeline`](RunInput::timeline) that gives each
 //!   snapshot its time and phase. [`parse_prometheus`] turns a live
 //!   `/metrics` page into the same values.
+//! - [`diagnose`] measures each site's growth against the work the process
+//!   did and names the guide's case ([`Kind`]) in a [`Verdict`], with its
+//!   evidence and [`remedy`]; [`rss_trend`] is the plain RSS baseline it is
+//!   scored against, and [`attribute_holders`] names who holds a finding's
+//!   memory from holder profiles.
 //! - Trend statistics, robust to noise and outliers: [`theil_sen`],
 //!   [`mann_kendall`], [`pearson`], [`spearman`], [`change_points`],
 //!   [`plateau`], [`median`], [`mad`].
@@ -39,13 +44,18 @@
 //! of scenarios: it reads files.
 
 mod baseline;
+mod confirm;
 mod engine;
 mod error;
 mod frames;
 mod holder;
 mod input;
+mod kind;
 mod profile;
+mod rules;
+mod shape;
 mod stats;
+mod units;
 mod verdict;
 
 pub use baseline::rss_trend;
@@ -53,6 +63,7 @@ pub use engine::{diagnose, Options};
 pub use error::DiagnosisError;
 pub use holder::attribute_holders;
 pub use input::{parse_metrics, parse_prometheus, MetricsLine, PhaseSpan, RunInput, SnapshotTime};
+pub use kind::{remedy, Kind, Mode, UnknownKind, KINDS};
 pub use profile::{
     DecodeLimits, Frame, HeapSample, HeapSnapshot, Name, ProfileDecoder, MAX_NAME_BYTES, MAX_PROFILE_BYTES,
     MAX_PROFILE_MEMORY, MAX_RUN_MEMORY, MAX_RUN_PROFILES, MAX_SAMPLE_FRAMES, MAX_STACK_TEXT_BYTES,
@@ -61,4 +72,4 @@ pub use stats::{
     change_points, mad, mann_kendall, median, pearson, plateau, spearman, theil_sen, MkResult, PlateauInfo,
     LEVEL_OFF_PACE, MAD_TO_SIGMA, MAX_TREND_POINTS, PLATEAU_TOLERANCE,
 };
-pub use verdict::{remedy, Finding, Holder, Verdict, KINDS};
+pub use verdict::{Finding, Holder, Verdict};

@@ -10,6 +10,10 @@
 //! [`change_points`] are O(n²) on at most [`MAX_TREND_POINTS`] points, a
 //! longer series being thinned to that many first.
 
+/// The fewest points a trend is read from: with fewer, Mann–Kendall's S
+/// cannot tell a trend from noise.
+pub(crate) const MIN_TREND_POINTS: usize = 3;
+
 /// [`theil_sen`] and [`change_points`] use at most this many points; a
 /// longer series is thinned to this many, evenly spaced, keeping its first
 /// and last points (both cost O(n²): at most 2 million pairs).

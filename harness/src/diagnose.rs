@@ -142,7 +142,7 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
         if v.kind == streak.0 {
             streak.1 += 1;
         } else {
-            streak = (v.kind.clone(), 1);
+            streak = (v.kind.to_string(), 1);
         }
         eprintln!("snapshot {}: {}", heaps.len(), v.summary);
         let sure = v.leak && streak.1 >= 4;

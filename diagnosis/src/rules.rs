@@ -1,0 +1,513 @@
+//! The rules: one per case of the Memory Leak Self-Check Guide, each
+//! reading a growing site's [`Shape`] and its stacks' [`StackFacts`] the
+//! way the guide's paragraph describes the case, and answering with its
+//! evidence.
+//!
+//! [`classify`] asks them in order; the first that answers decides. A rule
+//! answers [`Answer::Leak`] (this case, and it leaks), [`Answer::NoLeak`]
+//! (this case's mechanism, bounded: no later rule may name the site) or
+//! [`Answer::Next`] (not this case).
+//!
+//! Scores say how directly the profile shows the case: the frames the guide
+//! names (the balancer cache, a field's decoder) score above a shape that
+//! only fits (growth that follows connections), and growth of no documented
+//! shape scores lowest.
+
+use crate::frames::StackFacts;
+use crate::kind::Kind;
+use crate::shape::Shape;
+use crate::units::mib;
+
+/// Mann–Kendall's significance level: a site trends when its in-use bytes
+/// under load rise with p below this.
+const TREND_SIGNIFICANCE: f64 = 0.05;
+
+/// A held object outlives the load: at least this share of the growth is
+/// still there once the run settled (in-flight buffers go back).
+const KEPT_SHARE: f64 = 0.5;
+
+/// The guide's abnormally sized requests: at least this share of a site's
+/// growth is in large blocks.
+const LARGE_SHARE: f64 = 0.5;
+
+/// A block is abnormal when it is this many times larger than what the
+/// process allocates per request on average.
+pub(crate) const ABNORMAL_FACTOR: f64 = 32.0;
+
+/// Abnormally sized requests arrive on connections that were already open:
+/// less than this share of the growth came in intervals where connections
+/// were opened (more, and it is a connection surge).
+const ALREADY_OPEN_SHARE: f64 = 0.5;
+
+/// "lbcache is only created once for each client": more clients than this
+/// created while the balancer cache grew are duplicates.
+const ONE_CLIENT: f64 = 1.0;
+
+/// Growth that follows the number of clients created this closely (Pearson
+/// r) is made by the clients, balancer frames or not.
+const CLIENTS_CORRELATION: f64 = 0.95;
+
+/// Buffers that follow the connections open now this closely (Pearson r)
+/// belong to the connections.
+const OPEN_CORRELATION: f64 = 0.8;
+
+/// A connection surge: at least this share of the growth came in intervals
+/// where connections were opened.
+const SURGE_SHARE: f64 = 0.6;
+
+/// Without connection metrics, this many steps (change points) make the
+/// surge shape: memory that jumps with each surge and stays.
+const SURGE_STEPS: usize = 2;
+
+/// A field held request after request grows while connections stay: less
+/// than this share of its growth came when connections were opened.
+const STEADY_SHARE: f64 = 0.3;
+
+/// Growth of no documented kind must reach this many times the growth floor
+/// to be called a leak: a cache still filling up grows too.
+pub(crate) const UNKNOWN_FLOOR_FACTOR: f64 = 8.0;
+
+/// An abnormally sized request scores from this...
+const SCORE_OVERSIZED_BASE: f64 = 0.7;
+/// ...plus this times the share of the growth in large blocks (0.85 to 1:
+/// the block sizes themselves show the case).
+const SCORE_OVERSIZED_SPAN: f64 = 0.3;
+
+/// The balancer cache's own frames, which the guide names: nothing but
+/// duplicate clients makes them grow, so above a named field (whose growth
+/// may yet be a zero-copy string's).
+const SCORE_LBCACHE: f64 = 0.95;
+
+/// Growth that follows the clients created without the balancer's frames:
+/// a correlation, below every named frame.
+const SCORE_CLIENTS_FOLLOWED: f64 = 0.7;
+
+/// A field named by its decoder's frame (`Request.Field2`), as the guide
+/// reads the profile.
+const SCORE_FIELD_NAMED: f64 = 0.9;
+
+/// A named string field in a process that parses JSON: below a named field,
+/// since that the held values were parsed from it is inferred.
+const SCORE_ZERO_COPY: f64 = 0.85;
+
+/// A case read from the shape alone (growth that follows connections)
+/// scores from this...
+const SCORE_SHAPE_BASE: f64 = 0.6;
+/// ...plus this times how closely it follows them (up to 1).
+const SCORE_SHAPE_SPAN: f64 = 0.4;
+
+/// The guide points at the buffer each connection starts with ("Netpoll
+/// creates an initial-sized buffer for each connection"): that site leads
+/// the idle-connection findings.
+const SCORE_CONNECTION_SETUP: f64 = 1.0;
+
+/// A field held, read from buffers pinned request after request with no
+/// decoder frame naming it: the shape's floor.
+const SCORE_FIELD_UNNAMED: f64 = SCORE_SHAPE_BASE;
+
+/// Growth of no documented shape: below every case.
+const SCORE_UNKNOWN: f64 = 0.4;
+
+/// What a run says of the whole process, which the rules read beside each
+/// site's shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Context<'a> {
+    /// Growth smaller than this is never a finding (bytes).
+    pub(crate) min_growth: f64,
+    /// Less than this kept per request is bookkeeping, not a held payload.
+    pub(crate) min_bytes_per_request: f64,
+    /// Blocks of this size or more are large (bytes).
+    pub(crate) large_block_bytes: f64,
+    /// Whether the process parses JSON.
+    pub(crate) parses_json: bool,
+    /// What the process allocates per request on average (bytes).
+    pub(crate) typical_request: Option<f64>,
+    /// Where abnormally large requests came from, in plain words.
+    pub(crate) oversized_origin: &'a [String],
+}
+
+/// A site named as a case.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Named {
+    pub(crate) kind: Kind,
+    pub(crate) score: f64,
+    pub(crate) evidence: Vec<String>,
+}
+
+/// A rule's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Answer {
+    /// The site is this case, and it leaks.
+    Leak(Named),
+    /// The site is this case's mechanism, bounded: no leak.
+    NoLeak,
+    /// Not this case: the next rule is asked.
+    Next,
+}
+
+fn leak(kind: Kind, score: f64, evidence: Vec<String>) -> Answer {
+    Answer::Leak(Named { kind, score, evidence })
+}
+
+type Rule = fn(&StackFacts, &Shape, &Context<'_>) -> Answer;
+
+/// The rules in the order they are asked. Oversized blocks go first (a
+/// large field is no held field); the client rules come before the gate on
+/// a rise, since the balancer cache may leak as memory that stays without a
+/// trend; the zero-copy string goes before the field rules, which answer
+/// for every other decoded field; the read path's unnamed field and growth
+/// of no known shape come last.
+const RULES: [Rule; 11] = [
+    oversized_request,
+    duplicate_clients_in_lbcache,
+    duplicate_clients_followed,
+    neither_trend_nor_step,
+    zero_copy_string_held,
+    response_field_held,
+    request_field_held,
+    idle_connection_buffers,
+    connection_surge_barriers,
+    request_field_pinned_on_read_path,
+    unknown_growth,
+];
+
+/// Names the case of one growing site, or `None` if it is not a leak. The
+/// evidence opens with what stayed after the load and what each request
+/// kept.
+pub(crate) fn classify(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Option<Named> {
+    for rule in RULES {
+        match rule(f, s, cx) {
+            Answer::Leak(named) => {
+                let mut evidence = Vec::new();
+                if let Some(r) = s.retained {
+                    evidence.push(format!(
+                        "{:.0}% of the growth stayed after the load stopped",
+                        (r * 100.0).clamp(0.0, 999.0)
+                    ));
+                }
+                if let Some(b) = s.per_request {
+                    evidence.push(format!("{:.0} bytes kept per request", b));
+                }
+                evidence.extend(named.evidence);
+                return Some(Named { evidence, ..named });
+            }
+            Answer::NoLeak => return None,
+            Answer::Next => {}
+        }
+    }
+    None
+}
+
+/// Rises with a significant Mann–Kendall trend.
+fn trending(s: &Shape) -> bool {
+    s.trend_p < TREND_SIGNIFICANCE && s.slope > 0.0
+}
+
+/// Stays after the load (or the run has no after-load snapshots).
+fn kept(s: &Shape) -> bool {
+    s.retained.is_none_or(|r| r >= KEPT_SHARE)
+}
+
+/// Keeps more per request than bookkeeping would (or the run counts no
+/// requests).
+fn more_than_bookkeeping(s: &Shape, cx: &Context<'_>) -> bool {
+    s.per_request.is_none_or(|b| b >= cx.min_bytes_per_request)
+}
+
+/// Allocated under the frameworks' buffers: the pool, the read path,
+/// connection setup or serialization.
+fn in_connection_buffers(f: &StackFacts) -> bool {
+    f.pooled || f.conn_setup || f.read_path || f.encode
+}
+
+/// *Large Request with Abnormal Size*: "Netpoll will cache (sync.Pool) some
+/// memory for these abnormally sized requests, resulting in increased
+/// memory usage." Most of the growth is large blocks, far larger than what
+/// a request usually costs, on the read path or a decoded field, and it
+/// came on connections that were already open (not a surge).
+fn oversized_request(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
+    let abnormal = cx.typical_request.is_some_and(|t| s.largest_block as f64 >= ABNORMAL_FACTOR * t);
+    let oversized = s.large_blocks >= LARGE_SHARE
+        && abnormal
+        && s.at_openings.is_none_or(|o| o < ALREADY_OPEN_SHARE)
+        && (f.read_path || f.pooled || f.field.is_some());
+    if !oversized {
+        return Answer::Next;
+    }
+    let mut evidence = vec![format!(
+        "{:.0}% of the growth is blocks of {} or more (largest {}), on connections that were already open",
+        s.large_blocks * 100.0,
+        mib(cx.large_block_bytes),
+        mib(s.largest_block as f64)
+    )];
+    if let Some(t) = cx.typical_request {
+        evidence.push(format!(
+            "a typical request costs {:.1} KiB: the largest block is {:.0} times that",
+            t / 1024.0,
+            s.largest_block as f64 / t
+        ));
+    }
+    evidence.extend(cx.oversized_origin.iter().cloned());
+    leak(Kind::OversizedRequest, SCORE_OVERSIZED_BASE + SCORE_OVERSIZED_SPAN * s.large_blocks, evidence)
+}
+
+fn follows_clients(r: f64) -> String {
+    format!("follows the number of clients created (r = {r:.2})")
+}
+
+/// *High Memory Usage of lbcache*: "lbcache is only created once for each
+/// client. If there is a large amount of lbcache leakage, it indicates that
+/// there is likely a behavior of creating a large number of duplicate
+/// clients." One client's event queue fills up to its bound and stops: only
+/// more and more clients (or, without metrics, growth that keeps going and
+/// stays) make the balancer cache leak.
+fn duplicate_clients_in_lbcache(f: &StackFacts, s: &Shape, _: &Context<'_>) -> Answer {
+    if !f.balancer {
+        return Answer::Next;
+    }
+    let leaking = match s.clients.map(|c| c > ONE_CLIENT) {
+        Some(more) => more && (trending(s) || kept(s)),
+        None => trending(s) && kept(s) && !s.plateaued,
+    };
+    if !leaking {
+        return Answer::NoLeak;
+    }
+    let mut evidence =
+        vec!["allocated by the balancer cache's refresh (rebalance hooks formatting instance lists)".to_owned()];
+    if let Some(c) = s.clients {
+        evidence.push(format!("{c:.0} clients were created while it grew"));
+    }
+    if let Some(c) = s.with_clients {
+        evidence.push(follows_clients(c));
+    }
+    leak(Kind::DuplicateClients, SCORE_LBCACHE, evidence)
+}
+
+/// Duplicate clients without the balancer's frames: growth off the read
+/// path and no decoded field, rising in step with the clients created.
+fn duplicate_clients_followed(f: &StackFacts, s: &Shape, _: &Context<'_>) -> Answer {
+    match s.with_clients.filter(|c| *c > CLIENTS_CORRELATION) {
+        Some(c) if !f.read_path && f.field.is_none() && trending(s) => {
+            leak(Kind::DuplicateClients, SCORE_CLIENTS_FOLLOWED, vec![follows_clients(c)])
+        }
+        _ => Answer::Next,
+    }
+}
+
+/// Memory with neither a trend nor a step only moves around a level: no
+/// leak. Every later rule reads a site that rose.
+fn neither_trend_nor_step(_: &StackFacts, s: &Shape, _: &Context<'_>) -> Answer {
+    if trending(s) || s.steps > 0 {
+        Answer::Next
+    } else {
+        Answer::NoLeak
+    }
+}
+
+/// A decoded field is held when its growth stays, is more than bookkeeping,
+/// and never levels off (a capped cache levels off).
+fn field_kept(s: &Shape, cx: &Context<'_>) -> bool {
+    kept(s) && more_than_bookkeeping(s, cx) && !s.plateaued
+}
+
+/// The evidence line of a field named by its decoder.
+fn decoded(owner: &str, tag: u32) -> String {
+    format!("allocated by the decoding of {owner} field {tag} (copied out of the read buffer)")
+}
+
+/// *Caching Objects by Parsing String Fields in Request/Response Using
+/// Sonic*: "Sonic reuses the underlying memory of the input string for
+/// unmarshaled string objects", so caching parsed values keeps "the
+/// original input string object's memory" held. A decoded field keeps
+/// growing in a process that parses JSON.
+fn zero_copy_string_held(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
+    let (Some((owner, tag)), true) = (&f.field, cx.parses_json) else { return Answer::Next };
+    if !field_kept(s, cx) {
+        return Answer::NoLeak;
+    }
+    let evidence = vec![
+        decoded(owner, *tag),
+        "the process parses JSON: values parsed zero-copy from that string field pin all of it".to_owned(),
+    ];
+    leak(Kind::ZeroCopyStringHeld, SCORE_ZERO_COPY, evidence)
+}
+
+/// *Persistent Holding of a Field in Response*: "continuously holding a
+/// reference to a field in response, even if it's just one byte". A field
+/// decoded into a response (or a result) keeps growing.
+fn response_field_held(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
+    match &f.field {
+        Some((owner, tag)) if owner.contains("Response") || owner.contains("Result") => {
+            held_field(Kind::ResponseFieldHeld, owner, *tag, s, cx)
+        }
+        _ => Answer::Next,
+    }
+}
+
+/// *Holding onto a Field of Request Object Persistently*: "you can see that
+/// there is a memory leak in Request.Field2. Then you can check which field
+/// has the tag number 2 in the IDL file". Any other decoded field that
+/// keeps growing.
+fn request_field_held(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
+    match &f.field {
+        Some((owner, tag)) => held_field(Kind::RequestFieldHeld, owner, *tag, s, cx),
+        None => Answer::Next,
+    }
+}
+
+fn held_field(kind: Kind, owner: &str, tag: u32, s: &Shape, cx: &Context<'_>) -> Answer {
+    if field_kept(s, cx) {
+        leak(kind, SCORE_FIELD_NAMED, vec![decoded(owner, tag)])
+    } else {
+        Answer::NoLeak
+    }
+}
+
+/// *Excessive Creation of Idle Connections*: "Netpoll creates an
+/// initial-sized buffer for each connection. If the upstream continuously
+/// creates connections, it may appear as if Netpoll is occupying all the
+/// downstream memory." Connection buffers follow the connections open now:
+/// a leak while their number keeps rising, bounded (an idle timeout at
+/// work) once it levels off.
+fn idle_connection_buffers(f: &StackFacts, s: &Shape, _: &Context<'_>) -> Answer {
+    let Some(r) = s.with_open.filter(|_| in_connection_buffers(f)) else { return Answer::Next };
+    if r > OPEN_CORRELATION {
+        if s.open_rising.unwrap_or(trending(s) && !s.plateaued) && trending(s) {
+            let score =
+                if f.conn_setup { SCORE_CONNECTION_SETUP } else { SCORE_SHAPE_BASE + SCORE_SHAPE_SPAN * r.min(1.0) };
+            let evidence = vec![format!("follows the connections open now (r = {r:.2}): buffers of idle connections")];
+            return leak(Kind::IdleConnectionBuffers, score, evidence);
+        }
+        return Answer::NoLeak;
+    }
+    Answer::Next
+}
+
+/// *Increased Connection Count + Large Payload Scenarios*: the poller's
+/// barriers "temporarily stored some buffers across connections. If the
+/// number of connections increased, it would lead to its capacity
+/// expansion, and then there would be lingering buffer references from
+/// historical connections". Growth of pooled, read, written or handler
+/// buffers that came when connections were opened, and stays after they
+/// closed.
+fn connection_surge_barriers(f: &StackFacts, s: &Shape, _: &Context<'_>) -> Answer {
+    if !(in_connection_buffers(f) || f.handler) {
+        return Answer::Next;
+    }
+    let at_openings = s.at_openings.unwrap_or(0.0);
+    if !(kept(s) && (at_openings >= SURGE_SHARE || s.at_openings.is_none() && s.steps >= SURGE_STEPS)) {
+        return Answer::Next;
+    }
+    let mut evidence = vec![format!(
+        "{:.0}% of the growth came when connections were opened, and it stays after they closed",
+        at_openings * 100.0
+    )];
+    if let Some(opened) = s.opened {
+        evidence.push(format!(
+            "memory follows the peak of connections, not requests: {opened:.0} connections opened, {:.0} KiB kept per connection opened",
+            s.growth / opened.max(1.0) / 1024.0
+        ));
+    }
+    // The guide's typical symptoms: where each of the three leaks shows.
+    let path = if f.read_path {
+        "the poller's read path into the pool (a request leak)"
+    } else if f.encode {
+        "serialization into pooled output nodes (a response leak without NoCopy)"
+    } else if f.handler {
+        "the business handler (response fields linked in without a copy)"
+    } else {
+        "connection buffers"
+    };
+    evidence.push(format!("attributed to {path}"));
+    leak(Kind::ConnectionSurgeBarriers, SCORE_SHAPE_BASE + SCORE_SHAPE_SPAN * at_openings, evidence)
+}
+
+/// A request field held, seen from the pool's side: "Memory allocation in
+/// the Request is done in the netpoll function stack, so it may appear that
+/// the objects created by netpoll are leaking memory." Read buffers pinned
+/// request after request, while connections stay.
+fn request_field_pinned_on_read_path(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
+    let at_openings = s.at_openings.unwrap_or(0.0);
+    if f.read_path
+        && kept(s)
+        && more_than_bookkeeping(s, cx)
+        && trending(s)
+        && !s.plateaued
+        && at_openings < STEADY_SHARE
+    {
+        let evidence = vec!["read buffers pinned request after request: a field sliced without a copy".to_owned()];
+        return leak(Kind::RequestFieldHeld, SCORE_FIELD_UNNAMED, evidence);
+    }
+    Answer::Next
+}
+
+/// Growth no documented case explains, named only when it is large enough
+/// not to be a cache still filling up.
+fn unknown_growth(_: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
+    if trending(s)
+        && kept(s)
+        && more_than_bookkeeping(s, cx)
+        && !s.plateaued
+        && s.growth >= UNKNOWN_FLOOR_FACTOR * cx.min_growth
+    {
+        return leak(Kind::Unknown, SCORE_UNKNOWN, Vec::new());
+    }
+    Answer::Next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CX: Context<'static> = Context {
+        min_growth: 1e6,
+        min_bytes_per_request: 256.0,
+        large_block_bytes: 1048576.0,
+        parses_json: false,
+        typical_request: None,
+        oversized_origin: &[],
+    };
+
+    /// Rising 1 MB/s with p = 0.001, 100 MB, kept, nothing else known.
+    fn rising() -> Shape {
+        Shape { growth: 1e8, slope: 1e6, trend_p: 0.001, ..Shape::default() }
+    }
+
+    #[test]
+    fn growth_of_no_documented_shape_is_unknown() {
+        let named = classify(&StackFacts::default(), &rising(), &CX).expect("a leak");
+        assert_eq!((named.kind, named.score), (Kind::Unknown, SCORE_UNKNOWN));
+    }
+
+    #[test]
+    fn a_bounded_case_stops_the_later_rules() {
+        // One client's balancer cache that fills up: no later rule (not
+        // even the unknown one) names it.
+        let f = StackFacts { balancer: true, ..StackFacts::default() };
+        let one_client = Shape { clients: Some(1.0), ..rising() };
+        assert_eq!(duplicate_clients_in_lbcache(&f, &one_client, &CX), Answer::NoLeak);
+        assert_eq!(classify(&f, &one_client, &CX), None);
+        // A capped cache of a field levels off.
+        let f = StackFacts { field: Some(("Request".into(), 2)), ..StackFacts::default() };
+        assert_eq!(classify(&f, &Shape { plateaued: true, ..rising() }, &CX), None);
+        let named = classify(&f, &rising(), &CX).expect("a held field");
+        assert_eq!((named.kind, named.score), (Kind::RequestFieldHeld, SCORE_FIELD_NAMED));
+    }
+
+    #[test]
+    fn neither_a_trend_nor_a_step_is_no_leak() {
+        let flat = Shape { trend_p: 0.5, ..rising() };
+        assert_eq!(neither_trend_nor_step(&StackFacts::default(), &flat, &CX), Answer::NoLeak);
+        assert_eq!(neither_trend_nor_step(&StackFacts::default(), &Shape { steps: 1, ..flat }, &CX), Answer::Next);
+    }
+
+    #[test]
+    fn the_connection_setup_buffer_leads_idle_connections() {
+        let open = Shape { with_open: Some(0.9), open_rising: Some(true), ..rising() };
+        let setup = StackFacts { conn_setup: true, ..StackFacts::default() };
+        let read = StackFacts { read_path: true, ..StackFacts::default() };
+        let score = |f: &StackFacts| classify(f, &open, &CX).map(|n| (n.kind, n.score));
+        assert_eq!(score(&setup), Some((Kind::IdleConnectionBuffers, SCORE_CONNECTION_SETUP)));
+        assert_eq!(score(&read), Some((Kind::IdleConnectionBuffers, SCORE_SHAPE_BASE + SCORE_SHAPE_SPAN * 0.9)));
+    }
+}

@@ -1,0 +1,267 @@
+//! The measurement of a site: its in-use bytes over the snapshots
+//! ([`Site`]), the work the process did meanwhile ([`Work`]), and how the
+//! one followed the other ([`Shape`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::frames::{self, StackFacts};
+use crate::input::{RunInput, SnapshotTime};
+use crate::profile::{HeapSnapshot, Name};
+use crate::stats::{change_points, mann_kendall, median, pearson, plateau, theil_sen};
+
+/// What stays is the median of this many last settled snapshots: one
+/// snapshot may catch the pool still giving memory back.
+const SETTLED_TAIL: usize = 3;
+
+/// A step (a change point) spans at least this many snapshots on each side,
+/// so that one noisy snapshot is no step.
+const STEP_MIN_SNAPSHOTS: usize = 2;
+
+/// The connections open now "keep rising" when, over the second half of
+/// the load, they rose by more than this share of their number at its
+/// middle...
+const RISING_SHARE: f64 = 0.1;
+
+/// ...and by more than this many connections, so that a handful of
+/// reconnections is no rise.
+const RISING_MIN_CONNECTIONS: f64 = 2.0;
+
+/// One site's in-use bytes over the snapshots.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Site {
+    /// What the stacks of the site say, merged over them.
+    pub(crate) facts: StackFacts,
+    /// In-use bytes per snapshot.
+    pub(crate) inuse: Vec<f64>,
+    /// In-use bytes per block size, first and peak snapshot.
+    sizes_first: BTreeMap<i64, f64>,
+    sizes_peak: BTreeMap<i64, f64>,
+}
+
+/// Sums a snapshot's in-use bytes per site.
+pub(crate) fn sites(heaps: &[HeapSnapshot]) -> Vec<Site> {
+    let mut cache: HashMap<Vec<Name>, StackFacts> = HashMap::new();
+    let mut by_site: BTreeMap<String, Site> = BTreeMap::new();
+    let n = heaps.len();
+    for (i, heap) in heaps.iter().enumerate() {
+        for s in &heap.samples {
+            if s.inuse_bytes <= 0.0 && i + 1 < n {
+                continue;
+            }
+            let key: Vec<Name> = s.frames.iter().map(|f| f.function.clone()).collect();
+            let facts = cache
+                .entry(key)
+                .or_insert_with_key(|k| frames::facts(&k.iter().map(Name::as_str).collect::<Vec<_>>()))
+                .clone();
+            let site = by_site.entry(facts.site.clone()).or_insert_with(|| Site {
+                facts: facts.clone(),
+                inuse: vec![0.0; n],
+                ..Site::default()
+            });
+            merge_facts(&mut site.facts, &facts);
+            site.inuse[i] += s.inuse_bytes;
+        }
+    }
+    // Block sizes at the first snapshot and at each site's peak.
+    let mut out: Vec<Site> = by_site.into_values().collect();
+    for site in &mut out {
+        let peak = argmax(&site.inuse);
+        for (idx, target) in [(0usize, 0u8), (peak, 1u8)] {
+            let mut map = BTreeMap::new();
+            for s in &heaps[idx].samples {
+                let key: Vec<Name> = s.frames.iter().map(|f| f.function.clone()).collect();
+                if cache.get(&key).is_some_and(|f| f.site == site.facts.site) {
+                    *map.entry(s.block_size.unwrap_or(0)).or_insert(0.0) += s.inuse_bytes;
+                }
+            }
+            if target == 0 {
+                site.sizes_first = map;
+            } else {
+                site.sizes_peak = map;
+            }
+        }
+    }
+    out
+}
+
+fn merge_facts(into: &mut StackFacts, other: &StackFacts) {
+    into.pooled |= other.pooled;
+    into.read_path |= other.read_path;
+    into.conn_setup |= other.conn_setup;
+    into.encode |= other.encode;
+    into.balancer |= other.balancer;
+    into.json |= other.json;
+    into.handler |= other.handler;
+    if into.field.is_none() {
+        into.field = other.field.clone();
+    }
+}
+
+fn argmax(y: &[f64]) -> usize {
+    y.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+}
+
+/// Metrics aligned with the snapshots (`None` where the run has none).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Work {
+    pub(crate) requests: Option<Vec<f64>>,
+    open_conns: Option<Vec<f64>>,
+    opened_conns: Option<Vec<f64>>,
+    clients_created: Option<Vec<f64>>,
+}
+
+impl Work {
+    /// The run's counters of requests, connections and clients, one value
+    /// per snapshot.
+    pub(crate) fn of(input: &RunInput, times: &[SnapshotTime]) -> Work {
+        Work {
+            requests: aligned(input, times, "requests"),
+            open_conns: aligned(input, times, "open_conns"),
+            opened_conns: aligned(input, times, "opened_conns"),
+            clients_created: aligned(input, times, "clients_created"),
+        }
+    }
+}
+
+fn aligned(input: &RunInput, times: &[SnapshotTime], name: &str) -> Option<Vec<f64>> {
+    let series = input.metric(name);
+    if series.is_empty() {
+        return None;
+    }
+    if input.metrics.len() == times.len() && series.len() == times.len() {
+        return Some(series.into_iter().map(|(_, v)| v).collect());
+    }
+    // Nearest line in time.
+    Some(
+        times
+            .iter()
+            .map(|s| series.iter().min_by(|a, b| (a.0 - s.t).abs().total_cmp(&(b.0 - s.t).abs())).map_or(0.0, |p| p.1))
+            .collect(),
+    )
+}
+
+/// Which snapshots are read for what.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span<'a> {
+    /// Every snapshot's time.
+    pub(crate) times: &'a [SnapshotTime],
+    /// The snapshots under load, where growth is measured.
+    pub(crate) active: &'a [usize],
+    /// The settled snapshots after the load, where what stays is read.
+    pub(crate) after: &'a [usize],
+}
+
+/// What one growing site looks like.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Shape {
+    /// In-use bytes gained from the first snapshot to the peak under load.
+    pub(crate) growth: f64,
+    /// Theil–Sen slope under load (bytes/s).
+    pub(crate) slope: f64,
+    /// Mann–Kendall p-value under load.
+    pub(crate) trend_p: f64,
+    /// Change points under load.
+    pub(crate) steps: usize,
+    /// Whether the series levelled off.
+    pub(crate) plateaued: bool,
+    /// Fraction of the growth still there after the load (None: no
+    /// after-load snapshots).
+    pub(crate) retained: Option<f64>,
+    /// Bytes gained per request done up to the peak.
+    pub(crate) per_request: Option<f64>,
+    /// Fraction of the growth made in intervals where connections opened.
+    pub(crate) at_openings: Option<f64>,
+    /// Correlation with the connections open now.
+    pub(crate) with_open: Option<f64>,
+    /// Connections opened from the first snapshot to the peak.
+    pub(crate) opened: Option<f64>,
+    /// Clients created from the first snapshot to the peak.
+    pub(crate) clients: Option<f64>,
+    /// Whether the connections open now kept rising over the load (none
+    /// without that metric).
+    pub(crate) open_rising: Option<bool>,
+    /// Correlation with clients created.
+    pub(crate) with_clients: Option<f64>,
+    /// Fraction of the growth in blocks of at least `large_block_bytes`.
+    pub(crate) large_blocks: f64,
+    /// The largest block size at the peak.
+    pub(crate) largest_block: i64,
+}
+
+/// Measures a site's shape over `span`; blocks of `large_block_bytes` or
+/// more count as large.
+pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_bytes: f64) -> Shape {
+    let Span { times, active, after } = span;
+    let y = &site.inuse;
+    let base = y[0];
+    let ya: Vec<f64> = active.iter().map(|&i| y[i]).collect();
+    let ta: Vec<f64> = active.iter().map(|&i| times[i].t).collect();
+    let peak_i = active.iter().copied().max_by(|a, b| y[*a].total_cmp(&y[*b])).unwrap_or(0);
+    let growth = y[peak_i] - base;
+    let slope = theil_sen(&ta, &ya).map_or(0.0, |(s, _)| s);
+    let mk = mann_kendall(&ya);
+    let steps = change_points(&ya, STEP_MIN_SNAPSHOTS, None).len();
+    let plateaued = plateau(&ya).is_plateau;
+    let retained = (!after.is_empty() && growth > 0.0).then(|| {
+        let tail: Vec<f64> = after.iter().rev().take(SETTLED_TAIL).map(|&i| y[i]).collect();
+        (median(&tail).unwrap_or(base) - base) / growth
+    });
+    let per_request = work.requests.as_ref().and_then(|r| {
+        let done = r[peak_i] - r[0];
+        (done > 0.0).then(|| growth / done)
+    });
+    let at_openings = work.opened_conns.as_ref().map(|o| {
+        let (mut with, mut all) = (0.0, 0.0);
+        for w in 1..y.len() {
+            let dy = (y[w] - y[w - 1]).max(0.0);
+            all += dy;
+            if o[w] > o[w - 1] {
+                with += dy;
+            }
+        }
+        if all > 0.0 {
+            with / all
+        } else {
+            0.0
+        }
+    });
+    let corr = |series: &Option<Vec<f64>>| {
+        series.as_ref().and_then(|s| {
+            let xs: Vec<f64> = active.iter().map(|&i| s[i]).collect();
+            pearson(&xs, &ya)
+        })
+    };
+    let gained: f64 = site
+        .sizes_peak
+        .iter()
+        .map(|(size, b)| (size, (b - site.sizes_first.get(size).copied().unwrap_or(0.0)).max(0.0)))
+        .filter(|(size, _)| **size as f64 >= large_block_bytes)
+        .map(|(_, b)| b)
+        .sum();
+    let total_gained: f64 =
+        site.sizes_peak.iter().map(|(size, b)| (b - site.sizes_first.get(size).copied().unwrap_or(0.0)).max(0.0)).sum();
+    Shape {
+        growth,
+        slope,
+        trend_p: mk.p_value,
+        steps,
+        plateaued,
+        retained,
+        per_request,
+        at_openings,
+        with_open: corr(&work.open_conns),
+        opened: work.opened_conns.as_ref().map(|o| o[peak_i] - o[0]),
+        clients: work.clients_created.as_ref().map(|c| c[peak_i] - c[0]),
+        open_rising: work.open_conns.as_ref().map(|o| {
+            // Still climbing in the second half of the load, not only while
+            // the first connections came in.
+            let open: Vec<f64> = active.iter().map(|&i| o[i]).collect();
+            let (mid, last) = (open[open.len() / 2], open[open.len() - 1]);
+            let mk = mann_kendall(&open[open.len() / 2..]);
+            last - mid > (RISING_SHARE * mid).max(RISING_MIN_CONNECTIONS) && mk.s > 0
+        }),
+        with_clients: corr(&work.clients_created),
+        large_blocks: if total_gained > 0.0 { gained / total_gained } else { 0.0 },
+        largest_block: site.sizes_peak.keys().next_back().copied().unwrap_or(0),
+    }
+}
