@@ -95,7 +95,8 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
     let take_holders = |agent: &ureq::Agent| {
         crate::scrape::get_url(agent, &holders_url).and_then(|b| Ok(HeapSnapshot::decode(&b, &holders_url)?)).ok()
     };
-    let mut holders: Vec<HeapSnapshot> = if opts.pprof_only { None } else { take_holders(&agent) }.into_iter().collect();
+    let mut holders: Vec<HeapSnapshot> =
+        if opts.pprof_only { None } else { take_holders(&agent) }.into_iter().collect();
     while start.elapsed() < args.timeout {
         let t = start.elapsed().as_secs_f64();
         let url = format!("{base}/debug/pprof/heap");

@@ -170,10 +170,12 @@ impl<A> Profiler<A> {
     }
 
     /// Bytes the program holds through this allocator now, counted exactly
-    /// on every allocation and free (not estimated from samples). The
-    /// profiler's own blocks (symbol caches, profiles being built, holder
-    /// scans' records) are left out: they are not the program's memory, and
-    /// they grow as profiles name more code. Costs 34 relaxed loads.
+    /// on every allocation and free (not estimated from samples). In holder
+    /// mode the profiler's own blocks (symbol caches, profiles being built,
+    /// holder scans' records) are left out: they are not the program's
+    /// memory, and they grow as holder profiles name more code. Outside it
+    /// they are counted (keeping track of them costs an index entry each).
+    /// Costs 34 relaxed loads.
     pub fn inuse_bytes(&self) -> u64 {
         self.stats().inuse_bytes()
     }
@@ -293,7 +295,9 @@ impl<A> Profiler<A> {
         THREAD.with(|t| {
             self.shard(t).allocated.fetch_add(size as u64, Ordering::Relaxed);
             if t.in_profiler.get() {
-                self.note_own(ptr as usize, size);
+                if self.holder_mode.load(Ordering::Relaxed) {
+                    self.note_own(ptr as usize, size);
+                }
                 return;
             }
             let mut rate = self.rate.load(Ordering::Relaxed);

@@ -54,8 +54,7 @@ fn assert_held_by(run: &Finished, held: &str, holder: &str) {
     let (_, last) = holders.iter().rfind(|(n, _)| *n <= last_load).expect("a holder profile in the load");
     let chains = chain_growth(first, last, &|s| held_under(s, held) || s.frames[0].function.contains(held));
     let total: f64 = chains.iter().map(|c| c.0.max(0.0)).sum();
-    let report: Vec<String> =
-        chains.iter().take(4).map(|(g, c)| format!("  {} {}", mib(*g), c.join(" -> "))).collect();
+    let report: Vec<String> = chains.iter().take(4).map(|(g, c)| format!("  {} {}", mib(*g), c.join(" -> "))).collect();
     eprintln!("HOLDER {}: blocks under {held}:\n{}", run.scenario, report.join("\n"));
     let (growth, chain) = chains.first().unwrap_or_else(|| panic!("{}: no block under {held}", run.scenario));
     assert!(
