@@ -10,6 +10,9 @@
 #   (c) the same on the live URL;
 #   (d) /debug/pprof/allocs defaults to alloc_space;
 #   (e) /metrics has process_resident_memory_bytes and leaklab_requests_total;
+#   (f) /debug/pprof/holders (the server runs with --holders): `go tool
+#       pprof -top` and `-tree` read it, its chains start at a root (a
+#       static or a thread's stack), and `-comments` gives the scan's figures;
 # and that the server stops on SIGTERM.
 #
 # Needs go (Debian's golang-go; .ci/run installs it) and curl.
@@ -52,7 +55,7 @@ fail() { echo "check-pprof: FAIL $*"; failures=$((failures + 1)); }
 show() { sed -n '1,25s/^/    | /p' "$1"; }
 
 # The server, on ports the kernel picks; its ready file says which.
-LEAKLAB_LOG=info NO_COLOR=1 "$bin" serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 --profile-rate 1 \
+LEAKLAB_LOG=info NO_COLOR=1 "$bin" serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 --profile-rate 1 --holders \
   --ready-file "$work/ready.json" 2>"$work/serve.log" &
 serve_pid=$!
 rpc="" admin=""
@@ -174,6 +177,26 @@ else
   else
     pass "(e) /metrics: process_resident_memory_bytes $rss, leaklab_requests_total $reqs"
   fi
+fi
+
+# (f) the holders profile.
+url="http://$admin/debug/pprof/holders"
+if ! fetch /debug/pprof/holders "$work/holders.pb.gz" 2>"$work/curl.err"; then
+  fail "(f) GET /debug/pprof/holders: $(cat "$work/curl.err")"
+elif ! gopprof -top "$work/holders.pb.gz" >"$work/holders.top" 2>&1 ||
+  ! gopprof -tree "$work/holders.pb.gz" >"$work/holders.tree" 2>&1 ||
+  ! gopprof -comments "$work/holders.pb.gz" >"$work/holders.comments" 2>&1; then
+  fail "(f) go tool pprof -top/-tree/-comments on holders.pb.gz failed:"
+  show "$work/holders.top"
+  show "$work/holders.tree"
+elif ! grep -q '^Type: inuse_space' "$work/holders.top" ||
+  ! grep -qE '(static |thread .* stack)' "$work/holders.tree" ||
+  ! grep -q '^holders: ' "$work/holders.comments"; then
+  fail "(f) holders profile: no inuse_space listing, no root in -tree, or no scan figures in -comments:"
+  show "$work/holders.top"
+  show "$work/holders.comments"
+else
+  pass "(f) holders profile: $(grep -m1 '^Showing' "$work/holders.top"); $(head -c 160 "$work/holders.comments")"
 fi
 
 # The server stops on SIGTERM.

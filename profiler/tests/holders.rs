@@ -201,4 +201,37 @@ fn who_holds_each_block() {
     // Readable by pprof tools: it round-trips through the encoder.
     let back = profiler::Profile::decode(&scan.profile.encode_gzip()).unwrap();
     assert_eq!(back.total(SampleType::InuseSpace), scan.profile.total(SampleType::InuseSpace));
+
+    budgets_give_partial_profiles_that_say_so();
+}
+
+fn comments(p: &profiler::Profile) -> Vec<String> {
+    let proto = p.proto();
+    proto.comment.iter().map(|&i| proto.string_table[i as usize].clone()).collect()
+}
+
+/// Out of time, out of scratch memory, or deeper than the hop limit: still a
+/// profile, which says what it is missing.
+fn budgets_give_partial_profiles_that_say_so() {
+    let hurried = PROFILER
+        .holders_profile(&HolderOptions { time_budget: std::time::Duration::ZERO, ..HolderOptions::default() })
+        .expect("a partial scan");
+    assert!(hurried.stats.partial.iter().any(|p| p.contains("time budget")), "{:?}", hurried.stats);
+    assert!(hurried.stats.unscanned > 0, "{:?}", hurried.stats);
+    let all = samples(&hurried.profile);
+    assert!(all.iter().any(|(st, _)| st.last().is_some_and(|r| r == "$unscanned$")), "{all:#?}");
+    assert!(comments(&hurried.profile).iter().any(|c| c.starts_with("partial: ") && c.contains("time budget")));
+
+    let tight = PROFILER
+        .holders_profile(&HolderOptions { memory_budget: 0, ..HolderOptions::default() })
+        .expect("a partial scan");
+    assert!(tight.stats.partial.iter().any(|p| p.contains("scratch memory")), "{:?}", tight.stats);
+    assert!(comments(&tight.profile).iter().any(|c| c.contains("nothing was scanned")));
+
+    let shallow = PROFILER.holders_profile(&HolderOptions { max_hops: 1, ..HolderOptions::default() }).expect("a scan");
+    assert!(shallow.stats.partial.iter().any(|p| p.contains("$sub_objects$")), "{:?}", shallow.stats);
+    let all = samples(&shallow.profile);
+    // static CHAIN -> Vec -> Box -> held: the Box is past one hop.
+    let cut = bytes_where(&all, "held_block", |st| st.iter().any(|f| f == "$sub_objects$") && st.len() == 4);
+    assert_eq!(cut, 4 * 100_000, "{all:#?}");
 }

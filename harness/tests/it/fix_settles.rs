@@ -68,7 +68,7 @@ fn assert_settles(scenario: &str, set: &[&str]) {
             let snap = &holders[i].1;
             snap.samples
                 .iter()
-                .filter(|s| s.frames[1..].iter().any(|f| f.function.contains(holder)))
+                .filter(|s| holder.split('|').any(|part| s.frames[1..].iter().any(|f| f.function.contains(part))))
                 .map(|s| s.inuse_bytes)
                 .sum()
         };

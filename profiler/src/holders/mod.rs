@@ -66,7 +66,7 @@ use crate::sampler::InProfiler;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HolderOptions {
     /// The scan stops here and reports what it has (the rest as
-    /// `$unscanned$`); the child is killed at twice this.
+    /// `$unscanned$`); the child is killed at twice this plus a second.
     pub time_budget: Duration,
     /// Most bytes of scratch memory the child may map (32 + 4 bytes per
     /// live block); above it, nothing is scanned.
@@ -228,7 +228,7 @@ impl<A> Profiler<A> {
             return Err(HolderError::Start(std::io::Error::last_os_error()));
         }
         drop(write_end);
-        let out = read_child(read_end, pid, opts.time_budget * 2);
+        let out = read_child(read_end, pid, opts.time_budget * 2 + Duration::from_secs(1));
         let status = wait_child(pid);
         let bytes = out.map_err(HolderError::Child)?;
         let parsed = chains::parse(&bytes).map_err(|e| match status {

@@ -2,7 +2,9 @@
 //!
 //! - **Statics:** every writable loadable segment (`PT_LOAD` with `PF_W`:
 //!   `.data`, `.bss`, and the relocated read-only data before them) of the
-//!   executable and of each shared library, from `dl_iterate_phdr`. A root
+//!   executable and of each shared library but the C library and the
+//!   loader (whose data is malloc's arenas and the loader's tables, not
+//!   the program's), from `dl_iterate_phdr`. A root
 //!   word is named by the ELF symbol that covers it
 //!   (`static scenarios::…::CACHE`), read from the object's symbol table with
 //!   the `object` crate, or `static libfoo.so+0x1f0` without one.
@@ -57,7 +59,7 @@ pub(crate) fn collect(sp: usize, threads: &[ThreadStack]) -> Vec<Root> {
     let readable = readable_ranges();
     let (segments, tls_blocks) = loaded_segments();
     let mut roots = Vec::new();
-    for seg in segments {
+    for seg in segments.iter().filter(|s| !is_allocator_library(&s.path)) {
         for span in clip(Span { lo: seg.lo, hi: seg.hi }, &readable) {
             roots.push(Root {
                 span,
@@ -87,6 +89,15 @@ pub(crate) fn collect(sp: usize, threads: &[ThreadStack]) -> Vec<Root> {
         }
     }
     roots
+}
+
+/// The C library and the dynamic loader: their writable data is the C
+/// allocator's own book-keeping (arena bins and top chunks), whose pointers
+/// to free chunks land in the last bytes of the live blocks before them,
+/// and the loader's tables. Not roots of the program's memory.
+fn is_allocator_library(path: &str) -> bool {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.starts_with("libc.so") || file.starts_with("ld-linux") || file.starts_with("libc-")
 }
 
 /// Parts of `s` that lie in readable mappings.

@@ -17,7 +17,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: false,
     expected: "oversized-request",
-    holder: "rpc::pool::",
+    holder: "rpc::pool::|rpc::linkbuf::InputBuffer",
     reproduces: "The guide's \"Large Request with Abnormal Size\": among small steady calls, one in `every` carries \
         an abnormally large msg (`size`, e.g. debug info or data the IDL does not define). Reading it grows that \
         connection's input buffer node by node up to the message's size; the connection keeps that high-water \
