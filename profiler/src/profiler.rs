@@ -24,10 +24,15 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::profile::{Profile, SampleType};
-use crate::sampler::{self, InProfiler, ThreadState, CONFIG_STAMP, THREAD};
+use crate::sampler::{self, InProfiler, ThreadState, BUCKETS_SEEN, CONFIG_STAMP, THREAD};
 use crate::snapshot::{HeapRecord, Snapshot};
 use crate::stack;
 use crate::table::{Dropped, Full, LazyState, MAX_DEPTH, OWN, SAMPLED};
+
+/// Frames kept of a block indexed only for holder scans (not sampled):
+/// enough to reach from the allocator, through the machinery, to the code
+/// that asked and the decoding or handler frames above it.
+const HOLDER_DEPTH: usize = 32;
 
 /// Go's default `runtime.MemProfileRate`: one sample per 512 KiB allocated.
 pub const DEFAULT_RATE: usize = 512 * 1024;
@@ -363,10 +368,30 @@ impl<A> Profiler<A> {
             crate::threads::register_current();
         }
         let mut frames = [0usize; MAX_DEPTH];
-        let depth = stack::capture(&mut frames, &t.stack_top);
+        let keep = if sampled { MAX_DEPTH } else { HOLDER_DEPTH };
+        let depth = stack::capture(&mut frames[..keep], &t.stack_top);
+        // Blocks only indexed for holder scans are named by their first
+        // frames: the memo of this thread's recent stacks saves the shared
+        // tables' probes and frame comparisons.
+        let memo = (!sampled).then(|| {
+            let key = crate::table::hash_frames(&frames[..depth]) ^ (size as u64).rotate_left(29);
+            (key, &t.buckets_seen[key as usize % BUCKETS_SEEN])
+        });
+        if let Some((key, cell)) = memo {
+            let (seen, bucket) = cell.get();
+            if seen == key && bucket != 0 {
+                if !state.sampled.insert(addr, bucket - 1) {
+                    self.dropped.count(Full::Sampled);
+                }
+                return;
+            }
+        }
         let recorded =
             state.stacks.intern(&frames[..depth]).and_then(|stack| state.buckets.find_or_insert(stack, size)).and_then(
                 |bucket| {
+                    if let Some((key, cell)) = memo {
+                        cell.set((key, bucket + 1));
+                    }
                     let entry = if sampled { bucket | SAMPLED } else { bucket };
                     if state.sampled.insert(addr, entry) {
                         Ok(bucket)

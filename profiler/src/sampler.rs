@@ -32,7 +32,14 @@ pub(crate) struct ThreadState {
     /// Lowest and highest address of this thread's stack; top 0 = not
     /// asked yet, 1 = unknown.
     pub stack_top: Cell<(usize, usize)>,
+    /// Holder mode's memo of recent (stack and size) → bucket lookups,
+    /// direct-mapped by the hash of the frames and the size: a hit skips
+    /// the shared tables. Entries are `(key hash, bucket id + 1)`.
+    pub buckets_seen: [Cell<(u64, u32)>; BUCKETS_SEEN],
 }
+
+/// Entries of [`ThreadState::buckets_seen`].
+pub(crate) const BUCKETS_SEEN: usize = 64;
 
 thread_local! {
     pub(crate) static THREAD: ThreadState = const {
@@ -43,6 +50,7 @@ thread_local! {
             stamp: Cell::new(0),
             ordinal: Cell::new(0),
             stack_top: Cell::new((0, 0)),
+            buckets_seen: [const { Cell::new((0, 0)) }; BUCKETS_SEEN],
         }
     };
 }

@@ -38,15 +38,13 @@
 
 use std::cell::Cell;
 
-use crate::table::MAX_DEPTH;
-
 /// Fills `out` with return addresses, innermost first, starting with the
 /// return address into the caller of `capture`; returns how many.
 ///
 /// `bounds` caches the low end and the top of the current thread's stack
 /// (see [`crate::sampler::ThreadState::stack_top`]).
 #[inline(never)]
-pub(crate) fn capture(out: &mut [usize; MAX_DEPTH], bounds: &Cell<(usize, usize)>) -> usize {
+pub(crate) fn capture(out: &mut [usize], bounds: &Cell<(usize, usize)>) -> usize {
     let Some((fp, sp)) = registers() else { return 0 };
     let (lo, hi) = stack_bounds(bounds);
     if !live_part_is_ours(sp, lo, hi) {
@@ -166,6 +164,7 @@ fn query_stack_bounds() -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::MAX_DEPTH;
 
     fn names(frames: &[usize]) -> Vec<String> {
         let symbols = crate::symbolize::resolve_all(frames.iter().copied());

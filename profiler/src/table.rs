@@ -155,7 +155,7 @@ pub(crate) fn mix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn hash_frames(frames: &[usize]) -> u64 {
+pub(crate) fn hash_frames(frames: &[usize]) -> u64 {
     let mut h = 0x9e37_79b9_7f4a_7c15u64 ^ frames.len() as u64;
     for &f in frames {
         h = mix64(h ^ f as u64);
