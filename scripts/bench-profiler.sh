@@ -216,8 +216,10 @@ for m in "${modes[@]}"; do
   if [ "$m" = default ]; then default_ratio=$round_ratio default_cpu=$cpu_ratio; fi
   printf '%-10s %12.0f %7s %7s %8.0f-%-8.0f %11.2f %7s\n' "$m" "$med" "$ratio" "$round_ratio" "$lo" "$hi" "$cpu" "$cpu_ratio"
 done
-verdict=$(awk -v r="$default_ratio" -v t="$target_ratio" 'BEGIN { print (r >= t) ? "meets" : "BELOW" }')
-echo "default rate / off: $default_ratio of the req/s per round ($verdict the target of $target_ratio), $default_cpu x the CPU per call"
+if [ -n "${default_ratio:-}" ]; then
+  verdict=$(awk -v r="$default_ratio" -v t="$target_ratio" 'BEGIN { print (r >= t) ? "meets" : "BELOW" }')
+  echo "default rate / off: $default_ratio of the req/s per round ($verdict the target of $target_ratio), $default_cpu x the CPU per call"
+fi
 
 # Stop the servers; DHAT and heaptrack write their files on the way out.
 stop
