@@ -134,7 +134,9 @@ mod tests {
             text.push_str(&format!("{} {}\n", m.metric.name, (m.metric.read)(&f)));
         }
         text.push_str(&format!("{LARGEST_PEER}{{{LARGEST_PEER_LABEL}=\"127.0.0.1:5555\"}} 1\n"));
-        let live = diagnosis_line(1.5, &text);
+        let mut live = diagnosis_line(1.5, &text);
+        // The live line also passes the peer's gauge through under its own name.
+        assert_eq!(live.values.remove(LARGEST_PEER), Some(1.0));
         assert_eq!(read[0].values, live.values);
         assert_eq!(read[0].text, live.text);
         assert_eq!(read[0].phase.as_deref(), Some("load"));
