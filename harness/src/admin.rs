@@ -34,12 +34,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::{Kind, Metric, FIGURES, LARGEST_PEER, LARGEST_PEER_HELP, LARGEST_PEER_LABEL};
 use crate::probe::Probe;
 
 /// Limits of the admin listener against slow or greedy clients.
@@ -323,61 +323,41 @@ struct MetricsCollector {
     admin: Arc<AdminStats>,
 }
 
-fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> Result<(), std::fmt::Error> {
-    let g = ConstGauge::new(v);
-    g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)
-}
-
-fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> Result<(), std::fmt::Error> {
-    let c = ConstCounter::new(v);
-    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
-}
+/// The listener's own refusals on `/metrics`, after the [`FIGURES`].
+const ADMIN_METRICS: [Metric<AdminStats>; 3] = [
+    Metric {
+        name: "leaklab_admin_refused_connections_total",
+        help: "Admin connections closed on accept because the admin connection limit was reached.",
+        kind: Kind::Counter,
+        read: |a| a.refused_conns.load(Ordering::Relaxed),
+    },
+    Metric {
+        name: "leaklab_admin_header_timeouts_total",
+        help: "Admin connections closed because request headers did not arrive in time.",
+        kind: Kind::Counter,
+        read: |a| a.header_timeouts.load(Ordering::Relaxed),
+    },
+    Metric {
+        name: "leaklab_admin_shed_requests_total",
+        help: "Admin requests answered 503 because their route was at its concurrency limit.",
+        kind: Kind::Counter,
+        read: |a| a.shed_requests.load(Ordering::Relaxed),
+    },
+];
 
 impl Collector for MetricsCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let m = self.probe.read();
-        let e = &mut enc;
-        gauge(e, "process_resident_memory_bytes", "Resident set size of the process.", m.rss_bytes as f64)?;
-        gauge(e, "leaklab_profiled_inuse_bytes", "Bytes live through the global allocator.", m.inuse_bytes as f64)?;
-        counter(e, "leaklab_requests", "Requests answered (server) or calls made (client).", m.requests)?;
-        gauge(e, "leaklab_open_connections", "Connections open now.", m.open_conns as f64)?;
-        counter(e, "leaklab_opened_connections", "Connections opened since start.", m.opened_conns)?;
-        counter(e, "leaklab_clients_created", "RPC clients created since start.", m.clients_created)?;
-        counter(e, "leaklab_clients_closed", "RPC clients closed since start.", m.clients_closed)?;
-        gauge(e, "leaklab_pool_leased_bytes", "Bytes in pooled chunks leased now.", m.pool_leased_bytes as f64)?;
-        gauge(e, "leaklab_pool_cached_bytes", "Bytes cached in the pool's free lists.", m.pool_cached_bytes as f64)?;
-        gauge(e, "leaklab_barrier_slots", "Slots in the poller's barrier table.", m.barrier_slots as f64)?;
-        gauge(e, "leaklab_barrier_held_bytes", "Bytes referenced by barrier slots.", m.barrier_held_bytes as f64)?;
-        gauge(e, "leaklab_lbcache_hooks", "Rebalance hooks registered on balancer factories.", m.lb_hooks as f64)?;
-        counter(e, "leaklab_protocol_errors", "Connections closed for a bad message.", m.protocol_errors)?;
-        counter(e, "leaklab_idle_closed", "Connections closed by the idle timeout.", m.idle_closed)?;
-        let largest = m.largest_request_bytes as f64;
-        gauge(e, "leaklab_largest_request_bytes", "Bytes of the largest request received or refused.", largest)?;
-        counter(e, "leaklab_large_requests", "Requests of 1 MiB or more.", m.large_requests)?;
-        let help = "Connections refused because --max-conns were open.";
-        counter(e, "leaklab_refused_connections", help, m.refused_conns)?;
-        let help = "Connections closed because buffered input passed --max-input-bytes (the greediest first).";
-        counter(e, "leaklab_budget_closes", help, m.budget_closes)?;
-        let help = "Connections closed because a write made no progress within --write-timeout.";
-        counter(e, "leaklab_write_timeouts", help, m.write_timeouts)?;
-        let help = "Connections closed because unsent output passed --max-output-bytes.";
-        counter(e, "leaklab_output_overflows", help, m.output_overflows)?;
-        let help = "Connections closed because a message did not arrive whole within --frame-timeout.";
-        counter(e, "leaklab_frame_timeouts", help, m.frame_timeouts)?;
-        let help = "Heap profile samples dropped because a fixed-size table of the profiler was full.";
-        counter(e, "leaklab_profiler_dropped_samples", help, m.profiler_dropped_samples)?;
-        let a = &self.admin;
-        let help = "Admin connections closed on accept because the admin connection limit was reached.";
-        counter(e, "leaklab_admin_refused_connections", help, a.refused_conns.load(Ordering::Relaxed))?;
-        let help = "Admin connections closed because request headers did not arrive in time.";
-        counter(e, "leaklab_admin_header_timeouts", help, a.header_timeouts.load(Ordering::Relaxed))?;
-        let help = "Admin requests answered 503 because their route was at its concurrency limit.";
-        counter(e, "leaklab_admin_shed_requests", help, a.shed_requests.load(Ordering::Relaxed))?;
+        for f in &FIGURES {
+            f.metric.encode(&mut enc, &m)?;
+        }
+        for a in &ADMIN_METRICS {
+            a.encode(&mut enc, &self.admin)?;
+        }
         if let Some(peer) = &m.largest_peer {
             let g = ConstGauge::new(1.0);
-            let help = "The peer that sent the largest request (label `peer`).";
-            let mut metric = e.encode_descriptor("leaklab_largest_request_peer", help, None, g.metric_type())?;
-            g.encode(metric.encode_family(&vec![("peer".to_owned(), peer.clone())])?)?;
+            let mut metric = enc.encode_descriptor(LARGEST_PEER, LARGEST_PEER_HELP, None, g.metric_type())?;
+            g.encode(metric.encode_family(&vec![(LARGEST_PEER_LABEL.to_owned(), peer.clone())])?)?;
         }
         Ok(())
     }
@@ -392,7 +372,7 @@ mod tests {
 
     fn probe() -> Arc<Probe> {
         Arc::new(Probe {
-            profiler: &crate::PROFILER,
+            profiler: &crate::alloc::PROFILER,
             pool: Pool::new(PoolConfig::default()),
             server: Some(Arc::new(ServerStats::default())),
             barriers: None,
@@ -581,7 +561,7 @@ mod tests {
         assert!(text.contains("# TYPE leaklab_refused_connections counter"), "{text}");
         // The scraper reads what is served, the old names included.
         let f = crate::scrape::figures(&text);
-        assert_eq!(f.profiler_dropped_samples, crate::PROFILER.stats().dropped_samples);
+        assert_eq!(f.profiler_dropped_samples, crate::alloc::PROFILER.stats().dropped_samples);
         assert_eq!((f.refused_conns, f.budget_closes, f.frame_timeouts), (0, 0, 0));
         assert!(f.rss_bytes > 0);
     }

@@ -1,35 +1,30 @@
 //! `leaklab`: reproduce, profile and diagnose the memory leaks of
 //! pooled-buffer RPC frameworks. A thin binary over the workspace's
 //! libraries; it owns the command line, files, HTTP and exit codes.
+//!
+//! - `cli`: the command line, dispatched to `cmd::*`, one module per
+//!   subcommand (its flags and its entry point);
+//! - beside them, what the commands share: `runner` (a scenario run with
+//!   its child processes and snapshots), `scrape`, `verdict`, `loadgen`
+//!   (connections, the paced sender, load shapes), the process under
+//!   test's `alloc`, `probe`, `metrics`, `admin`, `poolprof`,
+//!   `holdersprof`, and `units` (durations and sizes on the command line).
 
 mod admin;
-mod catalogue;
+mod alloc;
 mod cli;
-mod diagnose;
+mod cmd;
 mod holdersprof;
-mod load;
-mod matrix;
-mod peer;
+mod loadgen;
+mod metrics;
 mod poolprof;
 mod probe;
-mod run;
+mod runner;
 mod scrape;
-mod serve;
+mod units;
+mod verdict;
 
 use clap::Parser;
-
-#[cfg(not(feature = "dhat"))]
-type InnerAlloc = std::alloc::System;
-#[cfg(feature = "dhat")]
-type InnerAlloc = dhat::Alloc;
-
-/// The allocator every `leaklab` process runs on.
-pub type GlobalProfiler = profiler::Profiler<InnerAlloc>;
-
-/// The heap profiler, sampling every allocation of the process (rate from
-/// `--profile-rate` or `LEAKLAB_PROFILE_RATE`, default 512 KiB).
-#[global_allocator]
-pub static PROFILER: GlobalProfiler = profiler::Profiler::with_allocator(InnerAlloc {});
 
 fn main() -> std::process::ExitCode {
     // Like any Unix filter: `leaklab list | head` ends quietly when the
@@ -44,7 +39,7 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LEAKLAB_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match cli::run(cli) {
+    match cli::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("leaklab: {e:#}");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rpc::{Barriers, Pool, ServerStats};
 use serde::{Deserialize, Serialize};
 
-use crate::GlobalProfiler;
+use crate::alloc::GlobalProfiler;
 
 /// The live sources of the process's figures.
 #[derive(Debug)]

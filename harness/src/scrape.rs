@@ -1,6 +1,7 @@
 //! Scraping a process's admin endpoint: profiles as bytes, `/metrics` as
 //! figures, and the `metrics.jsonl` line format.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,9 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::{FIGURES, LARGEST_PEER, LARGEST_PEER_FIELD, LARGEST_PEER_LABEL};
 use crate::probe::Figures;
 
-/// One line of `metrics.jsonl`.
+/// One line of `metrics.jsonl`, as a run writes it; the diagnosis reads it
+/// back as a [`diagnosis::MetricsLine`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetricsLine {
     /// Seconds since the run started.
@@ -49,35 +52,16 @@ pub fn get_text(agent: &ureq::Agent, addr: SocketAddr, path: &str) -> anyhow::Re
     Ok(String::from_utf8_lossy(&get_bytes(agent, addr, path)?).into_owned())
 }
 
-/// The figures `leaklab serve` exposes, from its `/metrics` text.
+/// The figures `leaklab serve` exposes, from its `/metrics` text; a figure
+/// missing from the text reads 0.
 pub fn figures(text: &str) -> Figures {
     let m = diagnosis::parse_prometheus(text);
-    let g = |name: &str| m.get(name).copied().unwrap_or(0.0).max(0.0) as u64;
-    Figures {
-        rss_bytes: g("process_resident_memory_bytes"),
-        inuse_bytes: g("leaklab_profiled_inuse_bytes"),
-        requests: g("leaklab_requests_total"),
-        open_conns: g("leaklab_open_connections"),
-        opened_conns: g("leaklab_opened_connections_total"),
-        clients_created: g("leaklab_clients_created_total"),
-        clients_closed: g("leaklab_clients_closed_total"),
-        pool_leased_bytes: g("leaklab_pool_leased_bytes"),
-        pool_cached_bytes: g("leaklab_pool_cached_bytes"),
-        barrier_slots: g("leaklab_barrier_slots"),
-        barrier_held_bytes: g("leaklab_barrier_held_bytes"),
-        lb_hooks: g("leaklab_lbcache_hooks"),
-        protocol_errors: g("leaklab_protocol_errors_total"),
-        idle_closed: g("leaklab_idle_closed_total"),
-        largest_request_bytes: g("leaklab_largest_request_bytes"),
-        large_requests: g("leaklab_large_requests_total"),
-        largest_peer: label_value(text, "leaklab_largest_request_peer", "peer"),
-        refused_conns: g("leaklab_refused_connections_total"),
-        budget_closes: g("leaklab_budget_closes_total"),
-        write_timeouts: g("leaklab_write_timeouts_total"),
-        output_overflows: g("leaklab_output_overflows_total"),
-        frame_timeouts: g("leaklab_frame_timeouts_total"),
-        profiler_dropped_samples: g("leaklab_profiler_dropped_samples_total"),
+    let mut figures = Figures::default();
+    for f in &FIGURES {
+        (f.write)(&mut figures, m.get(f.metric.name).copied().unwrap_or(0.0).max(0.0) as u64);
     }
+    figures.largest_peer = label_value(text, LARGEST_PEER, LARGEST_PEER_LABEL);
+    figures
 }
 
 /// The value of label `label` on the first sample of `name`.
@@ -90,38 +74,30 @@ pub fn label_value(text: &str, name: &str, label: &str) -> Option<String> {
 
 /// Renames the Prometheus names `leaklab serve` exposes to the
 /// `metrics.jsonl` names the diagnosis reads; other names pass through.
-pub fn leaklab_names(values: std::collections::BTreeMap<String, f64>) -> std::collections::BTreeMap<String, f64> {
+pub fn leaklab_names(values: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     values
         .into_iter()
-        .map(|(k, v)| {
-            let name = match k.as_str() {
-                "process_resident_memory_bytes" => "rss_bytes",
-                "leaklab_profiled_inuse_bytes" => "inuse_bytes",
-                "leaklab_requests_total" => "requests",
-                "leaklab_open_connections" => "open_conns",
-                "leaklab_opened_connections_total" => "opened_conns",
-                "leaklab_clients_created_total" => "clients_created",
-                "leaklab_clients_closed_total" => "clients_closed",
-                "leaklab_pool_leased_bytes" => "pool_leased_bytes",
-                "leaklab_pool_cached_bytes" => "pool_cached_bytes",
-                "leaklab_barrier_slots" => "barrier_slots",
-                "leaklab_barrier_held_bytes" => "barrier_held_bytes",
-                "leaklab_lbcache_hooks" => "lb_hooks",
-                "leaklab_protocol_errors_total" => "protocol_errors",
-                "leaklab_idle_closed_total" => "idle_closed",
-                "leaklab_largest_request_bytes" => "largest_request_bytes",
-                "leaklab_large_requests_total" => "large_requests",
-                "leaklab_refused_connections_total" => "refused_conns",
-                "leaklab_budget_closes_total" => "budget_closes",
-                "leaklab_write_timeouts_total" => "write_timeouts",
-                "leaklab_output_overflows_total" => "output_overflows",
-                "leaklab_frame_timeouts_total" => "frame_timeouts",
-                "leaklab_profiler_dropped_samples_total" => "profiler_dropped_samples",
-                other => other,
-            };
-            (name.to_owned(), v)
+        .map(|(k, v)| match FIGURES.iter().find(|f| f.metric.name == k) {
+            Some(f) => (f.field.to_owned(), v),
+            None => (k, v),
         })
         .collect()
+}
+
+/// A live process's `/metrics` text at `t` seconds as the diagnosis reads
+/// a `metrics.jsonl` line: every value (`leaklab serve`'s under their
+/// `metrics.jsonl` names), and the largest request's peer.
+pub fn diagnosis_line(t: f64, text: &str) -> diagnosis::MetricsLine {
+    let mut line = diagnosis::MetricsLine {
+        t,
+        phase: None,
+        values: leaklab_names(diagnosis::parse_prometheus(text)),
+        text: Default::default(),
+    };
+    if let Some(peer) = label_value(text, LARGEST_PEER, LARGEST_PEER_LABEL) {
+        line.text.insert(LARGEST_PEER_FIELD.into(), peer);
+    }
+    line
 }
 
 #[cfg(test)]
@@ -141,5 +117,29 @@ mod tests {
         assert_eq!((f.rss_bytes, f.requests), (5844992, 196080));
         let peer = "leaklab_largest_request_peer{peer=\"127.0.0.1:5555\"} 1.0\n";
         assert_eq!(figures(peer).largest_peer.as_deref(), Some("127.0.0.1:5555"));
+    }
+
+    #[test]
+    fn a_written_line_reads_back_as_the_live_one() {
+        let mut f = Figures::default();
+        for (i, m) in FIGURES.iter().enumerate() {
+            (m.write)(&mut f, 10 + i as u64);
+        }
+        f.largest_peer = Some("127.0.0.1:5555".into());
+        let written = MetricsLine { t: 1.5, phase: "load".into(), figures: f.clone() };
+        let json = serde_json::to_string(&written).expect("line as JSON");
+        let read = diagnosis::parse_metrics(json.as_bytes(), "metrics.jsonl").expect("parsed");
+        let mut text = String::new();
+        for m in &FIGURES {
+            text.push_str(&format!("{} {}\n", m.metric.name, (m.metric.read)(&f)));
+        }
+        text.push_str(&format!("{LARGEST_PEER}{{{LARGEST_PEER_LABEL}=\"127.0.0.1:5555\"}} 1\n"));
+        let mut live = diagnosis_line(1.5, &text);
+        // The live line also passes the peer's gauge through under its own name.
+        assert_eq!(live.values.remove(LARGEST_PEER), Some(1.0));
+        assert_eq!(read[0].values, live.values);
+        assert_eq!(read[0].text, live.text);
+        assert_eq!(read[0].phase.as_deref(), Some("load"));
+        assert_eq!(figures(&text), f);
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rpc::lbcache::{Instance, StaticResolver};
-use rpc::{ClientConfig, ClientError, Pool};
+use rpc::{Client, ClientConfig, ClientError, Pool};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -34,6 +34,33 @@ pub(crate) static RESPONSE_CACHE: LazyLock<Mutex<HashMap<i64, Bytes>>> = LazyLoc
 /// Entries in the client scenarios' response cache (process-wide).
 pub fn client_cached_entries() -> usize {
     RESPONSE_CACHE.lock().unwrap_or_else(|e| e.into_inner()).len()
+}
+
+/// What a client scenario's callers do: `call`, again and again; `client`,
+/// if any, is closed when the calls stop.
+pub(crate) struct Caller {
+    /// One call of the scenario's business code.
+    pub call: Arc<dyn Fn(i64) -> CallFuture + Send + Sync>,
+    /// The client shared by every call, closed at the end.
+    pub client: Option<Client>,
+}
+
+impl Caller {
+    /// Runs the calls ([`drive`]) until `stop`, then closes the client.
+    pub(crate) async fn run(
+        self,
+        scenario: &'static str,
+        conns: usize,
+        rps: u64,
+        calls: Arc<AtomicU64>,
+        stop: impl Future<Output = ()>,
+    ) -> Result<(), ScenarioError> {
+        let result = drive(scenario, conns, rps, calls, stop, self.call).await;
+        if let Some(client) = self.client {
+            client.close();
+        }
+        result
+    }
 }
 
 /// Runs `conns` callers, `rps` calls per second in all (each caller one call

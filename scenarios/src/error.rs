@@ -1,6 +1,6 @@
 //! The crate's one error type.
 
-use crate::catalogue::Side;
+use crate::side::Side;
 
 /// Why a scenario cannot be found, configured or run.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use faststr::FastStr;
 use rpc::codec::{Request, Response};
-use rpc::{Handler, HandlerError, ServerConfig};
+use rpc::{Handler, HandlerError, Pool, PoolConfig, ServerConfig};
 use sonic_rs::{JsonValueTrait, OwnedLazyValue};
 
 /// What a server scenario runs: the server settings and the handler.
@@ -25,6 +25,31 @@ pub struct ServerScenario {
     /// The service. Clones share their state (caches), so keep one for
     /// metrics and give one to the server.
     pub handler: ScenarioHandler,
+}
+
+impl ServerScenario {
+    /// A plain Echo service on `pool`.
+    pub(crate) fn echo(pool: Pool) -> ServerScenario {
+        ServerScenario {
+            config: ServerConfig { pool, ..ServerConfig::default() },
+            handler: ScenarioHandler::new(Reply::ECHO, Behaviour::Echo),
+        }
+    }
+}
+
+/// A pool that caches at most `cap` bytes per size class: `pool` itself if
+/// its policy already does, a new pool otherwise.
+pub(crate) fn capped_pool(pool: Pool, cap: usize) -> Pool {
+    if pool.config().max_cached_per_class <= cap {
+        pool
+    } else {
+        Pool::new(capped(cap))
+    }
+}
+
+/// Netpoll's policy with at most `cap` bytes cached per size class.
+pub(crate) fn capped(cap: usize) -> PoolConfig {
+    PoolConfig { max_cached_per_class: cap, ..PoolConfig::default() }
 }
 
 /// A scenario's Echo service; implements [`rpc::Handler`].

@@ -6,8 +6,11 @@
 //!
 //! - its [`Info`] in the [`catalogue`]: name, [`Side`], the verdict kind a
 //!   diagnosis must give ([`Info::expected_kind`]), what it reproduces, what
-//!   the heap and pool profiles show, the fix, and its [`Param`]s;
-//! - [`Params`]: `--set key=value` pairs checked against those parameters;
+//!   the heap and pool profiles show, the fix, and its [`Param`]s, each
+//!   declared with its default, its [`Check`] and its help;
+//! - [`Params`]: `--set key=value` pairs checked against those parameters,
+//!   then by the scenario as a whole; `payload`, `rps` and `conns`, which
+//!   every scenario has, are read once;
 //! - a **server** scenario gives the process under test its
 //!   [`ServerScenario`] ([`server`]: an `rpc::ServerConfig` and a
 //!   [`ScenarioHandler`]) and its peer a [`LoadShape`] ([`load_shape`]: steady
@@ -20,6 +23,17 @@
 //! Netpoll); the `fix` variant applies the guide's remedy, nothing else.
 //! Controls (`steady`, `bounded-cache`, `warmup`, `burst`) have one
 //! behaviour and accept either variant.
+//!
+//! # Adding a scenario
+//!
+//! One new file and one line. In `leaks/NAME.rs` (or `controls/NAME.rs`,
+//! declared in its `mod.rs`): a unit type implementing the crate's
+//! `Scenario` trait (its checks across parameters, and its role: `Serves`
+//! for a server with its peer's load, `Calls` for a client), and a
+//! `const INFO: Info` with its texts, its parameters (`payload`, `rps`,
+//! `conns`, then its own as `Param`s with a `Check`) and `scenario:
+//! &TheType`. Then add `NAME::INFO` to the list in `registry.rs`. Nothing
+//! dispatches on the name: an `Info` carries its scenario.
 //!
 //! ```
 //! use scenarios::{catalogue, find, load_shape, server, Params, Side, Variant};
@@ -40,19 +54,21 @@
 //! ```
 
 mod caller;
-mod catalogue;
 mod controls;
 mod error;
 mod handler;
 mod leaks;
 mod params;
 mod registry;
+mod scenario;
 mod shape;
+mod side;
 
 pub use caller::client_cached_entries;
-pub use catalogue::{catalogue, find, Info, Param, Side, Variant, VERDICT_KINDS};
 pub use error::ScenarioError;
 pub use handler::{ScenarioHandler, ServerScenario};
-pub use params::Params;
-pub use registry::{load_shape, pool_config, run_client, server};
+pub use params::{Check, Param, Params};
+pub use registry::{catalogue, find, load_shape, pool_config, run_client, server};
+pub use scenario::{Info, Variant, VERDICT_KINDS};
 pub use shape::{Burst, Idle, LoadShape, Oversized, Surge, OVERSIZED_REPLY};
+pub use side::Side;

@@ -1,13 +1,136 @@
-//! Scenario parameters: `--set key=value` pairs checked against a
-//! scenario's [`Param`](crate::Param) list, with typed getters.
+//! Scenario parameters: each scenario declares its own as data ([`Param`]:
+//! name, default, [`Check`], help), so that `explain` and validation read
+//! the same declaration; `--set key=value` pairs are checked against it once,
+//! and the parameters every scenario shares are read once ([`Common`]).
 
 use std::time::Duration;
 
-use crate::catalogue::{Info, Param};
+use rpc::codec::DecodeMode;
+
 use crate::error::ScenarioError;
+use crate::shape::LoadShape;
+
+/// One parameter a scenario takes (`--set name=value`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param {
+    /// The key.
+    pub name: &'static str,
+    /// The value when not set; always passes `check`.
+    pub default: &'static str,
+    /// What it changes, with its unit.
+    pub help: &'static str,
+    /// What a value must be, checked when the parameters are parsed.
+    pub check: Check,
+}
+
+/// What the value of a [`Param`] must be: its type and, for some, its
+/// range, with what to say when it is out of range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// A size or count (`1024`, `64KiB`, `1MiB`) from `min` to `max`.
+    Size {
+        /// The smallest value allowed.
+        min: usize,
+        /// The largest value allowed.
+        max: usize,
+        /// What is wrong with a value out of range.
+        why: &'static str,
+    },
+    /// A whole number (`400`) of at least `min`.
+    Whole {
+        /// The smallest value allowed.
+        min: u64,
+        /// What is wrong with a smaller value.
+        why: &'static str,
+    },
+    /// A number above zero (`150`, `0.5`).
+    Positive {
+        /// What is wrong with zero or less.
+        why: &'static str,
+    },
+    /// A duration (`250ms`, `2s`) of at least `min`.
+    Duration {
+        /// The shortest value allowed.
+        min: Duration,
+        /// What is wrong with a shorter value.
+        why: &'static str,
+    },
+    /// A switch: `true`/`false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
+    Switch,
+    /// One of these words.
+    Choice(&'static [&'static str]),
+}
+
+impl Check {
+    /// Any size.
+    pub const SIZE: Check = Check::Size { min: 0, max: usize::MAX, why: "" };
+    /// Any whole number.
+    pub const WHOLE: Check = Check::Whole { min: 0, why: "" };
+    /// Any duration.
+    pub const DURATION: Check = Check::Duration { min: Duration::ZERO, why: "" };
+    /// A duration above zero.
+    pub const ABOVE_ZERO: Check = Check::Duration { min: Duration::from_nanos(1), why: "must be above zero" };
+    /// How the server decodes string and binary fields: `copy` or `nocopy`.
+    pub const DECODE: Check = Check::Choice(&["copy", "nocopy"]);
+
+    /// Checks `value`; the error says what is wrong and what would be right.
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        let (within, why) = match *self {
+            Check::Size { min, max, why } => ((min..=max).contains(&parse_size(value)?), why),
+            Check::Whole { min, why } => (parse_whole(value)? >= min, why),
+            Check::Positive { why } => (parse_number(value)? > 0.0, why),
+            Check::Duration { min, why } => (parse_duration(value)? >= min, why),
+            Check::Switch => return parse_switch(value).map(drop),
+            Check::Choice(choices) => return choice(value, choices).map(drop),
+        };
+        if within {
+            Ok(())
+        } else {
+            Err(why.to_owned())
+        }
+    }
+}
+
+/// `payload`: msg bytes of the steady calls.
+pub(crate) const fn payload(default: &'static str) -> Param {
+    Param { name: "payload", default, help: "msg bytes of each steady call (1024, 16KiB, 1MiB)", check: Check::SIZE }
+}
+
+/// `rps`: total steady call rate.
+pub(crate) const fn rps(default: &'static str) -> Param {
+    Param {
+        name: "rps",
+        default,
+        help: "steady calls per second over all connections (0: as fast as answered)",
+        check: Check::WHOLE,
+    }
+}
+
+/// `conns`: steady connections.
+pub(crate) const fn conns(default: &'static str) -> Param {
+    Param { name: "conns", default, help: "steady connections, each with one call in flight", check: Check::SIZE }
+}
+
+/// The parameters every scenario has: its steady load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Common {
+    /// Msg bytes of each steady call.
+    pub payload: usize,
+    /// Steady calls per second over all connections (0: as fast as answered).
+    pub rps: u64,
+    /// Steady connections.
+    pub conns: usize,
+}
+
+impl Common {
+    /// A plain steady load of these calls.
+    pub(crate) fn steady(&self) -> LoadShape {
+        LoadShape { conns: self.conns, rps: self.rps, payload: self.payload, ..LoadShape::default() }
+    }
+}
 
 /// The parameters of one scenario run: every parameter the scenario has,
-/// defaults applied, each value checked by the scenario when parsed.
+/// defaults applied, each value checked when parsed.
 ///
 /// ```
 /// let info = scenarios::find("request-field-hold").unwrap();
@@ -20,33 +143,39 @@ use crate::error::ScenarioError;
 pub struct Params {
     scenario: &'static str,
     values: Vec<(&'static Param, String)>,
+    common: Common,
 }
 
 impl Params {
-    /// Applies `pairs` (later pairs win) over the defaults of `info`, then
-    /// lets the scenario check every value. An unknown key is an error that
-    /// names the valid ones.
-    pub fn parse(info: &Info, pairs: &[(String, String)]) -> Result<Params, ScenarioError> {
-        let mut values: Vec<(&'static Param, String)> = info.params.iter().map(|p| (p, p.default.to_owned())).collect();
+    /// Applies `pairs` (later pairs win) over the defaults of `params`,
+    /// checks each value against its [`Check`] in the order declared, and
+    /// reads the [`Common`] ones. An unknown key is an error that names the
+    /// valid ones. [`Params::parse`] then lets the scenario check the values
+    /// together.
+    pub(crate) fn new(
+        scenario: &'static str,
+        params: &'static [Param],
+        pairs: &[(String, String)],
+    ) -> Result<Params, ScenarioError> {
+        let mut values: Vec<(&'static Param, String)> = params.iter().map(|p| (p, p.default.to_owned())).collect();
         for (key, value) in pairs {
             let key = key.trim();
             let Some(slot) = values.iter_mut().find(|(p, _)| p.name == key) else {
                 return Err(ScenarioError::UnknownParam {
-                    scenario: info.name,
+                    scenario,
                     key: key.to_owned(),
-                    valid: info.params.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+                    valid: params.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
                 });
             };
             slot.1 = value.trim().to_owned();
         }
-        let params = Params { scenario: info.name, values };
-        crate::registry::check(info, &params)?;
+        let mut params = Params { scenario, values, common: Common::default() };
+        for (param, value) in &params.values {
+            param.check.check(value).map_err(|reason| params.bad(param.name, reason))?;
+        }
+        params.common =
+            Common { payload: params.usize("payload")?, rps: params.u64("rps")?, conns: params.usize("conns")? };
         Ok(params)
-    }
-
-    /// Every parameter with its defaults: `Params::parse(info, &[])`.
-    pub fn defaults(info: &Info) -> Result<Params, ScenarioError> {
-        Params::parse(info, &[])
     }
 
     /// The scenario these parameters are for.
@@ -58,6 +187,11 @@ impl Params {
     /// order: what a run records.
     pub fn effective(&self) -> Vec<(String, String)> {
         self.values.iter().map(|(p, v)| (p.name.to_owned(), v.clone())).collect()
+    }
+
+    /// The steady load every scenario has.
+    pub(crate) fn common(&self) -> Common {
+        self.common
     }
 
     /// The raw value of `name`.
@@ -90,17 +224,12 @@ impl Params {
 
     /// A whole number: `400`.
     pub fn u64(&self, name: &str) -> Result<u64, ScenarioError> {
-        self.typed(name, |s| {
-            s.replace('_', "").parse::<u64>().map_err(|_| "expected a whole number such as 400".to_owned())
-        })
+        self.typed(name, parse_whole)
     }
 
     /// A number: `150`, `0.5`.
     pub fn f64(&self, name: &str) -> Result<f64, ScenarioError> {
-        self.typed(name, |s| match s.parse::<f64>() {
-            Ok(v) if v.is_finite() => Ok(v),
-            _ => Err("expected a number such as 150 or 0.5".to_owned()),
-        })
+        self.typed(name, parse_number)
     }
 
     /// A duration: `250ms`, `2s`, `1.5s`, `1m`.
@@ -110,22 +239,44 @@ impl Params {
 
     /// A switch: `true`/`false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
     pub fn bool(&self, name: &str) -> Result<bool, ScenarioError> {
-        self.typed(name, |s| match s.to_ascii_lowercase().as_str() {
-            "true" | "yes" | "on" | "1" => Ok(true),
-            "false" | "no" | "off" | "0" => Ok(false),
-            _ => Err("expected true or false".to_owned()),
-        })
+        self.typed(name, parse_switch)
     }
 
     /// One of `choices`.
     pub(crate) fn choice(&self, name: &str, choices: &[&'static str]) -> Result<&'static str, ScenarioError> {
-        let value = self.string(name)?;
-        choices
-            .iter()
-            .copied()
-            .find(|c| *c == value)
-            .ok_or_else(|| self.bad(name, format!("expected {}", choices.join(" or "))))
+        self.typed(name, |value| choice(value, choices))
     }
+
+    /// The `decode` parameter ([`Check::DECODE`]).
+    pub(crate) fn decode(&self) -> Result<DecodeMode, ScenarioError> {
+        Ok(match self.choice("decode", &["copy", "nocopy"])? {
+            "copy" => DecodeMode::Copy,
+            _ => DecodeMode::NoCopy,
+        })
+    }
+}
+
+fn parse_whole(s: &str) -> Result<u64, String> {
+    s.replace('_', "").parse::<u64>().map_err(|_| "expected a whole number such as 400".to_owned())
+}
+
+fn parse_number(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err("expected a number such as 150 or 0.5".to_owned()),
+    }
+}
+
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+fn choice(value: &str, choices: &[&'static str]) -> Result<&'static str, String> {
+    choices.iter().copied().find(|c| *c == value).ok_or_else(|| format!("expected {}", choices.join(" or ")))
 }
 
 /// Parses a byte size: a whole number with an optional binary unit (`K`,
@@ -169,7 +320,6 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalogue::{catalogue, find};
 
     #[test]
     fn sizes_take_binary_units() {
@@ -212,52 +362,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_rejected_with_the_valid_ones() {
-        let info = find("request-field-hold").unwrap();
-        let e = Params::parse(info, &[("paylod".into(), "1KiB".into())]).unwrap_err().to_string();
-        assert!(e.contains("\"paylod\""), "{e}");
-        for p in info.params {
-            assert!(e.contains(p.name), "{e} should list {}", p.name);
-        }
-    }
-
-    #[test]
-    fn values_are_checked_when_parsed() {
-        let info = find("request-field-hold").unwrap();
-        let e = Params::parse(info, &[("payload".into(), "lots".into())]).unwrap_err().to_string();
-        assert!(e.contains("payload") && e.contains("64KiB"), "{e}");
-        let e = Params::parse(info, &[("decode".into(), "zero".into())]).unwrap_err().to_string();
-        assert!(e.contains("copy or nocopy"), "{e}");
-    }
-
-    #[test]
-    fn later_pairs_win_and_effective_lists_every_param() {
-        let info = find("steady").unwrap();
-        let set = [("rps".to_owned(), "10".to_owned()), ("rps".to_owned(), "20".to_owned())];
-        let p = Params::parse(info, &set).unwrap();
-        assert_eq!(p.u64("rps").unwrap(), 20);
-        let eff = p.effective();
-        assert_eq!(eff.len(), info.params.len());
-        assert!(eff.contains(&("rps".to_owned(), "20".to_owned())));
-        assert!(eff.contains(&("payload".to_owned(), info.param("payload").unwrap().default.to_owned())));
-    }
-
-    #[test]
-    fn every_default_parses() {
-        for info in catalogue() {
-            let p = Params::defaults(info).unwrap_or_else(|e| panic!("{}: {e}", info.name));
-            assert_eq!(p.effective().len(), info.params.len());
-        }
-    }
-
-    #[test]
-    fn typed_getters() {
-        let info = find("idle-connections").unwrap();
-        let set = [("first_call".to_owned(), "no".to_owned()), ("idle_rate".to_owned(), "12.5".to_owned())];
-        let p = Params::parse(info, &set).unwrap();
-        assert!(!p.bool("first_call").unwrap());
-        assert_eq!(p.f64("idle_rate").unwrap(), 12.5);
-        assert_eq!(p.duration("idle_timeout").unwrap(), Duration::from_secs(1));
-        assert!(p.u64("nope").is_err());
+    fn checks_name_what_is_wrong() {
+        let at_least_one = Check::Size { min: 1, max: 10, why: "must be between 1 and 10" };
+        assert_eq!(at_least_one.check("1"), Ok(()));
+        assert_eq!(at_least_one.check("0"), Err("must be between 1 and 10".to_owned()));
+        assert_eq!(at_least_one.check("11"), Err("must be between 1 and 10".to_owned()));
+        assert!(at_least_one.check("lots").unwrap_err().contains("64KiB"));
+        assert_eq!(Check::ABOVE_ZERO.check("0s"), Err("must be above zero".to_owned()));
+        assert_eq!(Check::ABOVE_ZERO.check("1ms"), Ok(()));
+        assert_eq!(Check::Positive { why: "above zero" }.check("0"), Err("above zero".to_owned()));
+        assert_eq!(Check::Whole { min: 1, why: "at least 1" }.check("0"), Err("at least 1".to_owned()));
+        assert_eq!(Check::Switch.check("maybe"), Err("expected true or false".to_owned()));
+        assert_eq!(Check::DECODE.check("zero"), Err("expected copy or nocopy".to_owned()));
+        assert_eq!(Check::DECODE.check("nocopy"), Ok(()));
     }
 }

@@ -1,4 +1,5 @@
-//! From a catalogue entry to the code that runs it.
+//! The one list of scenarios, and from a catalogue entry to the code that
+//! runs it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,7 +8,6 @@ use std::sync::Arc;
 
 use rpc::{Pool, PoolConfig};
 
-use crate::catalogue::{Info, Side, Variant};
 use crate::controls::{bounded_cache, burst, steady, warmup};
 use crate::error::ScenarioError;
 use crate::handler::ServerScenario;
@@ -16,75 +16,50 @@ use crate::leaks::{
     oversized_request, request_field_hold, response_field_hold, sonic_string_hold,
 };
 use crate::params::Params;
+use crate::scenario::{Calls, Info, Role, Serves, Variant};
 use crate::shape::LoadShape;
 
-/// A server scenario's code.
-pub(crate) trait ServerSpec: Sync {
-    /// Reads and checks every parameter.
-    fn check(&self, p: &Params) -> Result<(), ScenarioError>;
-    /// The server settings and handler.
-    fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError>;
-    /// The peer's load.
-    fn load(&self, v: Variant, p: &Params) -> Result<LoadShape, ScenarioError>;
-    /// The pool policy the scenario needs.
-    fn pool_config(&self, _v: Variant, _p: &Params) -> Result<PoolConfig, ScenarioError> {
-        Ok(PoolConfig::default())
-    }
+/// Every scenario, leaks first, then the controls: adding one is a line here.
+static CATALOGUE: [Info; 13] = [
+    request_field_hold::INFO,
+    response_field_hold::INFO,
+    conn_surge_request::INFO,
+    conn_surge_response_nocopy::INFO,
+    conn_surge_response_copy::INFO,
+    idle_connections::INFO,
+    oversized_request::INFO,
+    duplicate_clients::INFO,
+    sonic_string_hold::INFO,
+    steady::INFO,
+    bounded_cache::INFO,
+    warmup::INFO,
+    burst::INFO,
+];
+
+/// Every scenario, leaks first, then the controls.
+pub fn catalogue() -> &'static [Info] {
+    &CATALOGUE
 }
 
-enum Kind {
-    Server(&'static dyn ServerSpec),
-    ResponseFieldHold,
-    DuplicateClients,
-}
-
-fn kind(info: &Info) -> Result<Kind, ScenarioError> {
-    Ok(match info.name {
-        request_field_hold::NAME => Kind::Server(&request_field_hold::Spec),
-        response_field_hold::NAME => Kind::ResponseFieldHold,
-        conn_surge_request::NAME => Kind::Server(&conn_surge_request::Spec),
-        conn_surge_response_nocopy::NAME => Kind::Server(&conn_surge_response_nocopy::Spec),
-        conn_surge_response_copy::NAME => Kind::Server(&conn_surge_response_copy::Spec),
-        idle_connections::NAME => Kind::Server(&idle_connections::Spec),
-        oversized_request::NAME => Kind::Server(&oversized_request::Spec),
-        duplicate_clients::NAME => Kind::DuplicateClients,
-        sonic_string_hold::NAME => Kind::Server(&sonic_string_hold::Spec),
-        steady::NAME => Kind::Server(&steady::Spec),
-        bounded_cache::NAME => Kind::Server(&bounded_cache::Spec),
-        warmup::NAME => Kind::Server(&warmup::Spec),
-        burst::NAME => Kind::Server(&burst::Spec),
-        other => return Err(crate::catalogue::find(other).expect_err("every catalogue name is dispatched")),
+/// The scenario called `name`; the error lists the known names.
+pub fn find(name: &str) -> Result<&'static Info, ScenarioError> {
+    CATALOGUE.iter().find(|i| i.name == name).ok_or_else(|| ScenarioError::UnknownScenario {
+        name: name.to_owned(),
+        known: CATALOGUE.iter().map(|i| i.name).collect::<Vec<_>>().join(", "),
     })
 }
 
-fn server_spec(info: &Info, what: &'static str) -> Result<&'static dyn ServerSpec, ScenarioError> {
-    match kind(info)? {
-        Kind::Server(spec) => Ok(spec),
-        _ => Err(ScenarioError::WrongSide { scenario: info.name, side: Side::Client, what }),
+fn serves(info: &Info, what: &'static str) -> Result<&'static dyn Serves, ScenarioError> {
+    match info.scenario.role() {
+        Role::Server(s) => Ok(s),
+        Role::Client(_) => Err(ScenarioError::WrongSide { scenario: info.name, side: info.side, what }),
     }
 }
 
-/// A pool that caches at most `cap` bytes per size class: `pool` itself if
-/// its policy already does, a new pool otherwise.
-pub(crate) fn capped_pool(pool: Pool, cap: usize) -> Pool {
-    if pool.config().max_cached_per_class <= cap {
-        pool
-    } else {
-        Pool::new(capped(cap))
-    }
-}
-
-/// Netpoll's policy with at most `cap` bytes cached per size class.
-pub(crate) fn capped(cap: usize) -> PoolConfig {
-    PoolConfig { max_cached_per_class: cap, ..PoolConfig::default() }
-}
-
-/// Checks parameters for [`Params::parse`].
-pub(crate) fn check(info: &Info, p: &Params) -> Result<(), ScenarioError> {
-    match kind(info)? {
-        Kind::Server(spec) => spec.check(p),
-        Kind::ResponseFieldHold => response_field_hold::settings(p).map(drop),
-        Kind::DuplicateClients => duplicate_clients::settings(p).map(drop),
+fn calls(info: &Info, what: &'static str) -> Result<&'static dyn Calls, ScenarioError> {
+    match info.scenario.role() {
+        Role::Client(c) => Ok(c),
+        Role::Server(_) => Err(ScenarioError::WrongSide { scenario: info.name, side: info.side, what }),
     }
 }
 
@@ -99,7 +74,7 @@ pub(crate) fn check(info: &Info, p: &Params) -> Result<(), ScenarioError> {
 /// assert_eq!(s.config.barriers.mode(), rpc::BarrierMode::Legacy);
 /// ```
 pub fn server(info: &Info, variant: Variant, params: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-    server_spec(info, "server()")?.server(variant, params, pool)
+    serves(info, "server()")?.server(variant, params, pool)
 }
 
 /// The load the peer of a server scenario sends.
@@ -111,7 +86,7 @@ pub fn server(info: &Info, variant: Variant, params: &Params, pool: Pool) -> Res
 /// assert!(shape.surge.is_some());
 /// ```
 pub fn load_shape(info: &Info, variant: Variant, params: &Params) -> Result<LoadShape, ScenarioError> {
-    server_spec(info, "load_shape()")?.load(variant, params)
+    serves(info, "load_shape()")?.load(variant, params)
 }
 
 /// The pool policy a scenario wants: `PoolConfig::default()` (Netpoll's
@@ -120,9 +95,9 @@ pub fn load_shape(info: &Info, variant: Variant, params: &Params) -> Result<Load
 /// Build the pool given to [`server`] or [`run_client`] with it; [`server`]
 /// swaps in a pool of its own when the given one caches more.
 pub fn pool_config(info: &Info, variant: Variant, params: &Params) -> Result<PoolConfig, ScenarioError> {
-    match kind(info)? {
-        Kind::Server(spec) => spec.pool_config(variant, params),
-        _ => Ok(PoolConfig::default()),
+    match info.scenario.role() {
+        Role::Server(s) => s.pool_config(variant, params),
+        Role::Client(_) => Ok(PoolConfig::default()),
     }
 }
 
@@ -138,17 +113,140 @@ pub async fn run_client(
     calls: Arc<AtomicU64>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ScenarioError> {
-    match kind(info)? {
-        Kind::ResponseFieldHold => {
-            let s = response_field_hold::settings(params)?;
-            response_field_hold::run(&s, variant, peer, pool, calls, stop).await
+    let caller = self::calls(info, "run_client()")?.caller(variant, params, peer, pool)?;
+    let common = params.common();
+    caller.run(info.name, common.conns, common.rps, calls, stop).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::scenario::VERDICT_KINDS;
+    use crate::side::Side;
+
+    #[test]
+    fn names_are_exactly_the_design_catalogue() {
+        let names: Vec<&str> = catalogue().iter().map(|i| i.name).collect();
+        assert_eq!(
+            names,
+            [
+                "request-field-hold",
+                "response-field-hold",
+                "conn-surge-request",
+                "conn-surge-response-nocopy",
+                "conn-surge-response-copy",
+                "idle-connections",
+                "oversized-request",
+                "duplicate-clients",
+                "sonic-string-hold",
+                "steady",
+                "bounded-cache",
+                "warmup",
+                "burst",
+            ]
+        );
+    }
+
+    #[test]
+    fn expected_kinds_are_design_verdicts() {
+        for info in catalogue() {
+            assert!(VERDICT_KINDS.contains(&info.expected), "{}: {}", info.name, info.expected);
+            assert_eq!(info.control, info.expected == "none", "{}", info.name);
+            assert_eq!(info.control, info.holder.is_empty(), "{}", info.name);
+            assert_eq!(info.expected_kind(Variant::Fix), "none");
+            assert_eq!(info.expected_kind(Variant::Leak), info.expected);
         }
-        Kind::DuplicateClients => {
-            let s = duplicate_clients::settings(params)?;
-            duplicate_clients::run(&s, variant, peer, pool, calls, stop).await
+    }
+
+    #[test]
+    fn find_names_the_known_scenarios_when_it_fails() {
+        assert_eq!(find("steady").unwrap().name, "steady");
+        let e = find("stedy").unwrap_err().to_string();
+        assert!(e.contains("\"stedy\"") && e.contains("request-field-hold") && e.contains("burst"), "{e}");
+    }
+
+    #[test]
+    fn every_scenario_has_teaching_text_and_unique_params() {
+        for info in catalogue() {
+            assert!(info.reproduces.len() > 80, "{}", info.name);
+            assert!(info.profile_shows.len() > 80, "{}", info.name);
+            assert!(info.fix.len() > 40, "{}", info.name);
+            let mut names: Vec<&str> = info.params.iter().map(|p| p.name).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), info.params.len(), "{}: duplicate parameter", info.name);
         }
-        Kind::Server(_) => {
-            Err(ScenarioError::WrongSide { scenario: info.name, side: Side::Server, what: "run_client()" })
+    }
+
+    #[test]
+    fn every_side_is_what_the_scenario_runs() {
+        for info in catalogue() {
+            let side = match info.scenario.role() {
+                Role::Server(_) => Side::Server,
+                Role::Client(_) => Side::Client,
+            };
+            assert_eq!(side, info.side, "{}", info.name);
         }
+    }
+
+    #[test]
+    fn every_default_passes_its_check() {
+        for info in catalogue() {
+            for p in info.params {
+                assert_eq!(p.check.check(p.default), Ok(()), "{}: {}", info.name, p.name);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_valid_ones() {
+        let info = find("request-field-hold").unwrap();
+        let e = Params::parse(info, &[("paylod".into(), "1KiB".into())]).unwrap_err().to_string();
+        assert!(e.contains("\"paylod\""), "{e}");
+        for p in info.params {
+            assert!(e.contains(p.name), "{e} should list {}", p.name);
+        }
+    }
+
+    #[test]
+    fn values_are_checked_when_parsed() {
+        let info = find("request-field-hold").unwrap();
+        let e = Params::parse(info, &[("payload".into(), "lots".into())]).unwrap_err().to_string();
+        assert!(e.contains("payload") && e.contains("64KiB"), "{e}");
+        let e = Params::parse(info, &[("decode".into(), "zero".into())]).unwrap_err().to_string();
+        assert!(e.contains("copy or nocopy"), "{e}");
+    }
+
+    #[test]
+    fn later_pairs_win_and_effective_lists_every_param() {
+        let info = find("steady").unwrap();
+        let set = [("rps".to_owned(), "10".to_owned()), ("rps".to_owned(), "20".to_owned())];
+        let p = Params::parse(info, &set).unwrap();
+        assert_eq!(p.u64("rps").unwrap(), 20);
+        let eff = p.effective();
+        assert_eq!(eff.len(), info.params.len());
+        assert!(eff.contains(&("rps".to_owned(), "20".to_owned())));
+        assert!(eff.contains(&("payload".to_owned(), info.param("payload").unwrap().default.to_owned())));
+    }
+
+    #[test]
+    fn every_default_parses() {
+        for info in catalogue() {
+            let p = Params::defaults(info).unwrap_or_else(|e| panic!("{}: {e}", info.name));
+            assert_eq!(p.effective().len(), info.params.len());
+        }
+    }
+
+    #[test]
+    fn typed_getters() {
+        let info = find("idle-connections").unwrap();
+        let set = [("first_call".to_owned(), "no".to_owned()), ("idle_rate".to_owned(), "12.5".to_owned())];
+        let p = Params::parse(info, &set).unwrap();
+        assert!(!p.bool("first_call").unwrap());
+        assert_eq!(p.f64("idle_rate").unwrap(), 12.5);
+        assert_eq!(p.duration("idle_timeout").unwrap(), Duration::from_secs(1));
+        assert!(p.u64("nope").is_err());
     }
 }

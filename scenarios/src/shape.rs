@@ -97,8 +97,3 @@ pub struct Burst {
     /// Their total rate.
     pub rps: u64,
 }
-
-/// A plain steady load.
-pub(crate) fn steady(conns: usize, rps: u64, payload: usize) -> LoadShape {
-    LoadShape { conns, rps, payload, ..LoadShape::default() }
-}

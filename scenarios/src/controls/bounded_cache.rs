@@ -2,12 +2,12 @@
 
 use rpc::{Pool, ServerConfig};
 
-use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
 use crate::error::ScenarioError;
 use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::Params;
-use crate::registry::ServerSpec;
-use crate::shape::{self, LoadShape};
+use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::scenario::{Info, Role, Scenario, Serves, Variant};
+use crate::shape::LoadShape;
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "bounded-cache";
 
@@ -34,50 +34,38 @@ pub(crate) const INFO: Info = Info {
             name: "capacity",
             default: "500",
             help: "entries the cache keeps (at the default rate it is full after about 1.3 s)",
+            check: Check::Size { min: 1, max: usize::MAX, why: "must be at least 1" },
         },
-        Param { name: "entry", default: "1KiB", help: "bytes of each request copied into the cache" },
+        Param {
+            name: "entry",
+            default: "1KiB",
+            help: "bytes of each request copied into the cache",
+            check: Check::SIZE,
+        },
     ],
+    scenario: &BoundedCache,
 };
 
-pub(crate) struct Settings {
-    payload: usize,
-    rps: u64,
-    conns: usize,
-    capacity: usize,
-    entry: usize,
+/// The handler keeps copies in a capped LRU.
+#[derive(Debug)]
+pub(crate) struct BoundedCache;
+
+impl Scenario for BoundedCache {
+    fn role(&self) -> Role<'_> {
+        Role::Server(self)
+    }
 }
 
-pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
-    let s = Settings {
-        payload: p.usize("payload")?,
-        rps: p.u64("rps")?,
-        conns: p.usize("conns")?,
-        capacity: p.usize("capacity")?,
-        entry: p.usize("entry")?,
-    };
-    if s.capacity == 0 {
-        return Err(p.bad("capacity", "must be at least 1"));
-    }
-    Ok(s)
-}
-
-pub(crate) struct Spec;
-
-impl ServerSpec for Spec {
-    fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        settings(p).map(drop)
-    }
-
+impl Serves for BoundedCache {
     fn server(&self, _v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        let s = settings(p)?;
+        let behaviour = Behaviour::bounded_cache(p.usize("entry")?, p.usize("capacity")?);
         Ok(ServerScenario {
             config: ServerConfig { pool, ..ServerConfig::default() },
-            handler: ScenarioHandler::new(Reply::ECHO, Behaviour::bounded_cache(s.entry, s.capacity)),
+            handler: ScenarioHandler::new(Reply::ECHO, behaviour),
         })
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        let s = settings(p)?;
-        Ok(shape::steady(s.conns, s.rps, s.payload))
+        Ok(p.common().steady())
     }
 }

@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use rpc::Pool;
 
-use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
 use crate::error::ScenarioError;
 use crate::handler::ServerScenario;
-use crate::params::Params;
-use crate::registry::ServerSpec;
-use crate::shape::{self, Burst, LoadShape};
+use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::scenario::{Info, Role, Scenario, Serves, Variant};
+use crate::shape::{self, LoadShape};
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "burst";
 
@@ -31,50 +31,56 @@ pub(crate) const INFO: Info = Info {
         payload("4KiB"),
         rps("200"),
         conns("4"),
-        Param { name: "burst_at", default: "2s", help: "when the spike starts, from the start of the load" },
-        Param { name: "burst_length", default: "1s", help: "how long it lasts" },
-        Param { name: "burst_conns", default: "32", help: "extra connections during the spike" },
-        Param { name: "burst_rps", default: "1600", help: "their total call rate" },
+        Param {
+            name: "burst_at",
+            default: "2s",
+            help: "when the spike starts, from the start of the load",
+            check: Check::DURATION,
+        },
+        Param { name: "burst_length", default: "1s", help: "how long it lasts", check: Check::DURATION },
+        Param { name: "burst_conns", default: "32", help: "extra connections during the spike", check: Check::SIZE },
+        Param { name: "burst_rps", default: "1600", help: "their total call rate", check: Check::WHOLE },
     ],
+    scenario: &Burst,
 };
 
-pub(crate) struct Settings {
-    payload: usize,
-    rps: u64,
-    conns: usize,
-    burst: Burst,
-}
+/// A load spike in the middle of a steady load.
+#[derive(Debug)]
+pub(crate) struct Burst;
 
-pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
-    let burst = Burst {
+/// The spike.
+fn spike(p: &Params) -> Result<shape::Burst, ScenarioError> {
+    Ok(shape::Burst {
         at: p.duration("burst_at")?,
         length: p.duration("burst_length")?,
         conns: p.usize("burst_conns")?,
         rps: p.u64("burst_rps")?,
-    };
-    if burst.length.is_zero() || burst.conns == 0 {
-        return Err(p.bad("burst_length", "a burst needs a length and at least one connection"));
-    }
-    if burst.length > Duration::from_secs(3600) {
-        return Err(p.bad("burst_length", "at most an hour"));
-    }
-    Ok(Settings { payload: p.usize("payload")?, rps: p.u64("rps")?, conns: p.usize("conns")?, burst })
+    })
 }
 
-pub(crate) struct Spec;
-
-impl ServerSpec for Spec {
+impl Scenario for Burst {
     fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        settings(p).map(drop)
+        let burst = spike(p)?;
+        if burst.length.is_zero() || burst.conns == 0 {
+            return Err(p.bad("burst_length", "a burst needs a length and at least one connection"));
+        }
+        if burst.length > Duration::from_secs(3600) {
+            return Err(p.bad("burst_length", "at most an hour"));
+        }
+        Ok(())
     }
 
-    fn server(&self, _v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        settings(p)?;
-        Ok(super::steady::echo_server(pool))
+    fn role(&self) -> Role<'_> {
+        Role::Server(self)
+    }
+}
+
+impl Serves for Burst {
+    fn server(&self, _v: Variant, _p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
+        Ok(ServerScenario::echo(pool))
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        let s = settings(p)?;
-        Ok(LoadShape { burst: Some(s.burst), ..shape::steady(s.conns, s.rps, s.payload) })
+        Ok(LoadShape { burst: Some(spike(p)?), ..p.common().steady() })
     }
 }

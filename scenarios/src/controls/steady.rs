@@ -1,13 +1,13 @@
 //! `steady`: plain Echo at a constant load.
 
-use rpc::{Pool, ServerConfig};
+use rpc::Pool;
 
-use crate::catalogue::{conns, payload, rps, Info, Side, Variant};
 use crate::error::ScenarioError;
-use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::Params;
-use crate::registry::ServerSpec;
-use crate::shape::{self, LoadShape};
+use crate::handler::ServerScenario;
+use crate::params::{conns, payload, rps, Params};
+use crate::scenario::{Info, Role, Scenario, Serves, Variant};
+use crate::shape::LoadShape;
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "steady";
 
@@ -26,40 +26,25 @@ pub(crate) const INFO: Info = Info {
         The pool profile shows no pinned chunk: every lease belongs to a live buffer.",
     fix: "Nothing to fix: both variants run the same code.",
     params: &[payload("4KiB"), rps("200"), conns("4")],
+    scenario: &Steady,
 };
 
-pub(crate) struct Settings {
-    pub payload: usize,
-    pub rps: u64,
-    pub conns: usize,
-}
+/// Plain Echo at a constant load.
+#[derive(Debug)]
+pub(crate) struct Steady;
 
-pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
-    Ok(Settings { payload: p.usize("payload")?, rps: p.u64("rps")?, conns: p.usize("conns")? })
-}
-
-/// A plain Echo service on `pool`.
-pub(crate) fn echo_server(pool: Pool) -> ServerScenario {
-    ServerScenario {
-        config: ServerConfig { pool, ..ServerConfig::default() },
-        handler: ScenarioHandler::new(Reply::ECHO, Behaviour::Echo),
+impl Scenario for Steady {
+    fn role(&self) -> Role<'_> {
+        Role::Server(self)
     }
 }
 
-pub(crate) struct Spec;
-
-impl ServerSpec for Spec {
-    fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        settings(p).map(drop)
-    }
-
-    fn server(&self, _v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        settings(p)?;
-        Ok(echo_server(pool))
+impl Serves for Steady {
+    fn server(&self, _v: Variant, _p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
+        Ok(ServerScenario::echo(pool))
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        let s = settings(p)?;
-        Ok(shape::steady(s.conns, s.rps, s.payload))
+        Ok(p.common().steady())
     }
 }

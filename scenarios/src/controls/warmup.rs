@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use rpc::Pool;
 
-use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
 use crate::error::ScenarioError;
 use crate::handler::ServerScenario;
-use crate::params::Params;
-use crate::registry::ServerSpec;
-use crate::shape::{self, Burst, LoadShape};
+use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::scenario::{Info, Role, Scenario, Serves, Variant};
+use crate::shape::{Burst, LoadShape};
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "warmup";
 
@@ -32,52 +32,41 @@ pub(crate) const INFO: Info = Info {
         payload("16KiB"),
         rps("320"),
         conns("32"),
-        Param { name: "warmup", default: "1s", help: "how long the extra connections of the start last" },
-        Param { name: "warmup_conns", default: "32", help: "extra connections during the warm-up" },
-        Param { name: "warmup_rps", default: "640", help: "their total call rate" },
+        Param {
+            name: "warmup",
+            default: "1s",
+            help: "how long the extra connections of the start last",
+            check: Check::DURATION,
+        },
+        Param { name: "warmup_conns", default: "32", help: "extra connections during the warm-up", check: Check::SIZE },
+        Param { name: "warmup_rps", default: "640", help: "their total call rate", check: Check::WHOLE },
     ],
+    scenario: &Warmup,
 };
 
-pub(crate) struct Settings {
-    payload: usize,
-    rps: u64,
-    conns: usize,
-    warmup: Duration,
-    warmup_conns: usize,
-    warmup_rps: u64,
-}
+/// Extra connections in the first seconds, then a steady load.
+#[derive(Debug)]
+pub(crate) struct Warmup;
 
-pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
-    Ok(Settings {
-        payload: p.usize("payload")?,
-        rps: p.u64("rps")?,
-        conns: p.usize("conns")?,
-        warmup: p.duration("warmup")?,
-        warmup_conns: p.usize("warmup_conns")?,
-        warmup_rps: p.u64("warmup_rps")?,
-    })
-}
-
-pub(crate) struct Spec;
-
-impl ServerSpec for Spec {
-    fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        settings(p).map(drop)
+impl Scenario for Warmup {
+    fn role(&self) -> Role<'_> {
+        Role::Server(self)
     }
+}
 
-    fn server(&self, _v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        settings(p)?;
-        Ok(super::steady::echo_server(pool))
+impl Serves for Warmup {
+    fn server(&self, _v: Variant, _p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
+        Ok(ServerScenario::echo(pool))
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        let s = settings(p)?;
-        let burst = (s.warmup_conns > 0 && !s.warmup.is_zero()).then_some(Burst {
+        let (warmup, conns) = (p.duration("warmup")?, p.usize("warmup_conns")?);
+        let burst = (conns > 0 && !warmup.is_zero()).then_some(Burst {
             at: Duration::ZERO,
-            length: s.warmup,
-            conns: s.warmup_conns,
-            rps: s.warmup_rps,
+            length: warmup,
+            conns,
+            rps: p.u64("warmup_rps")?,
         });
-        Ok(LoadShape { burst, ..shape::steady(s.conns, s.rps, s.payload) })
+        Ok(LoadShape { burst, ..p.common().steady() })
     }
 }

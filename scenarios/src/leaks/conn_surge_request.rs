@@ -1,16 +1,15 @@
 //! `conn-surge-request`: legacy barrier slots keep the large read buffers
 //! of connections long closed.
 
-use std::time::Duration;
+use rpc::{Pool, PoolConfig};
 
-use rpc::{BarrierMode, Barriers, Pool, PoolConfig, ServerConfig};
-
-use crate::catalogue::{Info, Param, Side, Variant};
+use super::surge::{self, POOL_CACHE, SURGE_EVERY, SURGE_FIRST, SURGE_STEP};
 use crate::error::ScenarioError;
-use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::Params;
-use crate::registry::{capped, capped_pool, ServerSpec};
-use crate::shape::{LoadShape, Surge};
+use crate::handler::ServerScenario;
+use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::scenario::{Info, Role, Scenario, Serves, Variant};
+use crate::shape::LoadShape;
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "conn-surge-request";
 
@@ -39,107 +38,53 @@ pub(crate) const INFO: Info = Info {
         when its connections close (the pool keeps at most `pool_cache` per size class, as Go's GC empties \
         sync.Pool).",
     params: &[
-        crate::catalogue::payload("1KiB"),
-        crate::catalogue::rps("50"),
-        crate::catalogue::conns("2"),
-        Param { name: "surge_payload", default: "256KiB", help: "msg bytes of each surge call (the large request)" },
-        Param { name: "surge_every", default: "700ms", help: "time between surges" },
-        Param { name: "surge_first", default: "16", help: "connections of the first surge" },
-        Param { name: "surge_step", default: "16", help: "connections each surge adds over the previous one" },
+        payload("1KiB"),
+        rps("50"),
+        conns("2"),
+        Param {
+            name: "surge_payload",
+            default: "256KiB",
+            help: "msg bytes of each surge call (the large request)",
+            check: Check::SIZE,
+        },
+        SURGE_EVERY,
+        SURGE_FIRST,
+        SURGE_STEP,
         Param {
             name: "response",
             default: "64",
             help: "msg bytes the handler answers a surge call with (small: the request side is what leaks)",
+            check: Check::SIZE,
         },
         POOL_CACHE,
     ],
+    scenario: &ConnSurgeRequest,
 };
 
-/// `pool_cache`: what the pool may cache per size class, in both variants.
-pub(crate) const POOL_CACHE: Param = Param {
-    name: "pool_cache",
-    default: "1MiB",
-    help: "bytes the pool caches per size class, in both variants: Go's sync.Pool gives its cache back over GC \
-           cycles, so after a surge the fixed version's memory returns; a Rust pool needs a cap to do the same",
-};
+/// Surges of large requests; legacy barrier slots keep their read nodes.
+#[derive(Debug)]
+pub(crate) struct ConnSurgeRequest;
 
-/// Settings shared by the three surge scenarios.
-pub(crate) struct SurgeSettings {
-    pub payload: usize,
-    pub rps: u64,
-    pub conns: usize,
-    pub surge_payload: usize,
-    pub every: Duration,
-    pub first: usize,
-    pub step: usize,
-    pub response: usize,
-    pub pool_cache: usize,
-}
-
-pub(crate) fn surge_settings(p: &Params) -> Result<SurgeSettings, ScenarioError> {
-    let s = SurgeSettings {
-        payload: p.usize("payload")?,
-        rps: p.u64("rps")?,
-        conns: p.usize("conns")?,
-        surge_payload: p.usize("surge_payload")?,
-        every: p.duration("surge_every")?,
-        first: p.usize("surge_first")?,
-        step: p.usize("surge_step")?,
-        response: p.usize("response")?,
-        pool_cache: p.usize("pool_cache")?,
-    };
-    if s.surge_payload <= s.payload {
-        return Err(p.bad(
-            "surge_payload",
-            format!("must be larger than payload ({}): the handler tells a surge call by its size", s.payload),
-        ));
-    }
-    if s.every.is_zero() {
-        return Err(p.bad("surge_every", "must be above zero"));
-    }
-    Ok(s)
-}
-
-pub(crate) fn barriers(v: Variant) -> Barriers {
-    Barriers::new(match v {
-        Variant::Leak => BarrierMode::Legacy,
-        Variant::Fix => BarrierMode::Fixed,
-    })
-}
-
-pub(crate) fn surge_load(s: &SurgeSettings) -> LoadShape {
-    LoadShape {
-        surge: Some(Surge {
-            every: s.every,
-            first: s.first,
-            step: s.step,
-            payload: s.surge_payload,
-            response: s.response,
-        }),
-        ..crate::shape::steady(s.conns, s.rps, s.payload)
-    }
-}
-
-pub(crate) struct Spec;
-
-impl ServerSpec for Spec {
+impl Scenario for ConnSurgeRequest {
     fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        surge_settings(p).map(drop)
+        surge::check(p)
     }
 
+    fn role(&self) -> Role<'_> {
+        Role::Server(self)
+    }
+}
+
+impl Serves for ConnSurgeRequest {
     fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        let s = surge_settings(p)?;
-        let config =
-            ServerConfig { pool: capped_pool(pool, s.pool_cache), barriers: barriers(v), ..ServerConfig::default() };
-        let reply = Reply { large_from: s.surge_payload, large_size: s.response };
-        Ok(ServerScenario { config, handler: ScenarioHandler::new(reply, Behaviour::Echo) })
+        surge::server(v, p, pool, false)
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        Ok(surge_load(&surge_settings(p)?))
+        surge::load(p)
     }
 
     fn pool_config(&self, _v: Variant, p: &Params) -> Result<PoolConfig, ScenarioError> {
-        Ok(capped(surge_settings(p)?.pool_cache))
+        surge::pool_config(p)
     }
 }

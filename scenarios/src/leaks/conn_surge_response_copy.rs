@@ -5,16 +5,15 @@
 //! into a node of its own, so the writev uses two slot positions and the
 //! next readv overwrites only the first: the body's node stays pinned.
 
-use rpc::Pool;
+use rpc::{Pool, PoolConfig};
 
-use super::conn_surge_request::surge_settings;
-use super::conn_surge_response_nocopy::response_server;
-use crate::catalogue::{Info, Side, Variant};
+use super::surge;
 use crate::error::ScenarioError;
 use crate::handler::ServerScenario;
 use crate::params::Params;
-use crate::registry::ServerSpec;
+use crate::scenario::{Info, Role, Scenario, Serves, Variant};
 use crate::shape::LoadShape;
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "conn-surge-response-copy";
 
@@ -38,25 +37,35 @@ pub(crate) const INFO: Info = Info {
     fix: "Upgrade: Netpoll >= v0.2.5 (Kitex >= v0.3.3) clears every slot right after each writev. The fix variant \
         runs `Barriers::new(BarrierMode::Fixed)`, everything else equal; output nodes go back to the pool once \
         sent (which keeps at most `pool_cache` per size class).",
-    params: super::conn_surge_response_nocopy::INFO.params,
+    params: surge::RESPONSE_PARAMS,
+    scenario: &ConnSurgeResponseCopy,
 };
 
-pub(crate) struct Spec;
+/// Surges of small calls answered with large responses serialized into
+/// pooled output nodes; legacy barrier slots keep them.
+#[derive(Debug)]
+pub(crate) struct ConnSurgeResponseCopy;
 
-impl ServerSpec for Spec {
+impl Scenario for ConnSurgeResponseCopy {
     fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        surge_settings(p).map(drop)
+        surge::check(p)
     }
 
+    fn role(&self) -> Role<'_> {
+        Role::Server(self)
+    }
+}
+
+impl Serves for ConnSurgeResponseCopy {
     fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        Ok(response_server(&surge_settings(p)?, v, pool, false))
+        surge::server(v, p, pool, false)
     }
 
-    fn load(&self, v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        super::conn_surge_response_nocopy::Spec.load(v, p)
+    fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
+        surge::load(p)
     }
 
-    fn pool_config(&self, v: Variant, p: &Params) -> Result<rpc::PoolConfig, ScenarioError> {
-        super::conn_surge_response_nocopy::Spec.pool_config(v, p)
+    fn pool_config(&self, _v: Variant, p: &Params) -> Result<PoolConfig, ScenarioError> {
+        surge::pool_config(p)
     }
 }

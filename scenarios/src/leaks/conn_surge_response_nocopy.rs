@@ -6,15 +6,15 @@
 //! response slices a writev put at positions 1.. stay, long after the
 //! connection closed (`rpc::SlotGuard::io` behaves the same in legacy mode).
 
-use rpc::{Pool, PoolConfig, ServerConfig};
+use rpc::{Pool, PoolConfig};
 
-use super::conn_surge_request::{barriers, surge_load, surge_settings, SurgeSettings};
-use crate::catalogue::{Info, Param, Side, Variant};
+use super::surge;
 use crate::error::ScenarioError;
-use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
+use crate::handler::ServerScenario;
 use crate::params::Params;
-use crate::registry::{capped, capped_pool, ServerSpec};
+use crate::scenario::{Info, Role, Scenario, Serves, Variant};
 use crate::shape::LoadShape;
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "conn-surge-response-nocopy";
 
@@ -38,47 +38,35 @@ pub(crate) const INFO: Info = Info {
         counted by length) rises at each surge and never falls.",
     fix: "Upgrade: Netpoll >= v0.2.5 (Kitex >= v0.3.3) clears every slot right after each writev. The fix variant \
         runs `Barriers::new(BarrierMode::Fixed)`, everything else equal; each response is freed once sent.",
-    params: &[
-        crate::catalogue::payload("512"),
-        crate::catalogue::rps("50"),
-        crate::catalogue::conns("2"),
-        Param {
-            name: "surge_payload",
-            default: "1KiB",
-            help: "msg bytes of each surge call (small; larger than payload, which is how the handler tells a \
-                   surge call)",
-        },
-        Param { name: "surge_every", default: "700ms", help: "time between surges" },
-        Param { name: "surge_first", default: "16", help: "connections of the first surge" },
-        Param { name: "surge_step", default: "16", help: "connections each surge adds over the previous one" },
-        Param { name: "response", default: "256KiB", help: "msg bytes the handler answers a surge call with" },
-        super::conn_surge_request::POOL_CACHE,
-    ],
+    params: surge::RESPONSE_PARAMS,
+    scenario: &ConnSurgeResponseNocopy,
 };
 
-pub(crate) fn response_server(s: &SurgeSettings, v: Variant, pool: Pool, nocopy_write: bool) -> ServerScenario {
-    let pool = capped_pool(pool, s.pool_cache);
-    let config = ServerConfig { pool, barriers: barriers(v), nocopy_write, ..ServerConfig::default() };
-    let reply = Reply { large_from: s.surge_payload, large_size: s.response };
-    ServerScenario { config, handler: ScenarioHandler::new(reply, Behaviour::Echo) }
-}
+/// Surges of small calls answered with large responses linked in without a
+/// copy; legacy barrier slots keep them.
+#[derive(Debug)]
+pub(crate) struct ConnSurgeResponseNocopy;
 
-pub(crate) struct Spec;
-
-impl ServerSpec for Spec {
+impl Scenario for ConnSurgeResponseNocopy {
     fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        surge_settings(p).map(drop)
+        surge::check(p)
     }
 
+    fn role(&self) -> Role<'_> {
+        Role::Server(self)
+    }
+}
+
+impl Serves for ConnSurgeResponseNocopy {
     fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        Ok(response_server(&surge_settings(p)?, v, pool, true))
+        surge::server(v, p, pool, true)
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        Ok(surge_load(&surge_settings(p)?))
+        surge::load(p)
     }
 
     fn pool_config(&self, _v: Variant, p: &Params) -> Result<PoolConfig, ScenarioError> {
-        Ok(capped(surge_settings(p)?.pool_cache))
+        surge::pool_config(p)
     }
 }

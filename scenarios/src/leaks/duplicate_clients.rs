@@ -1,8 +1,6 @@
 //! `duplicate-clients`: a new client per call, never closed.
 
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +9,11 @@ use rpc::codec::Request;
 use rpc::lbcache::{Instance, Options};
 use rpc::{Client, Pool};
 
-use crate::caller::{self, CallFuture};
-use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
+use crate::caller::{self, CallFuture, Caller};
 use crate::error::ScenarioError;
-use crate::params::Params;
+use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::scenario::{Calls, Info, Role, Scenario, Variant};
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "duplicate-clients";
 
@@ -42,39 +41,31 @@ pub(crate) const INFO: Info = Info {
         payload("1KiB"),
         rps("50"),
         conns("2"),
-        Param { name: "refresh", default: "200ms", help: "refresh interval of the shared balancer factory" },
+        Param {
+            name: "refresh",
+            default: "200ms",
+            help: "refresh interval of the shared balancer factory",
+            check: Check::Duration { min: Duration::from_millis(10), why: "must be at least 10ms" },
+        },
         Param {
             name: "instances",
             default: "64",
             help: "instances the resolver reports: the peer, then weight-0 standbys that are never called (they \
                    make each formatted copy a few KiB)",
+            check: Check::Size { min: 1, max: 60_000, why: "must be between 1 and 60000" },
         },
     ],
+    scenario: &DuplicateClients,
 };
 
-pub(crate) struct Settings {
-    payload: usize,
-    rps: u64,
-    conns: usize,
-    refresh: Duration,
-    instances: usize,
-}
+/// A new client per call, never closed (the fix: one shared client).
+#[derive(Debug)]
+pub(crate) struct DuplicateClients;
 
-pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
-    let s = Settings {
-        payload: p.usize("payload")?,
-        rps: p.u64("rps")?,
-        conns: p.usize("conns")?,
-        refresh: p.duration("refresh")?,
-        instances: p.usize("instances")?,
-    };
-    if s.refresh < Duration::from_millis(10) {
-        return Err(p.bad("refresh", "must be at least 10ms"));
+impl Scenario for DuplicateClients {
+    fn role(&self) -> Role<'_> {
+        Role::Client(self)
     }
-    if s.instances == 0 || s.instances > 60_000 {
-        return Err(p.bad("instances", "must be between 1 and 60000"));
-    }
-    Ok(s)
 }
 
 /// The peer with weight 10, then standbys with weight 0: smooth weighted
@@ -93,44 +84,38 @@ fn instances(peer: SocketAddr, n: usize) -> Vec<Instance> {
     list
 }
 
-pub(crate) async fn run(
-    s: &Settings,
-    v: Variant,
-    peer: SocketAddr,
-    pool: Pool,
-    calls: Arc<AtomicU64>,
-    stop: impl Future<Output = ()>,
-) -> Result<(), ScenarioError> {
-    let mut config = caller::client_config(NAME, peer, instances(peer, s.instances), pool, s.conns);
-    config.lb_options = Options { refresh_interval: s.refresh, expire_interval: Duration::ZERO };
-    let msg = Bytes::from(vec![b'x'; s.payload]);
-    match v {
-        Variant::Leak => {
-            let call = Arc::new(move |id: i64| -> CallFuture {
-                let (config, msg) = (config.clone(), msg.clone());
-                Box::pin(async move {
-                    // A new client per call: it registers its hooks on the
-                    // shared factory, and is dropped without close().
-                    let client = Client::new(config)?;
-                    client.call(&Request { id, msg, json: None }).await?;
-                    Ok(())
-                })
-            });
-            caller::drive(NAME, s.conns, s.rps, calls, stop, call).await
-        }
-        Variant::Fix => {
-            let client = Client::new(config).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
-            let c = client.clone();
-            let call = Arc::new(move |id: i64| -> CallFuture {
-                let (client, msg) = (c.clone(), msg.clone());
-                Box::pin(async move {
-                    client.call(&Request { id, msg, json: None }).await?;
-                    Ok(())
-                })
-            });
-            let result = caller::drive(NAME, s.conns, s.rps, calls, stop, call).await;
-            client.close();
-            result
-        }
+impl Calls for DuplicateClients {
+    fn caller(&self, v: Variant, p: &Params, peer: SocketAddr, pool: Pool) -> Result<Caller, ScenarioError> {
+        let common = p.common();
+        let mut config = caller::client_config(NAME, peer, instances(peer, p.usize("instances")?), pool, common.conns);
+        config.lb_options = Options { refresh_interval: p.duration("refresh")?, expire_interval: Duration::ZERO };
+        let msg = Bytes::from(vec![b'x'; common.payload]);
+        Ok(match v {
+            Variant::Leak => {
+                let call = Arc::new(move |id: i64| -> CallFuture {
+                    let (config, msg) = (config.clone(), msg.clone());
+                    Box::pin(async move {
+                        // A new client per call: it registers its hooks on the
+                        // shared factory, and is dropped without close().
+                        let client = Client::new(config)?;
+                        client.call(&Request { id, msg, json: None }).await?;
+                        Ok(())
+                    })
+                });
+                Caller { call, client: None }
+            }
+            Variant::Fix => {
+                let client = Client::new(config).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
+                let c = client.clone();
+                let call = Arc::new(move |id: i64| -> CallFuture {
+                    let (client, msg) = (c.clone(), msg.clone());
+                    Box::pin(async move {
+                        client.call(&Request { id, msg, json: None }).await?;
+                        Ok(())
+                    })
+                });
+                Caller { call, client: Some(client) }
+            }
+        })
     }
 }

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use rpc::{Pool, ServerConfig};
 
-use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
 use crate::error::ScenarioError;
 use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::Params;
-use crate::registry::ServerSpec;
-use crate::shape::{self, Idle, LoadShape};
+use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::scenario::{Info, Role, Scenario, Serves, Variant};
+use crate::shape::{Idle, LoadShape};
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "idle-connections";
 
@@ -37,70 +37,67 @@ pub(crate) const INFO: Info = Info {
         payload("1KiB"),
         rps("50"),
         conns("2"),
-        Param { name: "idle_rate", default: "150", help: "new idle connections per second" },
-        Param { name: "first_call", default: "true", help: "each idle connection sends one call before going idle" },
-        Param { name: "idle_timeout", default: "1s", help: "fix: close connections idle this long" },
+        Param {
+            name: "idle_rate",
+            default: "150",
+            help: "new idle connections per second",
+            check: Check::Positive { why: "must be above zero" },
+        },
+        Param {
+            name: "first_call",
+            default: "true",
+            help: "each idle connection sends one call before going idle",
+            check: Check::Switch,
+        },
+        Param {
+            name: "idle_timeout",
+            default: "1s",
+            help: "fix: close connections idle this long",
+            check: Check::ABOVE_ZERO,
+        },
         Param {
             name: "initial_input",
             default: "8KiB",
             help: "first input node of every connection (Netpoll: 8KiB); lower it in the fix to shrink what an \
                    idle connection costs",
+            check: Check::Size { min: 1, max: rpc::MALLOC_MAX, why: "must be between 1 byte and 8MiB" },
         },
     ],
+    scenario: &IdleConnections,
 };
 
-pub(crate) struct Settings {
-    payload: usize,
-    rps: u64,
-    conns: usize,
-    idle_rate: f64,
-    first_call: bool,
-    idle_timeout: Duration,
-    initial_input: usize,
-}
+/// The peer opens connections and leaves them idle; the fix closes idle
+/// connections.
+#[derive(Debug)]
+pub(crate) struct IdleConnections;
 
-pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
-    let s = Settings {
-        payload: p.usize("payload")?,
-        rps: p.u64("rps")?,
-        conns: p.usize("conns")?,
-        idle_rate: p.f64("idle_rate")?,
-        first_call: p.bool("first_call")?,
-        idle_timeout: p.duration("idle_timeout")?,
-        initial_input: p.usize("initial_input")?,
-    };
-    if s.idle_rate <= 0.0 {
-        return Err(p.bad("idle_rate", "must be above zero"));
-    }
-    if s.idle_timeout.is_zero() {
-        return Err(p.bad("idle_timeout", "must be above zero"));
-    }
-    if s.initial_input == 0 || s.initial_input > rpc::MALLOC_MAX {
-        return Err(p.bad("initial_input", "must be between 1 byte and 8MiB"));
-    }
-    if s.rps > 0 && s.conns > 0 && Duration::from_secs_f64(s.conns as f64 / s.rps as f64) >= s.idle_timeout {
-        return Err(p.bad("idle_timeout", "must be longer than the interval between steady calls on a connection"));
-    }
-    Ok(s)
-}
-
-pub(crate) struct Spec;
-
-impl ServerSpec for Spec {
+impl Scenario for IdleConnections {
     fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        settings(p).map(drop)
+        let (common, idle_timeout) = (p.common(), p.duration("idle_timeout")?);
+        if common.rps > 0
+            && common.conns > 0
+            && Duration::from_secs_f64(common.conns as f64 / common.rps as f64) >= idle_timeout
+        {
+            return Err(p.bad("idle_timeout", "must be longer than the interval between steady calls on a connection"));
+        }
+        Ok(())
     }
 
+    fn role(&self) -> Role<'_> {
+        Role::Server(self)
+    }
+}
+
+impl Serves for IdleConnections {
     fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        let s = settings(p)?;
-        let idle_timeout = (v == Variant::Fix).then_some(s.idle_timeout);
-        let config = ServerConfig { pool, idle_timeout, initial_input: s.initial_input, ..ServerConfig::default() };
+        let idle_timeout = (v == Variant::Fix).then_some(p.duration("idle_timeout")?);
+        let initial_input = p.usize("initial_input")?;
+        let config = ServerConfig { pool, idle_timeout, initial_input, ..ServerConfig::default() };
         Ok(ServerScenario { config, handler: ScenarioHandler::new(Reply::ECHO, Behaviour::Echo) })
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        let s = settings(p)?;
-        let idle = Idle { per_second: s.idle_rate, first_call: s.first_call };
-        Ok(LoadShape { idle: Some(idle), ..shape::steady(s.conns, s.rps, s.payload) })
+        let idle = Idle { per_second: p.f64("idle_rate")?, first_call: p.bool("first_call")? };
+        Ok(LoadShape { idle: Some(idle), ..p.common().steady() })
     }
 }

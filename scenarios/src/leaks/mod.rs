@@ -1,4 +1,5 @@
-//! One module per leak the guide documents.
+//! One module per leak the guide documents, and what the connection-surge
+//! leaks share (`surge`).
 
 pub(crate) mod conn_surge_request;
 pub(crate) mod conn_surge_response_copy;
@@ -9,3 +10,4 @@ pub(crate) mod oversized_request;
 pub(crate) mod request_field_hold;
 pub(crate) mod response_field_hold;
 pub(crate) mod sonic_string_hold;
+mod surge;

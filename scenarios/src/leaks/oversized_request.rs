@@ -3,12 +3,12 @@
 use rpc::codec::Limits;
 use rpc::{Pool, PoolConfig, ServerConfig};
 
-use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
 use crate::error::ScenarioError;
-use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::Params;
-use crate::registry::{capped, capped_pool, ServerSpec};
-use crate::shape::{self, LoadShape, Oversized, OVERSIZED_REPLY};
+use crate::handler::{capped, capped_pool, Behaviour, Reply, ScenarioHandler, ServerScenario};
+use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::scenario::{Info, Role, Scenario, Serves, Variant};
+use crate::shape::{LoadShape, Oversized, OVERSIZED_REPLY};
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "oversized-request";
 
@@ -38,63 +38,62 @@ pub(crate) const INFO: Info = Info {
         payload("1KiB"),
         rps("200"),
         conns("4"),
-        Param { name: "every", default: "200", help: "one steady call in this many is oversized" },
-        Param { name: "size", default: "6MiB", help: "msg bytes of an oversized call" },
-        Param { name: "max_frame", default: "1MiB", help: "fix: largest message the server accepts" },
-        Param { name: "pool_cache", default: "1MiB", help: "fix: bytes the pool caches per size class" },
+        Param {
+            name: "every",
+            default: "200",
+            help: "one steady call in this many is oversized",
+            check: Check::Whole { min: 1, why: "must be at least 1" },
+        },
+        Param { name: "size", default: "6MiB", help: "msg bytes of an oversized call", check: Check::SIZE },
+        Param {
+            name: "max_frame",
+            default: "1MiB",
+            help: "fix: largest message the server accepts",
+            check: Check::SIZE,
+        },
+        Param {
+            name: "pool_cache",
+            default: "1MiB",
+            help: "fix: bytes the pool caches per size class",
+            check: Check::SIZE,
+        },
     ],
+    scenario: &OversizedRequest,
 };
 
-pub(crate) struct Settings {
-    payload: usize,
-    rps: u64,
-    conns: usize,
-    every: u64,
-    size: usize,
-    max_frame: usize,
-    pool_cache: usize,
-}
+/// Rare oversized calls among small ones; the fix refuses them and caps the
+/// pool's cache.
+#[derive(Debug)]
+pub(crate) struct OversizedRequest;
 
-pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
-    let s = Settings {
-        payload: p.usize("payload")?,
-        rps: p.u64("rps")?,
-        conns: p.usize("conns")?,
-        every: p.u64("every")?,
-        size: p.usize("size")?,
-        max_frame: p.usize("max_frame")?,
-        pool_cache: p.usize("pool_cache")?,
-    };
-    if s.every == 0 {
-        return Err(p.bad("every", "must be at least 1"));
-    }
-    if s.size <= s.payload.max(OVERSIZED_REPLY) {
-        return Err(p.bad("size", format!("must be larger than payload ({})", s.payload)));
-    }
-    if s.max_frame <= s.payload + 256 {
-        return Err(p.bad("max_frame", "must leave room for the steady calls (payload plus headers)"));
-    }
-    Ok(s)
-}
-
-pub(crate) struct Spec;
-
-impl ServerSpec for Spec {
+impl Scenario for OversizedRequest {
     fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        settings(p).map(drop)
+        let payload = p.common().payload;
+        if p.usize("size")? <= payload.max(OVERSIZED_REPLY) {
+            return Err(p.bad("size", format!("must be larger than payload ({payload})")));
+        }
+        if p.usize("max_frame")? <= payload + 256 {
+            return Err(p.bad("max_frame", "must leave room for the steady calls (payload plus headers)"));
+        }
+        Ok(())
     }
 
+    fn role(&self) -> Role<'_> {
+        Role::Server(self)
+    }
+}
+
+impl Serves for OversizedRequest {
     fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        let s = settings(p)?;
         // Oversized calls get a short answer, so that only the read side
         // shows in the profiles.
-        let reply = Reply { large_from: s.size, large_size: OVERSIZED_REPLY };
+        let reply = Reply { large_from: p.usize("size")?, large_size: OVERSIZED_REPLY };
         let handler = ScenarioHandler::new(reply, Behaviour::Echo);
         let config = match v {
             Variant::Leak => ServerConfig { pool, ..ServerConfig::default() },
             Variant::Fix => {
-                let pool = capped_pool(pool, s.pool_cache);
-                let limits = Limits { max_frame: s.max_frame, ..Limits::default() };
+                let pool = capped_pool(pool, p.usize("pool_cache")?);
+                let limits = Limits { max_frame: p.usize("max_frame")?, ..Limits::default() };
                 ServerConfig { pool, limits, ..ServerConfig::default() }
             }
         };
@@ -102,16 +101,14 @@ impl ServerSpec for Spec {
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        let s = settings(p)?;
-        let oversized = Oversized { every: s.every, size: s.size };
-        Ok(LoadShape { oversized: Some(oversized), ..shape::steady(s.conns, s.rps, s.payload) })
+        let oversized = Oversized { every: p.u64("every")?, size: p.usize("size")? };
+        Ok(LoadShape { oversized: Some(oversized), ..p.common().steady() })
     }
 
     fn pool_config(&self, v: Variant, p: &Params) -> Result<PoolConfig, ScenarioError> {
-        let s = settings(p)?;
         Ok(match v {
             Variant::Leak => PoolConfig::default(),
-            Variant::Fix => capped(s.pool_cache),
+            Variant::Fix => capped(p.usize("pool_cache")?),
         })
     }
 }

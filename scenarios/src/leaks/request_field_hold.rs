@@ -1,14 +1,13 @@
 //! `request-field-hold`: the handler keeps `req.msg[..1]` per request.
 
-use rpc::codec::DecodeMode;
 use rpc::{Pool, ServerConfig};
 
-use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
 use crate::error::ScenarioError;
 use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::Params;
-use crate::registry::ServerSpec;
-use crate::shape::{self, LoadShape};
+use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::scenario::{Info, Role, Scenario, Serves, Variant};
+use crate::shape::LoadShape;
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "request-field-hold";
 
@@ -36,7 +35,14 @@ pub(crate) const INFO: Info = Info {
         call ends; the cache still holds one tiny entry per request (about 50 bytes), which is the business's \
         own, visible, much smaller growth.",
     params: &[
-        payload("16KiB"),
+        Param {
+            check: Check::Size {
+                min: 1,
+                max: usize::MAX,
+                why: "the handler keeps msg[..1]: the msg needs at least one byte",
+            },
+            ..payload("16KiB")
+        },
         rps("400"),
         conns("4"),
         Param {
@@ -44,49 +50,30 @@ pub(crate) const INFO: Info = Info {
             default: "copy",
             help: "copy: fields are copied out of the read buffer (Kitex's default; the profile names \
                    read_field_2); nocopy: fields slice the pooled read buffer (the pool profile shows it)",
+            check: Check::DECODE,
         },
     ],
+    scenario: &RequestFieldHold,
 };
 
-pub(crate) struct Settings {
-    payload: usize,
-    rps: u64,
-    conns: usize,
-    decode: DecodeMode,
-}
+/// The handler caches a slice of each request's msg (the fix: a copy).
+#[derive(Debug)]
+pub(crate) struct RequestFieldHold;
 
-pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
-    let payload = p.usize("payload")?;
-    if payload == 0 {
-        return Err(p.bad("payload", "the handler keeps msg[..1]: the msg needs at least one byte"));
+impl Scenario for RequestFieldHold {
+    fn role(&self) -> Role<'_> {
+        Role::Server(self)
     }
-    Ok(Settings { payload, rps: p.u64("rps")?, conns: p.usize("conns")?, decode: decode_mode(p)? })
 }
 
-/// The `decode` parameter.
-pub(crate) fn decode_mode(p: &Params) -> Result<DecodeMode, ScenarioError> {
-    Ok(match p.choice("decode", &["copy", "nocopy"])? {
-        "copy" => DecodeMode::Copy,
-        _ => DecodeMode::NoCopy,
-    })
-}
-
-pub(crate) struct Spec;
-
-impl ServerSpec for Spec {
-    fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        settings(p).map(drop)
-    }
-
+impl Serves for RequestFieldHold {
     fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        let s = settings(p)?;
-        let config = ServerConfig { pool, decode: s.decode, ..ServerConfig::default() };
+        let config = ServerConfig { pool, decode: p.decode()?, ..ServerConfig::default() };
         let handler = ScenarioHandler::new(Reply::ECHO, Behaviour::hold_request_field(v == Variant::Fix));
         Ok(ServerScenario { config, handler })
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        let s = settings(p)?;
-        Ok(shape::steady(s.conns, s.rps, s.payload))
+        Ok(p.common().steady())
     }
 }

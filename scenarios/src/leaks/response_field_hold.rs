@@ -1,19 +1,18 @@
 //! `response-field-hold`: the caller keeps `resp.msg[..1]` per call.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rpc::codec::{DecodeMode, Request};
+use rpc::codec::Request;
 use rpc::lbcache::Instance;
 use rpc::{Client, Pool};
 
-use crate::caller::{self, CallFuture, RESPONSE_CACHE};
-use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
+use crate::caller::{self, CallFuture, Caller, RESPONSE_CACHE};
 use crate::error::ScenarioError;
-use crate::params::Params;
+use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::scenario::{Calls, Info, Role, Scenario, Variant};
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "response-field-hold";
 
@@ -36,7 +35,14 @@ pub(crate) const INFO: Info = Info {
     fix: "Copy what you keep out of a response. The fix variant stores `Bytes::copy_from_slice(&resp.msg[..1])`, \
         so each response is freed when the call returns; the cache still holds one tiny entry per call.",
     params: &[
-        payload("16KiB"),
+        Param {
+            check: Check::Size {
+                min: 1,
+                max: usize::MAX,
+                why: "the caller keeps msg[..1]: the msg needs at least one byte",
+            },
+            ..payload("16KiB")
+        },
         rps("400"),
         conns("4"),
         Param {
@@ -44,52 +50,43 @@ pub(crate) const INFO: Info = Info {
             default: "copy",
             help: "copy: response fields are copied out of the read buffer (the profile names \
                    Response::read_field_2); nocopy: they slice the pooled read buffer",
+            check: Check::DECODE,
         },
     ],
+    scenario: &ResponseFieldHold,
 };
 
-pub(crate) struct Settings {
-    payload: usize,
-    rps: u64,
-    conns: usize,
-    decode: DecodeMode,
-}
+/// One shared client; the caller caches a slice of each response's msg
+/// (the fix: a copy).
+#[derive(Debug)]
+pub(crate) struct ResponseFieldHold;
 
-pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
-    let payload = p.usize("payload")?;
-    if payload == 0 {
-        return Err(p.bad("payload", "the caller keeps msg[..1]: the msg needs at least one byte"));
+impl Scenario for ResponseFieldHold {
+    fn role(&self) -> Role<'_> {
+        Role::Client(self)
     }
-    let decode = super::request_field_hold::decode_mode(p)?;
-    Ok(Settings { payload, rps: p.u64("rps")?, conns: p.usize("conns")?, decode })
 }
 
-pub(crate) async fn run(
-    s: &Settings,
-    v: Variant,
-    peer: SocketAddr,
-    pool: Pool,
-    calls: Arc<AtomicU64>,
-    stop: impl Future<Output = ()>,
-) -> Result<(), ScenarioError> {
-    let mut config = caller::client_config(NAME, peer, vec![Instance::new(peer, 10)], pool, s.conns);
-    config.decode = s.decode;
-    let client = Client::new(config).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
-    let msg = Bytes::from(vec![b'x'; s.payload]);
-    let copy = v == Variant::Fix;
-    let c = client.clone();
-    let call = Arc::new(move |id: i64| -> CallFuture {
-        let (client, msg) = (c.clone(), msg.clone());
-        Box::pin(async move {
-            let resp = client.call(&Request { id, msg, json: None }).await?;
-            if !resp.msg.is_empty() {
-                let held = if copy { Bytes::copy_from_slice(&resp.msg[..1]) } else { resp.msg.slice(..1) };
-                RESPONSE_CACHE.lock().unwrap_or_else(|e| e.into_inner()).insert(resp.id, held);
-            }
-            Ok(())
-        })
-    });
-    let result = caller::drive(NAME, s.conns, s.rps, calls, stop, call).await;
-    client.close();
-    result
+impl Calls for ResponseFieldHold {
+    fn caller(&self, v: Variant, p: &Params, peer: SocketAddr, pool: Pool) -> Result<Caller, ScenarioError> {
+        let common = p.common();
+        let mut config = caller::client_config(NAME, peer, vec![Instance::new(peer, 10)], pool, common.conns);
+        config.decode = p.decode()?;
+        let client = Client::new(config).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
+        let msg = Bytes::from(vec![b'x'; common.payload]);
+        let copy = v == Variant::Fix;
+        let c = client.clone();
+        let call = Arc::new(move |id: i64| -> CallFuture {
+            let (client, msg) = (c.clone(), msg.clone());
+            Box::pin(async move {
+                let resp = client.call(&Request { id, msg, json: None }).await?;
+                if !resp.msg.is_empty() {
+                    let held = if copy { Bytes::copy_from_slice(&resp.msg[..1]) } else { resp.msg.slice(..1) };
+                    RESPONSE_CACHE.lock().unwrap_or_else(|e| e.into_inner()).insert(resp.id, held);
+                }
+                Ok(())
+            })
+        });
+        Ok(Caller { call, client: Some(client) })
+    }
 }

@@ -5,12 +5,12 @@ use bytes::Bytes;
 use rpc::codec::DecodeMode;
 use rpc::{Pool, ServerConfig};
 
-use crate::catalogue::{conns, payload, rps, Info, Param, Side, Variant};
 use crate::error::ScenarioError;
 use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::Params;
-use crate::registry::ServerSpec;
-use crate::shape::{self, LoadShape};
+use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::scenario::{Info, Role, Scenario, Serves, Variant};
+use crate::shape::LoadShape;
+use crate::side::Side;
 
 pub(crate) const NAME: &str = "sonic-string-hold";
 
@@ -40,41 +40,58 @@ pub(crate) const INFO: Info = Info {
         payload("256"),
         rps("300"),
         conns("4"),
-        Param { name: "json_size", default: "32KiB", help: "bytes of the JSON document in field 3" },
+        Param {
+            name: "json_size",
+            default: "32KiB",
+            help: "bytes of the JSON document in field 3",
+            check: Check::SIZE,
+        },
         Param {
             name: "user_len",
             default: "48",
             help: "bytes of the cached `user` string (at least 30: FastStr copies shorter strings inline)",
+            check: Check::Size {
+                min: 30,
+                max: 4096,
+                why: "must be between 30 and 4096: FastStr copies shorter strings inline, which shares nothing",
+            },
         },
     ],
+    scenario: &SonicStringHold,
 };
 
-pub(crate) struct Settings {
-    payload: usize,
-    rps: u64,
-    conns: usize,
-    json_size: usize,
-    user_len: usize,
+/// The handler caches a value parsed zero-copy from field 3 (the fix: a
+/// copy).
+#[derive(Debug)]
+pub(crate) struct SonicStringHold;
+
+impl Scenario for SonicStringHold {
+    fn check(&self, p: &Params) -> Result<(), ScenarioError> {
+        let user_len = p.usize("user_len")?;
+        if p.usize("json_size")? < user_len + 128 {
+            return Err(p.bad("json_size", format!("must be at least user_len + 128 ({})", user_len + 128)));
+        }
+        Ok(())
+    }
+
+    fn role(&self) -> Role<'_> {
+        Role::Server(self)
+    }
 }
 
-pub(crate) fn settings(p: &Params) -> Result<Settings, ScenarioError> {
-    let s = Settings {
-        payload: p.usize("payload")?,
-        rps: p.u64("rps")?,
-        conns: p.usize("conns")?,
-        json_size: p.usize("json_size")?,
-        user_len: p.usize("user_len")?,
-    };
-    if s.user_len < 30 || s.user_len > 4096 {
-        return Err(p.bad(
-            "user_len",
-            "must be between 30 and 4096: FastStr copies shorter strings inline, which shares nothing",
-        ));
+impl Serves for SonicStringHold {
+    fn server(&self, v: Variant, _p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
+        // Kitex copies string fields out of the read buffer: field 3 is a
+        // fresh allocation made in Request::read_field_3.
+        let config = ServerConfig { pool, decode: DecodeMode::Copy, ..ServerConfig::default() };
+        let handler = ScenarioHandler::new(Reply::ECHO, Behaviour::sonic_hold(v == Variant::Fix));
+        Ok(ServerScenario { config, handler })
     }
-    if s.json_size < s.user_len + 128 {
-        return Err(p.bad("json_size", format!("must be at least user_len + 128 ({})", s.user_len + 128)));
+
+    fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
+        let json = document(p.usize("json_size")?, p.usize("user_len")?);
+        Ok(LoadShape { json: Some(json), ..p.common().steady() })
     }
-    Ok(s)
 }
 
 /// The JSON document of field 3: a few small members, the `user` string the
@@ -96,28 +113,6 @@ pub(crate) fn document(size: usize, user_len: usize) -> Bytes {
     doc.extend((0..filler).map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789 "[i % 37]));
     doc.extend_from_slice(tail.as_bytes());
     Bytes::from(doc)
-}
-
-pub(crate) struct Spec;
-
-impl ServerSpec for Spec {
-    fn check(&self, p: &Params) -> Result<(), ScenarioError> {
-        settings(p).map(drop)
-    }
-
-    fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-        settings(p)?;
-        // Kitex copies string fields out of the read buffer: field 3 is a
-        // fresh allocation made in Request::read_field_3.
-        let config = ServerConfig { pool, decode: DecodeMode::Copy, ..ServerConfig::default() };
-        let handler = ScenarioHandler::new(Reply::ECHO, Behaviour::sonic_hold(v == Variant::Fix));
-        Ok(ServerScenario { config, handler })
-    }
-
-    fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        let s = settings(p)?;
-        Ok(LoadShape { json: Some(document(s.json_size, s.user_len)), ..shape::steady(s.conns, s.rps, s.payload) })
-    }
 }
 
 #[cfg(test)]

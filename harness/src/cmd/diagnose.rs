@@ -1,70 +1,44 @@
-//! `leaklab diagnose`: the engine on a run folder or a live endpoint, and
-//! the `verdict.json` a run writes.
+//! `leaklab diagnose`: the engine on a run folder, or on a live endpoint
+//! polled until the verdict is sure.
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use diagnosis::{diagnose, HeapSnapshot, MetricsLine, Options, RunInput, Verdict};
-use serde::Serialize;
+use clap::Args;
+use diagnosis::{HeapSnapshot, Options, RunInput, Verdict};
 
-use crate::cli::DiagnoseArgs;
+use crate::units::parse_duration;
+use crate::verdict::holder_profiles;
 
-/// `verdict.json`: the engine's verdict plus what it should have said.
-#[derive(Debug, Clone, Serialize)]
-pub struct VerdictFile {
-    /// The verdict (flattened).
-    #[serde(flatten)]
-    pub verdict: Verdict,
-    /// The scenario's expected kind.
-    pub expected: String,
-    /// Whether the kind is the expected one.
-    pub correct: bool,
-    /// The same engine without the pool profile.
-    pub pprof_only: Verdict,
-}
-
-/// Diagnoses a run folder in both modes; the default mode also names who
-/// holds each finding's memory when the folder has holder profiles.
-pub fn verdicts(dir: &Path) -> anyhow::Result<(Verdict, Verdict)> {
-    let input = RunInput::from_dir(dir)?;
-    let mut full = diagnose(&input, &Options::default());
-    diagnosis::attribute_holders(&mut full, &holder_profiles(dir)?);
-    let plain = diagnose(&input, &Options { pprof_only: true, ..Options::default() });
-    Ok((full, plain))
-}
-
-/// The folder's `holders-NNN.pb.gz`, in order.
-pub fn holder_profiles(dir: &Path) -> anyhow::Result<Vec<HeapSnapshot>> {
-    let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let n = name.strip_prefix("holders-")?.strip_suffix(".pb.gz")?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    files.sort();
-    Ok(files.iter().map(|(_, p)| HeapSnapshot::read(p)).collect::<Result<_, _>>()?)
-}
-
-/// Writes `verdict.json` into a run folder.
-pub fn write_verdict(dir: &Path, expected: &str) -> anyhow::Result<VerdictFile> {
-    let (verdict, pprof_only) = verdicts(dir)?;
-    let file = VerdictFile { correct: verdict.kind == expected, expected: expected.to_owned(), verdict, pprof_only };
-    std::fs::write(dir.join("verdict.json"), serde_json::to_string_pretty(&file)?)?;
-    Ok(file)
+/// Flags of `leaklab diagnose`.
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    /// A run folder (heap-NNN.pb.gz, pool-NNN.pb.gz, metrics.jsonl), or the
+    /// admin URL of a live process (`http://127.0.0.1:6060`).
+    pub target: String,
+    /// Print the verdict as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Heap profiles and metrics only, as a user of plain pprof has them.
+    #[arg(long)]
+    pub pprof_only: bool,
+    /// Live mode: time between snapshots.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Live mode: give up after this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// `leaklab diagnose`.
-pub fn run(args: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
+pub fn diagnose(args: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
     let opts = Options { pprof_only: args.pprof_only, ..Options::default() };
     let verdict = if args.target.starts_with("http://") || args.target.starts_with("https://") {
         live(args, &opts)?
     } else {
-        let mut v = diagnose(&RunInput::from_dir(&args.target)?, &opts);
+        let mut v = diagnosis::diagnose(&RunInput::from_dir(&args.target)?, &opts);
         if !opts.pprof_only {
             diagnosis::attribute_holders(&mut v, &holder_profiles(Path::new(&args.target))?);
         }
@@ -126,20 +100,10 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
             }
         }
         if let Ok(text) = crate::scrape::get_url(&agent, &format!("{base}/metrics")) {
-            let text = String::from_utf8_lossy(&text);
-            let mut line = MetricsLine {
-                t,
-                phase: None,
-                values: crate::scrape::leaklab_names(diagnosis::parse_prometheus(&text)),
-                text: Default::default(),
-            };
-            if let Some(peer) = crate::scrape::label_value(&text, "leaklab_largest_request_peer", "peer") {
-                line.text.insert("largest_peer".into(), peer);
-            }
-            metrics.push(line);
+            metrics.push(crate::scrape::diagnosis_line(t, &String::from_utf8_lossy(&text)));
         }
         let input = RunInput::from_parts(heaps.clone(), pools.clone(), metrics.clone());
-        let v = diagnose(&input, opts);
+        let v = diagnosis::diagnose(&input, opts);
         if v.kind == streak.0 {
             streak.1 += 1;
         } else {

@@ -1,7 +1,6 @@
-//! `leaklab peer`: the other side of a server scenario. Sends the load
-//! shape the scenario describes (steady calls, connection surges, idle
-//! connections, oversized calls, a burst) for a duration, then closes every
-//! connection and exits: the drain.
+//! A scenario's load shape, sent to the process under test: steady calls,
+//! connection surges, idle connections, oversized calls, a burst; for a
+//! duration, then every connection closes (the drain).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +13,8 @@ use scenarios::LoadShape;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use crate::load::Conn;
+use crate::loadgen::conn::Conn;
+use crate::loadgen::paced::{send_paced, Schedule, Sender};
 
 /// What the peer did, printed as one JSON line on exit.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -207,41 +207,52 @@ async fn steady(
     end: Instant,
     oversized: bool,
 ) {
-    let msg = Bytes::from(vec![b'x'; shape.payload]);
-    let big = shape.oversized.as_ref().filter(|_| oversized).map(|o| (o.every.max(1), Bytes::from(vec![b'O'; o.size])));
     let interval = (rps > 0.0).then(|| Duration::from_secs_f64(1.0 / rps));
     // Stagger the connections' schedules.
-    let mut due = from + interval.map_or(Duration::ZERO, |iv| iv.mul_f64((conn_id % 97) as f64 / 97.0));
-    let mut conn: Option<Counted> = None;
-    let mut seq: i64 = 0;
-    while Instant::now() < end {
-        if let Some(iv) = interval {
-            tokio::time::sleep_until(due.into()).await;
-            due += iv;
-            if Instant::now() >= end {
-                break;
-            }
-        }
-        if conn.is_none() {
-            conn = Counted::open(target, counters).await;
-            if conn.is_none() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        }
-        seq += 1;
-        let n = counters.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        let body = match &big {
+    let first = from + interval.map_or(Duration::ZERO, |iv| iv.mul_f64((conn_id % 97) as f64 / 97.0));
+    let mut sender = SteadyCalls {
+        target,
+        shape,
+        counters,
+        conn_id,
+        msg: Bytes::from(vec![b'x'; shape.payload]),
+        big: shape.oversized.as_ref().filter(|_| oversized).map(|o| (o.every.max(1), Bytes::from(vec![b'O'; o.size]))),
+        seq: 0,
+    };
+    send_paced(Schedule { first, interval, end }, Duration::from_millis(50), &mut sender).await;
+}
+
+/// The calls of one steady connection: every `every`-th call in all is
+/// oversized when `big` is set.
+struct SteadyCalls<'a> {
+    target: SocketAddr,
+    shape: &'a LoadShape,
+    counters: &'a Arc<Counters>,
+    conn_id: i64,
+    msg: Bytes,
+    big: Option<(u64, Bytes)>,
+    seq: i64,
+}
+
+impl Sender for SteadyCalls<'_> {
+    type Conn = Counted;
+
+    async fn open(&mut self) -> Option<Counted> {
+        Counted::open(self.target, self.counters).await
+    }
+
+    async fn send(&mut self, conn: &mut Counted, _due: Instant) -> bool {
+        self.seq += 1;
+        let n = self.counters.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let body = match &self.big {
             Some((every, big)) if n.is_multiple_of(*every) => {
-                counters.oversized_calls.fetch_add(1, Ordering::Relaxed);
+                self.counters.oversized_calls.fetch_add(1, Ordering::Relaxed);
                 big.clone()
             }
-            _ => msg.clone(),
+            _ => self.msg.clone(),
         };
-        let req = Request { id: conn_id << 32 | seq, msg: body, json: shape.json.clone() };
-        if !conn.as_mut().expect("connected").call(&req).await {
-            conn = None;
-        }
+        let req = Request { id: self.conn_id << 32 | self.seq, msg: body, json: self.shape.json.clone() };
+        conn.call(&req).await
     }
 }
 

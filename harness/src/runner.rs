@@ -1,4 +1,5 @@
-//! `leaklab run`: one scenario, run as a user would by hand.
+//! One scenario run as a user would by hand (`leaklab run`, `leaklab
+//! matrix`).
 //!
 //! The process under test (`leaklab serve --scenario S`) and its peer run as
 //! child processes on loopback ports they choose themselves (each writes its
@@ -29,7 +30,7 @@ use anyhow::{bail, Context};
 use scenarios::{Info, Side, Variant};
 use serde::{Deserialize, Serialize};
 
-use crate::peer::PeerReport;
+use crate::loadgen::shape::PeerReport;
 use crate::scrape::{self, MetricsLine};
 
 /// Phases of a run.
@@ -331,7 +332,7 @@ fn common_args(plan: &RunPlan) -> Vec<String> {
 
 /// Makes the run; returns its record. DIR is created (files in it are
 /// overwritten).
-pub fn run(plan: &RunPlan) -> anyhow::Result<RunRecord> {
+pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
     install_interrupt_handler()?;
     let info = plan.info;
     let params = scenarios::Params::parse(info, &plan.set)?;
@@ -493,11 +494,7 @@ pub fn run(plan: &RunPlan) -> anyhow::Result<RunRecord> {
     let record = RunRecord {
         scenario: info.name.to_owned(),
         variant: plan.variant.to_string(),
-        side: match info.side {
-            Side::Server => "server",
-            Side::Client => "client",
-        }
-        .to_owned(),
+        side: info.side.to_string(),
         expected: info.expected_kind(plan.variant).to_owned(),
         params: params.effective(),
         phases,

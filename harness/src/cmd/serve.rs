@@ -18,10 +18,13 @@ use scenarios::Side;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::cli::{ProfilerKind, ServeArgs};
+use crate::alloc::PROFILER;
+use crate::cmd::args::scenario_of;
 use crate::probe::Probe;
-use crate::run::Ready;
-use crate::PROFILER;
+use crate::runner::Ready;
+
+mod args;
+pub use args::{ProfilerKind, ServeArgs};
 
 /// The healthy Echo service: returns the request's fields.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,8 +36,8 @@ impl Handler for Echo {
     }
 }
 
-/// Runs until SIGINT or SIGTERM.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// `leaklab serve`: runs until SIGINT or SIGTERM.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(rate) = args.profile_rate {
         PROFILER.set_rate(rate);
     }
@@ -44,7 +47,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let _dhat = start_dhat(args.profiler)?;
     warn_if_exposed("--admin", args.admin);
-    let scenario = crate::catalogue::scenario_of(&args.scenario)?;
+    let scenario = scenario_of(&args.scenario)?;
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async move {
         match scenario {

@@ -1,7 +1,6 @@
 //! `leaklab matrix`: every scenario and variant, run and diagnosed, scored
 //! for the engine in both modes, for a plain RSS-trend baseline, and for
-//! any outside detector (`--detector CMD`); and `leaklab export`, the runs
-//! as a labelled dataset for detector authors.
+//! any outside detector (`--detector CMD`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,7 +12,7 @@ use diagnosis::{diagnose, rss_trend, theil_sen, Options, RunInput, Verdict};
 use scenarios::{Info, Variant};
 use serde::{Deserialize, Serialize};
 
-use crate::run::{RunPlan, Timing};
+use crate::runner::{RunPlan, Timing, RUN_PROFILE_RATE};
 
 /// Flags of `leaklab matrix`.
 #[derive(Debug, clap::Args)]
@@ -37,16 +36,6 @@ pub struct MatrixArgs {
     /// Score the runs already in `--out` instead of running them again.
     #[arg(long)]
     pub rescore: bool,
-}
-
-/// Flags of `leaklab export`.
-#[derive(Debug, clap::Args)]
-pub struct ExportArgs {
-    /// A matrix folder (or a single run folder).
-    pub from: PathBuf,
-    /// The dataset folder to write.
-    #[arg(long, default_value = "dataset")]
-    pub out: PathBuf,
 }
 
 /// One row of the matrix.
@@ -206,7 +195,7 @@ pub fn row(
     let full_opts = Options::default();
     let plain_opts = Options { pprof_only: true, ..Options::default() };
     let mut full: Verdict = diagnose(&input, &full_opts);
-    diagnosis::attribute_holders(&mut full, &crate::diagnose::holder_profiles(dir)?);
+    diagnosis::attribute_holders(&mut full, &crate::verdict::holder_profiles(dir)?);
     let top_holder = full.findings.first().and_then(|f| f.holder.clone());
     let holder_right = (!expected_holder.is_empty() && full.kind == expected)
         .then(|| top_holder.as_ref().is_some_and(|h| names_holder(expected_holder, &h.chain)));
@@ -248,7 +237,7 @@ pub fn names_holder(expected: &str, chain: &[String]) -> bool {
 }
 
 /// `leaklab matrix`.
-pub fn run(args: MatrixArgs) -> anyhow::Result<ExitCode> {
+pub fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/matrix"));
     let load = if args.quick { Duration::from_secs(3) } else { Duration::from_secs(8) };
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -264,11 +253,11 @@ pub fn run(args: MatrixArgs) -> anyhow::Result<ExitCode> {
                 out: dir.clone(),
                 timing: Timing::for_duration(load, Duration::from_millis(500)),
                 progress,
-                profile_rate: crate::run::RUN_PROFILE_RATE,
+                profile_rate: RUN_PROFILE_RATE,
                 holders: true,
             };
-            crate::run::run(&run_plan).with_context(|| format!("running {} ({variant})", info.name))?;
-            crate::diagnose::write_verdict(&dir, expected)?;
+            crate::runner::run_scenario(&run_plan).with_context(|| format!("running {} ({variant})", info.name))?;
+            crate::verdict::write_verdict(&dir, expected)?;
         }
         let expected_holder = if variant == Variant::Leak { info.holder } else { "" };
         let r = row(&dir, info.name, &variant.to_string(), (expected, expected_holder), args.detector.as_deref())?;
@@ -369,50 +358,6 @@ fn markdown(rows: &[Row], scores: &[Score], quick: bool) -> String {
         );
     }
     s
-}
-
-/// `leaklab export`: copies run folders' profiles and metrics with a
-/// `label.json` each.
-pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
-    let mut dirs: Vec<PathBuf> = if args.from.join("run.json").exists() {
-        vec![args.from.clone()]
-    } else {
-        std::fs::read_dir(&args.from)
-            .with_context(|| format!("reading {}", args.from.display()))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.join("run.json").exists())
-            .collect()
-    };
-    dirs.sort();
-    if dirs.is_empty() {
-        bail!("no run folders (with run.json) in {}", args.from.display());
-    }
-    for dir in &dirs {
-        let record: crate::run::RunRecord = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json"))?)
-            .with_context(|| format!("reading {}", dir.join("run.json").display()))?;
-        let name = dir.file_name().map(|n| n.to_owned()).unwrap_or_default();
-        let target = args.out.join(&name);
-        std::fs::create_dir_all(&target)?;
-        for entry in std::fs::read_dir(dir)?.flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            if file.ends_with(".pb.gz") || file == "metrics.jsonl" {
-                std::fs::copy(entry.path(), target.join(&file))?;
-            }
-        }
-        let label = serde_json::json!({
-            "scenario": record.scenario,
-            "variant": record.variant,
-            "leak": record.expected != "none",
-            "kind": record.expected,
-            "params": record.params,
-            "phases": record.phases,
-            "interval_s": record.interval_s,
-        });
-        std::fs::write(target.join("label.json"), serde_json::to_string_pretty(&label)?)?;
-    }
-    println!("{} labelled runs in {}", dirs.len(), args.out.display());
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -1,0 +1,183 @@
+//! What a scenario is: its catalogue entry ([`Info`]), its parameters
+//! (declared as data in `Info::params`), the checks across them, and what it
+//! runs: a server with its peer's load ([`Serves`]) or a client ([`Calls`]).
+//!
+//! Each scenario is one type implementing [`Scenario`], in its own file, and
+//! its `Info` points to it; the registry lists the `Info`s.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use rpc::{Pool, PoolConfig};
+
+use crate::caller::Caller;
+use crate::error::ScenarioError;
+use crate::handler::ServerScenario;
+use crate::params::{Param, Params};
+use crate::shape::LoadShape;
+use crate::side::Side;
+
+/// A scenario's code. Each value of its parameters has passed its own
+/// [`Check`](crate::params::Check) before any of these runs.
+pub(crate) trait Scenario: Sync + fmt::Debug {
+    /// Checks the values together (`surge_payload` above `payload`, ...).
+    fn check(&self, _p: &Params) -> Result<(), ScenarioError> {
+        Ok(())
+    }
+
+    /// What it runs; must agree with `Info::side`.
+    fn role(&self) -> Role<'_>;
+}
+
+/// What a scenario runs.
+pub(crate) enum Role<'a> {
+    /// The process under test serves; the peer loads it.
+    Server(&'a dyn Serves),
+    /// The process under test calls a plain Echo server.
+    Client(&'a dyn Calls),
+}
+
+/// A server scenario: the server, its pool policy, and its peer's load.
+pub(crate) trait Serves: Sync {
+    /// The server settings and handler, on `pool`.
+    fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError>;
+
+    /// The peer's load.
+    fn load(&self, v: Variant, p: &Params) -> Result<LoadShape, ScenarioError>;
+
+    /// The pool policy the scenario needs.
+    fn pool_config(&self, _v: Variant, _p: &Params) -> Result<PoolConfig, ScenarioError> {
+        Ok(PoolConfig::default())
+    }
+}
+
+/// A client scenario: how it calls its peer.
+pub(crate) trait Calls: Sync {
+    /// The call each caller repeats (and the client to close when the
+    /// calls stop), calling `peer` with buffers from `pool`.
+    fn caller(&self, v: Variant, p: &Params, peer: SocketAddr, pool: Pool) -> Result<Caller, ScenarioError>;
+}
+
+/// The leaking code, or the same code with the guide's remedy applied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// The documented leak.
+    #[default]
+    Leak,
+    /// The guide's remedy: must be diagnosed `none`.
+    Fix,
+}
+
+impl Variant {
+    /// Both variants, leak first.
+    pub const ALL: [Variant; 2] = [Variant::Leak, Variant::Fix];
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Variant::Leak => "leak",
+            Variant::Fix => "fix",
+        })
+    }
+}
+
+impl FromStr for Variant {
+    type Err = ScenarioError;
+    fn from_str(s: &str) -> Result<Variant, ScenarioError> {
+        match s {
+            "leak" => Ok(Variant::Leak),
+            "fix" => Ok(Variant::Fix),
+            other => Err(ScenarioError::UnknownVariant(other.to_owned())),
+        }
+    }
+}
+
+/// A scenario of the catalogue.
+#[derive(Clone, Copy, Debug)]
+pub struct Info {
+    /// The catalogue name (`request-field-hold`, ...).
+    pub name: &'static str,
+    /// Which side the process under test is.
+    pub side: Side,
+    /// A healthy control (`steady`, `bounded-cache`, `warmup`, `burst`):
+    /// one behaviour, either variant accepted.
+    pub control: bool,
+    /// The verdict kind of the leak variant (`none` for controls).
+    pub expected: &'static str,
+    /// A part of the name of the link that holds the leaked memory, as the
+    /// holder scan names it (`ScenarioHandler::remember` for the handler's
+    /// cache); a right holder chain contains it. Empty for controls.
+    pub holder: &'static str,
+    /// What it reproduces, in the guide's words.
+    pub reproduces: &'static str,
+    /// Where the growth shows in a heap profile (frame names) and in the
+    /// pool profile.
+    pub profile_shows: &'static str,
+    /// The guide's remedy and what the fix variant changes.
+    pub fix: &'static str,
+    /// Its parameters.
+    pub params: &'static [Param],
+    /// Its code.
+    pub(crate) scenario: &'static dyn Scenario,
+}
+
+impl Info {
+    /// The verdict a correct diagnosis gives for `variant`: the leak's kind,
+    /// or `none` for a fix and for every control.
+    pub fn expected_kind(&self, variant: Variant) -> &'static str {
+        match variant {
+            Variant::Leak => self.expected,
+            Variant::Fix => "none",
+        }
+    }
+
+    /// The parameter called `name`.
+    pub fn param(&self, name: &str) -> Option<&'static Param> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+/// The verdict kinds of `DESIGN.md`.
+pub const VERDICT_KINDS: [&str; 8] = [
+    "none",
+    "request-field-held",
+    "response-field-held",
+    "connection-surge-barriers",
+    "idle-connection-buffers",
+    "oversized-request",
+    "duplicate-clients",
+    "zero-copy-string-held",
+];
+
+impl Params {
+    /// Applies `pairs` (later pairs win) over the defaults of `info`, checks
+    /// every value against its parameter's [`Check`](crate::Check), then lets
+    /// the scenario check the values together. An unknown key is an error
+    /// that names the valid ones.
+    pub fn parse(info: &Info, pairs: &[(String, String)]) -> Result<Params, ScenarioError> {
+        let params = Params::new(info.name, info.params, pairs)?;
+        info.scenario.check(&params)?;
+        Ok(params)
+    }
+
+    /// Every parameter with its defaults: `Params::parse(info, &[])`.
+    pub fn defaults(info: &Info) -> Result<Params, ScenarioError> {
+        Params::parse(info, &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_parse_and_print() {
+        for v in Variant::ALL {
+            assert_eq!(v.to_string().parse::<Variant>().unwrap(), v);
+        }
+        let e = "leaky".parse::<Variant>().unwrap_err();
+        assert!(e.to_string().contains("leak or fix"), "{e}");
+    }
+}
