@@ -164,7 +164,7 @@ pub struct RunPlan {
     /// The heap profiler's sampling rate in the process under test.
     pub profile_rate: usize,
     /// Run the process under test in holder mode and take holder scans
-    /// (`holders-NNN.pb.gz`) at the first and last load snapshots and at the
+    /// (`holders-NNN.pb.gz`) at the first snapshot, the first and last load snapshots and at the
     /// end of the settle phase.
     pub holders: bool,
 }
@@ -466,9 +466,12 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
         }
         let settled = phase == Phase::Settle && now >= drain_end.unwrap_or(now) + t.settle;
         if plan.holders {
+            // A baseline before the load, the load's first and last
+            // snapshots, and the end.
+            let first = snapshots == 1;
             let first_load = phase == Phase::Load && !holder_scans.iter().any(|h: &HolderScanRecord| h.phase == "load");
             let last_load = phase == Phase::Load && now + t.interval >= load_end;
-            if first_load || last_load || settled {
+            if first || first_load || last_load || settled {
                 holder_scans.push(holder_scan(&agent, ready.admin, dir, snapshots - 1, phase));
             }
         }

@@ -195,8 +195,12 @@ impl Running {
         let pid = self.pid();
         let now: Vec<Proc> = processes().into_iter().filter(|p| p.ppid == pid && p.state != 'Z').collect();
         for p in &now {
-            if !self.children_seen.iter().any(|q| q.pid == p.pid) {
-                self.children_seen.push(p.clone());
+            // A child seen between its fork and its exec has no arguments
+            // yet: a later look that has them replaces it.
+            match self.children_seen.iter_mut().find(|q| q.pid == p.pid) {
+                Some(q) if q.args.is_empty() => *q = p.clone(),
+                Some(_) => {}
+                None => self.children_seen.push(p.clone()),
             }
         }
         now
