@@ -994,7 +994,7 @@ mod tests {
     #[test]
     fn a_budgeted_scan_pauses_every_quantum_and_finds_the_same_end() {
         // list<struct> of 1 Mi structs, each `1: i32` then stop (8 bytes).
-        let n = 1 << 20;
+        let n: usize = 1 << 20;
         let mut m = empty_call();
         m.pop();
         m.extend_from_slice(&[15, 0, 9, 12]);
