@@ -36,5 +36,5 @@ pub use pool::{
 };
 pub use server::{
     Handler, HandlerError, Server, ServerConfig, ServerCounts, ServerStats, BUDGET_WAIT, LARGE_REQUEST, MAX_NAME_ECHO,
-    OFFLOAD_DECODE, REFUSE_INTERVAL, WORK_QUANTUM,
+    MAX_READ, OFFLOAD_DECODE, REFUSE_INTERVAL, WORK_QUANTUM,
 };

@@ -151,18 +151,32 @@ impl InputBuffer {
     /// Reads once from `stream` into a reservation, through the
     /// connection's barrier slot. `Ok(0)` is the end of the stream.
     pub async fn fill(&mut self, stream: &TcpStream, slot: &SlotGuard) -> io::Result<usize> {
+        self.fill_at_most(stream, slot, usize::MAX).await
+    }
+
+    /// [`fill`](Self::fill), reading at most `max` bytes, so that one read
+    /// (a copy out of the socket, and the page faults of a fresh node) is
+    /// short whatever the reservation. A read that fills `max` counts as
+    /// filling the reservation: `book_size` grows as if it had.
+    pub async fn fill_at_most(&mut self, stream: &TcpStream, slot: &SlotGuard, max: usize) -> io::Result<usize> {
+        let max = max.max(1);
         loop {
             stream.readable().await?;
-            let want = {
+            let booked = {
                 self.book();
                 self.book_len()
             };
+            let want = booked.min(max);
             let chunk = self.book();
             let held = Held::Chunk(chunk.hold());
             let spare = &mut chunk.spare_mut()[..want];
             match slot.io([held], || stream.try_read_vectored(&mut [IoSliceMut::new(spare)])) {
                 Ok(n) => {
+                    let grows = want < booked && n == want && booked == self.book_size;
                     self.book_ack(n);
+                    if grows && self.book_size < MALLOC_MAX {
+                        self.book_size <<= 1;
+                    }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

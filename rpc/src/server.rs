@@ -45,7 +45,8 @@
 //!   closed itself. Slack: the budget can be passed by the first node of
 //!   each connection (8 KiB, at accept) and, for a message that spans
 //!   nodes, by its one contiguous copy while it is handled.
-//! - **No connection holds a thread for long.** A connection gives way to
+//! - **No connection holds a thread for long.** One read takes at most
+//!   [`MAX_READ`] bytes, and a connection gives way to
 //!   the others (`tokio::task::yield_now`, counted in `yields`) after each
 //!   [`WORK_QUANTUM`] of bytes read, scanned by its [`FrameDecoder`]
 //!   ([`FrameDecoder::decode_within`]) or copied out of several nodes into
@@ -216,6 +217,11 @@ pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
 /// Bytes of work (read, scanned or copied) after which a connection gives
 /// way to the others: 64 KiB, about a tenth of a millisecond of scanning.
 pub const WORK_QUANTUM: usize = 64 << 10;
+
+/// Bytes one socket read takes at most (256 KiB): a read into a fresh
+/// 8 MiB node copies and faults in 8 MiB, milliseconds during which the
+/// thread's other connections wait.
+pub const MAX_READ: usize = 256 << 10;
 
 /// Messages this large (1 MiB) are decoded off the runtime's worker
 /// (`tokio::task::block_in_place`) on a multi-thread runtime.
@@ -799,8 +805,8 @@ impl<H: Handler> Shared<H> {
             let deadline = started.zip(self.config.frame_timeout).map(|(s, t)| s + t);
             let read = async {
                 match self.config.idle_timeout {
-                    Some(t) => tokio::time::timeout(t, conn.input.fill(stream, slot)).await.ok(),
-                    None => Some(conn.input.fill(stream, slot).await),
+                    Some(t) => tokio::time::timeout(t, conn.input.fill_at_most(stream, slot, MAX_READ)).await.ok(),
+                    None => Some(conn.input.fill_at_most(stream, slot, MAX_READ).await),
                 }
             };
             let n = tokio::select! {
