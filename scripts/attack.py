@@ -5,7 +5,10 @@ For each attack a fresh server is started (so that its peak RSS, VmHWM, is
 that attack's), a good client (`leaklab load`) runs once alone and once while
 the attack goes on, and one table row is printed: good calls ok/total,
 p50/p99 without and with the attack and their ratio, the server's peak RSS,
-and the closes and refusals it counted (/metrics).
+the server's CPU (percent of one core) without and with the attack, the
+attacker's own CPU (this process: it runs on the same machine and takes CPU
+from the good client too), and the closes and refusals it counted
+(/metrics).
 
 Targets: every good call succeeds, p99 within 2x of no attack, peak RSS at
 most the input budget + 64 MiB. A server whose RSS passes --rss-cap is
@@ -62,6 +65,22 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def own_cpu_seconds():
+    """CPU seconds of this process: the attacker threads, mostly."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def status_kib(pid, key):
@@ -351,20 +370,32 @@ def run_attack(binary, attack, args):
     with tempfile.TemporaryDirectory(prefix="leaklab-attack-") as work:
         server = Server(binary, flags, args.rss_cap, work)
         try:
+            t0, c0 = time.time(), cpu_seconds(server.proc.pid)
             calm = load_result(good_load(binary, server.rpc, args.duration))
+            t1, c1 = time.time(), cpu_seconds(server.proc.pid)
             stop, stats = threading.Event(), {}
             load = good_load(binary, server.rpc, args.duration)
             time.sleep(0.3)  # the good client is connected before the attack
+            a0 = own_cpu_seconds()
             attacker = threading.Thread(target=run, args=(server.rpc, stop, stats), daemon=True)
             attacker.start()
             hot = load_result(load)
+            t2, c2, a1 = time.time(), cpu_seconds(server.proc.pid), own_cpu_seconds()
             metrics = server.metrics()
             stop.set()
             attacker.join(10)
         finally:
             server.stop()
-    return {"name": name, "calm": calm, "hot": hot, "peak_mib": server.peak_kib / 1024,
+    cpu = {"calm": share(c0, c1, t1 - t0), "hot": share(c1, c2, t2 - t1), "attacker": share(a0, a1, t2 - t1)}
+    return {"name": name, "calm": calm, "hot": hot, "cpu": cpu, "peak_mib": server.peak_kib / 1024,
             "capped": server.capped, "metrics": metrics, "stats": stats}
+
+
+def share(before, after, seconds):
+    """CPU seconds used over `seconds`, in percent of one core."""
+    if before is None or after is None or seconds <= 0:
+        return float("nan")
+    return 100 * (after - before) / seconds
 
 
 def ratio(a, b):
@@ -378,7 +409,8 @@ COUNTERS = [("refused", "leaklab_refused_connections_total"), ("budget", "leakla
 
 def print_table(rows, input_budget_mib):
     head = (f"{'attack':<15} {'good ok/total':>14} {'p50 calm':>9} {'p50 hit':>9} {'x':>6} "
-            f"{'p99 calm':>9} {'p99 hit':>9} {'x':>6} {'peak RSS':>10}  server closes")
+            f"{'p99 calm':>9} {'p99 hit':>9} {'x':>6} {'peak RSS':>10} {'srv CPU calm/hit':>16} {'atk CPU':>7}"
+            f"  server closes")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -388,7 +420,8 @@ def print_table(rows, input_budget_mib):
         peak = f"{r['peak_mib']:.0f} MiB" + ("!" if r["capped"] else "")
         print(f"{r['name']:<15} {hot.get('ok', 0):>6}/{total:<7} {calm['p50_ms']:>7.2f}ms {hot['p50_ms']:>7.2f}ms "
               f"{ratio(calm['p50_ms'], hot['p50_ms']):>6.1f} {calm['p99_ms']:>7.2f}ms {hot['p99_ms']:>7.2f}ms "
-              f"{ratio(calm['p99_ms'], hot['p99_ms']):>6.1f} {peak:>10}  {closes or '-'}")
+              f"{ratio(calm['p99_ms'], hot['p99_ms']):>6.1f} {peak:>10} "
+              f"{r['cpu']['calm']:>8.0f}%/{r['cpu']['hot']:>6.0f}% {r['cpu']['attacker']:>6.0f}%  {closes or '-'}")
     print()
     limit = input_budget_mib + 64
     for r in rows:

@@ -5,7 +5,8 @@
 # connections than --max-conns, (e) a peer that never reads its replies,
 # (f) a 1-byte-per-second trickle. A fresh server per attack; prints one row
 # per attack: good calls ok/total, p50/p99 without and with the attack and
-# their ratio, peak RSS (VmHWM), and the closes the server counted.
+# their ratio, peak RSS (VmHWM), the CPU of the server (calm/hit) and of the
+# attacker, and the closes the server counted.
 #
 # Usage: scripts/attack.sh [target/release/leaklab] [--duration 5s] [--only a-] [--rss-cap MiB]
 # Exits non-zero only if the script itself breaks (a missed target does not).

@@ -29,11 +29,12 @@ mod server;
 
 pub use barrier::{BarrierMode, Barriers, BarriersStats, Held, SlotGuard, SLOT_REFS};
 pub use client::{client_counts, Client, ClientConfig, ClientCounts, ClientError};
-pub use linkbuf::{InputBuffer, OutputBuffer, DEFAULT_INPUT_NODE, MALLOC_MAX, NOCOPY_THRESHOLD};
+pub use linkbuf::{InputBuffer, OutputBuffer, SpanCopy, DEFAULT_INPUT_NODE, MALLOC_MAX, NOCOPY_THRESHOLD};
 pub use pool::{
     class_of, Chunk, ChunkRef, ClassStats, FieldId, Lease, Marker, Pool, PoolConfig, PoolStats, Taker, MAX_POOLED,
     NUM_CLASSES,
 };
 pub use server::{
     Handler, HandlerError, Server, ServerConfig, ServerCounts, ServerStats, BUDGET_WAIT, LARGE_REQUEST, MAX_NAME_ECHO,
+    MAX_READ, OFFLOAD_DECODE, REFUSE_INTERVAL, WORK_QUANTUM,
 };

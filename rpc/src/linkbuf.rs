@@ -151,18 +151,32 @@ impl InputBuffer {
     /// Reads once from `stream` into a reservation, through the
     /// connection's barrier slot. `Ok(0)` is the end of the stream.
     pub async fn fill(&mut self, stream: &TcpStream, slot: &SlotGuard) -> io::Result<usize> {
+        self.fill_at_most(stream, slot, usize::MAX).await
+    }
+
+    /// [`fill`](Self::fill), reading at most `max` bytes, so that one read
+    /// (a copy out of the socket, and the page faults of a fresh node) is
+    /// short whatever the reservation. A read that fills `max` counts as
+    /// filling the reservation: `book_size` grows as if it had.
+    pub async fn fill_at_most(&mut self, stream: &TcpStream, slot: &SlotGuard, max: usize) -> io::Result<usize> {
+        let max = max.max(1);
         loop {
             stream.readable().await?;
-            let want = {
+            let booked = {
                 self.book();
                 self.book_len()
             };
+            let want = booked.min(max);
             let chunk = self.book();
             let held = Held::Chunk(chunk.hold());
             let spare = &mut chunk.spare_mut()[..want];
             match slot.io([held], || stream.try_read_vectored(&mut [IoSliceMut::new(spare)])) {
                 Ok(n) => {
+                    let grows = want < booked && n == want && booked == self.book_size;
                     self.book_ack(n);
+                    if grows && self.book_size < MALLOC_MAX {
+                        self.book_size <<= 1;
+                    }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -235,12 +249,59 @@ impl InputBuffer {
 
     #[inline(never)]
     fn next_span(&mut self, n: usize) -> (Bytes, Marker) {
-        let mut chunk = self.pool.lease(n, Taker::ReadSpan);
-        let ok = self.peek(0, &mut chunk.spare_mut()[..n]);
-        debug_assert!(ok);
-        chunk.freeze_to(n);
-        self.skip(n);
-        (chunk.bytes(0..n), chunk.marker())
+        let mut span = self.begin_span(n);
+        span.copy_from(self, usize::MAX);
+        self.finish_span(span)
+    }
+
+    /// Whether [`next(n)`](Self::next) would copy: the first `n` readable
+    /// bytes lie in more than one node.
+    pub fn spans(&self, n: usize) -> bool {
+        self.nodes.iter().find(|node| node.readable() > 0).is_none_or(|node| node.readable() < n)
+    }
+
+    /// Starts the copy that [`next(n)`](Self::next) makes of bytes spanning
+    /// nodes, to be done a piece at a time ([`SpanCopy::copy_from`]) and
+    /// ended by [`finish_span`](Self::finish_span); nothing is consumed
+    /// until then.
+    ///
+    /// ```
+    /// use rpc::{InputBuffer, Pool};
+    ///
+    /// let mut input = InputBuffer::new(Pool::global().clone(), 8);
+    /// for piece in [&b"12345678"[..], b"9abc"] {
+    ///     let spare = input.book();
+    ///     spare.spare_mut()[..piece.len()].copy_from_slice(piece);
+    ///     input.book_ack(piece.len());
+    /// }
+    /// assert!(input.spans(10));
+    /// let mut span = input.begin_span(10);
+    /// let mut steps = 1;
+    /// while !span.copy_from(&input, 4) {
+    ///     steps += 1;
+    /// }
+    /// let (msg, _marker) = input.finish_span(span);
+    /// assert_eq!((&msg[..], steps, input.len()), (&b"123456789a"[..], 3, 2));
+    /// ```
+    ///
+    /// # Panics
+    /// If fewer than `n` bytes are buffered.
+    pub fn begin_span(&self, n: usize) -> SpanCopy {
+        assert!(n <= self.len, "begin_span({n}) beyond {} buffered bytes", self.len);
+        SpanCopy { chunk: self.pool.lease(n, Taker::ReadSpan), len: n, copied: 0 }
+    }
+
+    /// Consumes the bytes `span` copied and returns the copy, as
+    /// [`next`](Self::next) does.
+    ///
+    /// # Panics
+    /// If the copy is not complete.
+    pub fn finish_span(&mut self, span: SpanCopy) -> (Bytes, Marker) {
+        let SpanCopy { mut chunk, len, copied } = span;
+        assert_eq!(copied, len, "finish_span before the copy is complete");
+        chunk.freeze_to(len);
+        self.skip(len);
+        (chunk.bytes(0..len), chunk.marker())
     }
 
     /// Gives consumed nodes back (to the pool, once nothing else references
@@ -256,6 +317,38 @@ impl InputBuffer {
                 break;
             }
         }
+    }
+}
+
+/// A message being copied out of an [`InputBuffer`]'s nodes into one
+/// contiguous chunk, a piece at a time (see [`InputBuffer::begin_span`]).
+pub struct SpanCopy {
+    chunk: Chunk,
+    len: usize,
+    copied: usize,
+}
+
+impl fmt::Debug for SpanCopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanCopy").field("len", &self.len).field("copied", &self.copied).finish()
+    }
+}
+
+impl SpanCopy {
+    /// Copies up to `max` more bytes from `input` (the buffer the span was
+    /// begun on, unchanged since); `true` once all are copied.
+    pub fn copy_from(&mut self, input: &InputBuffer, max: usize) -> bool {
+        let n = (self.len - self.copied).min(max);
+        let dst = &mut self.chunk.spare_mut()[self.copied..self.copied + n];
+        let ok = input.peek(self.copied, dst);
+        debug_assert!(ok, "the input lost bytes during a span copy");
+        self.copied += n;
+        self.copied == self.len
+    }
+
+    /// Bytes copied so far.
+    pub fn copied(&self) -> usize {
+        self.copied
     }
 }
 

@@ -45,6 +45,27 @@
 //!   closed itself. Slack: the budget can be passed by the first node of
 //!   each connection (8 KiB, at accept) and, for a message that spans
 //!   nodes, by its one contiguous copy while it is handled.
+//! - **No connection holds a thread for long.** One read takes at most
+//!   [`MAX_READ`] bytes, and a connection gives way to
+//!   the others (`tokio::task::yield_now`, counted in `yields`) after each
+//!   [`WORK_QUANTUM`] of bytes read, scanned by its [`FrameDecoder`]
+//!   ([`FrameDecoder::decode_within`]) or copied out of several nodes into
+//!   one message ([`InputBuffer::begin_span`]); a message of
+//!   [`OFFLOAD_DECODE`] bytes or more is decoded with
+//!   `tokio::task::block_in_place` on a multi-thread runtime (counted in
+//!   `offloaded_decodes`), so its worker's other connections move to
+//!   another thread meanwhile. Without this, one 32 MiB unframed message of
+//!   small list elements kept a worker for its whole scan, copy and decode
+//!   (hundreds of milliseconds), and two of them stalled every other
+//!   connection of a two-thread runtime.
+//! - **Accepting pauses at `max_conns`.** While that many connections are
+//!   open the accept loop stops accepting, as Go's `netutil.LimitListener`
+//!   does, and resumes as soon as one closes; new peers wait in the listen
+//!   backlog meanwhile. It still refuses (accepts and closes, counted in
+//!   `refused_conns`) one waiting connection per [`REFUSE_INTERVAL`], so
+//!   that a peer is not left waiting forever; closing every connection as
+//!   it came made a flood of reconnecting peers cost the server a
+//!   handshake, a close and a log line each, thousands per second.
 //! - **Output is bounded per connection.** Replies to the messages of one
 //!   read queue until they are sent; a reply is queued only while fewer
 //!   than `max_output_bytes` wait (so a single large reply always fits),
@@ -91,8 +112,8 @@ use tokio::time::Instant;
 
 use crate::barrier::{BarrierMode, Barriers, SlotGuard};
 use crate::codec::{
-    self, ApplicationExceptionKind, CodecError, DecodeCtx, DecodeMode, FrameDecoder, Limits, MessageType, Request,
-    Response, Transport,
+    self, ApplicationExceptionKind, CodecError, DecodeCtx, DecodeMode, FrameDecoder, Limits, MessageType, Progress,
+    Request, Response, Transport,
 };
 use crate::linkbuf::{InputBuffer, OutputBuffer, DEFAULT_INPUT_NODE};
 use crate::pool::{class_of, Marker, Pool};
@@ -131,8 +152,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Close a connection that sends nothing for this long (off by default).
     pub idle_timeout: Option<Duration>,
-    /// Connections open at once; one more is accepted and closed at once
-    /// (counted in `refused_conns`). Default 10 000.
+    /// Connections open at once. At the limit accepting pauses until one
+    /// closes; one waiting connection is accepted and closed per
+    /// [`REFUSE_INTERVAL`] (counted in `refused_conns`). Default 10 000.
     pub max_conns: usize,
     /// Input buffered by all connections together, counted as the pooled
     /// node capacity their input buffers hold; past it the connection
@@ -192,6 +214,23 @@ impl ServerConfig {
 /// come back before it is closed itself: 1 s.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(1);
 
+/// Bytes of work (read, scanned or copied) after which a connection gives
+/// way to the others: 64 KiB, about a tenth of a millisecond of scanning.
+pub const WORK_QUANTUM: usize = 64 << 10;
+
+/// Bytes one socket read takes at most (256 KiB): a read into a fresh
+/// 8 MiB node copies and faults in 8 MiB, milliseconds during which the
+/// thread's other connections wait.
+pub const MAX_READ: usize = 256 << 10;
+
+/// Messages this large (1 MiB) are decoded off the runtime's worker
+/// (`tokio::task::block_in_place`) on a multi-thread runtime.
+pub const OFFLOAD_DECODE: usize = 1 << 20;
+
+/// While `max_conns` connections are open, one waiting connection is
+/// refused per interval (10 ms): at most 100 refusals a second.
+pub const REFUSE_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Bytes of a method name an exception repeats: 128.
 pub const MAX_NAME_ECHO: usize = 128;
 
@@ -226,6 +265,13 @@ pub struct ServerStats {
     /// Bytes the input buffers of all connections hold now (node
     /// capacities), the quantity `max_input_bytes` bounds.
     pub input_bytes: AtomicU64,
+    /// Times a connection gave way to the others after [`WORK_QUANTUM`]
+    /// bytes of work.
+    pub yields: AtomicU64,
+    /// Messages decoded off the runtime's worker ([`OFFLOAD_DECODE`]).
+    pub offloaded_decodes: AtomicU64,
+    /// Times the accept loop paused with `max_conns` connections open.
+    pub accept_pauses: AtomicU64,
     /// Bytes of the largest message received.
     pub largest_request: AtomicU64,
     /// Messages of [`LARGE_REQUEST`] bytes or more.
@@ -262,6 +308,12 @@ pub struct ServerCounts {
     pub frame_timeouts: u64,
     /// See [`ServerStats::input_bytes`].
     pub input_bytes: u64,
+    /// See [`ServerStats::yields`].
+    pub yields: u64,
+    /// See [`ServerStats::offloaded_decodes`].
+    pub offloaded_decodes: u64,
+    /// See [`ServerStats::accept_pauses`].
+    pub accept_pauses: u64,
     /// See [`ServerStats::largest_request`].
     pub largest_request: u64,
     /// See [`ServerStats::large_requests`].
@@ -285,6 +337,9 @@ impl ServerStats {
             write_timeouts: self.write_timeouts.load(Ordering::Relaxed),
             frame_timeouts: self.frame_timeouts.load(Ordering::Relaxed),
             input_bytes: self.input_bytes.load(Ordering::Relaxed),
+            yields: self.yields.load(Ordering::Relaxed),
+            offloaded_decodes: self.offloaded_decodes.load(Ordering::Relaxed),
+            accept_pauses: self.accept_pauses.load(Ordering::Relaxed),
             largest_request: self.largest_request.load(Ordering::Relaxed),
             large_requests: self.large_requests.load(Ordering::Relaxed),
             largest_peer: *self.largest_peer.lock().unwrap_or_else(|e| e.into_inner()),
@@ -493,16 +548,31 @@ impl<H: Handler> Server<H> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
+        let stats = &self.shared.stats;
+        let max_conns = self.shared.config.max_conns as u64;
+        // While at the limit: when the next waiting connection may be
+        // refused, and whether this pause was logged.
+        let mut next_refusal: Option<Instant> = None;
         loop {
+            let full = stats.open_conns.load(Ordering::Relaxed) >= max_conns;
+            if !full {
+                next_refusal = None;
+            } else if next_refusal.is_none() {
+                stats.accept_pauses.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(open = max_conns, "max_conns connections open: accepting paused until one closes");
+                next_refusal = Some(Instant::now() + REFUSE_INTERVAL);
+            }
+            let may_accept = !full || next_refusal.is_some_and(|t| t <= Instant::now());
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
+                _ = sleep_until(next_refusal), if !may_accept => {}
+                accepted = listener.accept(), if may_accept => match accepted {
                     Ok((stream, peer)) => {
-                        let stats = &self.shared.stats;
-                        if stats.open_conns.load(Ordering::Relaxed) >= self.shared.config.max_conns as u64 {
+                        if stats.open_conns.load(Ordering::Relaxed) >= max_conns {
                             stats.refused_conns.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(%peer, reason = "max_conns connections open", "refusing connection");
+                            tracing::debug!(%peer, reason = "max_conns connections open", "refusing connection");
                             drop(stream);
+                            next_refusal = Some(Instant::now() + REFUSE_INTERVAL);
                             continue;
                         }
                         stats.open_conns.fetch_add(1, Ordering::Relaxed);
@@ -669,10 +739,13 @@ impl<H: Handler> Shared<H> {
         let mut decoder = FrameDecoder::new(self.config.limits);
         // When the first byte of the message in progress arrived.
         let mut started: Option<Instant> = None;
+        // Bytes read since this connection last gave way.
+        let mut work = 0;
         loop {
             let outcome = loop {
-                match decoder.decode(&conn.input) {
-                    Ok(Some(frame)) => {
+                match decoder.decode_within(&conn.input, WORK_QUANTUM) {
+                    Ok(Progress::Paused) => self.give_way().await,
+                    Ok(Progress::Complete(frame)) => {
                         started = None;
                         if conn.output.len() >= self.config.max_output_bytes {
                             // Send what the socket takes now, without waiting.
@@ -683,14 +756,22 @@ impl<H: Handler> Shared<H> {
                         }
                         self.stats.note_request(frame.len, peer);
                         conn.input.skip(frame.header_len);
-                        let (body, marker) = conn.input.next(frame.len);
+                        let (body, marker) = if frame.len > WORK_QUANTUM && conn.input.spans(frame.len) {
+                            let mut span = conn.input.begin_span(frame.len);
+                            while !span.copy_from(&conn.input, WORK_QUANTUM) {
+                                self.give_way().await;
+                            }
+                            conn.input.finish_span(span)
+                        } else {
+                            conn.input.next(frame.len)
+                        };
                         let r = self.dispatch(body, &marker, frame.transport, &mut conn.output).await;
                         self.stats.requests.fetch_add(1, Ordering::Relaxed);
                         if let Err(e) = r {
                             break Err(e);
                         }
                     }
-                    Ok(None) => break Ok(()),
+                    Ok(Progress::Incomplete) => break Ok(()),
                     Err(e) => {
                         if let CodecError::FrameTooLarge { len, .. } = e {
                             self.stats.note_request(len as usize, peer);
@@ -724,8 +805,8 @@ impl<H: Handler> Shared<H> {
             let deadline = started.zip(self.config.frame_timeout).map(|(s, t)| s + t);
             let read = async {
                 match self.config.idle_timeout {
-                    Some(t) => tokio::time::timeout(t, conn.input.fill(stream, slot)).await.ok(),
-                    None => Some(conn.input.fill(stream, slot).await),
+                    Some(t) => tokio::time::timeout(t, conn.input.fill_at_most(stream, slot, MAX_READ)).await.ok(),
+                    None => Some(conn.input.fill_at_most(stream, slot, MAX_READ).await),
                 }
             };
             let n = tokio::select! {
@@ -754,10 +835,23 @@ impl<H: Handler> Shared<H> {
                 }
                 return Ok(());
             }
+            // A peer that keeps the socket full would otherwise be read
+            // from until the runtime's own budget runs out.
+            work += n;
+            if work >= WORK_QUANTUM {
+                work = 0;
+                self.give_way().await;
+            }
             if started.is_none() {
                 started = Some(Instant::now());
             }
         }
+    }
+
+    /// Lets the runtime's other tasks run before this connection goes on.
+    async fn give_way(&self) {
+        self.stats.yields.fetch_add(1, Ordering::Relaxed);
+        tokio::task::yield_now().await;
     }
 
     /// Decodes one message, calls the handler, encodes the answer.
@@ -775,7 +869,16 @@ impl<H: Handler> Shared<H> {
         match header.mtype {
             MessageType::Call | MessageType::Oneway if &header.name[..] == b"echo" => {
                 let ctx = DecodeCtx { mode: self.config.decode, marker: Some(marker), limits: self.config.limits };
-                let req = match codec::decode_echo_args(&mut reader, &ctx) {
+                let mut decode = || codec::decode_echo_args(&mut reader, &ctx);
+                let offload = body.len() >= OFFLOAD_DECODE
+                    && tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
+                let decoded = if offload {
+                    self.stats.offloaded_decodes.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::block_in_place(decode)
+                } else {
+                    decode()
+                };
+                let req = match decoded {
                     Ok(req) => req,
                     Err(e) => {
                         let msg = clip(&format!("cannot decode echo arguments: {e}"), MAX_ERROR_TEXT);

@@ -75,6 +75,17 @@ impl Frame {
     }
 }
 
+/// What a bounded call of [`FrameDecoder::decode_within`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Progress {
+    /// The whole message is buffered.
+    Complete(Frame),
+    /// Every buffered byte was examined: more are needed.
+    Incomplete,
+    /// The budget ran out with buffered bytes left to examine: call again.
+    Paused,
+}
+
 /// Buffered bytes as a list of contiguous chunks, in order.
 pub trait Segments {
     /// The chunks; empty ones are allowed.
@@ -262,20 +273,50 @@ impl FrameDecoder {
     /// the previous call stopped: `Ok(None)` needs more bytes, `Err` is a
     /// corrupt or refused stream (see [`probe`] for the sniffing rules).
     pub fn decode(&mut self, buf: &(impl Segments + ?Sized)) -> Result<Option<Frame>, CodecError> {
-        let out = self.decode_inner(buf);
-        if !matches!(out, Ok(None)) {
+        match self.decode_within(buf, usize::MAX)? {
+            Progress::Complete(frame) => Ok(Some(frame)),
+            // An unbounded call examines every buffered byte.
+            Progress::Incomplete | Progress::Paused => Ok(None),
+        }
+    }
+
+    /// [`decode`](Self::decode), examining at most about `budget` bytes
+    /// (a whole item or skip may pass it): a connection task calls it with a
+    /// small budget and gives way to other tasks on [`Progress::Paused`], so
+    /// that a long unframed message never holds a thread for its whole scan.
+    ///
+    /// ```
+    /// use rpc::codec::{FrameDecoder, Limits, Progress};
+    ///
+    /// let mut call = vec![0x80, 0x01, 0x00, 0x01, 0, 0, 0, 4];
+    /// call.extend_from_slice(b"echo");
+    /// call.extend_from_slice(&[0, 0, 0, 9, 0]);
+    /// let mut dec = FrameDecoder::new(Limits::default());
+    /// let mut pauses = 0;
+    /// let frame = loop {
+    ///     match dec.decode_within(&call, 4).unwrap() {
+    ///         Progress::Complete(frame) => break frame,
+    ///         Progress::Paused => pauses += 1,
+    ///         Progress::Incomplete => unreachable!("the whole call is buffered"),
+    ///     }
+    /// };
+    /// assert_eq!((frame.len, pauses), (call.len(), 4));
+    /// ```
+    pub fn decode_within(&mut self, buf: &(impl Segments + ?Sized), budget: usize) -> Result<Progress, CodecError> {
+        let out = self.decode_inner(buf, budget);
+        if !matches!(out, Ok(Progress::Incomplete | Progress::Paused)) {
             self.state = DecodeState::Head;
         }
         out
     }
 
-    fn decode_inner(&mut self, buf: &(impl Segments + ?Sized)) -> Result<Option<Frame>, CodecError> {
+    fn decode_inner(&mut self, buf: &(impl Segments + ?Sized), budget: usize) -> Result<Progress, CodecError> {
         if let DecodeState::Head = self.state {
             let transport = match self.transport {
                 Some(t) => t,
                 None => match sniff(buf, &self.limits)? {
                     Some(t) => t,
-                    None => return Ok(None),
+                    None => return Ok(Progress::Incomplete),
                 },
             };
             self.transport = Some(transport);
@@ -283,7 +324,7 @@ impl FrameDecoder {
                 Transport::Framed => {
                     let (head, have) = peek::<4>(buf);
                     if have < 4 {
-                        return Ok(None);
+                        return Ok(Progress::Incomplete);
                     }
                     self.examined += 4;
                     self.state = DecodeState::Data(frame_len(&head, &self.limits)?);
@@ -296,18 +337,28 @@ impl FrameDecoder {
             }
         }
         match &mut self.state {
-            DecodeState::Head => Ok(None),
+            DecodeState::Head => Ok(Progress::Incomplete),
             DecodeState::Data(len) => {
                 let len = *len;
                 let total: usize = buf.segments().map(<[u8]>::len).sum();
                 let done = total.checked_sub(4).is_some_and(|body| body >= len);
-                Ok(done.then_some(Frame { transport: Transport::Framed, header_len: 4, len }))
+                Ok(if done {
+                    Progress::Complete(Frame { transport: Transport::Framed, header_len: 4, len })
+                } else {
+                    Progress::Incomplete
+                })
             }
             DecodeState::Scan(scan) => {
                 let before = scan.pos;
-                let done = scan.run(buf, &self.limits);
+                let end = scan.run(buf, &self.limits, budget);
                 self.examined += (scan.pos - before) as u64;
-                Ok(done?.then_some(Frame { transport: Transport::Unframed, header_len: 0, len: scan.pos }))
+                Ok(match end? {
+                    RunEnd::Done => {
+                        Progress::Complete(Frame { transport: Transport::Unframed, header_len: 0, len: scan.pos })
+                    }
+                    RunEnd::Starved => Progress::Incomplete,
+                    RunEnd::Paused => Progress::Paused,
+                })
             }
         }
     }
@@ -476,6 +527,17 @@ impl Levels {
     }
 }
 
+/// Where [`Scan::run`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunEnd {
+    /// The message is complete.
+    Done,
+    /// Every buffered byte was consumed.
+    Starved,
+    /// The budget ran out first.
+    Paused,
+}
+
 /// The state of an unframed scan.
 #[derive(Clone, Debug)]
 struct Scan {
@@ -497,9 +559,10 @@ impl Default for Scan {
 }
 
 impl Scan {
-    /// Consumes the buffered bytes past `pos`; `true` once the message is
-    /// complete.
-    fn run(&mut self, buf: &(impl Segments + ?Sized), limits: &Limits) -> Result<bool, CodecError> {
+    /// Consumes the buffered bytes past `pos`, stopping once about `budget`
+    /// were consumed.
+    fn run(&mut self, buf: &(impl Segments + ?Sized), limits: &Limits, budget: usize) -> Result<RunEnd, CodecError> {
+        let start = self.pos;
         let mut before = self.pos;
         for seg in buf.segments() {
             if self.step == Step::Done {
@@ -512,6 +575,9 @@ impl Scan {
             let mut s = &seg[before..];
             before = 0;
             while !s.is_empty() {
+                if self.pos - start >= budget && self.step != Step::Done {
+                    return Ok(RunEnd::Paused);
+                }
                 match self.step {
                     Step::Done => break,
                     Step::Skip(left) => {
@@ -526,7 +592,10 @@ impl Scan {
                     }
                     Step::Read(item) => {
                         let n = (item.size() - self.have).min(s.len());
-                        self.part[self.have..self.have + n].copy_from_slice(&s[..n]);
+                        // At most 4 bytes: a loop, not a call to memcpy.
+                        for (d, b) in self.part[self.have..self.have + n].iter_mut().zip(s) {
+                            *d = *b;
+                        }
                         self.have += n;
                         self.pos += n;
                         s = &s[n..];
@@ -538,7 +607,7 @@ impl Scan {
                 }
             }
         }
-        Ok(self.step == Step::Done)
+        Ok(if self.step == Step::Done { RunEnd::Done } else { RunEnd::Starved })
     }
 
     /// Fails if `n` more bytes would take the message past `max_frame`.
@@ -920,6 +989,48 @@ mod tests {
         // Linear: each byte once (a rescan would examine about len^2 / 2 KiB
         // = 3.4e10 bytes).
         assert_eq!(dec.examined(), m.len() as u64);
+    }
+
+    #[test]
+    fn a_budgeted_scan_pauses_every_quantum_and_finds_the_same_end() {
+        // list<struct> of 1 Mi structs, each `1: i32` then stop (8 bytes).
+        let n: usize = 1 << 20;
+        let mut m = empty_call();
+        m.pop();
+        m.extend_from_slice(&[15, 0, 9, 12]);
+        m.extend_from_slice(&(n as i32).to_be_bytes());
+        for _ in 0..n {
+            m.extend_from_slice(&[8, 0, 1, 0, 0, 0, 7, 0]);
+        }
+        m.push(0);
+        let quantum = 64 << 10;
+        let segs: Vec<Bytes> = m.chunks(1 << 20).map(Bytes::copy_from_slice).collect();
+        let mut dec = FrameDecoder::new(limits());
+        let (mut pauses, mut last) = (0, 0);
+        let frame = loop {
+            let got = dec.decode_within(&segs, quantum).unwrap();
+            // Each call examines one quantum, plus at most one item.
+            let step = dec.examined() - last;
+            assert!(step <= quantum as u64 + 4, "examined {step} in one call");
+            last = dec.examined();
+            match got {
+                Progress::Complete(f) => break f,
+                Progress::Paused => pauses += 1,
+                Progress::Incomplete => panic!("the whole message is buffered"),
+            }
+        };
+        assert_eq!(frame.len, m.len());
+        assert_eq!(dec.examined(), m.len() as u64);
+        assert!((m.len() / (quantum + 4)..=m.len() / quantum).contains(&pauses), "{pauses} pauses");
+        // Partly buffered: paused while bytes are left, then incomplete.
+        let mut dec = FrameDecoder::new(limits());
+        let half = &m[..m.len() / 2];
+        let mut calls = 0;
+        while dec.decode_within(half, quantum).unwrap() == Progress::Paused {
+            calls += 1;
+        }
+        assert_eq!(dec.examined(), half.len() as u64);
+        assert!((half.len() / (quantum + 4)..=half.len() / quantum).contains(&calls), "{calls} pauses");
     }
 
     /// Feeds `m` a byte at a time; returns how many bytes were buffered

@@ -65,7 +65,7 @@ pub use echo::{
     encoded_len_call, encoded_len_exception, encoded_len_reply, ApplicationException, ApplicationExceptionKind,
     DecodeCtx, Request, Response, ECHO_METHOD,
 };
-pub use frame::{probe, Frame, FrameDecoder, Segments, Transport};
+pub use frame::{probe, Frame, FrameDecoder, Progress, Segments, Transport};
 
 /// Size limits a decoder enforces before it allocates or recurses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -346,6 +346,77 @@ async fn connections_beyond_max_conns_are_refused() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_unframed_message_gives_way_every_quantum_and_is_decoded_off_the_worker() {
+    let pool = own_pool();
+    let server = start(config(&pool)).await;
+    let good = GoodClient::start(server.addr, "adv-yield", &pool).await;
+    let call = unframed_list_call(12 << 20);
+    let before = server.stats.counts();
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(&call).await.unwrap();
+    let reply = read_unframed_reply(&mut s).await;
+    let (header, mut r) = codec::read_message_header(&reply).unwrap();
+    assert_eq!(header.mtype, MessageType::Reply);
+    let resp = codec::decode_echo_result(&mut r, &codec::DecodeCtx::default()).unwrap();
+    assert_eq!((resp.id, &resp.msg[..]), (42, &b"list"[..]));
+    good.finish().await;
+    let after = server.stats.counts();
+    // The message is larger than an input node (MALLOC_MAX), so its copy
+    // into one chunk alone gives way once per quantum but the last; the
+    // scan and the reads add more.
+    let quanta = (call.len() / rpc::WORK_QUANTUM) as u64;
+    assert!(after.yields - before.yields >= quanta - 1, "{} yields for {quanta} quanta", after.yields - before.yields);
+    assert_eq!(after.offloaded_decodes - before.offloaded_decodes, 1);
+    assert_eq!(after.protocol_errors, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn small_messages_never_give_way_nor_leave_the_worker() {
+    let pool = own_pool();
+    let server = start(config(&pool)).await;
+    let good = GoodClient::start(server.addr, "adv-small", &pool).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    good.finish().await;
+    let counts = server.stats.counts();
+    assert!(counts.requests > 1);
+    assert_eq!((counts.yields, counts.offloaded_decodes, counts.accept_pauses), (0, 0, 0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn accepting_pauses_at_max_conns_and_a_waiting_peer_is_admitted_when_one_closes() {
+    let pool = own_pool();
+    let server = start(ServerConfig { max_conns: 3, ..config(&pool) }).await;
+    let good = GoodClient::start(server.addr, "adv-pause", &pool).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    let stats = server.stats.clone();
+    assert!(eventually(|| stats.counts().open_conns == 3).await);
+    // The kernel completes these handshakes; they wait in the backlog.
+    let waiting = 100;
+    let mut extras = Vec::new();
+    for _ in 0..waiting {
+        extras.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    assert!(eventually(|| stats.counts().accept_pauses >= 1).await);
+    // One held connection closes: a waiting peer takes its place instead
+    // of every waiting peer having been closed as it arrived.
+    drop(held.pop());
+    assert!(eventually(|| stats.counts().opened_conns == 4).await, "{:?}", stats.counts());
+    // Each waiting peer is either the admitted one or refused in turn.
+    assert!(eventually(|| stats.counts().refused_conns == waiting - 1).await, "{:?}", stats.counts());
+    let counts = stats.counts();
+    assert_eq!(counts.opened_conns, 4);
+    assert!(counts.accept_pauses >= 2, "paused {} times", counts.accept_pauses);
+    good.finish().await;
+    drop((held, extras));
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_peer_that_never_reads_is_closed() {
     let pool = own_pool();
