@@ -136,8 +136,9 @@ fn stack_bounds(bounds: &Cell<(usize, usize)>) -> (usize, usize) {
     b
 }
 
+/// The calling thread's stack mapping `[lo, hi)`, from `pthread_getattr_np`.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn query_stack_bounds() -> Option<(usize, usize)> {
+pub(crate) fn query_stack_bounds() -> Option<(usize, usize)> {
     // SAFETY: `attr` is initialized by pthread_getattr_np before it is read
     // and destroyed exactly once; the out-pointers are valid locals.
     unsafe {
@@ -157,7 +158,7 @@ fn query_stack_bounds() -> Option<(usize, usize)> {
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn query_stack_bounds() -> Option<(usize, usize)> {
+pub(crate) fn query_stack_bounds() -> Option<(usize, usize)> {
     None
 }
 

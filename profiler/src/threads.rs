@@ -71,7 +71,7 @@ pub(crate) fn register_current() {
 #[cold]
 fn register_slow() {
     REGISTERED.with(|r| r.set(true));
-    let Some((lo, hi)) = stack_bounds() else { return };
+    let Some((lo, hi)) = crate::stack::query_stack_bounds() else { return };
     let tid = current_tid();
     if tid == 0 {
         return;
@@ -270,26 +270,6 @@ fn thread_alive(tid: u32) -> bool {
     }
     // SAFETY: `path` is NUL-terminated (zeroed past the digits).
     unsafe { libc::access(path.as_ptr().cast(), libc::F_OK) == 0 }
-}
-
-/// The calling thread's stack mapping, from `pthread_getattr_np`.
-fn stack_bounds() -> Option<(usize, usize)> {
-    // SAFETY: `attr` is initialized by pthread_getattr_np before it is read
-    // and destroyed exactly once; the out-pointers are valid locals.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return None;
-        }
-        let mut addr: *mut libc::c_void = std::ptr::null_mut();
-        let mut size: libc::size_t = 0;
-        let r = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
-        libc::pthread_attr_destroy(&mut attr);
-        if r != 0 || addr.is_null() {
-            return None;
-        }
-        Some((addr as usize, addr as usize + size))
-    }
 }
 
 #[cfg(test)]

@@ -44,7 +44,10 @@ fn assert_grows(run: &Finished, kind: &str, site: &str, pick: Pick<'_>) -> f64 {
 /// Who holds it: in the holder profiles the run took, between the first
 /// one and the last one of the load, the chain that gained most over the
 /// blocks allocated under `held` names `holder` (the scenario's holder, as
-/// `leaklab explain` gives it), and explains at least half of their growth.
+/// `leaklab explain` gives it). Memory under one site can be held by several
+/// chains at once (the leaked buffers by the barrier slots, the buffers of
+/// connections still open by their tasks): the top one must still explain
+/// a quarter of the growth.
 fn assert_held_by(run: &Finished, held: &str, holder: &str) {
     let holders = run.holders();
     let metrics = run.metrics();
@@ -63,7 +66,12 @@ fn assert_held_by(run: &Finished, held: &str, holder: &str) {
         run.scenario,
         report.join("\n")
     );
-    assert!(*growth >= 0.5 * total, "{}: the top chain explains under half:\n{}", run.scenario, report.join("\n"));
+    assert!(
+        *growth > 0.0 && *growth >= 0.25 * total,
+        "{}: the top chain explains too little:\n{}",
+        run.scenario,
+        report.join("\n")
+    );
 }
 
 /// The pool profile stays flat next to a heap leak that is not pooled: it
