@@ -224,17 +224,30 @@ impl<A> Profiler<A> {
             (pid, t_fork.elapsed())
         });
         let pause = t_stop.elapsed();
+        // A scan that could not run, or whose child died, still answers: an
+        // empty profile whose comments say why.
+        let failed = |why: String| {
+            let stats = ScanStats { pause, fork, partial: vec![why], total: start.elapsed(), ..ScanStats::default() };
+            let empty = Profile::from_named(&[], 1, crate::SampleType::InuseSpace);
+            Ok(HolderScan { profile: chains::with_comments(empty, &stats), stats })
+        };
         if pid < 0 {
-            return Err(HolderError::Start(std::io::Error::last_os_error()));
+            return failed(format!("the fork failed: {}", std::io::Error::last_os_error()));
         }
         drop(write_end);
         let out = read_child(read_end, pid, opts.time_budget * 2 + Duration::from_secs(1));
         let status = wait_child(pid);
-        let bytes = out.map_err(HolderError::Child)?;
-        let parsed = chains::parse(&bytes).map_err(|e| match status {
-            Some(s) if s != 0 => HolderError::Child(format!("{e} (child exit status {s:#x})")),
-            _ => HolderError::Child(e),
-        })?;
+        let bytes = match out {
+            Ok(bytes) => bytes,
+            Err(e) => return failed(e),
+        };
+        let parsed = match chains::parse(&bytes) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let status = status.map_or_else(String::new, |s| format!(" (child exit status {s:#x})"));
+                return failed(format!("the scan failed: {e}{status}"));
+            }
+        };
         let mut stats = ScanStats {
             roots: spans.len() as u64,
             root_bytes: spans.iter().map(|s| (s.hi - s.lo) as u64).sum(),
