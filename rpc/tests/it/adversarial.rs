@@ -11,46 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpc::codec::{self, DecodeMode, Limits, MessageType, Request, Response, Transport};
+use rpc::codec::{self, DecodeMode, Limits, MessageType, Request, Transport};
 use rpc::lbcache::{Instance, StaticResolver};
-use rpc::{Client, ClientConfig, Handler, HandlerError, Pool, PoolConfig, Server, ServerConfig, ServerStats};
+use rpc::{Client, ClientConfig, Pool, PoolConfig, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 
-struct Echo;
-
-impl Handler for Echo {
-    async fn echo(&self, req: Request) -> Result<Response, HandlerError> {
-        Ok(Response { id: req.id, msg: req.msg, json: req.json })
-    }
-}
-
-struct Running {
-    addr: SocketAddr,
-    stats: Arc<ServerStats>,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.done).await.expect("server stops").unwrap().unwrap();
-    }
-}
-
-async fn start(config: ServerConfig) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(config, Echo);
-    let stats = server.stats();
-    let (tx, rx) = oneshot::channel();
-    let done = tokio::spawn(server.serve(listener, async move {
-        let _ = rx.await;
-    }));
-    Running { addr, stats, stop: Some(tx), done }
-}
+use crate::support::start;
 
 /// A pool that keeps what it caches until trimmed, so `leased_bytes` is
 /// exactly what the buffers hold.

@@ -4,3 +4,4 @@
 
 mod adversarial;
 mod server;
+mod support;

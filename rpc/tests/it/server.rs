@@ -7,52 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpc::codec::{self, DecodeMode, Limits, Request, Response, Transport};
+use rpc::codec::{self, DecodeMode, Limits, Request, Transport};
 use rpc::lbcache::{Instance, StaticResolver};
-use rpc::{
-    BarrierMode, Barriers, Client, ClientConfig, Handler, HandlerError, Pool, PoolConfig, Server, ServerConfig,
-    ServerStats,
-};
+use rpc::{BarrierMode, Barriers, Client, ClientConfig, Pool, PoolConfig, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::net::TcpStream;
 
-struct Echo;
-
-impl Handler for Echo {
-    async fn echo(&self, req: Request) -> Result<Response, HandlerError> {
-        if &req.msg[..] == b"fail" {
-            return Err(HandlerError("asked to fail".into()));
-        }
-        Ok(Response { id: req.id, msg: req.msg, json: req.json })
-    }
-}
-
-struct Running {
-    addr: SocketAddr,
-    stats: Arc<ServerStats>,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.done).await.expect("server stops").unwrap().unwrap();
-    }
-}
-
-async fn start(config: ServerConfig) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::new(config, Echo);
-    let stats = server.stats();
-    let (tx, rx) = oneshot::channel();
-    let done = tokio::spawn(server.serve(listener, async move {
-        let _ = rx.await;
-    }));
-    Running { addr, stats, stop: Some(tx), done }
-}
+use crate::support::start;
 
 fn test_config(pool: &Pool) -> ServerConfig {
     ServerConfig { pool: pool.clone(), grace: Duration::from_secs(2), ..ServerConfig::default() }
