@@ -469,7 +469,10 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
             // A baseline before the load, the load's first and last
             // snapshots, and the end.
             let first = snapshots == 1;
-            let first_load = phase == Phase::Load && !holder_scans.iter().any(|h: &HolderScanRecord| h.phase == "load");
+            // A scan refused (one a second at most) is tried again at the
+            // next snapshot.
+            let first_load = phase == Phase::Load
+                && !holder_scans.iter().any(|h: &HolderScanRecord| h.phase == "load" && h.blocks.is_some());
             let last_load = phase == Phase::Load && now + t.interval >= load_end;
             if first || first_load || last_load || settled {
                 holder_scans.push(holder_scan(&agent, ready.admin, dir, snapshots - 1, phase));
