@@ -102,27 +102,30 @@ pub(crate) struct State {
     pub sampled: SampledSet,
 }
 
+/// `len` bytes of fresh, zeroed, page-aligned memory from an anonymous
+/// private mapping, or `None` if the kernel refuses. Calls no allocator, so
+/// the hook and a forked child may use it.
+pub(crate) fn map_zeroed(len: usize) -> Option<*mut u8> {
+    // SAFETY: an anonymous private mapping at an address the kernel chooses
+    // touches no existing memory; the result is checked below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p.cast())
+}
+
 impl State {
     /// Maps a fresh, zeroed `State` with `mmap`, or returns null if the
     /// kernel refuses. Makes no call to any allocator.
     pub(crate) fn map() -> *mut State {
-        let len = std::mem::size_of::<State>();
-        // SAFETY: an anonymous private mapping at an address the kernel
-        // chooses touches no existing memory; the result is checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return std::ptr::null_mut();
-        }
-        p.cast()
+        map_zeroed(std::mem::size_of::<State>()).map_or(std::ptr::null_mut(), |p| p.cast())
     }
 
     /// Unmaps a `State` made by [`State::map`].

@@ -25,7 +25,7 @@
 
 use std::mem::size_of;
 
-use crate::table::{BucketTable, SampledSet, OWN, SAMPLED};
+use crate::table::{map_zeroed, BucketTable, SampledSet, OWN, SAMPLED};
 
 /// One live block, as the child reports it.
 #[repr(C)]
@@ -346,21 +346,7 @@ fn map_slice<T: Copy>(n: usize) -> Option<&'static mut [T]> {
     if n == 0 {
         return Some(&mut []);
     }
-    let len = n.checked_mul(size_of::<T>())?;
-    // SAFETY: an anonymous private mapping touches no existing memory.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return None;
-    }
+    let p = map_zeroed(n.checked_mul(size_of::<T>())?)?;
     // SAFETY: the mapping is `len` bytes, page-aligned, zeroed, and owned by
     // this slice alone; `T` is plain data for which all-zero bytes are valid
     // (`Rec`, `u32`).
