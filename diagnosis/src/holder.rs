@@ -66,6 +66,9 @@ fn finding_sites(f: &Finding) -> Vec<String> {
             }
         }
     }
+    // A site named twice (taken at X, also at X) counts once.
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|s| seen.insert(s.clone()));
     out
 }
 

@@ -42,6 +42,10 @@ const SET_WAYS: usize = 8;
 const SET_GROUPS: usize = 1 << 17;
 const FILTER_SLOTS: usize = 1 << 15;
 
+/// The key of a [`SampledSet`] slot being filled (no block starts at
+/// address 1).
+const CLAIMED: usize = 1;
+
 /// Set in a [`SampledSet`] entry whose block was sampled (counted in its
 /// bucket); clear for a block only indexed in holder mode.
 pub(crate) const SAMPLED: u32 = 1 << 31;
@@ -435,10 +439,14 @@ impl SampledSet {
             for i in g..g + SET_WAYS {
                 if self.keys[i].load(Ordering::Relaxed) == 0
                     // Acquire: a slot freed by `remove` is reused only after
-                    // that remover has read its value.
-                    && self.keys[i].compare_exchange(0, addr, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                    // that remover has read its value. The slot is claimed
+                    // with `CLAIMED` and its key published after its value,
+                    // so that a reader that sees the key (a forked scan)
+                    // also sees the value that goes with it.
+                    && self.keys[i].compare_exchange(0, CLAIMED, Ordering::Acquire, Ordering::Relaxed).is_ok()
                 {
                     self.vals[i].store(bucket, Ordering::Relaxed);
+                    self.keys[i].store(addr, Ordering::Release);
                     self.len.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
@@ -489,7 +497,7 @@ impl SampledSet {
     pub(crate) fn for_each_entry(&self, mut f: impl FnMut(usize, u32)) {
         for (key, val) in self.keys.iter().zip(self.vals.iter()) {
             let addr = key.load(Ordering::Acquire);
-            if addr != 0 {
+            if addr != 0 && addr != CLAIMED {
                 f(addr, val.load(Ordering::Relaxed));
             }
         }

@@ -24,7 +24,13 @@ struct Slot {
     tp: AtomicUsize,
     /// The stack pointer the thread's stop handler saw (0 = not stopped).
     sp: AtomicUsize,
+    /// When it was registered (a process-wide count): of two slots with one
+    /// thread id (an exited thread's id reused), the newer is the thread's.
+    registered: AtomicUsize,
 }
+
+/// Registrations so far.
+static REGISTRATIONS: AtomicUsize = AtomicUsize::new(0);
 
 static SLOTS: [Slot; THREAD_CAPACITY] = [const {
     Slot {
@@ -33,6 +39,7 @@ static SLOTS: [Slot; THREAD_CAPACITY] = [const {
         hi: AtomicUsize::new(0),
         tp: AtomicUsize::new(0),
         sp: AtomicUsize::new(0),
+        registered: AtomicUsize::new(0),
     }
 }; THREAD_CAPACITY];
 
@@ -79,12 +86,14 @@ fn register_slow() {
     for pass in 0..2 {
         for (index, slot) in SLOTS.iter().enumerate() {
             let cur = slot.tid.load(Ordering::Relaxed);
-            let free = cur == 0 || (pass == 1 && !thread_alive(cur));
+            // A slot being claimed (`u32::MAX`) is never taken over.
+            let free = cur == 0 || (pass == 1 && cur != u32::MAX && !thread_alive(cur));
             if free && slot.tid.compare_exchange(cur, u32::MAX, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 slot.lo.store(lo, Ordering::Relaxed);
                 slot.hi.store(hi, Ordering::Relaxed);
                 slot.tp.store(thread_pointer(), Ordering::Relaxed);
                 slot.sp.store(0, Ordering::Relaxed);
+                slot.registered.store(REGISTRATIONS.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
                 // Release publishes the bounds written above.
                 slot.tid.store(tid, Ordering::Release);
                 MY_SLOT.with(|m| m.set(index));
@@ -94,23 +103,30 @@ fn register_slow() {
     }
 }
 
-/// Every registered thread that is still alive, plus nothing else.
+/// Every registered thread that is still alive, once each (a reused
+/// thread id goes with its newest registration).
 pub(crate) fn live_threads() -> Vec<ThreadStack> {
-    let mut out = Vec::new();
+    let mut out: Vec<(usize, ThreadStack)> = Vec::new();
     for (index, slot) in SLOTS.iter().enumerate() {
         let tid = slot.tid.load(Ordering::Acquire);
         if tid == 0 || tid == u32::MAX || !thread_alive(tid) {
             continue;
         }
-        out.push(ThreadStack {
+        let t = ThreadStack {
             tid,
             lo: slot.lo.load(Ordering::Relaxed),
             hi: slot.hi.load(Ordering::Relaxed),
             tp: slot.tp.load(Ordering::Relaxed),
             slot: index,
-        });
+        };
+        let when = slot.registered.load(Ordering::Relaxed);
+        match out.iter_mut().find(|(_, o)| o.tid == tid) {
+            Some(seen) if seen.0 < when => *seen = (when, t),
+            Some(_) => {}
+            None => out.push((when, t)),
+        }
     }
-    out
+    out.into_iter().map(|(_, t)| t).collect()
 }
 
 /// Stops every registered thread but the caller in a signal handler
@@ -191,6 +207,9 @@ fn stop_signal() -> libc::c_int {
 }
 
 extern "C" fn on_stop(_signal: libc::c_int) {
+    // The interrupted code may be about to read errno: give it back as it was.
+    // SAFETY: reads the calling thread's errno.
+    let saved_errno = unsafe { *libc::__errno_location() };
     let marker = 0u8;
     let sp = std::hint::black_box(&marker) as *const u8 as usize;
     let index = MY_SLOT.with(Cell::get);
@@ -217,6 +236,8 @@ extern "C" fn on_stop(_signal: libc::c_int) {
         }
     }
     std::hint::black_box(&marker);
+    // SAFETY: restores the calling thread's errno.
+    unsafe { *libc::__errno_location() = saved_errno };
 }
 
 /// The kernel id of the calling thread.

@@ -142,16 +142,28 @@ fn who_holds_each_block() {
 
     // Unreachable: a forgotten box and an Rc cycle whose handles died with
     // the thread that made them.
-    std::thread::spawn(|| {
+    let gone = std::thread::spawn(|| {
         std::mem::forget(lost_block());
         let x = link(orphan_cycle_payload());
         let y = link(orphan_cycle_payload());
         x.borrow_mut().next = Some(y.clone());
         y.borrow_mut().next = Some(x);
         drop(y);
+        // SAFETY: gettid takes no argument and cannot fail.
+        unsafe { libc::syscall(libc::SYS_gettid) }
     })
     .join()
     .unwrap();
+    // The kernel removes an exited thread's /proc entry just after a join
+    // can return; until then the scan would count it among the live ones.
+    let entry = format!("/proc/self/task/{gone}");
+    for _ in 0..2000 {
+        if !std::path::Path::new(&entry).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(!std::path::Path::new(&entry).exists(), "thread {gone} still listed");
 
     drop(freed_block());
 

@@ -272,7 +272,9 @@ impl<A> Profiler<A> {
 }
 
 /// How long the scan waits for the other threads to stop.
-const STOP_WAIT: Duration = Duration::from_millis(100);
+/// A thread gets the signal when it is next scheduled: on a loaded
+/// machine, that can take a good part of a second.
+const STOP_WAIT: Duration = Duration::from_secs(1);
 /// Bytes below a stopped thread's stack pointer that are still scanned
 /// (x86_64's red zone is 128).
 const RED_ZONE: usize = 256;
