@@ -12,8 +12,8 @@
 //!    and its libraries, and thread stacks;
 //! 2. `fork`s: the child is a frozen copy-on-write image of the whole
 //!    address space, and walks it breadth-first from the roots without
-//!    allocating (`scan.rs`), statics first, then thread stacks, streaming
-//!    each block's parent to a pipe;
+//!    allocating (`scan.rs`), breadth-first from all roots (statics seeded
+//!    first), streaming each block's parent to a pipe;
 //! 3. names the chains (`chains.rs`): the root (`static …::CACHE`,
 //!    `thread tokio-runtime-w stack`), each block on the way by its
 //!    allocation site (`hashbrown table in …::remember`), then the held
@@ -209,7 +209,6 @@ impl<A> Profiler<A> {
                 set: &state.sampled,
                 buckets: &state.buckets,
                 roots: &spans,
-                statics: roots.iter().take_while(|r| matches!(r.kind, roots::RootKind::Static { .. })).count(),
                 fd,
                 time_budget_ns: opts.time_budget.as_nanos().min(u128::from(u64::MAX)) as u64,
                 memory_budget: opts.memory_budget,

@@ -10,10 +10,10 @@
 //! ```
 //!
 //! An edge is any aligned word whose value falls inside a live block
-//! (interior pointers count). The search is breadth-first, first from all
-//! statics at once, then from all thread stacks at once, so each block is
-//! credited to its shortest chain from a static if it has one (as goref
-//! credits globals first), else to its shortest chain from a stack. What
+//! (interior pointers count). The search is breadth-first from all roots at
+//! once, statics seeded first, so each block is credited to its shortest
+//! chain, and between chains of one length to a static's (goref credits
+//! globals first). What
 //! no root reaches is searched again, starting from the unreached blocks
 //! that no other unreached block points to (chap's "unreferenced"), then
 //! from what is left (pure cycles), so that a leaked structure shows its
@@ -92,8 +92,6 @@ pub(crate) struct Job<'a> {
     pub set: &'a SampledSet,
     pub buckets: &'a BucketTable,
     pub roots: &'a [Span],
-    /// The first `statics` roots are statics, searched before the others.
-    pub statics: usize,
     pub fd: i32,
     pub time_budget_ns: u64,
     pub memory_budget: u64,
@@ -132,16 +130,13 @@ pub(crate) fn child_main(job: &Job<'_>) -> i32 {
     let recs = &mut recs[..filled];
     recs.sort_unstable_by_key(|r| r.addr);
     let mut walk = Walk::new(recs, queue, job.time_budget_ns, t0);
-    // Statics first, then thread stacks: what a static reaches is credited
-    // to the static, however short a path some stack also has to it (a
-    // stack's references come and go; a static's structure stays).
-    let (statics, stacks) = job.roots.split_at(job.statics.min(job.roots.len()));
-    for (i, span) in statics.iter().enumerate() {
+    // Every root at depth 0, statics seeded first: a block goes to its
+    // shortest chain, and between chains of one length to a static's. A
+    // static first tier would hand whole runtimes to any static that holds
+    // one stale address into them (measured: signal-hook's table, through
+    // stale bytes, took every tokio task).
+    for (i, span) in job.roots.iter().enumerate() {
         walk.seed_from(span.lo, span.hi, ROOT_FLAG | i as u32);
-    }
-    walk.drain();
-    for (i, span) in stacks.iter().enumerate() {
-        walk.seed_from(span.lo, span.hi, ROOT_FLAG | (statics.len() + i) as u32);
     }
     walk.drain();
     walk.reached = walk.tail;

@@ -22,7 +22,7 @@ pub(crate) const INFO: Info = Info {
     side: Side::Client,
     control: false,
     expected: "duplicate-clients",
-    holder: "REGISTRY",
+    holder: "rpc::lbcache::",
     reproduces: "The guide's \"High Memory Usage of lbcache\": a client is meant to be created once, but this \
         caller creates a new `rpc::Client` for every call and drops it without `close()`. Balancer factories are \
         process-global and shared by every client with the same resolver, balancer and refresh settings; each new \
