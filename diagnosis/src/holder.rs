@@ -12,8 +12,8 @@
 //! samples (the same site rule, [`crate::frames`]), so the blocks whose
 //! growth made the finding are found by the finding's own sites. Among their
 //! chains, the one that gained most between the first holder profile and
-//! the fullest later one is the holder; its share is the part of the
-//! finding's held growth it explains.
+//! the last (what stays, when it stays) or else the fullest is the holder;
+//! its share is the part of the finding's held growth it explains.
 
 use std::collections::BTreeMap;
 
@@ -82,13 +82,25 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
     let chains = read_chains(holders);
     for f in v.findings.iter_mut().filter(|f| f.kind.is_leak()) {
         let sites = finding_sites(f);
-        let mut growth: BTreeMap<&Vec<String>, f64> = BTreeMap::new();
-        for site in &sites {
-            let Some(per_chain) = chains.by_site.get(site) else { continue };
-            for (chain, series) in per_chain {
-                *growth.entry(chain).or_default() += gained(series, chains.snapshots);
+        let per_site: Vec<&BTreeMap<Vec<String>, Vec<f64>>> =
+            sites.iter().filter_map(|site| chains.by_site.get(site)).collect();
+        let at = |k: usize| -> BTreeMap<&Vec<String>, f64> {
+            let mut growth = BTreeMap::new();
+            for per_chain in &per_site {
+                for (chain, series) in per_chain.iter() {
+                    *growth.entry(chain).or_default() += gained(series, k);
+                }
             }
-        }
+            growth
+        };
+        let positive = |g: &BTreeMap<&Vec<String>, f64>| g.values().filter(|v| **v > 0.0).sum::<f64>();
+        // What stays (the last profile, taken after the drain) when it
+        // stays; else the fullest moment: connections the drain closes free
+        // the buffers they held, and then the load shows who held them.
+        let n = chains.snapshots;
+        let last = at(n.saturating_sub(1));
+        let fullest = (1..n).map(at).max_by(|a, b| positive(a).total_cmp(&positive(b))).unwrap_or_default();
+        let growth = if positive(&last) >= STAYS * positive(&fullest) { last } else { fullest };
         let total: f64 = growth.values().filter(|g| **g > 0.0).sum();
         let Some((chain, best)) = growth.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)) else { continue };
         if best <= 0.0 || total <= 0.0 {
@@ -109,13 +121,16 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
     }
 }
 
-/// What a chain gained: from the first profile to the fullest later one;
-/// with one profile, what it holds.
-fn gained(series: &[f64], n: usize) -> f64 {
-    match n {
-        0 => 0.0,
-        1 => series[0],
-        _ => series[1..].iter().copied().fold(f64::MIN, f64::max) - series[0],
+/// The share of its fullest growth that held memory must still have in the
+/// last profile (after a run's drain) to be read as what stays.
+const STAYS: f64 = 0.25;
+
+/// What a chain gained from the first profile to profile `k`; with one
+/// profile, what it holds.
+fn gained(series: &[f64], k: usize) -> f64 {
+    match k {
+        0 => series.first().copied().unwrap_or(0.0),
+        k => series.get(k).copied().unwrap_or(0.0) - series[0],
     }
 }
 
