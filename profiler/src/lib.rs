@@ -84,11 +84,26 @@
 //! default to `inuse_space` ([`Profiler::heap_profile`]), those of
 //! `/allocs` to `alloc_space` ([`Profiler::allocs_profile`]).
 //!
-//! Stacks start at the caller's allocation site (often `alloc::raw_vec::…`
-//! for a growing `Vec`, or the function that called `Box::new`): the
-//! profiler's own frames and `__rust_alloc` & co. are cut. Names are
-//! demangled without hash; files and lines come from the binary's debug
-//! info, read when a profile is written.
+//! # Stacks start at the site
+//!
+//! Go's runtime hides its own frames (`mallocgc`, `growslice`, …) at the
+//! leaf of a heap profile's stacks, so the flat row of `go tool pprof -top`
+//! is the function that asked for the memory. These profiles do the same
+//! ([`Stacks::FromSite`], the default): each stack starts at its *site*,
+//! the first frame outside the allocation machinery, that is `Vec`'s and
+//! `hashbrown`'s growth, `Box::new` and `Arc::new`, `String` formatting,
+//! `bytes`' buffers, a task's spawn (the list is `MACHINERY` in
+//! `src/sites.rs`, the one the holder scan names blocks with). Inlined
+//! frames are cut too: a location whose frames are `try_allocate_in`, …,
+//! `to_vec`, `my_crate::decode` becomes a new location at the same address
+//! with `my_crate::decode` only. A stack that is machinery and nothing else
+//! is kept whole, as Go keeps one that is all `runtime.`.
+//!
+//! [`Stacks::Full`] ([`Profiler::profile`]) keeps the machinery; a full
+//! profile read back can be trimmed later with [`Profile::trim_machinery`].
+//! Either way the profiler's own frames and `__rust_alloc` & co. are cut.
+//! Names are demangled without hash; files and lines come from the
+//! binary's debug info, read when a profile is written.
 //!
 //! # Debug info
 //!
@@ -99,7 +114,8 @@
 //! | `false` (0) | full paths of real functions only, no files or lines, no inlined frames |
 //!
 //! Use `"limited"` where profiles must name inlined functions with their
-//! path. Functions that end in a tail call leave the stack, as in any
+//! path, and where stacks must start at the site: machinery is known by
+//! its path, so a bare-named inlined frame of it stays at the leaf. Functions that end in a tail call leave the stack, as in any
 //! frame-pointer profiler; `#[inline(never)]` and `std::hint::black_box` on
 //! the result keep a function visible when a test needs it.
 //!
@@ -160,9 +176,12 @@ mod table;
 // What collecting hands over: plain data.
 mod snapshot;
 
-// Encoding: snapshots and named chains to Go-format profiles.
+// Encoding: snapshots and named chains to Go-format profiles; what counts
+// as allocation machinery, which stacks start after (and the holder scan
+// names blocks after).
 mod encode;
 mod maps;
+mod sites;
 mod symbolize;
 
 // The profile type, and reading it back.
@@ -171,11 +190,10 @@ mod profile;
 
 // Who holds the memory: a scan of the live blocks the profiler indexed.
 mod holders;
-mod sites;
 mod threads;
 
 pub use crate::decode::{DecodeError, MAX_DECODE_BYTES, MAX_DECODE_ELEMENTS};
-pub use crate::encode::NamedSample;
+pub use crate::encode::{NamedSample, Stacks};
 pub use crate::holders::{HolderError, HolderOptions, HolderScan, ScanStats};
 pub use crate::profile::{Profile, SampleType};
 pub use crate::profiler::{Profiler, Stats, DEFAULT_RATE, RATE_ENV, SEED_ENV};

@@ -23,6 +23,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::encode::Stacks;
 use crate::profile::{Profile, SampleType};
 use crate::sampler::{self, InProfiler, ThreadState, BUCKETS_SEEN, CONFIG_STAMP, THREAD};
 use crate::snapshot::{HeapRecord, Snapshot};
@@ -254,17 +255,23 @@ impl<A> Profiler<A> {
     }
 
     /// The heap profile as Go's `/debug/pprof/heap` serves it (default
-    /// sample type `inuse_space`).
+    /// sample type `inuse_space`), stacks from the site.
     pub fn heap_profile(&self) -> Profile {
-        let _own = InProfiler::enter();
-        self.snapshot().to_profile(SampleType::InuseSpace)
+        self.profile(SampleType::InuseSpace, Stacks::FromSite)
     }
 
     /// The same data as Go's `/debug/pprof/allocs` serves it (default
-    /// sample type `alloc_space`).
+    /// sample type `alloc_space`), stacks from the site.
     pub fn allocs_profile(&self) -> Profile {
+        self.profile(SampleType::AllocSpace, Stacks::FromSite)
+    }
+
+    /// The profile now, with `default` as the sample type tools show first
+    /// and stacks as `stacks` says ([`Stacks::Full`] for the allocation
+    /// machinery too).
+    pub fn profile(&self, default: SampleType, stacks: Stacks) -> Profile {
         let _own = InProfiler::enter();
-        self.snapshot().to_profile(SampleType::AllocSpace)
+        self.snapshot().to_profile(default, stacks)
     }
 
     /// Reads [`RATE_ENV`] and [`SEED_ENV`] once; returns the rate in force.

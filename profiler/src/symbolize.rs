@@ -232,8 +232,10 @@ fn is_allocator_plumbing(f: &SymFrame) -> bool {
 /// Where a captured stack starts once the profiler's frames are cut: the
 /// index of the first address kept, and how many of its (inlined) frames to
 /// skip. Cuts everything up to the outermost profiler frame, then the
-/// allocator plumbing right after it, so that the leaf is the caller's
-/// allocation site (`alloc::raw_vec::…`, `Box::new`'s caller, …).
+/// allocator plumbing right after it, so that the leaf is the allocator's
+/// caller (`alloc::raw_vec::…`, `Box::new`'s caller, …): where full stacks
+/// start. Stacks from the site then leave out the allocation machinery too
+/// (`sites.rs`, `encode/trim.rs`).
 pub(crate) fn trim_point(stack: &[&[SymFrame]]) -> (usize, usize) {
     let flat: Vec<(usize, usize, &SymFrame)> = stack
         .iter()

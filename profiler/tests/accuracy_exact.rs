@@ -7,7 +7,7 @@ mod common;
 use std::hint::black_box;
 
 use common::{function_values, has_function, stack_names, value, Rng};
-use profiler::{Profiler, SampleType};
+use profiler::{Profiler, SampleType, Stacks};
 
 #[global_allocator]
 static PROFILER: Profiler = Profiler::new();
@@ -55,9 +55,22 @@ fn exact_mode_counts_every_byte() {
     assert_eq!(value(b, SampleType::InuseObjects), blocks_b);
     assert_eq!(PROFILER.stats().dropped_samples, 0);
 
-    // Stacks start at the caller's allocation site, not in the profiler, and
-    // go on up to this test.
+    // Stacks start at the allocation site, the function that called
+    // `vec!`, and go on up to this test.
     let p = profile.proto();
+    for s in &p.sample {
+        let names = stack_names(p, s);
+        if !has_function(&names, "accuracy_exact::alloc_from_a") {
+            continue;
+        }
+        assert!(has_function(&names[..1], "accuracy_exact::alloc_from_a"), "leaf {} in {names:#?}", names[0]);
+        assert!(has_function(&names, "accuracy_exact::exact_mode_counts_every_byte"), "{names:#?}");
+    }
+    // Full stacks have `vec!`'s machinery at the leaf, never the profiler's
+    // frames or the allocator shims, and the same numbers.
+    let full = PROFILER.profile(SampleType::InuseSpace, Stacks::Full);
+    assert_eq!(function_values(&full, "accuracy_exact::alloc_from_a"), a);
+    let p = full.proto();
     for s in &p.sample {
         let names = stack_names(p, s);
         if !has_function(&names, "accuracy_exact::alloc_from_a") {
@@ -65,13 +78,11 @@ fn exact_mode_counts_every_byte() {
         }
         let leaf = names[0];
         assert!(
-            !leaf.starts_with("profiler::")
-                && !leaf.starts_with("<profiler::")
-                && !leaf.contains("__rust_alloc")
-                && !leaf.starts_with("alloc::alloc::"),
+            (leaf.starts_with("alloc::") || leaf.starts_with("<u8 as alloc::"))
+                && !leaf.starts_with("alloc::alloc::")
+                && names.iter().all(|n| !n.contains("profiler::") && !n.contains("__rust_alloc")),
             "leaf {leaf} in {names:#?}"
         );
-        assert!(has_function(&names, "accuracy_exact::exact_mode_counts_every_byte"), "{names:#?}");
     }
 
     drop(kept);

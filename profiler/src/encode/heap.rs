@@ -4,7 +4,8 @@
 //! allocator plumbing cut, records that end up with the same stack and
 //! block size merged, and their counts scaled up with Go's
 //! `scaleHeapSample`. Samples the snapshot says were dropped become
-//! comments.
+//! comments. Unless full stacks are asked for, each stack then starts at
+//! its site (`trim.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use pprof::protos;
 
 use super::proto::{Builder, Parts};
+use super::Stacks;
 use crate::maps::process_maps;
 use crate::profile::{Profile, SampleType};
 use crate::sampler::{scale, InProfiler};
@@ -20,20 +22,27 @@ use crate::symbolize::{self, SymFrame};
 
 impl Snapshot {
     /// The profile in Go's heap format, with `default` as the sample type
-    /// tools show first. Looks up symbols (cached across calls).
-    pub fn to_profile(&self, default: SampleType) -> Profile {
+    /// tools show first, and stacks as `stacks` says (from the site, or
+    /// full). Looks up symbols (cached across calls).
+    pub fn to_profile(&self, default: SampleType, stacks: Stacks) -> Profile {
         let _guard = InProfiler::enter();
-        build(self, default)
+        let full = build(self, default);
+        match stacks {
+            Stacks::FromSite => full.trim_machinery(),
+            Stacks::Full => full,
+        }
     }
 
-    /// `to_profile(SampleType::InuseSpace)`: Go's `/debug/pprof/heap`.
+    /// Go's `/debug/pprof/heap`: default sample type `inuse_space`, stacks
+    /// from the site.
     pub fn heap_profile(&self) -> Profile {
-        self.to_profile(SampleType::InuseSpace)
+        self.to_profile(SampleType::InuseSpace, Stacks::FromSite)
     }
 
-    /// `to_profile(SampleType::AllocSpace)`: Go's `/debug/pprof/allocs`.
+    /// Go's `/debug/pprof/allocs`: default sample type `alloc_space`,
+    /// stacks from the site.
     pub fn allocs_profile(&self) -> Profile {
-        self.to_profile(SampleType::AllocSpace)
+        self.to_profile(SampleType::AllocSpace, Stacks::FromSite)
     }
 }
 
