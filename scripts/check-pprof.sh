@@ -13,7 +13,19 @@
 #   (f) /debug/pprof/holders (the server runs with --holders): `go tool
 #       pprof -top` and `-tree` read it, its chains start at a root (a
 #       static or a thread's stack), and `-comments` gives the scan's figures;
-# and that the server stops on SIGTERM.
+#   (g) /debug/pprof/heap?full=1 keeps the allocation machinery that the
+#       default profile starts after (its -top has flat rows in alloc:: or
+#       hashbrown::), and another value of full is refused with a 400;
+# and that the server stops on SIGTERM. Then
+#   (h) a short run (3 s of load, no holder scans) of each leak whose guide
+#       frame is an allocation site: in `go tool pprof -top
+#       -sample_index=inuse_space -diff_base FIRST LAST` the top flat row
+#       names that frame (request-field-hold: Request::read_field_2;
+#       response-field-hold: Response::read_field_2; sonic-string-hold:
+#       Request::read_field_3; duplicate-clients: lbcache's
+#       format_instances), not the allocation machinery. For the field
+#       holds the row may be the codec's copy, read_binary_copy (Kitex's
+#       readBinary), when -focus on the guide frame keeps 90% of it.
 #
 # Needs go (Debian's golang-go; .ci/run installs it) and curl.
 # Usage: scripts/check-pprof.sh [path/to/leaklab]
@@ -199,6 +211,26 @@ else
   pass "(f) holders profile: $(grep -m1 '^Showing' "$work/holders.top"); $(head -c 160 "$work/holders.comments")"
 fi
 
+# (g) full stacks on request.
+machinery_rows() { awk 'f && $1 != "0" { sub(/^ *[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +/, ""); print } /^ *flat  flat%/ { f = 1 }' "$1" |
+  grep -cE '^<?(alloc|hashbrown)::' || true; }
+if ! fetch "/debug/pprof/heap?full=1" "$work/full.pb.gz" 2>"$work/curl.err"; then
+  fail "(g) GET /debug/pprof/heap?full=1: $(cat "$work/curl.err")"
+elif ! gopprof -top -sample_index=inuse_space "$work/full.pb.gz" >"$work/full.top" 2>&1; then
+  fail "(g) go tool pprof -top on heap?full=1 failed:"
+  show "$work/full.top"
+elif [ "$(machinery_rows "$work/full.top")" -eq 0 ]; then
+  fail "(g) -top on heap?full=1 has no flat row in alloc:: or hashbrown:: (full stacks keep the machinery):"
+  show "$work/full.top"
+else
+  bad=$(curl -q -sS --max-time 30 -o /dev/null -w '%{http_code}' "http://$admin/debug/pprof/heap?full=2" || true)
+  if [ "$bad" != 400 ]; then
+    fail "(g) /debug/pprof/heap?full=2 answered $bad, expected 400"
+  else
+    pass "(g) heap?full=1: $(machinery_rows "$work/full.top") flat rows in the allocation machinery (heap.pb.gz: $(machinery_rows "$work/heap.top")); full=2 refused"
+  fi
+fi
+
 # The server stops on SIGTERM.
 kill -TERM "$serve_pid"
 stopped=""
@@ -214,6 +246,60 @@ if [ -n "$stopped" ]; then
 else
   fail "serve still running 5 s after SIGTERM"
 fi
+
+# (h) the top flat row of a leak is its guide frame.
+# top_row FILE: the name in the first row of a -top listing; top_flat FILE:
+# its flat value (with -unit=B, in bytes).
+top_row() { awk 'f { sub(/^ *[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +/, ""); sub(/ \(inline\)$/, ""); print; exit } /^ *flat  flat%/ { f = 1 }' "$1"; }
+top_flat() { awk 'f { sub(/B$/, "", $1); print $1; exit } /^ *flat  flat%/ { f = 1 }' "$1"; }
+# leak_top SCENARIO FLAT_RE [GUIDE_RE]: a short run of SCENARIO; the top
+# flat row of its inuse_space growth must match FLAT_RE and, with GUIDE_RE,
+# 90% of that row must stay under -focus=GUIDE_RE.
+leak_top() {
+  local scenario=$1 flat_re=$2 guide_re=${3:-} out="$work/runs/$1"
+  if ! "$bin" run "$scenario" --duration 3s --no-holders --out "$out" >"$work/$scenario.run" 2>&1; then
+    fail "(h) $scenario: leaklab run failed:"
+    show "$work/$scenario.run"
+    return
+  fi
+  local first="$out/heap-000.pb.gz" last
+  last=$(ls "$out"/heap-*.pb.gz | tail -n 1)
+  local cmd="go tool pprof -top -sample_index=inuse_space -diff_base $(basename "$first") $(basename "$last")"
+  if ! gopprof -top -unit=B -sample_index=inuse_space -diff_base "$first" "$last" >"$work/$scenario.top" 2>&1; then
+    fail "(h) $scenario: $cmd failed:"
+    show "$work/$scenario.top"
+    return
+  fi
+  local row bytes
+  row=$(top_row "$work/$scenario.top")
+  bytes=$(top_flat "$work/$scenario.top")
+  if ! grep -qE "^($flat_re)\$" <<<"$row"; then
+    fail "(h) $scenario: the top flat row of '$cmd' is '$row', expected /$flat_re/ (the guide's frame, not the allocation machinery):"
+    show "$work/$scenario.top"
+    return
+  fi
+  if [ -n "$guide_re" ]; then
+    gopprof -top -unit=B -sample_index=inuse_space -focus="$guide_re" -diff_base "$first" "$last" \
+      >"$work/$scenario.focus" 2>&1 || true
+    local under
+    under=$(top_flat "$work/$scenario.focus")
+    if [ "$(top_row "$work/$scenario.focus")" != "$row" ] ||
+      ! awk -v a="${under:-0}" -v b="${bytes:-0}" 'BEGIN { exit !(b > 0 && a >= 0.9 * b) }'; then
+      fail "(h) $scenario: the top flat row '$row' ($bytes B) is not under /$guide_re/ (-focus keeps ${under:-nothing} B):"
+      show "$work/$scenario.top"
+      show "$work/$scenario.focus"
+      return
+    fi
+    pass "(h) $scenario: top flat row $row, $bytes B, under $guide_re"
+  else
+    pass "(h) $scenario: top flat row $row, $bytes B"
+  fi
+}
+copy="rpc::codec::binary::Reader::read_binary_copy"
+leak_top request-field-hold "rpc::codec::echo::Request::read_field_2|$copy" 'rpc::codec::echo::Request::read_field_2$'
+leak_top response-field-hold "rpc::codec::echo::Response::read_field_2|$copy" 'rpc::codec::echo::Response::read_field_2$'
+leak_top duplicate-clients "rpc::lbcache::hooks::(format_instances|EventQueue::on_rebalance)"
+leak_top sonic-string-hold "rpc::codec::echo::Request::read_field_3|$copy" 'rpc::codec::echo::Request::read_field_3$'
 
 if [ "$failures" -eq 0 ]; then
   echo "check-pprof: all checks passed"

@@ -9,6 +9,16 @@
 //! - `GET /metrics`: Prometheus text format;
 //! - `GET /debug/pprof/`: an index.
 //!
+//! Stacks of the heap, allocs and pool profiles start at their site, the
+//! first frame outside the allocation machinery (`Vec`'s and `hashbrown`'s
+//! growth, `bytes`' buffers, `String` formatting, …; see
+//! [`profiler::Stacks`]), as Go's runtime hides `mallocgc` and its kin: the
+//! flat row of `go tool pprof -top` is the function that asked for the
+//! memory. `?full=1` on these routes gives full stacks, the machinery
+//! included (`full=0` or no query: from the site; another value is a
+//! `400`). The pool's chains are names, none of them machinery, so both
+//! give it the same stacks.
+//!
 //! It binds to loopback by default: a profile endpoint must not face the
 //! internet (profiles reveal code and data layout, and cost CPU to make).
 //!
@@ -25,13 +35,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use profiler::{SampleType, Stacks};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -246,7 +257,9 @@ async fn index() -> impl IntoResponse {
          <li><a href=\"pool\">pool</a>: pooled buffers by who took them and who still holds them</li>\
          <li><a href=\"holders\">holders</a>: who holds each live block, as chains from a root (holder mode only)</li>\
          <li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>\
-         </ul><p>Read a profile with <code>go tool pprof http://HOST/debug/pprof/heap</code>.</p></body></html>",
+         </ul><p>Read a profile with <code>go tool pprof http://HOST/debug/pprof/heap</code>. \
+         Stacks start at the first frame outside the allocation machinery; \
+         <code>?full=1</code> keeps it (heap, allocs, pool).</p></body></html>",
     )
 }
 
@@ -262,9 +275,38 @@ fn profile_response(gz: Vec<u8>, name: &str) -> Response {
         .into_response()
 }
 
+/// The query of the profile routes: `?full=1` for full stacks.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ProfileQuery {
+    full: Option<String>,
+}
+
+impl ProfileQuery {
+    /// The stacks asked for, or why the query is refused.
+    fn stacks(&self) -> Result<Stacks, String> {
+        match self.full.as_deref() {
+            None | Some("0" | "false") => Ok(Stacks::FromSite),
+            Some("1" | "true") => Ok(Stacks::Full),
+            Some(other) => {
+                Err(format!("full={other}: expected full=1 (stacks with the allocation machinery) or full=0\n"))
+            }
+        }
+    }
+}
+
 /// Builds a profile on the blocking pool within `limit`; the permit goes
 /// with the build, so a client that hangs up does not free it early.
-async fn build(s: &AdminState, limit: &RouteLimit, name: &'static str, make: fn(&Probe) -> Vec<u8>) -> Response {
+async fn build(
+    s: &AdminState,
+    limit: &RouteLimit,
+    name: &'static str,
+    q: &ProfileQuery,
+    make: fn(&Probe, Stacks) -> Vec<u8>,
+) -> Response {
+    let stacks = match q.stacks() {
+        Ok(stacks) => stacks,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+    };
     let permit = match limit.enter(&s.stats, name) {
         Ok(permit) => permit,
         Err(busy) => return busy.into_response(),
@@ -276,7 +318,7 @@ async fn build(s: &AdminState, limit: &RouteLimit, name: &'static str, make: fn(
         let _permit = permit;
         #[cfg(test)]
         let _open = gate.as_ref().map(|(_, g)| g.read());
-        make(&probe)
+        make(&probe, stacks)
     })
     .await;
     match gz {
@@ -285,22 +327,20 @@ async fn build(s: &AdminState, limit: &RouteLimit, name: &'static str, make: fn(
     }
 }
 
-async fn heap(State(s): State<AdminState>) -> Response {
-    build(&s, &s.heap, "heap", |p| p.profiler.heap_profile().encode_gzip()).await
+async fn heap(State(s): State<AdminState>, Query(q): Query<ProfileQuery>) -> Response {
+    build(&s, &s.heap, "heap", &q, |p, stacks| p.profiler.profile(SampleType::InuseSpace, stacks).encode_gzip()).await
 }
 
-async fn allocs(State(s): State<AdminState>) -> Response {
-    build(&s, &s.allocs, "allocs", |p| p.profiler.allocs_profile().encode_gzip()).await
+async fn allocs(State(s): State<AdminState>, Query(q): Query<ProfileQuery>) -> Response {
+    build(&s, &s.allocs, "allocs", &q, |p, stacks| p.profiler.profile(SampleType::AllocSpace, stacks).encode_gzip())
+        .await
 }
 
-async fn pool(State(s): State<AdminState>) -> Response {
-    build(&s, &s.pool, "pool", |p| crate::poolprof::pool_profile(&p.pool).encode_gzip()).await
+async fn pool(State(s): State<AdminState>, Query(q): Query<ProfileQuery>) -> Response {
+    build(&s, &s.pool, "pool", &q, |p, stacks| crate::poolprof::pool_profile(&p.pool, stacks).encode_gzip()).await
 }
 
-async fn holders(
-    State(s): State<AdminState>,
-    axum::extract::Query(q): axum::extract::Query<crate::holdersprof::HoldersQuery>,
-) -> Response {
+async fn holders(State(s): State<AdminState>, Query(q): Query<crate::holdersprof::HoldersQuery>) -> Response {
     crate::holdersprof::serve(s.probe.clone(), q).await
 }
 

@@ -19,10 +19,15 @@
 //! bytes, `inuse_objects` = chunks (alloc values equal them). Labels:
 //! `bytes` (chunk size), `pinned` (`true` when the buffer that took it has
 //! let go), `class` (`pooled` or `unpooled`).
+//!
+//! Its stacks go through the heap profile's trimming ([`Stacks::FromSite`]:
+//! leading frames of the allocation machinery cut). A chain's leaf is a
+//! holder (`held by …`, `cached in the free list`), never machinery, so
+//! every chain comes out whole, and full stacks (`?full=1`) are the same.
 
 use std::collections::BTreeMap;
 
-use profiler::{NamedSample, Profile, SampleType};
+use profiler::{NamedSample, Profile, SampleType, Stacks};
 use rpc::{Lease, Pool};
 
 /// Root frame of every pooled chunk.
@@ -42,8 +47,8 @@ fn holder(lease: &Lease) -> String {
     holders.join(" + ")
 }
 
-/// Builds the pool profile of `pool` now.
-pub fn pool_profile(pool: &Pool) -> Profile {
+/// Builds the pool profile of `pool` now, its stacks as `stacks` says.
+pub fn pool_profile(pool: &Pool, stacks: Stacks) -> Profile {
     // (holder, taker, size, pinned, pooled) -> chunks
     let mut groups: BTreeMap<(String, &'static str, usize, bool, bool), i64> = BTreeMap::new();
     for lease in pool.leases() {
@@ -70,7 +75,11 @@ pub fn pool_profile(pool: &Pool) -> Profile {
             str_labels: vec![("pinned".to_owned(), "false".to_owned()), ("class".to_owned(), "pooled".to_owned())],
         });
     }
-    Profile::from_named(&samples, 1, SampleType::InuseSpace)
+    let full = Profile::from_named(&samples, 1, SampleType::InuseSpace);
+    match stacks {
+        Stacks::FromSite => full.trim_machinery(),
+        Stacks::Full => full,
+    }
 }
 
 #[cfg(test)]
@@ -89,7 +98,13 @@ mod tests {
         drop(chunk);
         let in_use = pool.lease(4096, Taker::Encode);
         drop(pool.lease(1024, Taker::Encode));
-        let p = pool_profile(&pool);
+        let p = pool_profile(&pool, Stacks::FromSite);
+        let (trimmed, full) = (p.proto(), pool_profile(&pool, Stacks::Full).into_proto());
+        assert_eq!(
+            (&trimmed.sample, &trimmed.location, &trimmed.function),
+            (&full.sample, &full.location, &full.function),
+            "no chain starts in the machinery"
+        );
         assert_eq!(p.total(SampleType::InuseSpace), 8192 + 4096 + 1024);
         let proto = p.proto();
         let names: Vec<String> = proto

@@ -56,14 +56,19 @@ fn serve(flags: &[&str]) -> Serve {
 
 /// GET `path` over a fresh connection; status and body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, body) = get_bytes(addr, path);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// GET `path` over a fresh connection; status and body bytes.
+fn get_bytes(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").expect("request");
     let mut out = Vec::new();
     s.read_to_end(&mut out).expect("response");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_owned());
+    let status = String::from_utf8_lossy(out.get(9..12).unwrap_or_default()).parse().unwrap_or(0);
+    let body = out.windows(4).position(|w| w == b"\r\n\r\n").map_or(Vec::new(), |at| out[at + 4..].to_vec());
     (status, body)
 }
 
@@ -143,4 +148,55 @@ fn connections_past_max_conns_are_refused_and_counted() {
     assert_eq!(metric_until(s.admin, "leaklab_refused_connections_total", |v| v == 1.0), 1.0);
     assert_eq!(metric_until(s.admin, "leaklab_open_connections", |v| v == 2.0), 2.0);
     drop(held);
+}
+
+/// Frames of the allocation machinery that no stack from the site starts
+/// with, unless it has nothing else (a few of `profiler`'s `MACHINERY`).
+fn machinery(function: &str) -> bool {
+    ["alloc::", "<alloc::", "hashbrown::", "<hashbrown::"].iter().any(|p| function.starts_with(p))
+}
+
+/// A frame of this workspace's code: never machinery (but for its
+/// formatting impls, which write into their caller's `String`).
+fn own(function: &str) -> bool {
+    ["rpc::", "<rpc::", "scenarios::", "<scenarios::", "leaklab::", "<leaklab::"]
+        .iter()
+        .any(|p| function.starts_with(p))
+        && !function.contains(" as core::fmt::")
+}
+
+/// Samples whose stack starts in the machinery although it has a site
+/// further up (the workspace's own code): their short stacks.
+fn starting_in_the_machinery(gz: &[u8], what: &str) -> Vec<String> {
+    let p = diagnosis::HeapSnapshot::decode(gz, what).expect("a heap profile");
+    assert!(p.total_inuse_bytes() > 0.0, "{what}: empty");
+    p.samples
+        .iter()
+        .filter(|s| s.frames.first().is_some_and(|f| machinery(&f.function)))
+        .filter(|s| s.frames.iter().any(|f| own(&f.function)))
+        .map(|s| s.frames.iter().take(8).map(|f| f.function.to_string()).collect::<Vec<_>>().join(" <- "))
+        .collect()
+}
+
+#[test]
+fn profiles_start_at_the_site_and_full_stacks_are_a_query_away() {
+    let _lab = exclusive();
+    // Every allocation recorded: the server's own Vecs and tables are there.
+    let s = serve(&["--profile-rate", "1"]);
+    for route in ["heap", "allocs"] {
+        let (status, trimmed) = get_bytes(s.admin, &format!("/debug/pprof/{route}"));
+        assert_eq!(status, 200, "{route}");
+        let wrong = starting_in_the_machinery(&trimmed, route);
+        assert!(wrong.is_empty(), "{route}: stacks start in the machinery:\n{}", wrong.join("\n"));
+        let (status, full) = get_bytes(s.admin, &format!("/debug/pprof/{route}?full=1"));
+        assert_eq!(status, 200, "{route}?full=1");
+        assert!(!starting_in_the_machinery(&full, route).is_empty(), "{route}?full=1: no stack has its machinery");
+        assert_eq!(get_bytes(s.admin, &format!("/debug/pprof/{route}?full=0")).0, 200);
+    }
+    let (status, pool) = get_bytes(s.admin, "/debug/pprof/pool?full=1");
+    assert_eq!(status, 200);
+    assert!(pool.starts_with(&[0x1f, 0x8b]), "not gzip");
+    let (status, body) = get(s.admin, "/debug/pprof/heap?full=yes");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("full=1"), "{body}");
 }
