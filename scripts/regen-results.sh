@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates results/summary.md: the full matrix (8 s of load per run),
-# every scenario x variant, run, diagnosed and scored. About 6 minutes.
+# Regenerates results/summary.md, matrix.json and leak-vs-fix.svg: the full
+# matrix (8 s of load per run), every scenario x variant, run, diagnosed and
+# scored. About 6 minutes.
 # Usage: scripts/regen-results.sh [path/to/leaklab]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,5 +20,6 @@ mkdir -p "$root/results"
   cat "$out/summary.md"
 } > "$root/results/summary.md"
 cp "$out/matrix.json" "$root/results/matrix.json"
-echo "results/summary.md written (matrix exit $status)"
+cp "$out/leak-vs-fix.svg" "$root/results/leak-vs-fix.svg"
+echo "results/summary.md, matrix.json and leak-vs-fix.svg written (matrix exit $status)"
 exit "$status"

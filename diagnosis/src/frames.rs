@@ -147,6 +147,25 @@ pub(crate) struct StackFacts {
     pub handler: bool,
 }
 
+/// The site of a call stack (leaf first) as the engine names it: the frame
+/// a person should open. A decoded field's reader comes first, then the
+/// framework's read, encode or connection-setup path, the balancer cache or
+/// a JSON parser, else the first frame of business code; the allocator,
+/// runtime and containers never. The engine sums in-use bytes per site.
+///
+/// ```
+/// let site = diagnosis::site_of(&[
+///     "alloc::raw_vec::RawVecInner<A>::try_allocate_in",
+///     "rpc::codec::binary::Reader::read_binary_copy",
+///     "rpc::codec::echo::Request::read_field_2",
+///     "rpc::codec::echo::Request::decode",
+/// ]);
+/// assert_eq!(site, "rpc::codec::echo::Request::read_field_2");
+/// ```
+pub fn site_of(stack: &[&str]) -> String {
+    facts(stack).site
+}
+
 /// Reads a stack, leaf first.
 pub(crate) fn facts(functions: &[&str]) -> StackFacts {
     let mut f = StackFacts::default();

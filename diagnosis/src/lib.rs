@@ -21,7 +21,8 @@
 //!   did and names the guide's case ([`Kind`]) in a [`Verdict`], with its
 //!   evidence and [`remedy`]; [`rss_trend`] is the plain RSS baseline it is
 //!   scored against, and [`attribute_holders`] names who holds a finding's
-//!   memory from holder profiles.
+//!   memory from holder profiles; [`site_of`] names a stack's site as the
+//!   engine does, for tools that chart the sites it speaks of.
 //! - Trend statistics, robust to noise and outliers: [`theil_sen`],
 //!   [`mann_kendall`], [`pearson`], [`spearman`], [`change_points`],
 //!   [`plateau`], [`median`], [`mad`].
@@ -61,6 +62,7 @@ mod verdict;
 pub use baseline::rss_trend;
 pub use engine::{diagnose, Options};
 pub use error::DiagnosisError;
+pub use frames::site_of;
 pub use holder::attribute_holders;
 pub use input::{parse_metrics, parse_prometheus, MetricsLine, PhaseSpan, RunInput, SnapshotTime};
 pub use kind::{remedy, Kind, Mode, UnknownKind, KINDS};

@@ -12,6 +12,7 @@ use crate::cmd::list::ListArgs;
 use crate::cmd::load::LoadArgs;
 use crate::cmd::matrix::MatrixArgs;
 use crate::cmd::peer::PeerArgs;
+use crate::cmd::report::ReportArgs;
 use crate::cmd::run::RunArgs;
 use crate::cmd::serve::ServeArgs;
 
@@ -40,6 +41,8 @@ enum Command {
     Diagnose(DiagnoseArgs),
     /// Matrix runs as a labelled dataset (profiles, metrics, label.json).
     Export(ExportArgs),
+    /// report.html for people: verdict, timeline, flame graph of the growth, the pool's view.
+    Report(ReportArgs),
     /// The peer of a server scenario: sends the scenario's load shape, then closes everything.
     Peer(PeerArgs),
     /// Open-loop load generator: Thrift Echo calls at a fixed rate.
@@ -58,6 +61,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diagnose(args) => diagnose::diagnose(&args),
         Command::Matrix(args) => matrix::matrix(args),
         Command::Export(args) => export::export(&args),
+        Command::Report(args) => report::report(&args),
         Command::Load(args) => load::load(args),
     }
 }

@@ -8,7 +8,9 @@
 //!   its child processes and snapshots), `scrape`, `verdict`, `loadgen`
 //!   (connections, the paced sender, load shapes), the process under
 //!   test's `alloc`, `probe`, `metrics`, `admin`, `poolprof`,
-//!   `holdersprof`, and `units` (durations and sizes on the command line).
+//!   `holdersprof`, `report` (pages and pictures for people, written at
+//!   the end of every run), and `units` (durations and sizes on the
+//!   command line).
 
 mod admin;
 mod alloc;
@@ -19,6 +21,7 @@ mod loadgen;
 mod metrics;
 mod poolprof;
 mod probe;
+mod report;
 mod runner;
 mod scrape;
 mod units;

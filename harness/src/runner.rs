@@ -11,7 +11,10 @@
 //! - `pool-NNN.pb.gz`: `/debug/pprof/pool`;
 //! - `metrics.jsonl`: `/metrics`, one line per snapshot, with time and phase;
 //! - `run.json`: scenario, variant, parameters, phases' times, peer report;
-//! - `serve.log`, `peer.log`: the children's stderr.
+//! - `serve.log`, `peer.log`: the children's stderr;
+//!
+//! and then ([`run_and_diagnose`]) `verdict.json`, `report.html`,
+//! `timeline.svg` and `flame.svg`.
 //!
 //! Children are stopped on every exit path: the run's own end, an error, a
 //! Ctrl-C (a flag checked between steps), and the harness's own death
@@ -32,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::loadgen::shape::PeerReport;
 use crate::scrape::{self, MetricsLine};
+use crate::verdict::VerdictFile;
 
 /// Phases of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,7 +343,8 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
     fs::create_dir_all(&plan.out).with_context(|| format!("creating {}", plan.out.display()))?;
     for entry in fs::read_dir(&plan.out)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".pb.gz") || matches!(name.as_str(), "metrics.jsonl" | "run.json" | "verdict.json") {
+        let ours = ["metrics.jsonl", "run.json", "verdict.json", "report.html", "timeline.svg", "flame.svg"];
+        if name.ends_with(".pb.gz") || ours.contains(&name.as_str()) {
             fs::remove_file(entry.path())?;
         }
     }
@@ -515,6 +520,18 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
     };
     fs::write(dir.join("run.json"), serde_json::to_string_pretty(&record)?)?;
     Ok(record)
+}
+
+/// Makes the run, then writes what every run leaves for its readers:
+/// `verdict.json` (the engine's verdict, what was expected, when it was
+/// first right) and, for people, `report.html` with `timeline.svg` and
+/// `flame.svg`. A report that cannot be written is a warning, not a
+/// failed run.
+pub fn run_and_diagnose(plan: &RunPlan) -> anyhow::Result<(RunRecord, VerdictFile)> {
+    let record = run_scenario(plan)?;
+    let verdict = crate::verdict::write_verdict(&plan.out, &record.expected)?;
+    crate::report::write_or_warn(&plan.out);
+    Ok((record, verdict))
 }
 
 /// One snapshot: heap and pool profiles saved, metrics returned.

@@ -19,15 +19,20 @@ pub struct VerdictFile {
     pub correct: bool,
     /// The same engine without the pool profile.
     pub pprof_only: Verdict,
+    /// The snapshot (from 0) at which the verdict became the expected leak
+    /// and stayed so, as [`snapshots_to_verdict`] counts; absent when a
+    /// leak was not expected or the verdict never settled on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_at_snapshot: Option<usize>,
 }
 
-/// Diagnoses a run folder in both modes; the default mode also names who
-/// holds each finding's memory when the folder has holder profiles.
-pub fn verdicts(dir: &Path) -> anyhow::Result<(Verdict, Verdict)> {
-    let input = RunInput::from_dir(dir)?;
-    let mut full = diagnose(&input, &Options::default());
+/// Diagnoses a run folder's input in both modes; the default mode also
+/// names who holds each finding's memory when the folder has holder
+/// profiles.
+pub fn verdicts(input: &RunInput, dir: &Path) -> anyhow::Result<(Verdict, Verdict)> {
+    let mut full = diagnose(input, &Options::default());
     diagnosis::attribute_holders(&mut full, &holder_profiles(dir)?);
-    let plain = diagnose(&input, &Options { pprof_only: true, ..Options::default() });
+    let plain = diagnose(input, &Options { pprof_only: true, ..Options::default() });
     Ok((full, plain))
 }
 
@@ -46,10 +51,38 @@ pub fn holder_profiles(dir: &Path) -> anyhow::Result<Vec<HeapSnapshot>> {
     Ok(files.iter().map(|(_, p)| HeapSnapshot::read(p)).collect::<Result<_, _>>()?)
 }
 
-/// Writes `verdict.json` into a run folder.
+/// Snapshots from the first one until the verdict is `expected` and stays:
+/// the index (from 0) of the snapshot after which every longer prefix of
+/// the run is diagnosed `expected`, or `None` if none is.
+pub fn snapshots_to_verdict(input: &RunInput, expected: &str, opts: &Options) -> Option<usize> {
+    let n = input.heaps.len();
+    let mut first_right = None;
+    for k in 3..=n {
+        let right = diagnose(&input.prefix(k), opts).kind == expected;
+        match (right, first_right) {
+            (true, None) => first_right = Some(k),
+            (false, Some(_)) => first_right = None,
+            _ => {}
+        }
+    }
+    // Snapshot indexes count from 0: the k-th snapshot is index k - 1.
+    first_right.map(|k| k - 1)
+}
+
+/// Writes `verdict.json` into a run folder, with the snapshot at which an
+/// expected leak was first diagnosed for good.
 pub fn write_verdict(dir: &Path, expected: &str) -> anyhow::Result<VerdictFile> {
-    let (verdict, pprof_only) = verdicts(dir)?;
-    let file = VerdictFile { correct: verdict.kind == expected, expected: expected.to_owned(), verdict, pprof_only };
+    let input = RunInput::from_dir(dir)?;
+    let (verdict, pprof_only) = verdicts(&input, dir)?;
+    let detected_at_snapshot =
+        if expected == "none" { None } else { snapshots_to_verdict(&input, expected, &Options::default()) };
+    let file = VerdictFile {
+        correct: verdict.kind == expected,
+        expected: expected.to_owned(),
+        verdict,
+        pprof_only,
+        detected_at_snapshot,
+    };
     std::fs::write(dir.join("verdict.json"), serde_json::to_string_pretty(&file)?)?;
     Ok(file)
 }

@@ -181,6 +181,22 @@ mod tests {
     }
 
     #[test]
+    fn every_guide_quote_is_the_section_its_scenario_reproduces() {
+        for info in catalogue() {
+            if info.control {
+                assert!(info.guide.starts_with("A healthy control"), "{}: {}", info.name, info.guide);
+                continue;
+            }
+            // `reproduces` opens with the guide's section title, which the
+            // quote opens with.
+            let title = info.reproduces.split('"').nth(1).unwrap_or_else(|| panic!("{}: no quoted title", info.name));
+            let heading = info.guide.lines().next().unwrap_or("");
+            assert!(heading.starts_with(title), "{}: quote opens with {heading:?}, not {title:?}", info.name);
+            assert!(!info.guide.contains("\n\n\n") && !info.guide.ends_with('\n'), "{}", info.name);
+        }
+    }
+
+    #[test]
     fn every_side_is_what_the_scenario_runs() {
         for info in catalogue() {
             let side = match info.scenario.role() {

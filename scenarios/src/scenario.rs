@@ -110,6 +110,12 @@ pub struct Info {
     /// holder scan names it (`ScenarioHandler::remember` for the handler's
     /// cache); a right holder chain contains it. Empty for controls.
     pub holder: &'static str,
+    /// The guide's own paragraph(s) on this case, quoted verbatim from the
+    /// Memory Leak Self-Check Guide, line breaks included (its inline code
+    /// sits on lines of its own); excerpts that are apart in the guide are
+    /// separated by a blank line. A control has a sentence saying that it
+    /// is healthy, quoting what the guide says of normal growth if anything.
+    pub guide: &'static str,
     /// What it reproduces, in the guide's words.
     pub reproduces: &'static str,
     /// Where the growth shows in a heap profile (frame names) and in the

@@ -13,6 +13,7 @@ use scenarios::{Info, Variant};
 use serde::{Deserialize, Serialize};
 
 use crate::runner::{RunPlan, Timing, RUN_PROFILE_RATE};
+use crate::verdict::snapshots_to_verdict;
 
 /// Flags of `leaklab matrix`.
 #[derive(Debug, clap::Args)]
@@ -153,22 +154,6 @@ fn plan(only: &[String]) -> anyhow::Result<Vec<(&'static Info, Variant)>> {
     Ok(out)
 }
 
-/// Snapshots from the first one until the verdict is `expected` and stays.
-fn delay(input: &RunInput, expected: &str, opts: &Options) -> Option<usize> {
-    let n = input.heaps.len();
-    let mut first_right = None;
-    for k in 3..=n {
-        let right = diagnose(&input.prefix(k), opts).kind == expected;
-        match (right, first_right) {
-            (true, None) => first_right = Some(k),
-            (false, Some(_)) => first_right = None,
-            _ => {}
-        }
-    }
-    // Snapshot indexes count from 0: the k-th snapshot is index k - 1.
-    first_right.map(|k| k - 1)
-}
-
 fn outside_detector(cmd: &str, dir: &Path) -> anyhow::Result<String> {
     let out = Command::new("sh")
         .arg("-c")
@@ -222,8 +207,8 @@ pub fn row(
         rss_baseline: rss.kind.to_string(),
         detector: detector.map(|d| outside_detector(d, dir)).transpose()?,
         leaked_bytes_per_s: leaked,
-        delay_snapshots: if is_leak { delay(&input, expected, &full_opts) } else { None },
-        delay_pprof_only: if is_leak { delay(&input, expected, &plain_opts) } else { None },
+        delay_snapshots: if is_leak { snapshots_to_verdict(&input, expected, &full_opts) } else { None },
+        delay_pprof_only: if is_leak { snapshots_to_verdict(&input, expected, &plain_opts) } else { None },
         peak_rss_bytes: peak_rss,
         holder: top_holder.map(|h| h.describe()).unwrap_or_default(),
         holder_right,
@@ -256,8 +241,7 @@ pub fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
                 profile_rate: RUN_PROFILE_RATE,
                 holders: true,
             };
-            crate::runner::run_scenario(&run_plan).with_context(|| format!("running {} ({variant})", info.name))?;
-            crate::verdict::write_verdict(&dir, expected)?;
+            crate::runner::run_and_diagnose(&run_plan).with_context(|| format!("running {} ({variant})", info.name))?;
         }
         let expected_holder = if variant == Variant::Leak { info.holder } else { "" };
         let r = row(&dir, info.name, &variant.to_string(), (expected, expected_holder), args.detector.as_deref())?;
@@ -291,6 +275,10 @@ pub fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(out.join("summary.md"), &summary)?;
     let json = serde_json::json!({ "rows": rows, "scores": scores });
     std::fs::write(out.join("matrix.json"), serde_json::to_string_pretty(&json)?)?;
+    // index.html (every run's report) and leak-vs-fix.svg; not fatal.
+    if let Err(e) = crate::report::write_index(&out) {
+        tracing::warn!("no index.html in {}: {e:#}", out.display());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {

@@ -57,8 +57,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         profile_rate: args.profile_rate,
         holders: !args.no_holders,
     };
-    let record = crate::runner::run_scenario(&plan)?;
-    let v = crate::verdict::write_verdict(&out, &record.expected)?;
+    let (record, v) = crate::runner::run_and_diagnose(&plan)?;
     println!(
         "{} ({}): {} snapshots in {}\nverdict: {} (expected {}: {})",
         record.scenario,
@@ -69,5 +68,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         v.expected,
         if v.correct { "correct" } else { "WRONG" }
     );
+    if out.join("report.html").is_file() {
+        println!("report: {}", out.join("report.html").display());
+    }
     Ok(ExitCode::SUCCESS)
 }

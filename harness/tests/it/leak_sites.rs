@@ -125,6 +125,14 @@ fn request_field_hold_copy_grows_under_read_field_2() {
     let growth = assert_grows(&run, "heap", "Request::read_field_2", &|s| has_frame(s, "Request::read_field_2"));
     assert_pool_flat(&run, growth);
     assert_held_by(&run, "Request::read_field_2", scenarios::find("request-field-hold").unwrap().holder);
+    // The run wrote its report, whose pictures name the site.
+    for (file, names) in [("timeline.svg", "Request::read_field_2"), ("flame.svg", "Request::read_field_2")] {
+        let text = std::fs::read_to_string(run.out.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(text.contains(names), "{file} does not name {names}");
+    }
+    let page = std::fs::read_to_string(run.out.join("report.html")).expect("report.html written by the run");
+    assert!(page.contains("request-field-held") && page.contains("Holding onto a Field of Request Object"));
+    assert!(run.stdout.contains("report: "), "{}", run.stdout);
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! tests read what the run wrote (heap and pool profiles with
 //! `diagnosis::HeapSnapshot`, `metrics.jsonl`) and what stays in `/proc`.
 //!
+//! `report` makes its run folders itself and runs only `leaklab report`.
+//!
 //! Runs are made one at a time (see [`support::exclusive`]) so that the
 //! memory of one run is not disturbed by another on the same machine.
 
@@ -14,4 +16,5 @@ mod catalogue;
 mod children;
 mod fix_settles;
 mod leak_sites;
+mod report;
 mod support;

@@ -196,9 +196,10 @@ impl Running {
         let now: Vec<Proc> = processes().into_iter().filter(|p| p.ppid == pid && p.state != 'Z').collect();
         for p in &now {
             // A child seen between its fork and its exec has no arguments
-            // yet: a later look that has them replaces it.
+            // yet, or its parent's (`run`): a later look that has its own
+            // replaces it.
             match self.children_seen.iter_mut().find(|q| q.pid == p.pid) {
-                Some(q) if q.args.is_empty() => *q = p.clone(),
+                Some(q) if q.args.is_empty() || q.subcommand() == "run" => *q = p.clone(),
                 Some(_) => {}
                 None => self.children_seen.push(p.clone()),
             }

@@ -17,6 +17,8 @@ pub(crate) const INFO: Info = Info {
     control: true,
     expected: "none",
     holder: "",
+    guide: "A healthy control: the guide documents no leak here. Compare its \"Holding onto a Field of Request \
+        Object Persistently\": this cache copies what it keeps and has a cap, so it stops growing.",
     reproduces: "A healthy control: the handler keeps a copy of the first `entry` bytes of each request in a \
         least-recently-used cache of `capacity` entries. Memory grows while the cache fills, then plateaus: every \
         new entry evicts the oldest. A cache that grows is not a leak when it is bounded and holds its own copies.",

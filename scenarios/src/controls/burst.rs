@@ -19,6 +19,8 @@ pub(crate) const INFO: Info = Info {
     control: true,
     expected: "none",
     holder: "",
+    guide: "A healthy control: the guide documents no leak here. The connections of the spike each get a \
+        buffer (\"Netpoll creates an initial-sized buffer for each connection.\") and give it back when they close.",
     reproduces: "A healthy control: a steady Echo load with a spike in the middle (`burst_conns` extra connections \
         at `burst_rps` calls per second, from `burst_at` for `burst_length`). Memory rises during the spike; when \
         the extra connections close their buffers go back to the pool (which keeps them cached), so memory \

@@ -17,6 +17,8 @@ pub(crate) const INFO: Info = Info {
     control: true,
     expected: "none",
     holder: "",
+    guide: "A healthy control: the guide documents no leak here. Under a constant load the heap stays flat \
+        once the connections have their buffers.",
     reproduces: "A healthy control: a plain Echo service under a constant load (`conns` connections, `rps` calls \
         per second, `payload` bytes). After the first calls every buffer a request needs comes from the pool's \
         cache and goes back to it, so memory is flat: what a diagnosis must not call a leak.",

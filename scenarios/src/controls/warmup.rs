@@ -20,6 +20,8 @@ pub(crate) const INFO: Info = Info {
     control: true,
     expected: "none",
     holder: "",
+    guide: "A healthy control: the guide documents no leak here. What grows at first is what it describes as \
+        normal: \"Netpoll creates an initial-sized buffer for each connection.\"",
     reproduces: "A healthy control: many connections with large calls from the start, plus extra connections \
         during the first `warmup` (a burst at time zero). Connection buffers and the pool's cache fill during the \
         first seconds (chunks allocated once, then cached and reused) and memory stays flat afterwards, even \

@@ -24,6 +24,19 @@ pub(crate) const INFO: Info = Info {
     control: false,
     expected: "connection-surge-barriers",
     holder: "rpc::barrier::new_slot",
+    guide: "Increased Connection Count + Large Payload Scenarios\n\
+        In the past, Netpoll had a barriers\n\
+        variable internally, which temporarily stored some buffers across connections. If the number of \
+        connections increased, it would lead to its capacity expansion, and then there would be lingering \
+        buffer references from historical connections, resulting in memory leaks.\n\
+        This issue was fixed in Netpoll v0.2.5. Upgrade to Kitex >= v0.3.3 to resolve it.\n\
+        Strictly speaking, even for small payloads, there may be some leakage cases, but they are not \
+        significant (e.g., 10MB leakage for 10,000 connections, each with 1KB). Therefore, it is generally \
+        difficult to detect and has no significant impact. In scenarios with large payloads and a large \
+        number of connections created in the past, the memory leak becomes more noticeable.\n\
+        \n\
+        Server Response Leak: If a field supports NoCopy serialization, the memory will appear to be \
+        created within the business handler.",
     reproduces: "The guide's \"Increased Connection Count + Large Payload\", server response leak with a NoCopy \
         field: the same `barriers` bug as conn-surge-request (Netpoll < v0.2.5), on the write side. Surge calls \
         are small (`surge_payload`), but the handler answers each with a large msg (`response` bytes) it allocates \

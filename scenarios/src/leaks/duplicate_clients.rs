@@ -23,6 +23,9 @@ pub(crate) const INFO: Info = Info {
     control: false,
     expected: "duplicate-clients",
     holder: "rpc::lbcache::",
+    guide: "High Memory Usage of lbcache\n\
+        lbcache is only created once for each client. If there is a large amount of lbcache leakage, it \
+        indicates that there is likely a behavior of creating a large number of duplicate clients.",
     reproduces: "The guide's \"High Memory Usage of lbcache\": a client is meant to be created once, but this \
         caller creates a new `rpc::Client` for every call and drops it without `close()`. Balancer factories are \
         process-global and shared by every client with the same resolver, balancer and refresh settings; each new \

@@ -20,6 +20,9 @@ pub(crate) const INFO: Info = Info {
     control: false,
     expected: "idle-connection-buffers",
     holder: "tokio task spawned in rpc::server",
+    guide: "Excessive Creation of Idle Connections\n\
+        Netpoll creates an initial-sized buffer for each connection. If the upstream continuously creates \
+        connections, it may appear as if Netpoll is occupying all the downstream memory.",
     reproduces: "The guide's \"Excessive Creation of Idle Connections\": Netpoll creates an initial-sized buffer \
         for each connection, so if the upstream keeps creating connections it may look as if Netpoll occupies all \
         the memory. The peer opens `idle_rate` connections per second and never closes them (optionally after one \

@@ -18,6 +18,22 @@ pub(crate) const INFO: Info = Info {
     control: false,
     expected: "oversized-request",
     holder: "rpc::pool::|rpc::linkbuf::InputBuffer",
+    guide: "Large Request with Abnormal Size\n\
+        First, make sure that github.com/cloudwego/netpoll\n\
+        is >= v0.2.5 or Kitex >= v0.3.3. If not, it could be the bug mentioned earlier, caused by a sudden \
+        increase in the number of connections.\n\
+        Strictly speaking, this case is not considered a memory leak. However, Netpoll will cache (sync.Pool\n\
+        ) some memory for these abnormally sized requests, resulting in increased memory usage. Even \
+        without caching, these abnormally sized requests themselves require a large amount of memory and \
+        pose a risk.\n\
+        Typical profile:\n\
+        Common scenarios:\n\
+        - Abnormally large field in the upstream.\n\
+        - Upstream or upstream’s upstream transmitting a very large value. For example, some businesses \
+        like to transmit large volumes of debug info, or they use transmission to fulfill requirements not \
+        defined in the IDL.\n\
+        Resolution: Identify the source of abnormally sized requests through packet capture and ask the \
+        other party to modify such usage.",
     reproduces: "The guide's \"Large Request with Abnormal Size\": among small steady calls, one in `every` carries \
         an abnormally large msg (`size`, e.g. debug info or data the IDL does not define). Reading it grows that \
         connection's input buffer node by node up to the message's size; the connection keeps that high-water \

@@ -17,6 +17,22 @@ pub(crate) const INFO: Info = Info {
     control: false,
     expected: "request-field-held",
     holder: "ScenarioHandler::remember",
+    guide: "Holding onto a Field of Request Object Persistently\n\
+        Typical code:\n\
+        Note that for\n\
+        []byte\n\
+        orstring\n\
+        types, even holding a partial slice of an object will still keep the entire underlying memory \
+        referenced.\n\
+        func (s *EchoServerImpl) Echo(ctx context.Context, req *echo.Request) (*echo.Response, error) {\n\
+        // memory leak\n\
+        cache.Store(req.Id, req.Msg[:1])\n\
+        resp := &echo.Response{}\n\
+        return resp, nil\n\
+        }\n\
+        By following the stack trace above, you can see that there is a memory leak in Request.Field2\n\
+        . Then you can check which field has the tag number 2 in the IDL file and search for the leak point \
+        in the code.",
     reproduces: "The guide's \"Holding onto a Field of Request Object Persistently\": the Echo handler runs \
         `cache.Store(req.Id, req.Msg[:1])`, here `cache.insert(req.id, req.msg.slice(..1))` into a map that lives as \
         long as the service. For []byte and string fields, even a partial slice keeps the entire underlying memory \

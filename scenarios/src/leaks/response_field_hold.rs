@@ -22,6 +22,14 @@ pub(crate) const INFO: Info = Info {
     control: false,
     expected: "response-field-held",
     holder: "RESPONSE_CACHE",
+    guide: "Persistent Holding of a Field in Response\n\
+        Typical code: continuously holding a reference to a field in response\n\
+        , even if it’s just one byte.\n\
+        resp, err := cli.Echo(context.Background(), req)\n\
+        if err != nil {\n\
+        return\n\
+        }\n\
+        cache.Store(resp.Id, resp.Msg[:1])",
     reproduces: "The guide's \"Persistent Holding of a Field in Response\": the caller runs \
         `resp, err := cli.Echo(ctx, req); cache.Store(resp.Id, resp.Msg[:1])`, here \
         `cache.insert(resp.id, resp.msg.slice(..1))` into a process-wide map, with one shared client calling a plain \

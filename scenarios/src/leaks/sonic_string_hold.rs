@@ -20,6 +20,33 @@ pub(crate) const INFO: Info = Info {
     control: false,
     expected: "zero-copy-string-held",
     holder: "ScenarioHandler::remember",
+    guide: "Caching Objects by Parsing String Fields in Request/Response Using Sonic\n\
+        Typical profile:\n\
+        Typical triggering scenarios:\n\
+        - There is a large\n\
+        string\n\
+        object in theRequest/Response\n\
+        - Using Sonic to unmarshal this\n\
+        string\n\
+        object.\n\
+        Solution: Enable the CopyString\n\
+        option in Sonic.\n\
+        Reason for the issue:\n\
+        - For performance reasons, Sonic reuses the underlying memory of the input\n\
+        string\n\
+        for unmarshaledstring\n\
+        objects. If the service is used to parse large JSON and cache the parsed objects or if there are \
+        multiple goroutines holding onto the parsed objects, it may result in the original inputstring\n\
+        object’s memory not being released for a long time. Please refer to Sonic for more details. - \
+        Memory allocation in the\n\
+        Request\n\
+        is done in the netpoll function stack, so it may appear that the objects created by netpoll are \
+        leaking memory. In reality, it is unrelated to netpoll.\n\
+        However, the root cause is still that there is a place in the business code that persistently holds \
+        the object after Sonic unmarshalling. This only amplifies the impact of the leak, and the solution \
+        mentioned above only reduces the impact of the leak.\n\
+        If there is still a memory leak after applying this solution, it is necessary to carefully review \
+        the business code to identify where the objects are being persistently held.",
     reproduces: "The guide's \"Caching Objects by Parsing String Fields in Request/Response Using Sonic\": every \
         call carries a large JSON document in the string field 3 (`json`, `json_size` bytes). The handler parses \
         it with sonic-rs without copying: a `faststr::FastStr` over the field's own memory, then \
