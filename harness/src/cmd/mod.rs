@@ -10,5 +10,6 @@ pub mod list;
 pub mod load;
 pub mod matrix;
 pub mod peer;
+pub mod quiz;
 pub mod run;
 pub mod serve;

@@ -9,8 +9,9 @@ use clap::Args;
 use scenarios::Variant;
 
 use crate::cmd::args::{parse_key_value, VariantArg};
-use crate::runner::{RunPlan, Timing, RUN_PROFILE_RATE};
+use crate::runner::{RunPlan, RunRecord, Timing, RUN_PROFILE_RATE};
 use crate::units::parse_duration;
+use crate::verdict::VerdictFile;
 
 /// Flags of `leaklab run`.
 #[derive(Debug, Args)]
@@ -57,8 +58,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         profile_rate: args.profile_rate,
         holders: !args.no_holders,
     };
-    let record = crate::runner::run_scenario(&plan)?;
-    let v = crate::verdict::write_verdict(&out, &record.expected)?;
+    let (record, v) = execute(&plan)?;
     println!(
         "{} ({}): {} snapshots in {}\nverdict: {} (expected {}: {})",
         record.scenario,
@@ -70,4 +70,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if v.correct { "correct" } else { "WRONG" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes the run of `plan` and diagnoses it, writing everything a run
+/// folder holds: what `leaklab run` and `leaklab quiz` both do.
+pub fn execute(plan: &RunPlan) -> anyhow::Result<(RunRecord, VerdictFile)> {
+    let record = crate::runner::run_scenario(plan)?;
+    let verdict = crate::verdict::write_verdict(&plan.out, &record.expected)?;
+    Ok((record, verdict))
 }

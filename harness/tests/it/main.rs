@@ -14,4 +14,5 @@ mod catalogue;
 mod children;
 mod fix_settles;
 mod leak_sites;
+mod quiz;
 mod support;
