@@ -12,6 +12,7 @@ use crate::cmd::list::ListArgs;
 use crate::cmd::load::LoadArgs;
 use crate::cmd::matrix::MatrixArgs;
 use crate::cmd::peer::PeerArgs;
+use crate::cmd::quiz::QuizArgs;
 use crate::cmd::report::ReportArgs;
 use crate::cmd::run::RunArgs;
 use crate::cmd::serve::ServeArgs;
@@ -37,6 +38,8 @@ enum Command {
     Serve(ServeArgs),
     /// Every scenario x variant, run and diagnosed; exits 1 on a wrong verdict.
     Matrix(MatrixArgs),
+    /// A blind exercise for workshops: a seeded, hidden scenario to diagnose from its profiles.
+    Quiz(QuizArgs),
     /// The diagnosis engine on a run folder, or on a live pprof endpoint.
     Diagnose(DiagnoseArgs),
     /// Matrix runs as a labelled dataset (profiles, metrics, label.json).
@@ -60,6 +63,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peer(args) => peer::peer(args),
         Command::Diagnose(args) => diagnose::diagnose(&args),
         Command::Matrix(args) => matrix::matrix(args),
+        Command::Quiz(args) => quiz::quiz(args),
         Command::Export(args) => export::export(&args),
         Command::Report(args) => report::report(&args),
         Command::Load(args) => load::load(args),

@@ -7,7 +7,8 @@
 //! - its [`Info`] in the [`catalogue`]: name, [`Side`], the verdict kind a
 //!   diagnosis must give ([`Info::expected_kind`]), what it reproduces, what
 //!   the heap and pool profiles show, the fix, and its [`Param`]s, each
-//!   declared with its default, its [`Check`] and its help;
+//!   declared with its default, its [`Check`], its help and the range
+//!   exercises draw it from ([`Vary`]);
 //! - [`Params`]: `--set key=value` pairs checked against those parameters,
 //!   then by the scenario as a whole; `payload`, `rps` and `conns`, which
 //!   every scenario has, are read once;
@@ -17,7 +18,9 @@
 //!   calls, [`Surge`]s, [`Idle`] connections, [`Oversized`] calls, a
 //!   [`Burst`]);
 //! - a **client** scenario is a caller of a plain Echo server
-//!   ([`run_client`]).
+//!   ([`run_client`]);
+//! - an [`Exercise`] is a scenario, variant and parameters drawn at random
+//!   ([`draw_exercise`], [`draw_params`]) from a seeded generator.
 //!
 //! The `leak` variant reproduces the mechanism of the Go original (Kitex and
 //! Netpoll); the `fix` variant applies the guide's remedy, nothing else.
@@ -31,8 +34,8 @@
 //! `Scenario` trait (its checks across parameters, and its role: `Serves`
 //! for a server with its peer's load, `Calls` for a client), and a
 //! `const INFO: Info` with its texts, its parameters (`payload`, `rps`,
-//! `conns`, then its own as `Param`s with a `Check`) and `scenario:
-//! &TheType`. Then add `NAME::INFO` to the list in `registry.rs`. Nothing
+//! `conns`, then its own as `Param`s with a `Check` and the range an
+//! exercise may draw, a `Vary`) and `scenario: &TheType`. Then add `NAME::INFO` to the list in `registry.rs`. Nothing
 //! dispatches on the name: an `Info` carries its scenario.
 //!
 //! ```
@@ -55,6 +58,7 @@
 
 mod caller;
 mod controls;
+mod draw;
 mod error;
 mod handler;
 mod leaks;
@@ -65,10 +69,11 @@ mod shape;
 mod side;
 
 pub use caller::client_cached_entries;
+pub use draw::{draw_exercise, draw_params, Exercise, Level};
 pub use error::ScenarioError;
 pub use handler::{ScenarioHandler, ServerScenario};
-pub use params::{Check, Param, Params};
+pub use params::{Check, Param, Params, Vary};
 pub use registry::{catalogue, find, load_shape, pool_config, run_client, server};
-pub use scenario::{Info, Variant, VERDICT_KINDS};
+pub use scenario::{HeldField, Info, Variant, VERDICT_KINDS};
 pub use shape::{Burst, Idle, LoadShape, Oversized, Surge, OVERSIZED_REPLY};
 pub use side::Side;

@@ -1,8 +1,10 @@
 //! Scenario parameters: each scenario declares its own as data ([`Param`]:
-//! name, default, [`Check`], help), so that `explain` and validation read
-//! the same declaration; `--set key=value` pairs are checked against it once,
-//! and the parameters every scenario shares are read once ([`Common`]).
+//! name, default, [`Check`], help, and the range exercises draw from,
+//! [`Vary`]), so that `explain`, validation and drawing read the same
+//! declaration; `--set key=value` pairs are checked against it once, and the
+//! parameters every scenario shares are read once ([`Common`]).
 
+use std::fmt;
 use std::time::Duration;
 
 use rpc::codec::DecodeMode;
@@ -21,6 +23,59 @@ pub struct Param {
     pub help: &'static str,
     /// What a value must be, checked when the parameters are parsed.
     pub check: Check,
+    /// The values an exercise draws from (`leaklab quiz`): each passes
+    /// `check`, keeps the scenario diagnosable in a run of the default
+    /// length, and the range holds the default.
+    pub vary: Vary,
+}
+
+impl Param {
+    /// The same parameter, drawn from `vary` in exercises.
+    pub const fn varying(self, vary: Vary) -> Param {
+        Param { vary, ..self }
+    }
+}
+
+/// The documented range of a [`Param`]: what an exercise may set it to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vary {
+    /// Exercises keep the default: a parameter of the fix only, or one
+    /// whose other values would change what the scenario shows or how
+    /// surely its variants are told apart.
+    Fixed,
+    /// One of these values (`&["4KiB", "16KiB", "64KiB"]`, `&["copy",
+    /// "nocopy"]`).
+    Choices(&'static [&'static str]),
+    /// A whole number from `lo` to `hi`, both included.
+    Range {
+        /// The smallest value.
+        lo: u64,
+        /// The largest value.
+        hi: u64,
+    },
+}
+
+impl Vary {
+    /// Whether `value` is in the range (a [`Vary::Fixed`] range holds only
+    /// `default`).
+    pub fn holds(&self, value: &str, default: &str) -> bool {
+        match *self {
+            Vary::Fixed => value == default,
+            Vary::Choices(choices) => choices.contains(&value),
+            Vary::Range { lo, hi } => parse_whole(value).is_ok_and(|v| (lo..=hi).contains(&v)),
+        }
+    }
+}
+
+impl fmt::Display for Vary {
+    /// `fixed`, `4KiB | 16KiB | 64KiB`, `100..=400`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Vary::Fixed => f.write_str("fixed"),
+            Vary::Choices(choices) => f.write_str(&choices.join(" | ")),
+            Vary::Range { lo, hi } => write!(f, "{lo}..={hi}"),
+        }
+    }
 }
 
 /// What the value of a [`Param`] must be: its type and, for some, its
@@ -93,7 +148,13 @@ impl Check {
 
 /// `payload`: msg bytes of the steady calls.
 pub(crate) const fn payload(default: &'static str) -> Param {
-    Param { name: "payload", default, help: "msg bytes of each steady call (1024, 16KiB, 1MiB)", check: Check::SIZE }
+    Param {
+        name: "payload",
+        default,
+        help: "msg bytes of each steady call (1024, 16KiB, 1MiB)",
+        check: Check::SIZE,
+        vary: Vary::Fixed,
+    }
 }
 
 /// `rps`: total steady call rate.
@@ -103,12 +164,19 @@ pub(crate) const fn rps(default: &'static str) -> Param {
         default,
         help: "steady calls per second over all connections (0: as fast as answered)",
         check: Check::WHOLE,
+        vary: Vary::Fixed,
     }
 }
 
 /// `conns`: steady connections.
 pub(crate) const fn conns(default: &'static str) -> Param {
-    Param { name: "conns", default, help: "steady connections, each with one call in flight", check: Check::SIZE }
+    Param {
+        name: "conns",
+        default,
+        help: "steady connections, each with one call in flight",
+        check: Check::SIZE,
+        vary: Vary::Fixed,
+    }
 }
 
 /// The parameters every scenario has: its steady load.

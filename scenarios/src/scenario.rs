@@ -28,6 +28,32 @@ pub(crate) trait Scenario: Sync + fmt::Debug {
 
     /// What it runs; must agree with `Info::side`.
     fn role(&self) -> Role<'_>;
+
+    /// The IDL field whose memory the leak variant keeps, for the leaks
+    /// that hold a field.
+    fn held_field(&self) -> Option<HeldField> {
+        None
+    }
+}
+
+/// A field of `rpc/idl/echo.thrift` that a leak keeps: the guide reads it
+/// from the decoder frame that names its tag (`read_field_2` is tag 2 of
+/// `Request`, `msg`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldField {
+    /// The struct: `Request` or `Response`.
+    pub message: &'static str,
+    /// The field's tag.
+    pub tag: i16,
+    /// The field's name.
+    pub name: &'static str,
+}
+
+impl fmt::Display for HeldField {
+    /// `Request field 2 (msg)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} field {} ({})", self.message, self.tag, self.name)
+    }
 }
 
 /// What a scenario runs.
@@ -142,6 +168,19 @@ impl Info {
     /// The parameter called `name`.
     pub fn param(&self, name: &str) -> Option<&'static Param> {
         self.params.iter().find(|p| p.name == name)
+    }
+
+    /// The IDL field the leak variant keeps, for the scenarios whose kind
+    /// is a held field (`request-field-held`, `response-field-held`,
+    /// `zero-copy-string-held`).
+    ///
+    /// ```
+    /// let info = scenarios::find("sonic-string-hold").unwrap();
+    /// assert_eq!(info.held_field().unwrap().to_string(), "Request field 3 (json)");
+    /// assert_eq!(scenarios::find("steady").unwrap().held_field(), None);
+    /// ```
+    pub fn held_field(&self) -> Option<HeldField> {
+        self.scenario.held_field()
     }
 }
 

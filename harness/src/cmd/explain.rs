@@ -2,7 +2,7 @@
 //! the fix, its parameters.
 
 use clap::Args;
-use scenarios::Variant;
+use scenarios::{Variant, Vary};
 
 /// Flags of `leaklab explain`.
 #[derive(Debug, Args)]
@@ -23,9 +23,12 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
     println!("What it reproduces\n{}\n", wrap(i.reproduces));
     println!("What the profiles show\n{}\n", wrap(i.profile_shows));
     println!("The fix\n{}\n", wrap(i.fix));
-    println!("Parameters (--set KEY=VALUE)");
+    println!("Parameters (--set KEY=VALUE; exercises draw those with a range, `leaklab quiz`)");
     for p in i.params {
         println!("  {:<16} default {:<10} {}", p.name, p.default, p.help);
+        if p.vary != Vary::Fixed {
+            println!("  {:<16} range   {}", "", p.vary);
+        }
     }
     println!("\nTry it: leaklab run {} --variant leak, then --variant fix", i.name);
     Ok(())

@@ -10,6 +10,7 @@ pub mod list;
 pub mod load;
 pub mod matrix;
 pub mod peer;
+pub mod quiz;
 pub mod report;
 pub mod run;
 pub mod serve;

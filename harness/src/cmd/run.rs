@@ -9,8 +9,9 @@ use clap::Args;
 use scenarios::Variant;
 
 use crate::cmd::args::{parse_key_value, VariantArg};
-use crate::runner::{RunPlan, Timing, RUN_PROFILE_RATE};
+use crate::runner::{RunPlan, RunRecord, Timing, RUN_PROFILE_RATE};
 use crate::units::parse_duration;
+use crate::verdict::VerdictFile;
 
 /// Flags of `leaklab run`.
 #[derive(Debug, Args)]
@@ -57,7 +58,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         profile_rate: args.profile_rate,
         holders: !args.no_holders,
     };
-    let (record, v) = crate::runner::run_and_diagnose(&plan)?;
+    let (record, v) = execute(&plan)?;
     println!(
         "{} ({}): {} snapshots in {}\nverdict: {} (expected {}: {})",
         record.scenario,
@@ -72,4 +73,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("report: {}", out.join("report.html").display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes the run of `plan` and diagnoses it, writing everything a run
+/// folder holds: what `leaklab run` and `leaklab quiz` both do.
+pub fn execute(plan: &RunPlan) -> anyhow::Result<(RunRecord, VerdictFile)> {
+    crate::runner::run_and_diagnose(plan)
 }

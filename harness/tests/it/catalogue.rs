@@ -54,6 +54,7 @@ fn explain_request_field_hold_names_read_field_2() {
     assert!(stdout.contains("read_field_2"), "{stdout}");
     assert!(stdout.contains("request-field-held"), "{stdout}");
     assert!(stdout.contains("decode"), "the parameters are listed:\n{stdout}");
+    assert!(stdout.contains("range   4KiB | 8KiB | 16KiB"), "the range exercises draw from:\n{stdout}");
 }
 
 #[test]

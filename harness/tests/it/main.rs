@@ -16,5 +16,6 @@ mod catalogue;
 mod children;
 mod fix_settles;
 mod leak_sites;
+mod quiz;
 mod report;
 mod support;

@@ -4,7 +4,7 @@ use rpc::{Pool, ServerConfig};
 
 use crate::error::ScenarioError;
 use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
 use crate::scenario::{Info, Role, Scenario, Serves, Variant};
 use crate::shape::LoadShape;
 use crate::side::Side;
@@ -29,7 +29,7 @@ pub(crate) const INFO: Info = Info {
     fix: "Nothing to fix: both variants run the same code. Compare request-field-hold, whose cache is unbounded \
         and keeps slices of the request.",
     params: &[
-        payload("4KiB"),
+        payload("4KiB").varying(Vary::Choices(&["2KiB", "4KiB", "8KiB"])),
         rps("400"),
         conns("4"),
         Param {
@@ -37,12 +37,14 @@ pub(crate) const INFO: Info = Info {
             default: "500",
             help: "entries the cache keeps (at the default rate it is full after about 1.3 s)",
             check: Check::Size { min: 1, max: usize::MAX, why: "must be at least 1" },
+            vary: Vary::Fixed,
         },
         Param {
             name: "entry",
             default: "1KiB",
             help: "bytes of each request copied into the cache",
             check: Check::SIZE,
+            vary: Vary::Fixed,
         },
     ],
     scenario: &BoundedCache,

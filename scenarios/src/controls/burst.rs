@@ -6,7 +6,7 @@ use rpc::Pool;
 
 use crate::error::ScenarioError;
 use crate::handler::ServerScenario;
-use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
 use crate::scenario::{Info, Role, Scenario, Serves, Variant};
 use crate::shape::{self, LoadShape};
 use crate::side::Side;
@@ -30,7 +30,7 @@ pub(crate) const INFO: Info = Info {
         leased to cached when the burst ends, with nothing pinned.",
     fix: "Nothing to fix: both variants run the same code.",
     params: &[
-        payload("4KiB"),
+        payload("4KiB").varying(Vary::Choices(&["1KiB", "4KiB", "8KiB"])),
         rps("200"),
         conns("4"),
         Param {
@@ -38,10 +38,29 @@ pub(crate) const INFO: Info = Info {
             default: "2s",
             help: "when the spike starts, from the start of the load",
             check: Check::DURATION,
+            vary: Vary::Fixed,
         },
-        Param { name: "burst_length", default: "1s", help: "how long it lasts", check: Check::DURATION },
-        Param { name: "burst_conns", default: "32", help: "extra connections during the spike", check: Check::SIZE },
-        Param { name: "burst_rps", default: "1600", help: "their total call rate", check: Check::WHOLE },
+        Param {
+            name: "burst_length",
+            default: "1s",
+            help: "how long it lasts",
+            check: Check::DURATION,
+            vary: Vary::Fixed,
+        },
+        Param {
+            name: "burst_conns",
+            default: "32",
+            help: "extra connections during the spike",
+            check: Check::SIZE,
+            vary: Vary::Fixed,
+        },
+        Param {
+            name: "burst_rps",
+            default: "1600",
+            help: "their total call rate",
+            check: Check::WHOLE,
+            vary: Vary::Fixed,
+        },
     ],
     scenario: &Burst,
 };

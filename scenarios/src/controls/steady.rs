@@ -4,7 +4,7 @@ use rpc::Pool;
 
 use crate::error::ScenarioError;
 use crate::handler::ServerScenario;
-use crate::params::{conns, payload, rps, Params};
+use crate::params::{conns, payload, rps, Params, Vary};
 use crate::scenario::{Info, Role, Scenario, Serves, Variant};
 use crate::shape::LoadShape;
 use crate::side::Side;
@@ -27,7 +27,11 @@ pub(crate) const INFO: Info = Info {
         first second, and reused; per-request copies (`Request::read_field_2`) are freed at the end of each call. \
         The pool profile shows no pinned chunk: every lease belongs to a live buffer.",
     fix: "Nothing to fix: both variants run the same code.",
-    params: &[payload("4KiB"), rps("200"), conns("4")],
+    params: &[
+        payload("4KiB").varying(Vary::Choices(&["1KiB", "4KiB", "16KiB"])),
+        rps("200").varying(Vary::Range { lo: 100, hi: 400 }),
+        conns("4").varying(Vary::Range { lo: 2, hi: 8 }),
+    ],
     scenario: &Steady,
 };
 

@@ -7,7 +7,7 @@ use rpc::Pool;
 
 use crate::error::ScenarioError;
 use crate::handler::ServerScenario;
-use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
 use crate::scenario::{Info, Role, Scenario, Serves, Variant};
 use crate::shape::{Burst, LoadShape};
 use crate::side::Side;
@@ -31,7 +31,7 @@ pub(crate) const INFO: Info = Info {
         leased to cached when the early connections close; nothing is pinned.",
     fix: "Nothing to fix: both variants run the same code.",
     params: &[
-        payload("16KiB"),
+        payload("16KiB").varying(Vary::Choices(&["4KiB", "8KiB", "16KiB"])),
         rps("320"),
         conns("32"),
         Param {
@@ -39,9 +39,22 @@ pub(crate) const INFO: Info = Info {
             default: "1s",
             help: "how long the extra connections of the start last",
             check: Check::DURATION,
+            vary: Vary::Fixed,
         },
-        Param { name: "warmup_conns", default: "32", help: "extra connections during the warm-up", check: Check::SIZE },
-        Param { name: "warmup_rps", default: "640", help: "their total call rate", check: Check::WHOLE },
+        Param {
+            name: "warmup_conns",
+            default: "32",
+            help: "extra connections during the warm-up",
+            check: Check::SIZE,
+            vary: Vary::Fixed,
+        },
+        Param {
+            name: "warmup_rps",
+            default: "640",
+            help: "their total call rate",
+            check: Check::WHOLE,
+            vary: Vary::Fixed,
+        },
     ],
     scenario: &Warmup,
 };

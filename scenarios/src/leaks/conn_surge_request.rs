@@ -6,7 +6,7 @@ use rpc::{Pool, PoolConfig};
 use super::surge::{self, POOL_CACHE, SURGE_EVERY, SURGE_FIRST, SURGE_STEP};
 use crate::error::ScenarioError;
 use crate::handler::ServerScenario;
-use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
 use crate::scenario::{Info, Role, Scenario, Serves, Variant};
 use crate::shape::LoadShape;
 use crate::side::Side;
@@ -50,14 +50,17 @@ pub(crate) const INFO: Info = Info {
         when its connections close (the pool keeps at most `pool_cache` per size class, as Go's GC empties \
         sync.Pool).",
     params: &[
-        payload("1KiB"),
-        rps("50"),
+        payload("1KiB").varying(Vary::Choices(&["512", "1KiB", "2KiB"])),
+        rps("50").varying(Vary::Range { lo: 30, hi: 80 }),
         conns("2"),
         Param {
             name: "surge_payload",
             default: "256KiB",
             help: "msg bytes of each surge call (the large request)",
             check: Check::SIZE,
+            // Smaller surges bring the fix's own slot-table growth near
+            // the diagnosis's floor.
+            vary: Vary::Fixed,
         },
         SURGE_EVERY,
         SURGE_FIRST,
@@ -67,6 +70,7 @@ pub(crate) const INFO: Info = Info {
             default: "64",
             help: "msg bytes the handler answers a surge call with (small: the request side is what leaks)",
             check: Check::SIZE,
+            vary: Vary::Fixed,
         },
         POOL_CACHE,
     ],

@@ -11,7 +11,7 @@ use rpc::{Client, Pool};
 
 use crate::caller::{self, CallFuture, Caller};
 use crate::error::ScenarioError;
-use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
 use crate::scenario::{Calls, Info, Role, Scenario, Variant};
 use crate::side::Side;
 
@@ -41,14 +41,15 @@ pub(crate) const INFO: Info = Info {
     fix: "Create the client once and share it; close clients you no longer need. The fix variant makes one \
         `rpc::Client` for all calls and closes it when the run stops, so one hook is registered, and none after.",
     params: &[
-        payload("1KiB"),
-        rps("50"),
+        payload("1KiB").varying(Vary::Choices(&["512", "1KiB", "2KiB"])),
+        rps("50").varying(Vary::Range { lo: 30, hi: 80 }),
         conns("2"),
         Param {
             name: "refresh",
             default: "200ms",
             help: "refresh interval of the shared balancer factory",
             check: Check::Duration { min: Duration::from_millis(10), why: "must be at least 10ms" },
+            vary: Vary::Fixed,
         },
         Param {
             name: "instances",
@@ -56,6 +57,7 @@ pub(crate) const INFO: Info = Info {
             help: "instances the resolver reports: the peer, then weight-0 standbys that are never called (they \
                    make each formatted copy a few KiB)",
             check: Check::Size { min: 1, max: 60_000, why: "must be between 1 and 60000" },
+            vary: Vary::Choices(&["32", "64", "128"]),
         },
     ],
     scenario: &DuplicateClients,

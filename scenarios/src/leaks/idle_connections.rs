@@ -7,7 +7,7 @@ use rpc::{Pool, ServerConfig};
 
 use crate::error::ScenarioError;
 use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
 use crate::scenario::{Info, Role, Scenario, Serves, Variant};
 use crate::shape::{Idle, LoadShape};
 use crate::side::Side;
@@ -37,26 +37,29 @@ pub(crate) const INFO: Info = Info {
         idle connections. The fix variant sets `idle_timeout` (the server closes a connection that sends nothing \
         for that long, giving its buffers back) and, if `initial_input` is lowered, a smaller first input node.",
     params: &[
-        payload("1KiB"),
-        rps("50"),
+        payload("1KiB").varying(Vary::Choices(&["512", "1KiB", "2KiB"])),
+        rps("50").varying(Vary::Range { lo: 30, hi: 80 }),
         conns("2"),
         Param {
             name: "idle_rate",
             default: "150",
             help: "new idle connections per second",
             check: Check::Positive { why: "must be above zero" },
+            vary: Vary::Range { lo: 100, hi: 200 },
         },
         Param {
             name: "first_call",
             default: "true",
             help: "each idle connection sends one call before going idle",
             check: Check::Switch,
+            vary: Vary::Fixed,
         },
         Param {
             name: "idle_timeout",
             default: "1s",
             help: "fix: close connections idle this long",
             check: Check::ABOVE_ZERO,
+            vary: Vary::Fixed,
         },
         Param {
             name: "initial_input",
@@ -64,6 +67,7 @@ pub(crate) const INFO: Info = Info {
             help: "first input node of every connection (Netpoll: 8KiB); lower it in the fix to shrink what an \
                    idle connection costs",
             check: Check::Size { min: 1, max: rpc::MALLOC_MAX, why: "must be between 1 byte and 8MiB" },
+            vary: Vary::Fixed,
         },
     ],
     scenario: &IdleConnections,

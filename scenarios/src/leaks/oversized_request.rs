@@ -5,7 +5,7 @@ use rpc::{Pool, PoolConfig, ServerConfig};
 
 use crate::error::ScenarioError;
 use crate::handler::{capped, capped_pool, Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
 use crate::scenario::{Info, Role, Scenario, Serves, Variant};
 use crate::shape::{LoadShape, Oversized, OVERSIZED_REPLY};
 use crate::side::Side;
@@ -59,19 +59,28 @@ pub(crate) const INFO: Info = Info {
             default: "200",
             help: "one steady call in this many is oversized",
             check: Check::Whole { min: 1, why: "must be at least 1" },
+            vary: Vary::Range { lo: 100, hi: 250 },
         },
-        Param { name: "size", default: "6MiB", help: "msg bytes of an oversized call", check: Check::SIZE },
+        Param {
+            name: "size",
+            default: "6MiB",
+            help: "msg bytes of an oversized call",
+            check: Check::SIZE,
+            vary: Vary::Choices(&["4MiB", "6MiB", "7MiB"]),
+        },
         Param {
             name: "max_frame",
             default: "1MiB",
             help: "fix: largest message the server accepts",
             check: Check::SIZE,
+            vary: Vary::Fixed,
         },
         Param {
             name: "pool_cache",
             default: "1MiB",
             help: "fix: bytes the pool caches per size class",
             check: Check::SIZE,
+            vary: Vary::Fixed,
         },
     ],
     scenario: &OversizedRequest,

@@ -4,8 +4,8 @@ use rpc::{Pool, ServerConfig};
 
 use crate::error::ScenarioError;
 use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::{conns, payload, rps, Check, Param, Params};
-use crate::scenario::{Info, Role, Scenario, Serves, Variant};
+use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
+use crate::scenario::{HeldField, Info, Role, Scenario, Serves, Variant};
 use crate::shape::LoadShape;
 use crate::side::Side;
 
@@ -57,16 +57,18 @@ pub(crate) const INFO: Info = Info {
                 max: usize::MAX,
                 why: "the handler keeps msg[..1]: the msg needs at least one byte",
             },
+            vary: Vary::Choices(&["4KiB", "8KiB", "16KiB", "32KiB", "64KiB"]),
             ..payload("16KiB")
         },
-        rps("400"),
-        conns("4"),
+        rps("400").varying(Vary::Range { lo: 200, hi: 400 }),
+        conns("4").varying(Vary::Range { lo: 2, hi: 8 }),
         Param {
             name: "decode",
             default: "copy",
             help: "copy: fields are copied out of the read buffer (Kitex's default; the profile names \
                    read_field_2); nocopy: fields slice the pooled read buffer (the pool profile shows it)",
             check: Check::DECODE,
+            vary: Vary::Choices(&["copy", "nocopy"]),
         },
     ],
     scenario: &RequestFieldHold,
@@ -79,6 +81,10 @@ pub(crate) struct RequestFieldHold;
 impl Scenario for RequestFieldHold {
     fn role(&self) -> Role<'_> {
         Role::Server(self)
+    }
+
+    fn held_field(&self) -> Option<HeldField> {
+        Some(HeldField { message: "Request", tag: 2, name: "msg" })
     }
 }
 

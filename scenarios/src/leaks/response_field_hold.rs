@@ -10,8 +10,8 @@ use rpc::{Client, Pool};
 
 use crate::caller::{self, CallFuture, Caller, RESPONSE_CACHE};
 use crate::error::ScenarioError;
-use crate::params::{conns, payload, rps, Check, Param, Params};
-use crate::scenario::{Calls, Info, Role, Scenario, Variant};
+use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
+use crate::scenario::{Calls, HeldField, Info, Role, Scenario, Variant};
 use crate::side::Side;
 
 pub(crate) const NAME: &str = "response-field-hold";
@@ -49,16 +49,18 @@ pub(crate) const INFO: Info = Info {
                 max: usize::MAX,
                 why: "the caller keeps msg[..1]: the msg needs at least one byte",
             },
+            vary: Vary::Choices(&["4KiB", "8KiB", "16KiB", "32KiB", "64KiB"]),
             ..payload("16KiB")
         },
-        rps("400"),
-        conns("4"),
+        rps("400").varying(Vary::Range { lo: 200, hi: 400 }),
+        conns("4").varying(Vary::Range { lo: 2, hi: 8 }),
         Param {
             name: "decode",
             default: "copy",
             help: "copy: response fields are copied out of the read buffer (the profile names \
                    Response::read_field_2); nocopy: they slice the pooled read buffer",
             check: Check::DECODE,
+            vary: Vary::Choices(&["copy", "nocopy"]),
         },
     ],
     scenario: &ResponseFieldHold,
@@ -72,6 +74,10 @@ pub(crate) struct ResponseFieldHold;
 impl Scenario for ResponseFieldHold {
     fn role(&self) -> Role<'_> {
         Role::Client(self)
+    }
+
+    fn held_field(&self) -> Option<HeldField> {
+        Some(HeldField { message: "Response", tag: 2, name: "msg" })
     }
 }
 

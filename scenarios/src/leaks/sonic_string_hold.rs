@@ -7,8 +7,8 @@ use rpc::{Pool, ServerConfig};
 
 use crate::error::ScenarioError;
 use crate::handler::{Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::{conns, payload, rps, Check, Param, Params};
-use crate::scenario::{Info, Role, Scenario, Serves, Variant};
+use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
+use crate::scenario::{HeldField, Info, Role, Scenario, Serves, Variant};
 use crate::shape::LoadShape;
 use crate::side::Side;
 
@@ -65,13 +65,14 @@ pub(crate) const INFO: Info = Info {
         parsed objects: the cache still grows by one small entry per request.",
     params: &[
         payload("256"),
-        rps("300"),
-        conns("4"),
+        rps("300").varying(Vary::Range { lo: 150, hi: 300 }),
+        conns("4").varying(Vary::Range { lo: 2, hi: 8 }),
         Param {
             name: "json_size",
             default: "32KiB",
             help: "bytes of the JSON document in field 3",
             check: Check::SIZE,
+            vary: Vary::Choices(&["16KiB", "32KiB", "64KiB"]),
         },
         Param {
             name: "user_len",
@@ -82,6 +83,7 @@ pub(crate) const INFO: Info = Info {
                 max: 4096,
                 why: "must be between 30 and 4096: FastStr copies shorter strings inline, which shares nothing",
             },
+            vary: Vary::Fixed,
         },
     ],
     scenario: &SonicStringHold,
@@ -103,6 +105,10 @@ impl Scenario for SonicStringHold {
 
     fn role(&self) -> Role<'_> {
         Role::Server(self)
+    }
+
+    fn held_field(&self) -> Option<HeldField> {
+        Some(HeldField { message: "Request", tag: 3, name: "json" })
     }
 }
 

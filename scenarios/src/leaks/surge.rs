@@ -6,17 +6,27 @@ use rpc::{BarrierMode, Barriers, Pool, PoolConfig, ServerConfig};
 
 use crate::error::ScenarioError;
 use crate::handler::{capped, capped_pool, Behaviour, Reply, ScenarioHandler, ServerScenario};
-use crate::params::{conns, payload, rps, Check, Param, Params};
+use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
 use crate::scenario::Variant;
 use crate::shape::{LoadShape, Surge};
 
 /// `surge_every`: time between surges.
-pub(crate) const SURGE_EVERY: Param =
-    Param { name: "surge_every", default: "700ms", help: "time between surges", check: Check::ABOVE_ZERO };
+pub(crate) const SURGE_EVERY: Param = Param {
+    name: "surge_every",
+    default: "700ms",
+    help: "time between surges",
+    check: Check::ABOVE_ZERO,
+    vary: Vary::Fixed,
+};
 
 /// `surge_first`: connections of the first surge.
-pub(crate) const SURGE_FIRST: Param =
-    Param { name: "surge_first", default: "16", help: "connections of the first surge", check: Check::SIZE };
+pub(crate) const SURGE_FIRST: Param = Param {
+    name: "surge_first",
+    default: "16",
+    help: "connections of the first surge",
+    check: Check::SIZE,
+    vary: Vary::Fixed,
+};
 
 /// `surge_step`: connections each surge adds.
 pub(crate) const SURGE_STEP: Param = Param {
@@ -24,6 +34,7 @@ pub(crate) const SURGE_STEP: Param = Param {
     default: "16",
     help: "connections each surge adds over the previous one",
     check: Check::SIZE,
+    vary: Vary::Fixed,
 };
 
 /// `pool_cache`: what the pool may cache per size class, in both variants.
@@ -33,13 +44,14 @@ pub(crate) const POOL_CACHE: Param = Param {
     help: "bytes the pool caches per size class, in both variants: Go's sync.Pool gives its cache back over GC \
            cycles, so after a surge the fixed version's memory returns; a Rust pool needs a cap to do the same",
     check: Check::SIZE,
+    vary: Vary::Fixed,
 };
 
 /// The parameters of the two response scenarios: small surge calls, large
 /// answers.
 pub(crate) const RESPONSE_PARAMS: &[Param] = &[
-    payload("512"),
-    rps("50"),
+    payload("512").varying(Vary::Choices(&["256", "512"])),
+    rps("50").varying(Vary::Range { lo: 30, hi: 80 }),
     conns("2"),
     Param {
         name: "surge_payload",
@@ -47,6 +59,7 @@ pub(crate) const RESPONSE_PARAMS: &[Param] = &[
         help: "msg bytes of each surge call (small; larger than payload, which is how the handler tells a \
                surge call)",
         check: Check::SIZE,
+        vary: Vary::Fixed,
     },
     SURGE_EVERY,
     SURGE_FIRST,
@@ -56,6 +69,7 @@ pub(crate) const RESPONSE_PARAMS: &[Param] = &[
         default: "256KiB",
         help: "msg bytes the handler answers a surge call with",
         check: Check::SIZE,
+        vary: Vary::Choices(&["256KiB", "512KiB"]),
     },
     POOL_CACHE,
 ];
