@@ -1,11 +1,21 @@
 //! What the profiler costs per allocation: nanoseconds per alloc + free
-//! pair, through the system allocator directly and through the profiler at
-//! rates 0 (counting only), 512 KiB (the default) and 1 (every allocation
-//! sampled), and the cost of writing a profile.
+//! pair through the system allocator directly, through it behind a call
+//! (what `#[global_allocator] static A: System` costs: the share of any
+//! global allocator), and through the profiler at rates 0 (profiling off,
+//! bytes still counted), 512 KiB (the default) and 1 (every allocation
+//! sampled); then frees among live sampled blocks, and the cost of writing
+//! a profile.
 //!
 //! ```text
-//! cargo run --release -p profiler --example overhead
+//! cargo run --release -p profiler --example overhead [-- ROUNDS]
 //! ```
+//!
+//! The machine may be shared, so absolute timings drift from one second to
+//! the next: each round measures every column once, one after the other
+//! (starting with a different column each round), and each column is
+//! compared with the `System` figure of its own round. Printed per column:
+//! the median over rounds of the nanoseconds per pair, of the ratio to
+//! `System` and of the difference from it.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -16,58 +26,219 @@ use profiler::{Profiler, DEFAULT_RATE};
 #[global_allocator]
 static PROFILER: Profiler = Profiler::new();
 
-const N: usize = 2_000_000;
+/// Pairs per measurement: about a millisecond, shorter than a time slice
+/// of a busy machine, so that most measurements run undisturbed.
+const PAIRS: usize = 100_000;
+/// Rounds for 64-byte blocks, the headline; other rows get a third.
+const ROUNDS: usize = 31;
 
-#[inline(never)]
-fn pairs_through_global(size: usize) -> f64 {
-    let layout = Layout::from_size_align(size, 8).unwrap();
-    let start = Instant::now();
-    for _ in 0..N {
-        // SAFETY: a valid non-zero layout; the block is freed at once.
-        unsafe {
-            let p = std::alloc::alloc(black_box(layout));
-            std::alloc::dealloc(black_box(p), layout);
-        }
-    }
-    start.elapsed().as_nanos() as f64 / N as f64
+#[derive(Debug, Clone, Copy)]
+enum Column {
+    System,
+    /// `System` behind a call, as `#[global_allocator] static A: System`
+    /// would be reached: what any global allocator costs before its own
+    /// work.
+    Shim,
+    Rate(usize),
 }
 
-#[inline(never)]
-fn pairs_through_system(size: usize) -> f64 {
-    let layout = Layout::from_size_align(size, 8).unwrap();
-    let start = Instant::now();
-    for _ in 0..N {
-        // SAFETY: as above, on the system allocator directly.
-        unsafe {
-            let p = System.alloc(black_box(layout));
-            System.dealloc(black_box(p), layout);
+impl Column {
+    fn title(self) -> String {
+        match self {
+            Column::System => "System".into(),
+            Column::Shim => "System, called".into(),
+            Column::Rate(DEFAULT_RATE) => "rate 512KiB".into(),
+            Column::Rate(r) => format!("rate {r}"),
         }
     }
-    start.elapsed().as_nanos() as f64 / N as f64
+}
+
+/// Where the example allocates: the system allocator called directly, or
+/// the global allocator (the profiler).
+trait Heap {
+    /// # Safety
+    /// `GlobalAlloc::alloc`'s contract.
+    unsafe fn alloc(layout: Layout) -> *mut u8;
+    /// # Safety
+    /// `GlobalAlloc::dealloc`'s contract.
+    unsafe fn dealloc(p: *mut u8, layout: Layout);
+}
+
+struct Direct;
+struct Shim;
+struct Global;
+
+impl Heap for Direct {
+    #[inline]
+    unsafe fn alloc(layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds the contract.
+        unsafe { System.alloc(layout) }
+    }
+    #[inline]
+    unsafe fn dealloc(p: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds the contract.
+        unsafe { System.dealloc(p, layout) }
+    }
+}
+
+impl Heap for Shim {
+    #[inline]
+    unsafe fn alloc(layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds the contract.
+        unsafe { shim_alloc(layout) }
+    }
+    #[inline]
+    unsafe fn dealloc(p: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds the contract.
+        unsafe { shim_dealloc(p, layout) }
+    }
+}
+
+/// What `__rust_alloc` is for `#[global_allocator] static A: System`.
+#[inline(never)]
+unsafe fn shim_alloc(layout: Layout) -> *mut u8 {
+    // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+    unsafe { System.alloc(layout) }
+}
+
+/// What `__rust_dealloc` is for `#[global_allocator] static A: System`.
+#[inline(never)]
+unsafe fn shim_dealloc(p: *mut u8, layout: Layout) {
+    // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+    unsafe { System.dealloc(p, layout) }
+}
+
+impl Heap for Global {
+    #[inline]
+    unsafe fn alloc(layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds the contract.
+        unsafe { std::alloc::alloc(layout) }
+    }
+    #[inline]
+    unsafe fn dealloc(p: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds the contract.
+        unsafe { std::alloc::dealloc(p, layout) }
+    }
+}
+
+/// Nanoseconds per alloc + free pair of `size`-byte blocks through `H`.
+/// With `ring` 0 each block is freed at once (the allocator hands the same
+/// address back each time); else `ring` blocks (a power of two) stay live
+/// and each pair frees the oldest, so frees see many addresses.
+#[inline(never)]
+fn pairs<H: Heap>(size: usize, count: usize, ring: usize) -> f64 {
+    let layout = Layout::from_size_align(size, 8).unwrap();
+    // SAFETY: a valid non-zero layout.
+    let mut live: Vec<*mut u8> = (0..ring).map(|_| unsafe { H::alloc(layout) }).collect();
+    let start = Instant::now();
+    if ring == 0 {
+        for _ in 0..count {
+            // SAFETY: a valid non-zero layout; the block is freed at once,
+            // through the heap that made it, with its layout.
+            unsafe {
+                let p = H::alloc(black_box(layout));
+                H::dealloc(black_box(p), layout);
+            }
+        }
+    } else {
+        for i in 0..count {
+            let slot = &mut live[i & (ring - 1)];
+            // SAFETY: each block of the ring is freed once, through the
+            // heap that made it, with its layout, and replaced.
+            unsafe {
+                H::dealloc(black_box(*slot), layout);
+                *slot = H::alloc(black_box(layout));
+            }
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / count as f64;
+    for p in live {
+        // SAFETY: as above, the last blocks of the ring.
+        unsafe { H::dealloc(p, layout) };
+    }
+    ns
+}
+
+fn measure(column: Column, size: usize, ring: usize) -> f64 {
+    match column {
+        Column::System => pairs::<Direct>(size, PAIRS, ring),
+        Column::Shim => pairs::<Shim>(size, PAIRS, ring),
+        Column::Rate(rate) => {
+            PROFILER.set_rate(rate);
+            // Every rate is measured at its steady state, not right after
+            // the change.
+            pairs::<Global>(size, PAIRS / 20, ring);
+            pairs::<Global>(size, PAIRS, ring)
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs `rounds` rounds over `columns` (the first is `System`) and prints
+/// one line: each column's median ns per pair, then for the others the
+/// median ratio to and difference from `System` of the same round.
+fn table_row(label: &str, size: usize, ring: usize, columns: &[Column], rounds: usize) {
+    let mut ns: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); columns.len()];
+    for round in 0..rounds {
+        let mut this = vec![0.0; columns.len()];
+        for k in 0..columns.len() {
+            let i = (round + k) % columns.len();
+            this[i] = measure(columns[i], size, ring);
+        }
+        for (all, v) in ns.iter_mut().zip(this) {
+            all.push(v);
+        }
+    }
+    let mut line = format!("{label:>14} {:>7.1}", median(ns[0].clone()));
+    for col in &ns[1..] {
+        let ratio = median(col.iter().zip(&ns[0]).map(|(c, s)| c / s).collect());
+        let diff = median(col.iter().zip(&ns[0]).map(|(c, s)| c - s).collect());
+        line += &format!(" {:>7.1} {ratio:>5.2}x {diff:>+6.1}", median(col.clone()));
+    }
+    println!("{line}");
+}
+
+fn header(columns: &[Column]) {
+    let mut line = format!("{:>14} {:>7}", "", columns[0].title());
+    for c in &columns[1..] {
+        line += &format!(" {:>21}", c.title());
+    }
+    println!("{line}");
 }
 
 fn main() {
-    println!("ns per alloc+free pair, {N} pairs each");
-    println!("{:>8} {:>10} {:>10} {:>12} {:>10}", "size", "System", "rate 0", "rate 512KiB", "rate 1");
-    for size in [64, 1024, 16 * 1024] {
-        let system = pairs_through_system(size);
-        PROFILER.set_rate(0);
-        let off = pairs_through_global(size);
-        PROFILER.set_rate(DEFAULT_RATE);
-        let default = pairs_through_global(size);
-        PROFILER.set_rate(1);
-        let every = pairs_through_global(size);
-        println!("{size:>8} {system:>10.1} {off:>10.1} {default:>12.1} {every:>10.1}");
-    }
+    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(ROUNDS).max(1);
+    let columns = [Column::System, Column::Shim, Column::Rate(0), Column::Rate(DEFAULT_RATE), Column::Rate(1)];
+    println!(
+        "ns per alloc+free pair: median of {rounds} alternating rounds of {PAIRS} pairs (other rows: {}), \
+         then ratio to and difference from System in the same round",
+        rounds.div_ceil(3)
+    );
+    header(&columns);
+    table_row("64 B", 64, 0, &columns, rounds);
+    table_row("1 KiB", 1024, 0, &columns, rounds.div_ceil(3));
+    table_row("16 KiB", 16 * 1024, 0, &columns, rounds.div_ceil(3));
 
-    // A free of an unsampled block while many sampled blocks are live: the
-    // filter in front of the sampled set has to say "no".
-    PROFILER.set_rate(1);
-    let live: Vec<Box<[u8; 32]>> = (0..100_000).map(|_| Box::new([0u8; 32])).collect();
-    PROFILER.set_rate(0);
-    let with_live = pairs_through_global(64);
-    println!("rate 0 with 100000 live sampled blocks: {with_live:.1} ns per pair");
-    drop(live);
+    // Frees of unsampled blocks while sampled blocks are live: the filter
+    // in front of the set of sampled blocks has to say "no", for blocks at
+    // many addresses (a ring of 1024 live 64-byte blocks). 2000 is a 1 GiB
+    // heap at the default rate; 100000, a large heap.
+    println!("freeing the oldest of 1024 live 64 B blocks, with sampled blocks live:");
+    for n in [0, 2_000, 100_000] {
+        PROFILER.set_rate(1);
+        let live: Vec<Box<[u8; 32]>> = (0..n).map(|_| Box::new([0u8; 32])).collect();
+        table_row(&format!("{n} sampled"), 64, 1024, &columns[..4], rounds.div_ceil(3));
+        drop(live);
+    }
 
     PROFILER.set_rate(DEFAULT_RATE);
     let start = Instant::now();

@@ -4,17 +4,38 @@
 //! re-enter itself. Its paths:
 //!
 //! ```text
-//! alloc ──► inner.alloc ──► count bytes (per-thread shard)
-//!                             │ in_profiler? ──yes──► done (profiler's own)
-//!                             │ countdown -= size, > 0? ──yes──► done (fast path)
-//!                             ▼
-//!                    record_sample: capture stack ─► intern stack ─► bucket
-//!                                   ─► sampled set insert ─► bucket.alloc += 1
-//!                                   (a full table drops the sample, counted)
+//! alloc ──► fast path? allocated + size < limit in the thread's line
+//!           │ yes: allocated += size ──────────────────────► inner.alloc (tail call)
+//!           ▼ no (slow path)
+//!           inner.alloc ─► count bytes
+//!                          │ in_profiler? ──yes──► done (profiler's own)
+//!                          │ settings changed? ──► reseed, fresh countdown
+//!                          │ size < countdown? ──► not sampled (holder mode: indexed)
+//!                          ▼
+//!                 record_sample: capture stack ─► intern stack ─► bucket
+//!                                ─► sampled set insert ─► bucket.alloc += 1
+//!                                (a full table drops the sample, counted)
 //!
-//! dealloc ──► count bytes ─► sampled set remove? ─► bucket.free += 1 ─► inner.dealloc
-//!                            (filter says "none": one load, done)
+//! dealloc ──► fast path? nothing live, or the filter says "not recorded"
+//!             │ yes: freed += size ─────────────────────────► inner.dealloc (tail call)
+//!             ▼ no: count bytes ─► sampled set remove? ─► bucket.free += 1
+//!                   ─► inner.dealloc
 //! ```
+//!
+//! The fast path of an allocation is Go's: one compare and one add on the
+//! thread's line of counts (see `counts.rs`), where the same add counts the
+//! bytes. Everything else closes the line (its limit is 0) so that the
+//! next allocation takes the slow path: a thread without an index or inside
+//! the profiler uses a line that is always closed; holder mode closes every
+//! line at once, so that it indexes every block from the moment it is on;
+//! a change of rate or seed closes the line of the thread that made it.
+//! Other threads see the new rate or seed when their countdown runs out: at
+//! their next sample, or within [`OFF_RECHECK`] bytes at rate 0, as Go's
+//! `MemProfileRate` applies at each thread's next sample.
+//!
+//! Both fast paths end in a tail call of the inner allocator, so an
+//! allocation is counted before it is made: one that the inner allocator
+//! refuses (returns null) stays counted (see [`Stats::allocated_bytes`]).
 //!
 //! Nothing here takes a lock: the tables are lock-free (see `table.rs`) and
 //! the only waits are compare-and-swap retries on a slot.
@@ -23,12 +44,13 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::counts::{Counts, Line};
 use crate::encode::Stacks;
 use crate::profile::{Profile, SampleType};
 use crate::sampler::{self, InProfiler, ThreadState, BUCKETS_SEEN, CONFIG_STAMP, THREAD};
 use crate::snapshot::{HeapRecord, Snapshot};
 use crate::stack;
-use crate::table::{Dropped, Full, LazyState, MAX_DEPTH, OWN, SAMPLED};
+use crate::table::{Dropped, Full, LazyState, State, MAX_DEPTH, OWN, SAMPLED};
 
 /// Frames kept of a block indexed only for holder scans (not sampled):
 /// enough to reach from the allocator, through the machinery, to the code
@@ -48,14 +70,11 @@ pub const SEED_ENV: &str = "LEAKLAB_PROFILE_SEED";
 
 /// `rate` before the environment was read.
 const RATE_UNSET: usize = usize::MAX;
-const SHARDS: usize = 16;
 
-/// Bytes allocated and freed by the threads that map to this shard.
-#[repr(align(64))]
-struct Shard {
-    allocated: AtomicU64,
-    freed: AtomicU64,
-}
+/// The countdown of a thread at rate 0: nothing is sampled, but the thread
+/// takes the slow path once per this many bytes, and so sees a new rate
+/// set by another thread within that many bytes of allocation.
+pub(crate) const OFF_RECHECK: u64 = 256 * 1024;
 
 /// A sampling heap profiler that wraps an allocator (by default
 /// [`System`]) and records who allocated what, like Go's runtime does.
@@ -75,11 +94,12 @@ struct Shard {
 /// ```
 ///
 /// # Memory layout
-/// The struct itself is small (a few cache lines of counters). The tables of
-/// samples live in one anonymous mapping of about 36 MiB of address space,
-/// made at the first sample; only pages that samples touch become resident
-/// (on the order of 4 KiB per distinct stack or live sampled block, at
-/// most the whole mapping).
+/// The struct itself holds each thread's byte counts and countdown: one
+/// cache line per thread slot (255, and one always closed) and per shard
+/// (16), about 17 KiB. The tables of samples live in one anonymous mapping
+/// of about 36 MiB of address space, made at the first sample; only pages
+/// that samples touch become resident (on the order of 4 KiB per distinct
+/// stack or live sampled block, at most the whole mapping).
 pub struct Profiler<A = System> {
     inner: A,
     rate: AtomicUsize,
@@ -90,12 +110,16 @@ pub struct Profiler<A = System> {
     pub(crate) state: LazyState,
     pub(crate) holder_mode: AtomicBool,
     dropped: Dropped,
-    shards: [Shard; SHARDS],
+    pub(crate) counts: Counts,
     /// Bytes of the profiler's own blocks (see [`OWN`]) allocated and freed.
     own_allocated: AtomicU64,
     own_freed: AtomicU64,
     /// The profiler's own blocks in the set of sampled blocks.
     own_blocks: AtomicUsize,
+    /// Entries in the set of sampled blocks (sampled, indexed or own),
+    /// counted before an insert and after a removal: at 0 a free need not
+    /// look at the set.
+    recorded: AtomicUsize,
 }
 
 impl Profiler<System> {
@@ -126,10 +150,11 @@ impl<A> Profiler<A> {
             state: LazyState::new(),
             holder_mode: AtomicBool::new(false),
             dropped: Dropped::new(),
-            shards: [const { Shard { allocated: AtomicU64::new(0), freed: AtomicU64::new(0) } }; SHARDS],
+            counts: Counts::new(),
             own_allocated: AtomicU64::new(0),
             own_freed: AtomicU64::new(0),
             own_blocks: AtomicUsize::new(0),
+            recorded: AtomicUsize::new(0),
         }
     }
 
@@ -147,13 +172,18 @@ impl<A> Profiler<A> {
 
     /// Sets the sampling rate: the mean number of bytes allocated between two
     /// samples. 1 records every allocation, 0 records none (frees of blocks
-    /// sampled earlier are still recorded). Takes effect on each thread at
-    /// its next allocation. Set it once at start: samples already taken are
-    /// scaled with the rate in force when a profile is written, as in Go.
+    /// sampled earlier are still recorded). Takes effect at once on the
+    /// calling thread and on threads that have not allocated yet; on each
+    /// other thread at its next sample, as Go's `MemProfileRate` does, or,
+    /// if the rate was 0, within 256 KiB of its allocations. Set it once at
+    /// start: samples already taken are scaled with the rate in force when a
+    /// profile is written, as in Go.
     pub fn set_rate(&self, rate: usize) {
         self.init_from_env();
         self.rate.store(rate.min(RATE_UNSET - 1), Ordering::Relaxed);
-        CONFIG_STAMP.fetch_add(1, Ordering::Relaxed);
+        // Release: a thread that sees the new stamp sees the new rate.
+        CONFIG_STAMP.fetch_add(1, Ordering::Release);
+        self.force_slow_path();
     }
 
     /// The sampling rate in force.
@@ -166,22 +196,26 @@ impl<A> Profiler<A> {
 
     /// Fixes the seed of the sampler, so that the same program makes the
     /// same sampling decisions (threads are seeded in the order in which
-    /// they next allocate). Without it, seeds come from the clock.
+    /// they next take a sample, or allocate for the first time; the calling
+    /// thread at once). Without it, seeds come from the clock.
     pub fn set_seed(&self, seed: u64) {
         self.init_from_env();
         self.seed.store(seed, Ordering::Relaxed);
         self.seed_ordinal.store(0, Ordering::Relaxed);
         self.seeded.store(true, Ordering::Release);
-        CONFIG_STAMP.fetch_add(1, Ordering::Relaxed);
+        CONFIG_STAMP.fetch_add(1, Ordering::Release);
+        self.force_slow_path();
     }
 
-    /// Bytes the program holds through this allocator now, counted exactly
-    /// on every allocation and free (not estimated from samples). In holder
-    /// mode the profiler's own blocks (symbol caches, profiles being built,
-    /// holder scans' records) are left out: they are not the program's
-    /// memory, and they grow as holder profiles name more code. Outside it
-    /// they are counted (keeping track of them costs an index entry each).
-    /// Costs 34 relaxed loads.
+    /// Bytes the program holds through this allocator now, counted on every
+    /// allocation and free (not estimated from samples; exact as
+    /// [`Stats::allocated_bytes`] says). In holder mode the profiler's own
+    /// blocks (symbol caches, profiles being built, holder scans' records)
+    /// are left out: they are not the program's memory, and they grow as
+    /// holder profiles name more code. Outside it they are counted (keeping
+    /// track of them costs an index entry each).
+    /// Costs two relaxed loads per thread slot ever used (at most 255), plus
+    /// 34.
     pub fn inuse_bytes(&self) -> u64 {
         self.stats().inuse_bytes()
     }
@@ -192,25 +226,16 @@ impl<A> Profiler<A> {
         self.own_allocated.load(Ordering::Relaxed).saturating_sub(freed)
     }
 
-    fn totals(&self) -> (u64, u64) {
-        // Frees first: a block freed after this load was allocated before
-        // the allocations are loaded, so the difference never goes negative
-        // for a single thread's blocks.
-        let freed: u64 = self.shards.iter().map(|s| s.freed.load(Ordering::Relaxed)).sum();
-        let allocated: u64 = self.shards.iter().map(|s| s.allocated.load(Ordering::Relaxed)).sum();
-        (allocated, freed)
-    }
-
     /// Counters for metrics and for checking the profiler itself.
     pub fn stats(&self) -> Stats {
-        let (allocated_bytes, freed_bytes) = self.totals();
+        let (allocated_bytes, freed_bytes) = self.counts.totals();
         let state = self.state.get();
         Stats {
             allocated_bytes,
             freed_bytes,
             own_bytes: self.own_bytes(),
             rate: self.rate(),
-            live_samples: state.map_or(0, |s| s.sampled.len()).saturating_sub(self.own_blocks.load(Ordering::Relaxed)),
+            live_samples: self.recorded.load(Ordering::Relaxed).saturating_sub(self.own_blocks.load(Ordering::Relaxed)),
             stacks: state.map_or(0, |s| s.stacks.len()),
             buckets: state.map_or(0, |s| s.buckets.len()),
             dropped_samples: self.dropped.total(),
@@ -288,54 +313,126 @@ impl<A> Profiler<A> {
         }
         match self.rate.compare_exchange(RATE_UNSET, rate, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => {
-                CONFIG_STAMP.fetch_add(1, Ordering::Relaxed);
+                CONFIG_STAMP.fetch_add(1, Ordering::Release);
                 rate
             }
             Err(other) => other,
         }
     }
 
+    /// The fast path of an allocation of `size` bytes, before the inner
+    /// allocator is called: true if the block is not sampled and nothing
+    /// else is to be done, and then it is counted.
     #[inline]
-    fn shard(&self, t: &ThreadState) -> &Shard {
-        &self.shards[t.ordinal() as usize % SHARDS]
+    fn alloc_fast(&self, size: usize) -> bool {
+        THREAD.with(|t| self.counts.try_alloc(t, size))
     }
 
-    /// Accounts a new block and decides whether to sample it; in holder
-    /// mode every block is also indexed with its stack.
+    /// An allocation that does not take the fast path, from the inner
+    /// allocator's call on (`zeroed`: `alloc_zeroed`).
+    ///
+    /// # Safety
+    /// The contract of [`GlobalAlloc::alloc`].
+    #[inline(never)]
+    unsafe fn alloc_slow(layout: Layout, zeroed: bool, this: &Self) -> *mut u8
+    where
+        A: GlobalAlloc,
+    {
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which
+        // is also `alloc_zeroed`'s.
+        let ptr = unsafe {
+            if zeroed {
+                this.inner.alloc_zeroed(layout)
+            } else {
+                this.inner.alloc(layout)
+            }
+        };
+        if !ptr.is_null() {
+            THREAD.with(|t| this.on_alloc_slow(t, ptr, layout.size()));
+        }
+        ptr
+    }
+
+    /// Accounts a new block (after the inner allocator made it) and decides
+    /// whether to sample it; in holder mode every block is also indexed
+    /// with its stack.
     #[inline]
     fn on_alloc(&self, ptr: *mut u8, size: usize) {
         THREAD.with(|t| {
-            self.shard(t).allocated.fetch_add(size as u64, Ordering::Relaxed);
-            if t.in_profiler.get() {
-                if self.holder_mode.load(Ordering::Relaxed) {
-                    self.note_own(ptr as usize, size);
-                }
-                return;
+            if !self.counts.try_alloc(t, size) {
+                self.on_alloc_slow(t, ptr, size);
             }
-            let mut rate = self.rate.load(Ordering::Relaxed);
-            if rate == RATE_UNSET {
-                rate = self.init_from_env();
+        });
+    }
+
+    /// Everything but "not sampled, nothing else to do": see the module doc.
+    #[inline(never)]
+    fn on_alloc_slow(&self, t: &ThreadState, ptr: *mut u8, size: usize) {
+        let line = self.counts.line(t);
+        let countdown = line.map_or(t.countdown.get(), |l| l.countdown());
+        let holder_mode = self.holder_mode.load(Ordering::Relaxed);
+        if t.in_profiler.get() {
+            // Counted, never sampled, and the countdown stays where it was;
+            // the line stays closed until the thread leaves the profiler.
+            self.count_alloc(t, line, size, countdown, false);
+            if holder_mode {
+                self.note_own(ptr as usize, size);
             }
-            let sampled = rate != 0 && {
-                let stamp = CONFIG_STAMP.load(Ordering::Relaxed);
-                if t.stamp.get() != stamp {
-                    self.reseed(t, stamp, rate as u64);
-                }
-                let countdown = t.countdown.get();
-                if rate != 1 && (size as u64) < countdown {
-                    t.countdown.set(countdown - size as u64);
-                    false
-                } else {
-                    t.countdown.set(sampler::next_sample(&t.rng, rate as u64));
-                    true
-                }
-            };
-            if !sampled && !self.holder_mode.load(Ordering::Relaxed) {
-                return;
+            return;
+        }
+        let (sampled, next) = self.count_down(t, size as u64, countdown);
+        self.count_alloc(t, line, size, next, true);
+        if !sampled && !holder_mode {
+            return;
+        }
+        let was = t.enter();
+        self.record_sample(t, ptr as usize, size, sampled);
+        t.leave(was);
+    }
+
+    /// Counts `size` bytes allocated by `t` and sets its countdown to `next`
+    /// (`open`: the fast path may be taken again).
+    fn count_alloc(&self, t: &ThreadState, line: Option<&Line>, size: usize, next: u64, open: bool) {
+        match line {
+            Some(line) => self.counts.allocate(line, size, next, open),
+            None => {
+                self.counts.shard_allocated(t, size);
+                t.countdown.set(next);
             }
-            t.in_profiler.set(true);
-            self.record_sample(t, ptr as usize, size, sampled);
-            t.in_profiler.set(false);
+        }
+    }
+
+    /// Go's decision for an allocation of `size` bytes on the slow path,
+    /// with `countdown` bytes left before the next sample, under the
+    /// settings in force: whether to sample it, and the countdown after it.
+    fn count_down(&self, t: &ThreadState, size: u64, mut countdown: u64) -> (bool, u64) {
+        if self.rate.load(Ordering::Relaxed) == RATE_UNSET {
+            self.init_from_env();
+        }
+        // Acquire: the rate and seed stored before the stamp was bumped.
+        let stamp = CONFIG_STAMP.load(Ordering::Acquire);
+        let rate = self.rate.load(Ordering::Relaxed) as u64;
+        if t.stamp.get() != stamp {
+            self.reseed(t, stamp);
+            countdown = if rate == 0 { OFF_RECHECK } else { sampler::next_sample(&t.rng, rate) };
+        }
+        if size < countdown {
+            (false, countdown - size)
+        } else if rate == 0 {
+            (false, OFF_RECHECK)
+        } else {
+            (true, sampler::next_sample(&t.rng, rate))
+        }
+    }
+
+    /// Sends the calling thread's next allocation through this profiler to
+    /// the slow path, which sees new settings.
+    fn force_slow_path(&self) {
+        THREAD.with(|t| {
+            t.countdown.set(0);
+            if let Some(line) = self.counts.line_if_any(t) {
+                line.close();
+            }
         });
     }
 
@@ -344,7 +441,7 @@ impl<A> Profiler<A> {
     #[cold]
     fn note_own(&self, addr: usize, size: usize) {
         if let Some(state) = self.state.get_or_init() {
-            if state.sampled.insert(addr, OWN) {
+            if self.record(state, addr, OWN) {
                 self.own_allocated.fetch_add(size as u64, Ordering::Relaxed);
                 self.own_blocks.fetch_add(1, Ordering::Relaxed);
             }
@@ -352,14 +449,14 @@ impl<A> Profiler<A> {
     }
 
     #[cold]
-    fn reseed(&self, t: &ThreadState, stamp: u32, rate: u64) {
+    fn reseed(&self, t: &ThreadState, stamp: u32) {
         let seed = if self.seeded.load(Ordering::Acquire) {
             let n = self.seed_ordinal.fetch_add(1, Ordering::Relaxed);
             self.seed.load(Ordering::Relaxed) ^ (u64::from(n) << 32 | u64::from(n))
         } else {
             sampler::entropy(t.ordinal())
         };
-        t.reseed(seed, stamp, rate);
+        t.reseed(seed, stamp);
     }
 
     /// Records the block `addr` of `size` bytes with its stack: counted in
@@ -387,7 +484,7 @@ impl<A> Profiler<A> {
         if let Some((key, cell)) = memo {
             let (seen, bucket) = cell.get();
             if seen == key && bucket != 0 {
-                if !state.sampled.insert(addr, bucket - 1) {
+                if !self.record(state, addr, bucket - 1) {
                     self.dropped.count(Full::Sampled);
                 }
                 return;
@@ -400,7 +497,7 @@ impl<A> Profiler<A> {
                         cell.set((key, bucket + 1));
                     }
                     let entry = if sampled { bucket | SAMPLED } else { bucket };
-                    if state.sampled.insert(addr, entry) {
+                    if self.record(state, addr, entry) {
                         Ok(bucket)
                     } else {
                         Err(Full::Sampled)
@@ -414,19 +511,74 @@ impl<A> Profiler<A> {
         }
     }
 
-    /// Accounts a block about to be given back to the inner allocator.
+    /// Adds the block `addr` to the set of recorded blocks (sampled,
+    /// indexed or the profiler's own); false if the set is full.
+    fn record(&self, state: &State, addr: usize, entry: u32) -> bool {
+        // Counted before the entry is in: `recorded` is never 0 while an
+        // entry is (see `free_fast`).
+        self.recorded.fetch_add(1, Ordering::Relaxed);
+        let done = state.sampled.insert(addr, entry);
+        if !done {
+            self.recorded.fetch_sub(1, Ordering::Relaxed);
+        }
+        done
+    }
+
+    /// Removes the block `addr` from the set of recorded blocks and returns
+    /// its entry, if it was there.
+    fn unrecord(&self, addr: usize) -> Option<(&State, u32)> {
+        if self.recorded.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let state = self.state.get()?;
+        let entry = state.sampled.remove(addr)?;
+        self.recorded.fetch_sub(1, Ordering::Relaxed);
+        Some((state, entry))
+    }
+
+    /// The fast path of a free: if `ptr` is certainly not recorded (none
+    /// is, or the filter of the set says so), counts the bytes and returns
+    /// true. The thread that frees a block has seen, through the program's
+    /// own synchronization, the count and the filter counter that went up
+    /// before the block was recorded and handed out.
     #[inline]
-    fn on_free(&self, ptr: *mut u8, size: usize) {
-        THREAD.with(|t| self.shard(t).freed.fetch_add(size as u64, Ordering::Relaxed));
-        if let Some(state) = self.state.get() {
-            if let Some(entry) = state.sampled.remove(ptr as usize) {
-                if entry & OWN != 0 {
-                    self.own_freed.fetch_add(size as u64, Ordering::Relaxed);
-                    self.own_blocks.fetch_sub(1, Ordering::Relaxed);
-                } else if entry & SAMPLED != 0 {
-                    state.buckets.record_free(entry & !SAMPLED);
-                }
-            }
+    fn free_fast(&self, ptr: *mut u8, size: usize) -> bool {
+        if self.recorded.load(Ordering::Relaxed) != 0
+            && self.state.get().is_some_and(|s| s.sampled.may_contain(ptr as usize))
+        {
+            return false;
+        }
+        THREAD.with(|t| self.counts.try_free(t, size))
+    }
+
+    /// A free that does not take the fast path, up to the inner
+    /// allocator's call.
+    ///
+    /// # Safety
+    /// The contract of [`GlobalAlloc::dealloc`].
+    #[inline(never)]
+    unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout, this: &Self)
+    where
+        A: GlobalAlloc,
+    {
+        THREAD.with(|t| this.counts.freed(t, layout.size()));
+        if let Some((state, entry)) = this.unrecord(ptr as usize) {
+            this.forget(state, entry, layout.size());
+        }
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { this.inner.dealloc(ptr, layout) }
+    }
+
+    /// Accounts the free of a block whose `entry` was just removed from the
+    /// set of sampled blocks. Entries of blocks that were only indexed
+    /// (holder mode) are not counted in their bucket.
+    #[cold]
+    fn forget(&self, state: &State, entry: u32, size: usize) {
+        if entry & OWN != 0 {
+            self.own_freed.fetch_add(size as u64, Ordering::Relaxed);
+            self.own_blocks.fetch_sub(1, Ordering::Relaxed);
+        } else if entry & SAMPLED != 0 {
+            state.buckets.record_free(entry & !SAMPLED);
         }
     }
 }
@@ -442,31 +594,37 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
     /// The contract of [`GlobalAlloc::alloc`].
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        let ptr = unsafe { self.inner.alloc(layout) };
-        if !ptr.is_null() {
-            self.on_alloc(ptr, layout.size());
+        if !self.alloc_fast(layout.size()) {
+            // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+            return unsafe { Self::alloc_slow(layout, false, self) };
         }
-        ptr
+        // Counted already: a tail call, nothing to do after it (see
+        // `Stats::allocated_bytes` for a block the inner allocator refuses).
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { self.inner.alloc(layout) }
     }
 
     /// # Safety
     /// The contract of [`GlobalAlloc::alloc_zeroed`].
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
-        let ptr = unsafe { self.inner.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            self.on_alloc(ptr, layout.size());
+        if !self.alloc_fast(layout.size()) {
+            // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s
+            // contract.
+            return unsafe { Self::alloc_slow(layout, true, self) };
         }
-        ptr
+        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        unsafe { self.inner.alloc_zeroed(layout) }
     }
 
     /// # Safety
     /// The contract of [`GlobalAlloc::dealloc`].
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        self.on_free(ptr, layout.size());
+        if !self.free_fast(ptr, layout.size()) {
+            // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+            return unsafe { Self::dealloc_slow(ptr, layout, self) };
+        }
         // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract: `ptr`
         // came from this allocator (hence from `inner`) with `layout`.
         unsafe { self.inner.dealloc(ptr, layout) }
@@ -479,33 +637,22 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
         // As Go would see it: a free of the old block, then a new block with
         // its own sampling decision. The old record goes first, since the
         // inner realloc may hand `ptr` to another thread at once.
-        let sampled = self.state.get().and_then(|s| s.sampled.remove(ptr as usize).map(|b| (s, b)));
-        // Entries of blocks that were only indexed (holder mode) are not
-        // counted in their bucket: put back or dropped, never freed there.
+        let sampled = self.unrecord(ptr as usize);
         // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract.
         let new = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if new.is_null() {
-            // The old block is still the caller's: put its record back.
-            if let Some((state, bucket)) = sampled {
-                if !state.sampled.insert(ptr as usize, bucket) {
-                    if bucket & OWN != 0 {
-                        self.own_freed.fetch_add(layout.size() as u64, Ordering::Relaxed);
-                        self.own_blocks.fetch_sub(1, Ordering::Relaxed);
-                    } else if bucket & SAMPLED != 0 {
-                        state.buckets.record_free(bucket & !SAMPLED);
-                    }
+            // The old block is still the caller's: put its record back (if
+            // the set is full now, account it as freed).
+            if let Some((state, entry)) = sampled {
+                if !self.record(state, ptr as usize, entry) {
+                    self.forget(state, entry, layout.size());
                 }
             }
             return new;
         }
-        THREAD.with(|t| self.shard(t).freed.fetch_add(layout.size() as u64, Ordering::Relaxed));
+        THREAD.with(|t| self.counts.freed(t, layout.size()));
         if let Some((state, entry)) = sampled {
-            if entry & OWN != 0 {
-                self.own_freed.fetch_add(layout.size() as u64, Ordering::Relaxed);
-                self.own_blocks.fetch_sub(1, Ordering::Relaxed);
-            } else if entry & SAMPLED != 0 {
-                state.buckets.record_free(entry & !SAMPLED);
-            }
+            self.forget(state, entry, layout.size());
         }
         self.on_alloc(new, new_size);
         new
@@ -522,7 +669,12 @@ impl<A> fmt::Debug for Profiler<A> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Bytes ever allocated through the profiler (exact).
+    /// Bytes ever allocated through the profiler: every allocation that
+    /// returned before the read began is in. Exact but for allocations
+    /// the inner allocator refused that were smaller than their thread's
+    /// sampling countdown: those are counted too. Rust aborts on a refused
+    /// allocation unless the program asked with a fallible call
+    /// (`try_reserve`), so this is normally none.
     pub allocated_bytes: u64,
     /// Bytes ever freed through the profiler (exact).
     pub freed_bytes: u64,
@@ -542,8 +694,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Bytes the program holds now (exact): `allocated_bytes - freed_bytes`
-    /// without the profiler's own blocks.
+    /// Bytes the program holds now (exact as `allocated_bytes` says):
+    /// `allocated_bytes - freed_bytes` without the profiler's own blocks.
     pub fn inuse_bytes(&self) -> u64 {
         self.allocated_bytes.saturating_sub(self.freed_bytes).saturating_sub(self.own_bytes)
     }
@@ -655,5 +807,128 @@ mod tests {
             p.dealloc(a, layout);
         }
         assert_eq!(p.snapshot().records().len(), 0);
+    }
+
+    #[test]
+    fn the_hook_samples_with_go_probability() {
+        // Through the fast and slow paths: blocks of 64 KiB at 512 KiB are
+        // sampled with probability 1 - exp(-1/8).
+        let p = Profiler::new();
+        p.set_rate(DEFAULT_RATE);
+        p.set_seed(0x5eed);
+        let layout = Layout::from_size_align(64 * 1024, 8).unwrap();
+        let n = 100_000u64;
+        for _ in 0..n {
+            // SAFETY: a valid layout; the block is freed at once with it.
+            unsafe { p.dealloc(p.alloc(layout), layout) };
+        }
+        let sampled: u64 = p.snapshot().records().iter().map(|r| r.alloc_objects).sum();
+        let expected = 1.0 - (-1.0f64 / 8.0).exp();
+        let ratio = sampled as f64 / n as f64 / expected;
+        assert!((ratio - 1.0).abs() < 0.03, "{sampled} sampled, {ratio} of the expected");
+        assert_eq!(p.stats().inuse_bytes(), 0);
+    }
+
+    #[test]
+    fn inuse_is_exact_across_threads_that_come_and_go() {
+        // Blocks allocated on one thread and freed on another, by more
+        // threads over time than there are slot indices.
+        let p = Profiler::new();
+        p.set_rate(DEFAULT_RATE);
+        let layout = Layout::from_size_align(48, 8).unwrap();
+        let mut handed: Vec<usize> = Vec::new();
+        for round in 0..(crate::counts::SLOTS / 4 + 8) {
+            let mine = std::mem::take(&mut handed);
+            handed = std::thread::scope(|s| {
+                let workers: Vec<_> = (0..4)
+                    .map(|w| {
+                        let theirs: Vec<usize> = mine.iter().copied().skip(w).step_by(4).collect();
+                        let p = &p;
+                        s.spawn(move || {
+                            // SAFETY: a valid layout; each block is freed
+                            // once, on whatever thread, with it.
+                            unsafe {
+                                for a in theirs {
+                                    p.dealloc(a as *mut u8, layout);
+                                }
+                                (0..100).map(|_| p.alloc(layout) as usize).collect::<Vec<_>>()
+                            }
+                        })
+                    })
+                    .collect();
+                workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+            });
+            assert_eq!(p.inuse_bytes(), 48 * 400, "round {round}");
+        }
+        // SAFETY: as above.
+        unsafe {
+            for a in handed {
+                p.dealloc(a as *mut u8, layout);
+            }
+        }
+        let s = p.stats();
+        assert_eq!((s.inuse_bytes(), s.allocated_bytes), (0, s.freed_bytes));
+    }
+
+    #[test]
+    fn a_new_rate_reaches_a_thread_that_was_off() {
+        let p = Profiler::new();
+        p.set_rate(0);
+        let layout = Layout::from_size_align(4096, 8).unwrap();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let p = &p;
+            s.spawn(move || {
+                // SAFETY: a valid layout; each block is freed at once with it.
+                let churn = |n: u64| unsafe {
+                    for _ in 0..n {
+                        p.dealloc(p.alloc(layout), layout);
+                    }
+                };
+                churn(10);
+                ready_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                // This thread only sees the new rate on its slow path, within
+                // OFF_RECHECK bytes; from then on every block is sampled.
+                churn(OFF_RECHECK / 4096 + 1);
+                let before = p.stats().live_samples;
+                // SAFETY: as above.
+                let a = unsafe { p.alloc(layout) };
+                assert_eq!(p.stats().live_samples, before + 1, "sampled at rate 1");
+                // SAFETY: as above.
+                unsafe { p.dealloc(a, layout) };
+            });
+            ready_rx.recv().unwrap();
+            p.set_rate(1);
+            go_tx.send(()).unwrap();
+        });
+    }
+
+    #[test]
+    fn holder_mode_reaches_a_thread_on_the_fast_path() {
+        let p = Profiler::new();
+        p.set_rate(0);
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let p = &p;
+            s.spawn(move || {
+                // SAFETY: a valid layout; each block is freed once with it.
+                unsafe {
+                    p.dealloc(p.alloc(layout), layout);
+                    ready_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    let a = p.alloc(layout);
+                    assert_eq!(p.stats().live_samples, 1, "indexed at once");
+                    p.dealloc(a, layout);
+                    assert_eq!(p.stats().live_samples, 0);
+                }
+            });
+            ready_rx.recv().unwrap();
+            p.set_holder_mode(true);
+            go_tx.send(()).unwrap();
+        });
     }
 }

@@ -6,10 +6,16 @@
 //! chance `1/rate` to end a countdown, whatever the size of the block it is
 //! in, and a block of `s` bytes is sampled with probability
 //! `1 - exp(-s/rate)` (Go's `runtime.fastexprand` and `mallocgc`).
+//!
+//! The countdown itself lives in the thread's line of each profiler's
+//! counts (`counts.rs`), where the fast path reads it; here is the rest of
+//! what a thread keeps: its generator, the settings it drew under, its
+//! index, and the flag that it is running profiler code.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::counts::{CLOSED, SLOTS, UNCLAIMED};
 use crate::table::mix64;
 
 /// Everything the hook keeps per thread. No field needs a destructor, so the
@@ -19,9 +25,17 @@ use crate::table::mix64;
 pub(crate) struct ThreadState {
     /// Set while the profiler itself runs on this thread (taking a sample,
     /// building a profile): allocations made then are counted but never
-    /// sampled, and never re-enter the sampling code.
+    /// sampled, and never re-enter the sampling code. Change it only with
+    /// [`ThreadState::enter`] and [`ThreadState::leave`].
     pub in_profiler: Cell<bool>,
-    /// Bytes left before the next sample.
+    /// This thread's index into each profiler's lines of byte counts and
+    /// countdowns (see `counts.rs`), or `UNCLAIMED` / `NO_SLOT`.
+    pub slot: Cell<u32>,
+    /// The line the fast paths use: [`ThreadState::slot`], or `CLOSED` to
+    /// send every call to the slow path (no index, or inside the profiler).
+    pub fast: Cell<u8>,
+    /// Bytes left before the next sample, for a thread without an index
+    /// (the others keep it in their line).
     pub countdown: Cell<u64>,
     /// xorshift64* state; never 0 once seeded.
     pub rng: Cell<u64>,
@@ -45,6 +59,8 @@ thread_local! {
     pub(crate) static THREAD: ThreadState = const {
         ThreadState {
             in_profiler: Cell::new(false),
+            slot: Cell::new(UNCLAIMED),
+            fast: Cell::new(CLOSED),
             countdown: Cell::new(0),
             rng: Cell::new(0),
             stamp: Cell::new(0),
@@ -56,7 +72,8 @@ thread_local! {
 }
 
 /// Bumped whenever a rate or a seed changes, so that each thread draws a new
-/// countdown under the new settings at its next allocation.
+/// countdown under the new settings the next time it takes the slow path
+/// (at once for the thread that made the change).
 pub(crate) static CONFIG_STAMP: AtomicU32 = AtomicU32::new(1);
 static NEXT_ORDINAL: AtomicU32 = AtomicU32::new(0);
 
@@ -73,11 +90,29 @@ impl ThreadState {
         o
     }
 
-    /// Seeds the generator and draws a fresh countdown.
-    pub(crate) fn reseed(&self, seed: u64, stamp: u32, rate: u64) {
+    /// Seeds the generator; the caller draws a fresh countdown.
+    pub(crate) fn reseed(&self, seed: u64, stamp: u32) {
         self.rng.set(mix64(seed) | 1);
-        self.countdown.set(next_sample(&self.rng, rate));
         self.stamp.set(stamp);
+    }
+
+    /// Sets [`ThreadState::in_profiler`]; returns its previous value for
+    /// [`ThreadState::leave`]. Meanwhile every call takes the slow path,
+    /// which sees the flag.
+    #[inline]
+    pub(crate) fn enter(&self) -> bool {
+        self.fast.set(CLOSED);
+        self.in_profiler.replace(true)
+    }
+
+    /// Undoes [`ThreadState::enter`].
+    #[inline]
+    pub(crate) fn leave(&self, was: bool) {
+        if !was {
+            self.in_profiler.set(false);
+            let slot = self.slot.get();
+            self.fast.set(if (slot as usize) < SLOTS { slot as u8 } else { CLOSED });
+        }
     }
 }
 
@@ -94,13 +129,13 @@ pub(crate) struct InProfiler {
 impl InProfiler {
     /// Sets this thread's flag, remembering its previous value.
     pub(crate) fn enter() -> Self {
-        InProfiler { was: THREAD.with(|t| t.in_profiler.replace(true)) }
+        InProfiler { was: THREAD.with(ThreadState::enter) }
     }
 }
 
 impl Drop for InProfiler {
     fn drop(&mut self) {
-        THREAD.with(|t| t.in_profiler.set(self.was));
+        THREAD.with(|t| t.leave(self.was));
     }
 }
 

@@ -21,7 +21,7 @@
 //! same key at once both write a record and one of them is wasted; this is
 //! rare, bounded by the capacity, and never blocks anyone.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// Deepest stack kept, in frames.
 pub(crate) const MAX_DEPTH: usize = 64;
@@ -40,7 +40,14 @@ const BUCKET_INDEX_SLOTS: usize = BUCKET_CAPACITY * 2;
 pub(crate) const SAMPLED_CAPACITY: usize = SET_GROUPS * SET_WAYS;
 const SET_WAYS: usize = 8;
 const SET_GROUPS: usize = 1 << 17;
-const FILTER_SLOTS: usize = 1 << 15;
+/// Counters of the filter in front of the set: 256 KiB, so that with a few
+/// thousand sampled blocks live (a heap of some GiB at the default rate)
+/// about one free in a hundred has to look further.
+const FILTER_BITS: u32 = 18;
+const FILTER_SLOTS: usize = 1 << FILTER_BITS;
+/// A filter counter that reached this stays there: it no longer counts, it
+/// only says "maybe" for good.
+const FILTER_STUCK: u8 = u8::MAX;
 
 /// The key of a [`SampledSet`] slot being filled (no block starts at
 /// address 1).
@@ -402,7 +409,10 @@ impl BucketTable {
 /// there are no probe chains and no tombstones: a key lives in one of exactly
 /// two groups, and removing it just clears its slot. A counting filter in
 /// front lets a free of an unsampled block (the common case) return after one
-/// load, without touching the groups.
+/// load, without touching the groups: one byte per hash of the address
+/// (a multiply and a shift), counting the entries with that hash. It never
+/// says "none" wrongly: a counter goes up before its entry is in and down
+/// after it is out, and one that would overflow sticks at its maximum.
 ///
 /// Correctness rests on the allocator contract: an address is inserted after
 /// the inner allocator returned it and removed before it is given back, so at
@@ -411,30 +421,45 @@ impl BucketTable {
 /// allocating thread did before returning it.
 #[repr(C)]
 pub(crate) struct SampledSet {
-    len: AtomicUsize,
-    _pad: [u64; 7],
-    filter: [AtomicU32; FILTER_SLOTS],
+    filter: [AtomicU8; FILTER_SLOTS],
     keys: [AtomicUsize; SAMPLED_CAPACITY],
     vals: [AtomicU32; SAMPLED_CAPACITY],
 }
 
 impl SampledSet {
-    #[inline]
-    fn places(addr: usize) -> (usize, usize, usize) {
+    /// The first slots of the two groups `addr` may live in.
+    fn groups(addr: usize) -> (usize, usize) {
         let h = mix64(addr as u64);
         let g1 = (h as usize) & (SET_GROUPS - 1);
         let g2 = ((h >> 24) as usize) & (SET_GROUPS - 1);
-        let f = ((h >> 48) as usize) & (FILTER_SLOTS - 1);
-        (g1 * SET_WAYS, g2 * SET_WAYS, f)
+        (g1 * SET_WAYS, g2 * SET_WAYS)
+    }
+
+    /// The filter counter of `addr`: Fibonacci hashing, whose top bits
+    /// depend on every bit of the address.
+    #[inline]
+    fn filter_slot(addr: usize) -> usize {
+        ((addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FILTER_BITS)) as usize
+    }
+
+    fn filter_add(&self, f: usize) {
+        let _ =
+            self.filter[f].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| (c != FILTER_STUCK).then_some(c + 1));
+    }
+
+    fn filter_sub(&self, f: usize) {
+        let _ = self.filter[f]
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| (c != FILTER_STUCK && c != 0).then(|| c - 1));
     }
 
     /// Adds a sampled block; `false` if both of its groups are full.
     pub(crate) fn insert(&self, addr: usize, bucket: u32) -> bool {
         debug_assert!(addr != 0);
-        let (g1, g2, f) = Self::places(addr);
+        let (g1, g2) = Self::groups(addr);
+        let f = Self::filter_slot(addr);
         // Count in the filter first so that the entry is never present while
         // the filter says "none".
-        self.filter[f].fetch_add(1, Ordering::Relaxed);
+        self.filter_add(f);
         for g in [g1, g2] {
             for i in g..g + SET_WAYS {
                 if self.keys[i].load(Ordering::Relaxed) == 0
@@ -447,30 +472,28 @@ impl SampledSet {
                 {
                     self.vals[i].store(bucket, Ordering::Relaxed);
                     self.keys[i].store(addr, Ordering::Release);
-                    self.len.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
             }
         }
-        self.filter[f].fetch_sub(1, Ordering::Relaxed);
+        self.filter_sub(f);
         false
     }
 
-    /// Removes `addr` if it is a live sampled block and returns its bucket.
+    /// False if `addr` is certainly not in the set: the filter counts no
+    /// entry of its hash. Exact for the thread that is about to free `addr`
+    /// (see the type's doc).
     #[inline]
-    pub(crate) fn remove(&self, addr: usize) -> Option<u32> {
-        if self.len.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let (g1, g2, f) = Self::places(addr);
-        if self.filter[f].load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        self.remove_slow(addr, g1, g2, f)
+    pub(crate) fn may_contain(&self, addr: usize) -> bool {
+        self.filter[Self::filter_slot(addr)].load(Ordering::Relaxed) != 0
     }
 
-    #[cold]
-    fn remove_slow(&self, addr: usize, g1: usize, g2: usize, f: usize) -> Option<u32> {
+    /// Removes `addr` if it is a live sampled block and returns its bucket.
+    pub(crate) fn remove(&self, addr: usize) -> Option<u32> {
+        if !self.may_contain(addr) {
+            return None;
+        }
+        let (g1, g2) = Self::groups(addr);
         for g in [g1, g2] {
             for i in g..g + SET_WAYS {
                 if self.keys[i].load(Ordering::Relaxed) == addr {
@@ -478,17 +501,12 @@ impl SampledSet {
                     // Release: the value was read before the slot can be
                     // taken again (pairs with the Acquire in `insert`).
                     self.keys[i].store(0, Ordering::Release);
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                    self.filter[f].fetch_sub(1, Ordering::Relaxed);
+                    self.filter_sub(Self::filter_slot(addr));
                     return Some(bucket);
                 }
             }
         }
         None
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
     }
 
     /// Calls `f(address, bucket)` for every live entry. Allocates nothing,
@@ -623,14 +641,48 @@ mod tests {
         for a in (1..10_000usize).map(|i| i * 16) {
             assert!(set.insert(a, a as u32));
         }
-        assert_eq!(set.len(), 9_999);
+        let len = |set: &SampledSet| {
+            let mut n = 0;
+            set.for_each_entry(|_, _| n += 1);
+            n
+        };
+        assert_eq!(len(set), 9_999);
         assert_eq!(set.remove(16 * 20_000), None);
         for a in (1..10_000usize).map(|i| i * 16) {
             assert_eq!(set.remove(a), Some(a as u32), "{a}");
             assert_eq!(set.remove(a), None);
         }
-        assert_eq!(set.len(), 0);
+        assert_eq!(len(set), 0);
         assert!(set.filter.iter().all(|f| f.load(Ordering::Relaxed) == 0));
+    }
+
+    #[test]
+    fn a_full_filter_counter_sticks() {
+        let s = state();
+        let set = &s.get().unwrap().sampled;
+        let f = SampledSet::filter_slot(0x1000);
+        for _ in 0..300 {
+            set.filter_add(f);
+        }
+        for _ in 0..300 {
+            set.filter_sub(f);
+        }
+        assert_eq!(set.filter[f].load(Ordering::Relaxed), FILTER_STUCK, "it no longer knows its count");
+        let other = SampledSet::filter_slot(0x2000);
+        assert_ne!(other, f);
+        set.filter_add(other);
+        set.filter_sub(other);
+        assert_eq!(set.filter[other].load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_filter_spreads_nearby_blocks() {
+        // 4096 blocks of 64 bytes side by side take nearly as many counters.
+        let mut slots: Vec<usize> =
+            (0..4096usize).map(|i| SampledSet::filter_slot(0x5555_0000_0000 + i * 64)).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert!(slots.len() > 4000, "{}", slots.len());
     }
 
     #[test]

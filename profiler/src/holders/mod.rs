@@ -166,6 +166,8 @@ impl<A> Profiler<A> {
     /// on stay indexed until freed.
     pub fn set_holder_mode(&self, on: bool) {
         self.holder_mode.store(on, std::sync::atomic::Ordering::Relaxed);
+        // Every allocation takes the slow path, which indexes it.
+        self.counts.set_fast_path(!on);
     }
 
     /// Whether holder mode is on.
