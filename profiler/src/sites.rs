@@ -85,8 +85,8 @@ fn is_formatting(tr: &str) -> bool {
 ///
 /// A stack starts at the first location that has a site, at that frame;
 /// the frames before it are dropped, inlined ones too (a location whose
-/// lines are `try_allocate_in`, …, `to_vec`, `read_binary_copy` keeps
-/// `read_binary_copy` only). An address without symbols is never a site,
+/// lines are `try_allocate_in`, …, `copy_from_slice`, `read_field_2` keeps
+/// `read_field_2` only). An address without symbols is never a site,
 /// so a stack whose every named frame is machinery (a runtime's own
 /// allocation, from a thread's start in `libc` up) has none, and is kept
 /// whole, as Go keeps a stack whose frames are all `runtime.`.

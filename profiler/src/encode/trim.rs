@@ -8,11 +8,11 @@
 //!   │ RawVecInner::try_allocate_in (inline) │ ✗
 //!   │ Vec::with_capacity_in (inline)        │ ✗     ┌ new location 0x5f3a ─┐
 //!   │ <[T]>::to_vec (inline)                │ ✗     │                      │
-//!   │ Reader::read_binary_copy              │ ──►   │ read_binary_copy     │  flat
+//!   │ Bytes::copy_from_slice (inline)       │ ✗     │                      │
+//!   │ Request::read_field_2                 │ ──►   │ Request::read_field_2│  flat
 //!   └───────────────────────────────────────┘       └──────────────────────┘
 //!   ┌ location 0x61b0 ──────────────────────┐       ┌ location 0x61b0 ─────┐
-//!   │ read_field (inline)                   │ ──►   │ (unchanged)          │
-//!   │ Request::read_field_2                 │       │                      │
+//!   │ Request::decode                       │ ──►   │ (unchanged)          │
 //!   └───────────────────────────────────────┘       └──────────────────────┘
 //! ```
 //!

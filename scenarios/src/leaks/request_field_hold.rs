@@ -40,8 +40,8 @@ pub(crate) const INFO: Info = Info {
         `payload` bytes per request, for ever. The framework allocated that memory, so the heap profile seems to \
         blame it; the holder is the business cache.",
     profile_shows: "With decode=copy (Kitex's default) every msg is copied out of the read buffer by \
-        `rpc::codec::echo::Request::read_field_2` (under `Request::decode` <- `decode_echo_args`, above \
-        `Reader::read_binary_copy`): inuse_space grows under read_field_2, the frame that names field tag 2 of \
+        `rpc::codec::echo::Request::read_field_2` (under `Request::decode` <- `decode_echo_args`; the copy is made in its \
+        body, so it is the top flat row): inuse_space grows under read_field_2, the frame that names field tag 2 of \
         `Request` in rpc/idl/echo.thrift (msg) - the guide's `ReadField2` - while the pool profile stays flat. \
         With decode=nocopy the field is a slice of the pooled input node, which the heap profile cannot show (the \
         node was allocated long ago); the pool profile shows the pinned nodes instead, taken by \

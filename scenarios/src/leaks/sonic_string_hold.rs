@@ -55,8 +55,7 @@ pub(crate) const INFO: Info = Info {
         by about `json_size` per request. The root cause is the business cache that holds parsed values; \
         zero-copy parsing only amplifies it.",
     profile_shows: "The heap profile blames the framework's read path, not sonic-rs: inuse_space grows under \
-        `rpc::codec::echo::Request::read_field_3` (<- `Request::decode` <- `decode_echo_args`, above \
-        `Reader::read_binary_copy`), where the field was copied out of the read buffer (Kitex's copy decoding, the \
+        `rpc::codec::echo::Request::read_field_3` (<- `Request::decode` <- `decode_echo_args`; the top flat row), where the field was copied out of the read buffer (Kitex's copy decoding, the \
         guide's `ReadField3`); map field tag 3 of `Request` in rpc/idl/echo.thrift (json) to the code that parses \
         it. The pool profile stays flat.",
     fix: "Enable Sonic's `CopyString` option: decoded strings get their own memory, and the document is freed \
