@@ -3,12 +3,18 @@
 # matrix (8 s of load per run), every scenario x variant, run, diagnosed and
 # scored. About 6 minutes.
 # Usage: scripts/regen-results.sh [path/to/leaklab]
+# KEEP=DIR keeps the runs (profiles, reports, index.html) in DIR.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-$root/target/release/leaklab}
 [ -x "$bin" ] || (cd "$root" && cargo build --release -p harness)
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+if [ -n "${KEEP:-}" ]; then
+  out=$KEEP
+  mkdir -p "$out"
+else
+  out=$(mktemp -d)
+  trap 'rm -rf "$out"' EXIT
+fi
 status=0
 "$bin" matrix --out "$out" > /dev/null || status=$?
 mkdir -p "$root/results"
