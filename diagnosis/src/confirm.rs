@@ -85,7 +85,11 @@ fn name_holder(f: &mut Finding, holder: &str) {
 pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_growth: f64) {
     for (holder, growth, kind) in pool_findings(pools, min_growth) {
         let evidence = vec![format!("pool profile: {} pinned in pooled chunks {holder}", mib(growth))];
-        if let Some(f) = findings.iter_mut().find(|f| f.kind == kind) {
+        // The largest finding of the kind: the pool's holder confirms the
+        // bulk of the growth, not a connection's small buffer beside it.
+        if let Some(f) =
+            findings.iter_mut().filter(|f| f.kind == kind).max_by(|a, b| a.growth_bytes.total_cmp(&b.growth_bytes))
+        {
             f.score = (f.score + SCORE_POOL_CONFIRMS).min(1.0);
             f.evidence.extend(evidence);
             name_holder(f, &holder);

@@ -59,6 +59,15 @@ const SURGE_SHARE: f64 = 0.6;
 /// surge shape: memory that jumps with each surge and stays.
 const SURGE_STEPS: usize = 2;
 
+/// What the surge shape must keep per connection open at the peak: a
+/// barrier slot that pins buffers keeps at least one pooled node, and the
+/// smallest node a poller books for a read is 4 KiB (Netpoll's block,
+/// `rpc::linkbuf`'s default node); the slots' own bookkeeping, which a
+/// correct server also keeps, one slot per connection at the peak, weighs
+/// 1.2–1.4 KiB per slot here. Three quarters of a node sits between the two:
+/// growth at the surges below it is the slot table, not what it pins.
+const SURGE_MIN_PER_CONNECTION: f64 = 3.0 * 1024.0;
+
 /// A field held request after request grows while connections stay: less
 /// than this share of its growth came when connections were opened.
 const STEADY_SHARE: f64 = 0.3;
@@ -398,10 +407,20 @@ fn connection_surge_barriers(f: &StackFacts, s: &Shape, _: &Context<'_>) -> Answ
     if !(kept(s) && (at_openings >= SURGE_SHARE || s.at_openings.is_none() && s.steps >= SURGE_STEPS)) {
         return Answer::Next;
     }
+    let per_connection = s.peak_open.filter(|&p| p > 0.0).map(|p| s.growth / p);
+    if per_connection.is_some_and(|b| b < SURGE_MIN_PER_CONNECTION) {
+        return Answer::Next;
+    }
     let mut evidence = vec![format!(
         "{:.0}% of the growth came when connections were opened, and it stays after they closed",
         at_openings * 100.0
     )];
+    if let Some(b) = per_connection {
+        evidence.push(format!(
+            "{:.1} KiB kept per connection open at the peak: more than a slot, a pinned buffer",
+            b / 1024.0
+        ));
+    }
     if let Some(opened) = s.opened {
         evidence.push(format!(
             "memory follows the peak of connections, not requests: {opened:.0} connections opened, {:.0} KiB kept per connection opened",
@@ -492,6 +511,29 @@ mod tests {
         assert_eq!(classify(&f, &Shape { plateaued: true, ..rising() }, &CX), None);
         let named = classify(&f, &rising(), &CX).expect("a held field");
         assert_eq!((named.kind, named.score), (Kind::RequestFieldHeld, SCORE_FIELD_NAMED));
+    }
+
+    #[test]
+    fn a_slot_table_that_follows_the_peak_of_connections_is_not_a_surge_leak() {
+        // 0.3 MB gained at the surges, kept, with 224 connections open at
+        // the peak: 1.3 KiB a connection, the slots' own bookkeeping.
+        let f = StackFacts { handler: true, ..StackFacts::default() };
+        let surge = Shape {
+            growth: 3e5,
+            retained: Some(1.0),
+            at_openings: Some(1.0),
+            opened: Some(1456.0),
+            peak_open: Some(224.0),
+            ..rising()
+        };
+        assert_eq!(connection_surge_barriers(&f, &surge, &CX), Answer::Next);
+        // The same surges pinning a 256 KiB buffer a slot.
+        let pinned = Shape { growth: 224.0 * 262144.0, ..surge.clone() };
+        let Answer::Leak(named) = connection_surge_barriers(&f, &pinned, &CX) else { panic!("a surge leak") };
+        assert_eq!(named.kind, Kind::ConnectionSurgeBarriers);
+        // Without connection metrics (a foreign process) the check is not made.
+        let foreign = Shape { peak_open: None, ..surge };
+        assert!(matches!(connection_surge_barriers(&f, &foreign, &CX), Answer::Leak(_)));
     }
 
     #[test]

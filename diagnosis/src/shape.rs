@@ -175,6 +175,8 @@ pub(crate) struct Shape {
     pub(crate) with_open: Option<f64>,
     /// Connections opened from the first snapshot to the peak.
     pub(crate) opened: Option<f64>,
+    /// The most connections open at once under load.
+    pub(crate) peak_open: Option<f64>,
     /// Clients created from the first snapshot to the peak.
     pub(crate) clients: Option<f64>,
     /// Whether the connections open now kept rising over the load (none
@@ -251,6 +253,7 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
         at_openings,
         with_open: corr(&work.open_conns),
         opened: work.opened_conns.as_ref().map(|o| o[peak_i] - o[0]),
+        peak_open: work.open_conns.as_ref().map(|o| active.iter().map(|&i| o[i]).fold(0.0, f64::max)),
         clients: work.clients_created.as_ref().map(|c| c[peak_i] - c[0]),
         open_rising: work.open_conns.as_ref().map(|o| {
             // Still climbing in the second half of the load, not only while
