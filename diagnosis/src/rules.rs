@@ -63,8 +63,10 @@ const SURGE_STEPS: usize = 2;
 /// barrier slot that pins buffers keeps at least one pooled node, and the
 /// smallest node a poller books for a read is 4 KiB (Netpoll's block,
 /// `rpc::linkbuf`'s default node); the slots' own bookkeeping, which a
-/// correct server also keeps, one slot per connection at the peak, weighs
-/// 1.2–1.4 KiB per slot here. Three quarters of a node sits between the two:
+/// correct server also keeps, about 1.1 KiB a slot (32 buffer references,
+/// as Netpoll's barrier holds 32 `[]byte` and 32 iovecs, 1.3 KiB), and up to
+/// twice that per connection at the peak when the table has just doubled
+/// (measured 1.3–2.3 KiB). Three quarters of a node sits between the two:
 /// growth at the surges below it is the slot table, not what it pins.
 const SURGE_MIN_PER_CONNECTION: f64 = 3.0 * 1024.0;
 
