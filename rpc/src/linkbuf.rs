@@ -22,8 +22,10 @@
 //! Writes `malloc` space in a tail node of at least 4 KiB and `flush`
 //! commits it. With NoCopy writing on, a binary value over
 //! [`NOCOPY_THRESHOLD`] is linked into the list as the caller's own `Bytes`
-//! instead of being copied. The buffer holds nothing until the first write,
-//! then keeps its tail node.
+//! instead of being copied; the part of the tail node written before it is
+//! cut off in front of it and the rest of the node goes on behind it, so
+//! the next small write needs no new node. The buffer holds nothing until
+//! the first write, then keeps its tail node.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -46,6 +48,9 @@ pub const NOCOPY_THRESHOLD: usize = 4 << 10;
 /// What a message may take beyond the last one's size (its frame header,
 /// a longer id) and still lie whole in what a tail node has left.
 const MESSAGE_SLACK: usize = 64;
+/// Values longer than this may be split between the tail node's room and a
+/// new node ([`OutputBuffer::write_slice`]).
+const MIN_SPLIT: usize = 256;
 /// Smallest output node.
 const MIN_OUTPUT_NODE: usize = 4 << 10;
 
@@ -495,8 +500,23 @@ impl OutputBuffer {
         self.nodes.push_back(OutNode::Chunk { chunk, sent: 0, commit: 0, write: 0 });
     }
 
-    /// Copies `data` in.
-    pub fn write_slice(&mut self, data: &[u8]) {
+    /// Copies `data` in. A value larger than the tail node's room first
+    /// fills that room, and only the rest goes into a new node: a reply
+    /// whose value just fits a size class would otherwise leave the node
+    /// full and take another one for its last bytes.
+    pub fn write_slice(&mut self, mut data: &[u8]) {
+        if data.len() > MIN_SPLIT {
+            if let Some(OutNode::Chunk { chunk, write, .. }) = self.nodes.back_mut() {
+                let room = chunk.capacity() - *write;
+                if room > 0 && room < data.len() {
+                    let start = *write - chunk.frozen();
+                    chunk.spare_mut()[start..start + room].copy_from_slice(&data[..room]);
+                    *write += room;
+                    self.pending += room;
+                    data = &data[room..];
+                }
+            }
+        }
         self.malloc(data.len()).copy_from_slice(data);
     }
 
@@ -804,6 +824,24 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(out.nodes.len(), 1, "keeps the tail node");
         assert_eq!(pool.stats().allocated_chunks, 1);
+    }
+
+    #[test]
+    fn a_copied_value_fills_the_tail_before_a_new_node() {
+        let pool = Pool::new(PoolConfig::default());
+        let mut out = OutputBuffer::new(pool.clone(), false);
+        let value = vec![3u8; 16 << 10];
+        for _ in 0..4 {
+            out.write_slice(b"header");
+            out.write_slice(&value);
+            out.write_slice(b"\0");
+            out.flush();
+            let n = out.len();
+            out.consume(n);
+        }
+        // 4 x 16 KiB in 4 KiB + 16 KiB nodes: one node per value and one
+        // to start with, not a second node for each value's last bytes.
+        assert!(pool.stats().allocated_chunks <= 5, "{} nodes", pool.stats().allocated_chunks);
     }
 
     #[test]
