@@ -192,10 +192,13 @@ impl InputBuffer {
             // A read that returns fewer bytes than asked for has drained the
             // socket: the readiness is cleared (by answering `WouldBlock`
             // to `try_io`), as tokio's own `poll_read` does, so that the
-            // next wait sleeps instead of making a read that fails.
+            // next wait sleeps instead of making a read that fails. Legacy
+            // slots keep the failing read, as Netpoll's poller made it: it
+            // is what leaves the input node in the slot after a reply.
+            let clear_short = slot.clears();
             let read = slot.io([held], || {
                 stream.try_io(Interest::READABLE, || match stream.try_read(spare) {
-                    Ok(n) if n > 0 && n < want => {
+                    Ok(n) if clear_short && n > 0 && n < want => {
                         short = n;
                         Err(io::ErrorKind::WouldBlock.into())
                     }
