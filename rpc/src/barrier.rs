@@ -192,6 +192,12 @@ impl fmt::Debug for SlotGuard {
 }
 
 impl SlotGuard {
+    /// Whether the slot is cleared after each syscall (fixed mode, or a
+    /// private record).
+    pub fn clears(&self) -> bool {
+        self.barriers.as_ref().is_none_or(|b| b.inner.mode == BarrierMode::Fixed)
+    }
+
     /// The slot's index in the table.
     pub fn index(&self) -> usize {
         self.index

@@ -22,14 +22,17 @@
 //! Writes `malloc` space in a tail node of at least 4 KiB and `flush`
 //! commits it. With NoCopy writing on, a binary value over
 //! [`NOCOPY_THRESHOLD`] is linked into the list as the caller's own `Bytes`
-//! instead of being copied. The buffer holds nothing until the first write,
-//! then keeps its tail node.
+//! instead of being copied; the part of the tail node written before it is
+//! cut off in front of it and the rest of the node goes on behind it, so
+//! the next small write needs no new node. The buffer holds nothing until
+//! the first write, then keeps its tail node.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 
 use bytes::Bytes;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::barrier::{Held, SlotGuard, SLOT_REFS};
@@ -42,6 +45,12 @@ pub const DEFAULT_INPUT_NODE: usize = 8 << 10;
 pub const MALLOC_MAX: usize = 8 << 20;
 /// Binary values longer than this are linked, not copied, by NoCopy writes.
 pub const NOCOPY_THRESHOLD: usize = 4 << 10;
+/// What a message may take beyond the last one's size (its frame header,
+/// a longer id) and still lie whole in what a tail node has left.
+const MESSAGE_SLACK: usize = 64;
+/// Values longer than this may be split between the tail node's room and a
+/// new node ([`OutputBuffer::write_slice`]).
+const MIN_SPLIT: usize = 256;
 /// Smallest output node.
 const MIN_OUTPUT_NODE: usize = 4 << 10;
 
@@ -64,6 +73,8 @@ pub struct InputBuffer {
     len: usize,
     book_size: usize,
     max_size: usize,
+    /// Bytes of the last message consumed ([`next`](Self::next)).
+    last_message: usize,
 }
 
 impl fmt::Debug for InputBuffer {
@@ -83,7 +94,14 @@ impl InputBuffer {
     pub fn new(pool: Pool, initial: usize) -> InputBuffer {
         let initial = initial.clamp(1, MALLOC_MAX);
         let first = InNode { chunk: pool.lease(initial, Taker::ConnRead), read: 0 };
-        InputBuffer { pool, nodes: VecDeque::from([first]), len: 0, book_size: initial, max_size: initial }
+        InputBuffer {
+            pool,
+            nodes: VecDeque::from([first]),
+            len: 0,
+            book_size: initial,
+            max_size: initial,
+            last_message: 0,
+        }
     }
 
     /// Readable bytes.
@@ -170,7 +188,28 @@ impl InputBuffer {
             let chunk = self.book();
             let held = Held::Chunk(chunk.hold());
             let spare = &mut chunk.spare_mut()[..want];
-            match slot.io([held], || stream.try_read_vectored(&mut [IoSliceMut::new(spare)])) {
+            let mut short = 0;
+            // A read that returns fewer bytes than asked for has drained the
+            // socket: the readiness is cleared (by answering `WouldBlock`
+            // to `try_io`), as tokio's own `poll_read` does, so that the
+            // next wait sleeps instead of making a read that fails. Legacy
+            // slots keep the failing read, as Netpoll's poller made it: it
+            // is what leaves the input node in the slot after a reply.
+            let clear_short = slot.clears();
+            let read = slot.io([held], || {
+                stream.try_io(Interest::READABLE, || match stream.try_read(spare) {
+                    Ok(n) if clear_short && n > 0 && n < want => {
+                        short = n;
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    r => r,
+                })
+            });
+            let read = match read {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
+                r => r,
+            };
+            match read {
                 Ok(n) => {
                     let grows = want < booked && n == want && booked == self.book_size;
                     self.book_ack(n);
@@ -241,6 +280,7 @@ impl InputBuffer {
                 let out = node.chunk.bytes(node.read..node.read + n);
                 node.read += n;
                 self.len -= n;
+                self.last_message = n;
                 (out, node.chunk.marker())
             }
             _ => self.next_span(n),
@@ -301,17 +341,24 @@ impl InputBuffer {
         assert_eq!(copied, len, "finish_span before the copy is complete");
         chunk.freeze_to(len);
         self.skip(len);
+        self.last_message = len;
         (chunk.bytes(0..len), chunk.marker())
     }
 
     /// Gives consumed nodes back (to the pool, once nothing else references
-    /// them). The tail node stays while it has room.
+    /// them). The tail node stays while it has room for a message as large
+    /// as the last one: with less, the next message would straddle it and a
+    /// new node, and [`next`](Self::next) would copy all of it; once
+    /// everything read is consumed, such a tail goes back too, and the next
+    /// read takes a fresh node of `max_size` (at least the size of every
+    /// message buffered so far), where the message lies whole.
     pub fn release(&mut self) {
         while let Some(front) = self.nodes.front() {
             let consumed = front.readable() == 0;
             let is_tail = self.nodes.len() == 1;
-            let tail_full = front.chunk.frozen() == front.chunk.capacity();
-            if consumed && (!is_tail || tail_full) {
+            let room = front.chunk.capacity() - front.chunk.frozen();
+            let tail_spent = room == 0 || (self.len == 0 && room < self.last_message.saturating_add(MESSAGE_SLACK));
+            if consumed && (!is_tail || tail_spent) {
                 self.nodes.pop_front();
             } else {
                 break;
@@ -353,29 +400,46 @@ impl SpanCopy {
 }
 
 enum OutNode {
+    /// A pooled node written through `malloc`: bytes `[sent, commit)` are
+    /// committed and unsent, `[commit, write)` written but not yet flushed.
+    /// Only the tail node is written to.
     Chunk {
         chunk: Chunk,
-        /// Bytes already sent; committed is `chunk.frozen()`.
         sent: usize,
-        /// Malloc'd so far (committed at flush).
+        commit: usize,
         write: usize,
     },
+    /// Bytes linked in whole: a NoCopy value, or the written part of a node
+    /// cut off in front of one (the node itself moves behind the value).
+    /// `[sent, commit)` is committed and unsent.
     Linked {
         bytes: Bytes,
         sent: usize,
+        commit: usize,
     },
 }
 
 impl OutNode {
     fn unsent(&self) -> usize {
         match self {
-            OutNode::Chunk { chunk, sent, .. } => chunk.frozen() - sent,
-            OutNode::Linked { bytes, sent } => bytes.len() - sent,
+            OutNode::Chunk { sent, commit, .. } | OutNode::Linked { sent, commit, .. } => commit - sent,
+        }
+    }
+
+    fn unsent_slice(&self) -> &[u8] {
+        match self {
+            OutNode::Chunk { chunk, sent, commit, .. } => chunk.frozen_slice(*sent..*commit),
+            OutNode::Linked { bytes, sent, commit } => &bytes[*sent..*commit],
         }
     }
 }
 
 /// A connection's output buffer.
+///
+/// ```text
+///  nodes:  [ sent | committed | written ]-->[ NoCopy value ]-->[ rest of the node ...
+///           a node cut in front of a linked value     the same node, written on after it
+/// ```
 pub struct OutputBuffer {
     pool: Pool,
     nodes: VecDeque<OutNode>,
@@ -436,32 +500,84 @@ impl OutputBuffer {
     #[inline(never)]
     fn grow(&mut self, n: usize) {
         let chunk = self.pool.lease(n.max(MIN_OUTPUT_NODE), Taker::Encode);
-        self.nodes.push_back(OutNode::Chunk { chunk, sent: 0, write: 0 });
+        self.nodes.push_back(OutNode::Chunk { chunk, sent: 0, commit: 0, write: 0 });
     }
 
-    /// Copies `data` in.
-    pub fn write_slice(&mut self, data: &[u8]) {
+    /// Copies `data` in. A value larger than the tail node's room first
+    /// fills that room, and only the rest goes into a new node: a reply
+    /// whose value just fits a size class would otherwise leave the node
+    /// full and take another one for its last bytes.
+    pub fn write_slice(&mut self, mut data: &[u8]) {
+        if data.len() > MIN_SPLIT {
+            if let Some(OutNode::Chunk { chunk, write, .. }) = self.nodes.back_mut() {
+                let room = chunk.capacity() - *write;
+                if room > 0 && room < data.len() {
+                    let start = *write - chunk.frozen();
+                    chunk.spare_mut()[start..start + room].copy_from_slice(&data[..room]);
+                    *write += room;
+                    self.pending += room;
+                    data = &data[room..];
+                }
+            }
+        }
         self.malloc(data.len()).copy_from_slice(data);
     }
 
     /// Writes a binary value: linked without a copy when NoCopy writing is
     /// on and it is longer than [`NOCOPY_THRESHOLD`], copied otherwise.
+    ///
+    /// As Netpoll does, the written part of the tail node is cut off in
+    /// front of the linked value and the rest of the node goes on behind it,
+    /// so that what is written next fills that rest instead of leasing a
+    /// new node.
     pub fn write_binary(&mut self, data: &Bytes) {
-        if self.nocopy && data.len() > NOCOPY_THRESHOLD {
-            self.nodes.push_back(OutNode::Linked { bytes: data.clone(), sent: 0 });
-            self.pending += data.len();
-        } else {
+        if !(self.nocopy && data.len() > NOCOPY_THRESHOLD) {
             self.write_slice(data);
+            return;
         }
+        let len = data.len();
+        let value = OutNode::Linked { bytes: data.clone(), sent: 0, commit: 0 };
+        let has_room = matches!(self.nodes.back(), Some(OutNode::Chunk { chunk, write, .. }) if *write < chunk.capacity());
+        if has_room {
+            let Some(OutNode::Chunk { mut chunk, sent, commit, write }) = self.nodes.pop_back() else {
+                unreachable!("the tail is a chunk with room")
+            };
+            // Everything written so far becomes read-only (it is sent as
+            // written); whether it is committed stays in `commit`.
+            chunk.freeze_to(write);
+            if write > sent {
+                let bytes = chunk.bytes(sent..write);
+                self.nodes.push_back(OutNode::Linked { bytes, sent: 0, commit: commit - sent });
+            }
+            self.nodes.push_back(value);
+            self.nodes.push_back(OutNode::Chunk { chunk, sent: write, commit: write, write });
+        } else {
+            self.nodes.push_back(value);
+        }
+        self.pending += len;
     }
 
     /// Commits everything written so far.
     pub fn flush(&mut self) {
-        for node in self.nodes.iter_mut() {
-            if let OutNode::Chunk { chunk, write, .. } = node {
-                if *write > chunk.frozen() {
-                    chunk.freeze_to(*write);
+        if self.pending == 0 {
+            return;
+        }
+        // Only nodes at the back hold uncommitted bytes.
+        let mut left = self.pending;
+        for node in self.nodes.iter_mut().rev() {
+            let (commit, end) = match node {
+                OutNode::Chunk { chunk, commit, write, .. } => {
+                    if *write > chunk.frozen() {
+                        chunk.freeze_to(*write);
+                    }
+                    (commit, *write)
                 }
+                OutNode::Linked { bytes, commit, .. } => (commit, bytes.len()),
+            };
+            left -= end - *commit;
+            *commit = end;
+            if left == 0 {
+                break;
             }
         }
         self.committed += self.pending;
@@ -473,34 +589,47 @@ impl OutputBuffer {
     pub async fn send(&mut self, stream: &TcpStream, slot: &SlotGuard) -> io::Result<()> {
         while self.committed > 0 {
             stream.writable().await?;
-            let result = {
-                let mut iov = [IoSlice::new(&[]); SLOT_REFS];
-                let mut n_iov = 0;
-                let mut held: [Option<Held>; SLOT_REFS] = std::array::from_fn(|_| None);
-                for node in self.nodes.iter().filter(|n| n.unsent() > 0).take(SLOT_REFS) {
-                    match node {
-                        OutNode::Chunk { chunk, sent, .. } => {
-                            iov[n_iov] = IoSlice::new(chunk.frozen_slice(*sent..chunk.frozen()));
-                            held[n_iov] = Some(Held::Chunk(chunk.hold()));
-                        }
-                        OutNode::Linked { bytes, sent } => {
-                            iov[n_iov] = IoSlice::new(&bytes[*sent..]);
-                            held[n_iov] = Some(Held::Bytes(bytes.clone()));
-                        }
-                    }
-                    n_iov += 1;
-                }
-                slot.io(held.into_iter().flatten(), || stream.try_write_vectored(&iov[..n_iov]))
-            };
-            match result {
+            self.try_send(stream, slot)?;
+        }
+        self.release();
+        Ok(())
+    }
+
+    /// Sends what the socket takes now, without waiting: all committed
+    /// bytes unless the socket is full (then [`len`](Self::len) is not 0).
+    pub fn try_send(&mut self, stream: &TcpStream, slot: &SlotGuard) -> io::Result<()> {
+        while self.committed > 0 {
+            match self.write_once(stream, slot) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
         self.release();
         Ok(())
+    }
+
+    /// One `writev` of up to 32 unsent pieces (a plain `send` for one).
+    fn write_once(&self, stream: &TcpStream, slot: &SlotGuard) -> io::Result<usize> {
+        let mut iov = [IoSlice::new(&[]); SLOT_REFS];
+        let mut n_iov = 0;
+        let mut held: [Option<Held>; SLOT_REFS] = std::array::from_fn(|_| None);
+        for node in self.nodes.iter().filter(|n| n.unsent() > 0).take(SLOT_REFS) {
+            iov[n_iov] = IoSlice::new(node.unsent_slice());
+            held[n_iov] = Some(match node {
+                OutNode::Chunk { chunk, .. } => Held::Chunk(chunk.hold()),
+                OutNode::Linked { bytes, .. } => Held::Bytes(bytes.clone()),
+            });
+            n_iov += 1;
+        }
+        slot.io(held.into_iter().flatten(), || {
+            if n_iov == 1 {
+                stream.try_write(&iov[0])
+            } else {
+                stream.try_write_vectored(&iov[..n_iov])
+            }
+        })
     }
 
     fn advance(&mut self, mut n: usize) {
@@ -521,14 +650,13 @@ impl OutputBuffer {
     /// Drops sent nodes, keeping a tail chunk that still has room.
     fn release(&mut self) {
         while let Some(front) = self.nodes.front() {
-            let done = front.unsent() == 0;
-            let keep = match front {
-                OutNode::Chunk { chunk, write, .. } => {
-                    self.nodes.len() == 1 && *write < chunk.capacity() || *write > chunk.frozen()
+            let done = match front {
+                OutNode::Chunk { chunk, sent, write, .. } => {
+                    *sent == *write && (self.nodes.len() > 1 || *write == chunk.capacity())
                 }
-                OutNode::Linked { .. } => false,
+                OutNode::Linked { bytes, sent, .. } => *sent == bytes.len(),
             };
-            if done && !keep {
+            if done {
                 self.nodes.pop_front();
             } else {
                 break;
@@ -539,10 +667,7 @@ impl OutputBuffer {
     /// The committed, unsent bytes as contiguous pieces (for tests and for
     /// writers that are not sockets).
     pub fn segments(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.nodes.iter().filter(|n| n.unsent() > 0).map(|n| match n {
-            OutNode::Chunk { chunk, sent, .. } => chunk.frozen_slice(*sent..chunk.frozen()),
-            OutNode::Linked { bytes, sent } => &bytes[*sent..],
-        })
+        self.nodes.iter().filter(|n| n.unsent() > 0).map(OutNode::unsent_slice)
     }
 
     /// Marks `n` committed bytes as sent without a socket (see
@@ -640,11 +765,86 @@ mod tests {
         drop(first);
         buf.skip(100);
         buf.release();
-        assert_eq!(buf.nodes.len(), 1);
+        // The consumed tail (924 bytes of room, less than the last message)
+        // went back too.
+        assert_eq!(buf.nodes.len(), 0);
         let leases = pool.leases();
         assert_eq!(leases.iter().filter(|l| l.pinned()).count(), 1, "the 1-byte slice pins the first node");
         drop(one);
         assert!(pool.leases().iter().all(|l| !l.pinned()));
+    }
+
+    #[test]
+    fn a_consumed_tail_too_small_for_the_last_message_goes_back() {
+        let pool = Pool::new(PoolConfig::default());
+        let mut buf = InputBuffer::new(pool.clone(), 8 << 10);
+        let msg = vec![5u8; 3000];
+        // Two messages fit in the 8 KiB node; a third would straddle it.
+        for left in [1, 0] {
+            fill_with(&mut buf, &msg);
+            let (m, _) = buf.next(msg.len());
+            assert_eq!(m.len(), msg.len());
+            buf.release();
+            assert_eq!(buf.nodes.len(), left);
+        }
+        // With 2192 bytes of room left the tail went back: the next message
+        // lies whole in a fresh node instead of being copied.
+        fill_with(&mut buf, &msg);
+        assert!(!buf.spans(msg.len()));
+        let chunks = pool.stats().allocated_chunks;
+        let (m, _) = buf.next(msg.len());
+        assert_eq!((&m[..], pool.stats().allocated_chunks), (&msg[..], chunks));
+    }
+
+    #[test]
+    fn output_reuses_the_rest_of_a_node_after_a_linked_value() {
+        let pool = Pool::new(PoolConfig::default());
+        let big = Bytes::from(vec![9u8; 10_000]);
+        let mut out = OutputBuffer::new(pool.clone(), true);
+        out.write_slice(b"head");
+        out.write_binary(&big);
+        out.write_slice(b"tail");
+        assert_eq!((out.len(), out.segments().count()), (0, 0), "nothing committed before flush");
+        out.flush();
+        assert_eq!(pool.stats().allocated_chunks, 1, "one node, its rest written after the linked value");
+        let segs: Vec<&[u8]> = out.segments().collect();
+        assert_eq!(segs.len(), 3);
+        assert_eq!((segs[0], segs[1].as_ptr(), segs[2]), (&b"head"[..], big.as_ptr(), &b"tail"[..]));
+        // A second reply goes on in the same node, uncommitted until flushed.
+        out.write_binary(&big);
+        out.write_slice(b"more");
+        assert_eq!(out.len(), 10_008);
+        out.flush();
+        assert_eq!(out.len(), 20_012);
+        let mut all = Vec::new();
+        for s in out.segments() {
+            all.extend_from_slice(s);
+        }
+        assert_eq!(&all[10_004..10_008], b"tail");
+        assert_eq!(&all[20_008..], b"more");
+        out.consume(10_010);
+        out.consume(10_002);
+        assert!(out.is_empty());
+        assert_eq!(out.nodes.len(), 1, "keeps the tail node");
+        assert_eq!(pool.stats().allocated_chunks, 1);
+    }
+
+    #[test]
+    fn a_copied_value_fills_the_tail_before_a_new_node() {
+        let pool = Pool::new(PoolConfig::default());
+        let mut out = OutputBuffer::new(pool.clone(), false);
+        let value = vec![3u8; 16 << 10];
+        for _ in 0..4 {
+            out.write_slice(b"header");
+            out.write_slice(&value);
+            out.write_slice(b"\0");
+            out.flush();
+            let n = out.len();
+            out.consume(n);
+        }
+        // 4 x 16 KiB in 4 KiB + 16 KiB nodes: one node per value and one
+        // to start with, not a second node for each value's last bytes.
+        assert!(pool.stats().allocated_chunks <= 5, "{} nodes", pool.stats().allocated_chunks);
     }
 
     #[test]

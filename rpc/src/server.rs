@@ -351,7 +351,11 @@ impl ServerStats {
         if len >= LARGE_REQUEST {
             self.large_requests.fetch_add(1, Ordering::Relaxed);
         }
-        if self.largest_request.fetch_max(len as u64, Ordering::Relaxed) < len as u64 {
+        // A load first: the counter is shared by every connection, and it
+        // rarely changes.
+        if self.largest_request.load(Ordering::Relaxed) < len as u64
+            && self.largest_request.fetch_max(len as u64, Ordering::Relaxed) < len as u64
+        {
             *self.largest_peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
         }
     }
@@ -629,7 +633,13 @@ impl Conn<'_> {
     /// Records what the input buffer holds now.
     fn sync(&self) {
         let share = &self.share;
-        share.budget.set(&share.slot, self.input.reserved());
+        let held = self.input.reserved();
+        // Most calls leave the input nodes as they were: then the shared
+        // counters, written by every connection, are left alone.
+        if share.slot.reserved.load(Ordering::Acquire) == held {
+            return;
+        }
+        share.budget.set(&share.slot, held);
         share.stats.input_bytes.store(share.budget.total.load(Ordering::Acquire) as u64, Ordering::Relaxed);
     }
 }
@@ -711,6 +721,9 @@ impl<H: Handler> Shared<H> {
     /// Sends every queued reply; fails if a send makes no progress for
     /// `write_timeout` or the connection is chosen to close.
     async fn send_all(&self, stream: &TcpStream, slot: &SlotGuard, conn: &mut Conn<'_>) -> Result<(), ConnError> {
+        // Most replies fit in the socket at once: then no timer and no
+        // wake-up are set up.
+        conn.output.try_send(stream, slot)?;
         while !conn.output.is_empty() {
             let before = conn.output.len();
             let sent = tokio::select! {
@@ -749,7 +762,7 @@ impl<H: Handler> Shared<H> {
                         started = None;
                         if conn.output.len() >= self.config.max_output_bytes {
                             // Send what the socket takes now, without waiting.
-                            let _ = tokio::time::timeout(Duration::ZERO, conn.output.send(stream, slot)).await;
+                            conn.output.try_send(stream, slot)?;
                             if conn.output.len() >= self.config.max_output_bytes {
                                 break Err(ConnError::Closed(Close::OutputOverflow));
                             }
@@ -842,9 +855,7 @@ impl<H: Handler> Shared<H> {
                 work = 0;
                 self.give_way().await;
             }
-            if started.is_none() {
-                started = Some(Instant::now());
-            }
+            // `started` is set after decoding, if a message stays partial.
         }
     }
 
