@@ -83,7 +83,8 @@ pub fn echo(c: &mut Criterion) {
         let req = Request { id: 42, msg: Bytes::from((0..size).map(|i| i as u8).collect::<Vec<u8>>()), json: None };
         let mut wire = Vec::new();
         codec::encode_call(&mut wire, Transport::Framed, 1, &req).expect("encodable");
-        let reply_len = codec::encoded_len_reply(Transport::Framed, &Response { id: 42, msg: req.msg.clone(), json: None });
+        let reply_len =
+            codec::encoded_len_reply(Transport::Framed, &Response { id: 42, msg: req.msg.clone(), json: None });
         group.throughput(Throughput::Bytes((wire.len() + reply_len) as u64));
         for (name, mode, nocopy_write) in [("copy", DecodeMode::Copy, false), ("nocopy", DecodeMode::NoCopy, true)] {
             let mut conn = Conn::new(&pool, mode, nocopy_write);

@@ -50,16 +50,11 @@
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::sampler::{ThreadState, THREAD};
+pub(crate) use crate::sampler::{CLOSED, SLOTS, UNCLAIMED};
 
-/// Threads that can hold a slot index at once; more use the shards.
-pub(crate) const SLOTS: usize = 255;
-/// The line of threads that must take the slow path: never opened.
-pub(crate) const CLOSED: u8 = SLOTS as u8;
 /// Shared counters for threads without a slot index.
 const SHARDS: usize = 16;
 
-/// [`ThreadState::slot`] of a thread that has not asked for an index yet.
-pub(crate) const UNCLAIMED: u32 = u32::MAX;
 /// [`ThreadState::slot`] of a thread that got none, or gave it back at exit.
 pub(crate) const NO_SLOT: u32 = u32::MAX - 1;
 

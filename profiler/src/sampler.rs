@@ -15,8 +15,15 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::counts::{CLOSED, SLOTS, UNCLAIMED};
 use crate::table::mix64;
+
+/// Threads that can hold a slot index of `counts` at once; more use its
+/// shards.
+pub(crate) const SLOTS: usize = 255;
+/// The line of threads that must take the slow path: never opened.
+pub(crate) const CLOSED: u8 = SLOTS as u8;
+/// [`ThreadState::slot`] of a thread that has not asked for an index yet.
+pub(crate) const UNCLAIMED: u32 = u32::MAX;
 
 /// Everything the hook keeps per thread. No field needs a destructor, so the
 /// thread-local is `const`-initialized and valid during the whole life of the

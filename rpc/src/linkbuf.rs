@@ -403,20 +403,11 @@ enum OutNode {
     /// A pooled node written through `malloc`: bytes `[sent, commit)` are
     /// committed and unsent, `[commit, write)` written but not yet flushed.
     /// Only the tail node is written to.
-    Chunk {
-        chunk: Chunk,
-        sent: usize,
-        commit: usize,
-        write: usize,
-    },
+    Chunk { chunk: Chunk, sent: usize, commit: usize, write: usize },
     /// Bytes linked in whole: a NoCopy value, or the written part of a node
     /// cut off in front of one (the node itself moves behind the value).
     /// `[sent, commit)` is committed and unsent.
-    Linked {
-        bytes: Bytes,
-        sent: usize,
-        commit: usize,
-    },
+    Linked { bytes: Bytes, sent: usize, commit: usize },
 }
 
 impl OutNode {
@@ -537,7 +528,8 @@ impl OutputBuffer {
         }
         let len = data.len();
         let value = OutNode::Linked { bytes: data.clone(), sent: 0, commit: 0 };
-        let has_room = matches!(self.nodes.back(), Some(OutNode::Chunk { chunk, write, .. }) if *write < chunk.capacity());
+        let has_room =
+            matches!(self.nodes.back(), Some(OutNode::Chunk { chunk, write, .. }) if *write < chunk.capacity());
         if has_room {
             let Some(OutNode::Chunk { mut chunk, sent, commit, write }) = self.nodes.pop_back() else {
                 unreachable!("the tail is a chunk with room")
