@@ -106,10 +106,11 @@ fn echo_allocates_at_most_once_per_request_in_steady_state() {
     );
     // What remains (0.593 per request at 1 KiB, the same on a multi-thread
     // runtime) is the 32-byte owner box `Bytes::from_owner` makes for each
-    // chunk `Pool::lease` hands out: a new 4 KiB output node every third
-    // reply (`OutputBuffer::grow`), a new input node every 8 KiB read
-    // (`InputBuffer::new_node`), and a copy of each request that straddles
-    // two input nodes (`InputBuffer::next_span`). The chunks' memory itself
-    // is recycled by the pool.
+    // leased chunk the first time a handle is cut from it (every chunk on
+    // this path: a socket read or write holds it in a barrier slot): a new
+    // 4 KiB output node every third reply (`OutputBuffer::grow`), a new
+    // input node every 8 KiB read (`InputBuffer::new_node`), and a copy of
+    // each request that straddles two input nodes (`InputBuffer::next_span`).
+    // The chunks' memory itself is recycled by the pool.
     dhat::assert!(blocks <= MEASURED, "{per_request:.3} allocations per request, expected at most 1");
 }
