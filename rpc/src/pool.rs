@@ -1,14 +1,46 @@
 //! The size-class buffer pool: Netpoll's `mcache`, with `Bytes` handles.
 //!
-//! Requests are rounded up to a power of two; each class keeps a free list of
-//! chunks of exactly that size. Sizes above [`PoolConfig::max_pooled`]
-//! (8 MiB by default, as in Netpoll) are plain allocations that are never
-//! cached. Go's `sync.Pool` empties itself over GC cycles: an object not
-//! reused within two cycles is freed (the pool moves its contents to a
-//! "victim" cache at each GC and drops the previous victims). This pool does
-//! the same on a timer ([`PoolConfig::release_after`], one "cycle" per
-//! period, driven by [`Pool::gc`]), caps what each class caches
-//! ([`PoolConfig::max_cached_per_class`]) and can be [trimmed](Pool::trim).
+//! Requests are rounded up to a power of two; each class keeps cached chunks
+//! of exactly that size. Sizes above [`PoolConfig::max_pooled`] (8 MiB by
+//! default, as in Netpoll) are plain allocations that are never cached.
+//!
+//! # Caches
+//!
+//! Go's `sync.Pool` gives each P a private cache and a shared list, and
+//! empties itself over GC cycles: at each GC it moves its contents to a
+//! "victim" cache and drops the previous victims, so an object not reused
+//! within two cycles is freed. This pool does the same:
+//!
+//! ```text
+//!   thread caches   [slot 0: class -> up to 4 chunks] [slot 1] ... [slot n-1]
+//!        | full / empty           ^ each live thread owns one slot
+//!        v                        |
+//!   class lists     free (given back since the last cycle) | victim (survivors)
+//! ```
+//!
+//! - **Thread caches.** Each thread leases from and gives back to a small
+//!   cache of its own: slot `i` of every pool belongs to the live thread
+//!   that holds slot number `i` (4 threads per core get one, 16 to 64; the
+//!   rest use the class lists). Its owner takes it with two plain stores and
+//!   a load, no atomic read-modify-write and no lock shared with other
+//!   threads; `gc`, `trim` and `stats` still reach it, paying for a barrier
+//!   on their side (`membarrier` on Linux). A chunk given back on another
+//!   thread than the one that leased it goes to that thread's cache.
+//! - **Class lists.** Behind the thread caches, one list per class under a
+//!   mutex, used when a thread cache is empty and filled when it is full.
+//! - **GC cycles** ([`Pool::gc`], run every [`PoolConfig::release_after`] by
+//!   a background thread): every thread cache is emptied into the class
+//!   lists, each list's chunks become victims (still reused first-come), and
+//!   the previous victims are freed. [`Pool::trim`] frees every cached chunk,
+//!   thread caches included, at once. A thread that exits empties its cache
+//!   into the class lists. Dropping the last [`Pool`] handle frees every
+//!   cached chunk, and chunks still leased are freed when they come back.
+//! - **The cap** ([`PoolConfig::max_cached_per_class`]) bounds what a class
+//!   caches in its list and in every thread cache together: a thread cache
+//!   reserves its share of the cap when it grows (a rare trip to the class
+//!   lock) and gives it back at each GC cycle.
+//!
+//! [`Pool::stats`] counts the thread caches with the class lists.
 //!
 //! # Sharing
 //!
@@ -23,7 +55,9 @@
 //! Every handle, however small (`bytes.slice(..1)`), keeps the *whole* chunk
 //! out of the pool; the chunk goes back to its class when the last handle
 //! and the owner are gone. This is exactly how a one-byte slice of a request
-//! field pins a whole pooled buffer in the guide's leaks.
+//! field pins a whole pooled buffer in the guide's leaks. The owner object
+//! behind the handles (one small box) is made when the first handle is cut,
+//! so a chunk that is only written and read in place costs no allocation.
 //!
 //! ```
 //! use rpc::{Pool, PoolConfig, Taker};
@@ -39,14 +73,25 @@
 //! assert_eq!(pool.stats().leased_bytes, 0);
 //! assert_eq!(pool.stats().cached_bytes, 1024);
 //! ```
+//!
+//! # The lease registry
+//!
+//! [`Pool::leases`] says who took each leased chunk and what references it.
+//! Every chunk the pool allocates is registered once, when it is taken from
+//! the system; leasing and giving back only store into the chunk's own
+//! atomics (leased or not, the taker, the lease time on a coarse clock,
+//! fields cut from it, barrier references), so the registry's lock is never
+//! on the lease path of a cached chunk.
 
 use std::alloc::{self, Layout};
+use std::cell::{Cell, UnsafeCell};
 use std::fmt;
-use std::ops::Range;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::ops::{Deref, DerefMut, Range};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -55,7 +100,9 @@ pub const NUM_CLASSES: usize = 24;
 /// The largest size Netpoll pools: 8 MiB.
 pub const MAX_POOLED: usize = 1 << (NUM_CLASSES - 1);
 
-const CHUNK_ALIGN: usize = 16;
+/// Chunks start on a cache line of their own, so that two threads writing
+/// their own chunks never share one.
+const CHUNK_ALIGN: usize = 64;
 
 /// Cache policy of a [`Pool`].
 #[derive(Clone, Debug)]
@@ -63,14 +110,15 @@ pub struct PoolConfig {
     /// Requests above this size are plain allocations, never cached.
     /// Clamped to [`MAX_POOLED`].
     pub max_pooled: usize,
-    /// Bytes each size class may keep cached; a chunk returned beyond this is
-    /// freed. `usize::MAX` caches without limit.
+    /// Bytes each size class may keep cached, in its list and in thread
+    /// caches together; a chunk returned beyond this is freed. `usize::MAX`
+    /// caches without limit.
     pub max_cached_per_class: usize,
     /// The period of the pool's "GC cycle": a background thread calls
     /// [`Pool::gc`] this often, so a cached chunk not reused within one to
     /// two periods is freed, as Go's `sync.Pool` frees objects not reused
     /// within two GC cycles. `None` keeps cached chunks until [`Pool::trim`].
-    pub release_after: Option<std::time::Duration>,
+    pub release_after: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -80,7 +128,7 @@ impl Default for PoolConfig {
         PoolConfig {
             max_pooled: MAX_POOLED,
             max_cached_per_class: 64 << 20,
-            release_after: Some(std::time::Duration::from_millis(500)),
+            release_after: Some(Duration::from_millis(500)),
         }
     }
 }
@@ -95,9 +143,18 @@ pub enum Taker {
     ReadSpan,
     /// Serialization of an outgoing message (output buffer `malloc`).
     Encode,
-    /// Anything else, named by the caller.
+    /// Anything else, named by the caller. A name longer than 8 KiB (or
+    /// at an unusual address) is interned, as [`FieldId`]s are, when first
+    /// leased with; past 4096 such names, a chunk's taker reads as
+    /// `User("rpc::pool::Taker::User (too many names)")`.
     User(&'static str),
 }
+
+/// Distinct interned [`Taker::User`] names (see there) the pool can tell
+/// apart.
+const MAX_TAKER_NAMES: usize = 4096;
+/// The taker name reported past [`MAX_TAKER_NAMES`] interned names.
+const TAKER_NAMES_FULL: &str = "rpc::pool::Taker::User (too many names)";
 
 impl Taker {
     /// A stable, frame-like name for profiles.
@@ -109,6 +166,85 @@ impl Taker {
             Taker::User(s) => s,
         }
     }
+
+    /// The taker in the low 62 bits of a chunk's `state` word (see
+    /// [`ChunkMeta::state`]): a `User` name as its own address and length
+    /// when they fit (48 and 13 bits, as they do for literals), an interned
+    /// id otherwise.
+    #[inline]
+    fn encode(self) -> u64 {
+        match self {
+            Taker::ConnRead => 0,
+            Taker::ReadSpan => 1,
+            Taker::Encode => 2,
+            Taker::User(name) => {
+                let (addr, len) = (name.as_ptr() as u64, name.len() as u64);
+                if addr < 1 << 48 && len < 1 << 13 {
+                    INLINE_NAME | len << 48 | addr
+                } else {
+                    u64::from(TAKER_USER + user_id(name))
+                }
+            }
+        }
+    }
+
+    /// The taker [`encode`](Self::encode) made `word` from (its flag bits
+    /// ignored); `users` is a copy of the interned names.
+    fn decode(word: u64, users: &[&'static str]) -> Taker {
+        if word & INLINE_NAME != 0 {
+            let (addr, len) = (word & ((1 << 48) - 1), (word >> 48) & ((1 << 13) - 1));
+            // SAFETY: only `encode` makes a word with `INLINE_NAME`, from
+            // the address and length of a `&'static str`, and the word is
+            // stored and loaded whole: these are that string's, which lives
+            // for the whole program.
+            let name =
+                unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(addr as *const u8, len as usize)) };
+            return Taker::User(name);
+        }
+        match word as u32 {
+            0 => Taker::ConnRead,
+            1 => Taker::ReadSpan,
+            2 => Taker::Encode,
+            code => Taker::User(users.get((code - TAKER_USER) as usize).copied().unwrap_or(TAKER_NAMES_FULL)),
+        }
+    }
+}
+
+const TAKER_USER: u32 = 3;
+/// [`Taker::encode`]: a `User` name stored as its address and length.
+const INLINE_NAME: u64 = 1 << 61;
+
+static USER_NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// The last `User` name this thread leased with: (address, length, id).
+    /// Callers lease with the same literal again and again.
+    static LAST_USER: Cell<(usize, usize, u32)> = const { Cell::new((0, 0, 0)) };
+}
+
+/// The interned id of a `User` taker name.
+fn user_id(name: &'static str) -> u32 {
+    let key = (name.as_ptr() as usize, name.len());
+    let last = LAST_USER.with(Cell::get);
+    if (last.0, last.1) == key {
+        return last.2;
+    }
+    let id = intern_user(name);
+    LAST_USER.with(|l| l.set((key.0, key.1, id)));
+    id
+}
+
+#[cold]
+fn intern_user(name: &'static str) -> u32 {
+    let mut names = lock(&USER_NAMES);
+    if let Some(i) = names.iter().position(|n| *n == name) {
+        return i as u32;
+    }
+    if names.len() == MAX_TAKER_NAMES {
+        return MAX_TAKER_NAMES as u32;
+    }
+    names.push(name);
+    (names.len() - 1) as u32
 }
 
 /// A decoded field that was cut from a chunk without a copy (see
@@ -125,7 +261,7 @@ impl FieldId {
     /// # Panics
     /// When more than 64 distinct names are interned.
     pub fn intern(name: &'static str) -> FieldId {
-        let mut names = FIELD_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names = lock(&FIELD_NAMES);
         if let Some(i) = names.iter().position(|n| *n == name) {
             return FieldId(i as u8);
         }
@@ -136,39 +272,89 @@ impl FieldId {
 
     /// The name it was interned with.
     pub fn name(self) -> &'static str {
-        FIELD_NAMES.lock().unwrap_or_else(|e| e.into_inner())[self.0 as usize]
+        lock(&FIELD_NAMES)[self.0 as usize]
     }
 }
 
-/// Book-keeping of one leased chunk, shared by the chunk's owner object and
-/// the pool's lease registry. Reused with its buffer while cached.
-#[derive(Debug)]
+/// Nanoseconds on a coarse monotonic clock, for lease times.
+///
+/// On Linux this is `CLOCK_MONOTONIC_COARSE`, read from the vDSO without
+/// touching the hardware clock: a few nanoseconds, with the resolution of
+/// the kernel tick (1 to 10 ms; 4 ms with `HZ=250`). Elsewhere, `Instant`.
+fn coarse_now() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable `timespec` for the call; the
+        // clock id is a constant the kernel has had since 2.6.32.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        debug_assert_eq!(rc, 0, "CLOCK_MONOTONIC_COARSE");
+        (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+        ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    }
+}
+
+/// [`ChunkMeta::state`]: the chunk is out of the pool.
+const LEASED: u64 = 1 << 63;
+/// [`ChunkMeta::state`]: the buffer that leased it let go of it.
+const RELEASED: u64 = 1 << 62;
+
+/// Book-keeping of one chunk for as long as its memory lives, leased or
+/// cached. It never points at the chunk's memory: the registry holds every
+/// `ChunkMeta`, and a pointer from there would make the pool look like the
+/// holder of every chunk to a conservative heap scan (nor may padding,
+/// which holds stale bytes: hence no alignment beyond the fields').
 struct ChunkMeta {
     size: usize,
     class: Option<u8>,
-    taker: Mutex<Taker>,
-    leased_at: Mutex<Instant>,
+    /// The pool it goes back to. Every chunk the pool allocated holds one
+    /// reference, taken when it is allocated and dropped when it is freed
+    /// (never per lease); the last `Pool` handle frees the cached ones (see
+    /// [`Pool`]'s `Drop`), so the pool lives exactly as long as a handle or a
+    /// chunk.
+    pool: Arc<Shared>,
+    /// [`LEASED`] and [`RELEASED`] bits, and the [`Taker::encode`]d taker in
+    /// the low 62 bits. One word, so that `leases` reads them together.
+    state: AtomicU64,
+    /// When it was leased: [`coarse_now`], or a thread cache's clock (see
+    /// [`Shard::now`]).
+    leased_at: AtomicU64,
     /// Bit i set: field `FieldId(i)` was cut from this chunk without a copy.
     fields: AtomicU64,
-    /// The buffer that leased it let go of it.
-    released: AtomicBool,
     /// References held by barrier slots (see `barrier`).
     slot_refs: AtomicU32,
-    /// Index in the lease registry.
-    slot: AtomicUsize,
+    /// Index in the registry; written under the registry lock.
+    entry: AtomicUsize,
 }
 
-impl ChunkMeta {
-    fn reset(&self, taker: Taker) {
-        *self.taker.lock().unwrap_or_else(|e| e.into_inner()) = taker;
-        *self.leased_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        self.fields.store(0, Ordering::Relaxed);
-        self.released.store(false, Ordering::Relaxed);
-        self.slot_refs.store(0, Ordering::Relaxed);
+impl fmt::Debug for ChunkMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkMeta")
+            .field("size", &self.size)
+            .field("leased", &(self.state.load(Ordering::Relaxed) & LEASED != 0))
+            .finish_non_exhaustive()
     }
 }
 
-/// Memory of one chunk: a raw allocation of `meta.size` bytes.
+impl ChunkMeta {
+    /// Plain stores: the chunk is this thread's alone until it is handed out.
+    #[inline]
+    fn on_lease(&self, taker: Taker, now: u64) {
+        self.fields.store(0, Ordering::Relaxed);
+        self.slot_refs.store(0, Ordering::Relaxed);
+        self.leased_at.store(now, Ordering::Relaxed);
+        // Release: `leases` that sees the chunk leased sees this lease's
+        // fields and time.
+        self.state.store(LEASED | taker.encode(), Ordering::Release);
+    }
+}
+
+/// Memory of one chunk: a raw allocation of `meta.size` bytes. Freed only by
+/// [`RawChunk::free`] (dropping it would leak the memory).
 struct RawChunk {
     ptr: NonNull<u8>,
     meta: Arc<ChunkMeta>,
@@ -180,7 +366,7 @@ unsafe impl Send for RawChunk {}
 
 impl RawChunk {
     #[inline(never)]
-    fn alloc(size: usize, class: Option<u8>) -> RawChunk {
+    fn alloc(size: usize, class: Option<u8>, pool: Arc<Shared>) -> RawChunk {
         let layout = Layout::from_size_align(size.max(1), CHUNK_ALIGN).expect("chunk size overflows");
         // SAFETY: the layout has a non-zero size. Zeroed so that the spare
         // region can be handed out as an initialised `&mut [u8]`.
@@ -189,36 +375,350 @@ impl RawChunk {
         let meta = Arc::new(ChunkMeta {
             size,
             class,
-            taker: Mutex::new(Taker::User("")),
-            leased_at: Mutex::new(Instant::now()),
+            pool,
+            state: AtomicU64::new(0),
+            leased_at: AtomicU64::new(0),
             fields: AtomicU64::new(0),
-            released: AtomicBool::new(false),
             slot_refs: AtomicU32::new(0),
-            slot: AtomicUsize::new(usize::MAX),
+            entry: AtomicUsize::new(usize::MAX),
         });
         RawChunk { ptr, meta }
     }
 
+    /// Gives the memory back to the system and drops the chunk's reference
+    /// on its pool, which may be the last.
     fn free(self) {
-        let layout = Layout::from_size_align(self.meta.size.max(1), CHUNK_ALIGN).expect("valid at alloc");
+        let RawChunk { ptr, meta } = self;
+        meta.pool.deregister(&meta);
+        let layout = Layout::from_size_align(meta.size.max(1), CHUNK_ALIGN).expect("valid at alloc");
         // SAFETY: `ptr` came from `alloc_zeroed` with this same layout and is
         // freed once: `self` is consumed.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) };
+        unsafe { alloc::dealloc(ptr.as_ptr(), layout) };
     }
 }
 
+/// Chunks a thread cache keeps per class: at most this many...
+const MAGAZINE: usize = 4;
+/// ...and at most this many bytes' worth (but always one).
+const MAGAZINE_BYTES: usize = 256 << 10;
+
+/// How many chunks of `class` a thread cache keeps: 4 up to 64 KiB, 2 of
+/// 128 KiB, 1 from 256 KiB.
+fn magazine_slots(class: usize) -> u32 {
+    (MAGAZINE_BYTES >> class).clamp(1, MAGAZINE) as u32
+}
+
+/// One class in a thread cache: a handful of chunks.
+///
+/// Every byte is written (no padding, no `Option<RawChunk>` whose `None`
+/// leaves half its bytes as they were) and a chunk taken out leaves zeros
+/// behind: the pool's memory must not keep a stale address of a leased
+/// chunk, which a conservative heap scan would read as the pool holding it.
+struct Magazine {
+    /// `addrs[..len]` and `metas[..len]` are the cached chunks (the address
+    /// as an integer, 0 past `len`).
+    addrs: [usize; MAGAZINE],
+    metas: [Option<Arc<ChunkMeta>>; MAGAZINE],
+    len: u32,
+    /// Chunks' worth of the class's cap reserved for this magazine: it may
+    /// hold this many without asking the class.
+    budget: u32,
+}
+
+impl Magazine {
+    fn new() -> Magazine {
+        Magazine { addrs: [0; MAGAZINE], metas: Default::default(), len: 0, budget: 0 }
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<RawChunk> {
+        let i = self.len.checked_sub(1)? as usize;
+        self.len = i as u32;
+        let addr = std::mem::take(self.addrs.get_mut(i)?);
+        let meta = self.metas[i].take()?;
+        // The address `push` exposed, of memory this chunk still owns.
+        let ptr = NonNull::new(std::ptr::with_exposed_provenance_mut(addr))?;
+        Some(RawChunk { ptr, meta })
+    }
+
+    /// # Panics
+    /// If the magazine is full.
+    #[inline]
+    fn push(&mut self, raw: RawChunk) {
+        let i = self.len as usize;
+        self.addrs[i] = raw.ptr.as_ptr().expose_provenance();
+        let empty = self.metas[i].replace(raw.meta);
+        debug_assert!(empty.is_none(), "slots past len are empty");
+        // Nothing to drop: spares the check for an old chunk.
+        std::mem::forget(empty);
+        self.len += 1;
+    }
+}
+
+/// A thread cache: one magazine per class.
+struct ThreadCache {
+    classes: [Magazine; NUM_CLASSES],
+}
+
+// No padding (see `Magazine`).
+const _: () = assert!(std::mem::size_of::<Magazine>() == MAGAZINE * 16 + 8);
+const _: () = assert!(std::mem::size_of::<Shard>() == 16 + NUM_CLASSES * std::mem::size_of::<Magazine>() + 64);
+
+/// A thread cache and the flags of its owner and its stealers.
+///
+/// Each thread that uses a pool gets a *slot*, a small number unique among
+/// the live threads of the process (reused after a thread exits); shard `i`
+/// of every pool is the cache of the thread holding slot `i`. Only that
+/// owner leases from it and gives back to it; `gc`, `trim`, `stats`, the
+/// pool's close and the owner's exit *steal* it.
+///
+/// The owner must not pay for an atomic read-modify-write on each lease
+/// (`sync.Pool` pins the goroutine to its P instead), so owner and stealer
+/// exclude each other with two flags and an asymmetric barrier:
+///
+/// ```text
+///   owner:    busy = 1;  light barrier;  if steal { busy = 0; slow path }
+///             ... use the cache ...;  busy = 0 (release)
+///   stealer:  steal = 1; heavy barrier;  wait while busy;  ... use it ...;
+///             steal = 0 (release)
+/// ```
+///
+/// On Linux the heavy barrier is `membarrier(PRIVATE_EXPEDITED)`, which
+/// runs a full memory barrier on every CPU running a thread of this
+/// process, and the light one only keeps the compiler from reordering: the
+/// owner's store of `busy` and load of `steal` are each either before that
+/// barrier (the store is then visible to the stealer, which waits) or after
+/// it (the load then sees `steal`). Where `membarrier` is missing both are
+/// full fences (Dekker's algorithm), and the owner pays one fence per
+/// lease. One stealer at a time ([`Shared::stealing`]).
+///
+/// Laid out by hand, with no padding (see [`Magazine`]); `_gap` keeps the
+/// next shard's flags off the cache lines of this one's busy magazines.
+#[repr(C)]
+struct Shard {
+    /// [`coarse_now`] as of the last tick of the pool's GC thread (every
+    /// [`CLOCK_TICK`]), a steal, or the owner's last trip past its cache:
+    /// what leases from the cache are stamped with, so that the owner does
+    /// not read a clock per lease. Zero in a pool without a GC thread: the
+    /// owner reads the clock.
+    now: AtomicU64,
+    /// The owner is using `cache`.
+    busy: AtomicBool,
+    /// A stealer wants `cache`, or has it.
+    steal: AtomicBool,
+    /// [`ASYMMETRIC`], read with the flags.
+    asymmetric: bool,
+    _pad: [u8; 5],
+    cache: UnsafeCell<ThreadCache>,
+    _gap: [u64; 8],
+}
+
+// SAFETY: `cache` is only reached through an `OwnerGuard` (by the one thread
+// whose slot this is, while no stealer holds it) or by a stealer (holding
+// the pool's steal lock, after the owner has left); see the protocol at
+// `Shard`. `RawChunk`s are `Send`.
+unsafe impl Sync for Shard {}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            now: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            steal: AtomicBool::new(false),
+            asymmetric: ASYMMETRIC.load(Ordering::Relaxed),
+            _pad: [0; 5],
+            cache: UnsafeCell::new(ThreadCache { classes: std::array::from_fn(|_| Magazine::new()) }),
+            _gap: [0; 8],
+        }
+    }
+
+    /// The owner's access; `None` while a stealer has the cache. Only the
+    /// thread whose slot this shard is may call it (see [`Shared::my_cache`]).
+    #[inline]
+    fn enter(&self) -> Option<OwnerGuard<'_>> {
+        self.busy.store(true, Ordering::Relaxed);
+        light_barrier(self.asymmetric);
+        // Acquire pairs with the stealer's release of `steal`: what it did
+        // to the cache is visible.
+        if self.steal.load(Ordering::Acquire) {
+            self.busy.store(false, Ordering::Release);
+            return None;
+        }
+        Some(OwnerGuard { shard: self })
+    }
+}
+
+/// The owner's hold on its cache; leaving releases it.
+struct OwnerGuard<'a> {
+    shard: &'a Shard,
+}
+
+impl Deref for OwnerGuard<'_> {
+    type Target = ThreadCache;
+    fn deref(&self) -> &ThreadCache {
+        // SAFETY: the owner set `busy` and then saw no stealer, so no other
+        // reference to the cache exists until the guard drops (see the
+        // protocol at `Shard`).
+        unsafe { &*self.shard.cache.get() }
+    }
+}
+
+impl DerefMut for OwnerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ThreadCache {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { &mut *self.shard.cache.get() }
+    }
+}
+
+impl Drop for OwnerGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Release: a stealer that sees the owner gone sees its writes.
+        self.shard.busy.store(false, Ordering::Release);
+    }
+}
+
+/// `membarrier` works here: owners use only a compiler fence.
+static ASYMMETRIC: AtomicBool = AtomicBool::new(false);
+
+/// Decides, once and before any pool exists, which barriers to use.
+fn init_barriers() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| ASYMMETRIC.store(register_membarrier(), Ordering::Relaxed));
+}
+
+#[cfg(target_os = "linux")]
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+#[cfg(target_os = "linux")]
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+#[cfg(target_os = "linux")]
+fn register_membarrier() -> bool {
+    // SAFETY: `membarrier` takes integers only; registering has no effect
+    // on memory and fails cleanly where the call is missing or filtered.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) };
+    rc == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn register_membarrier() -> bool {
+    false
+}
+
+#[inline]
+fn light_barrier(asymmetric: bool) {
+    if asymmetric {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+fn heavy_barrier() {
+    #[cfg(target_os = "linux")]
+    if ASYMMETRIC.load(Ordering::Relaxed) {
+        // SAFETY: integers only; the process registered at `init_barriers`.
+        let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+        if rc == 0 {
+            return;
+        }
+        // It cannot fail once registered; if it did, owners would not be
+        // fenced and this barrier alone cannot make up for it.
+        panic!("membarrier failed after registration: {}", std::io::Error::last_os_error());
+    }
+    fence(Ordering::SeqCst);
+}
+
+thread_local! {
+    /// This thread's slot ([`NO_SLOT`] until it first needs one,
+    /// [`SLOT_GONE`] once it is exiting).
+    static SLOT: Cell<usize> = const { Cell::new(NO_SLOT) };
+    /// Gives the slot back, its caches emptied, when the thread exits.
+    static SLOT_OWNER: SlotOwner = const { SlotOwner };
+}
+
+const NO_SLOT: usize = usize::MAX;
+const SLOT_GONE: usize = usize::MAX - 1;
+
+/// Slots of the live threads: the lowest free one goes to a new thread.
+static SLOTS: Mutex<Vec<bool>> = Mutex::new(Vec::new());
+
+/// Every open pool, for a thread's exit.
+static POOLS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Gives this thread a slot if it has none.
+#[cold]
+fn ensure_slot() {
+    if SLOT.with(Cell::get) != NO_SLOT {
+        return;
+    }
+    // The exit hook first: a thread already exiting gets no slot.
+    if SLOT_OWNER.try_with(|_| ()).is_err() {
+        SLOT.with(|s| s.set(SLOT_GONE));
+        return;
+    }
+    let mut slots = lock(&SLOTS);
+    let slot = match slots.iter().position(|taken| !taken) {
+        Some(i) => i,
+        None => {
+            slots.push(false);
+            slots.len() - 1
+        }
+    };
+    slots[slot] = true;
+    SLOT.with(|s| s.set(slot));
+}
+
+struct SlotOwner;
+
+impl Drop for SlotOwner {
+    fn drop(&mut self) {
+        let Ok(slot) = SLOT.try_with(|s| s.replace(SLOT_GONE)) else { return };
+        if slot >= SLOT_GONE {
+            return;
+        }
+        // From here on this thread leases and gives back past its caches;
+        // empty them into the class lists, then free the slot.
+        let pools: Vec<Arc<Shared>> = lock(&POOLS).iter().filter_map(Weak::upgrade).collect();
+        for pool in pools {
+            if slot < pool.shards.len() {
+                pool.steal(slot..slot + 1, |_, cache| pool.flush(cache));
+            }
+        }
+        lock(&SLOTS)[slot] = false;
+    }
+}
+
+/// How often the GC thread sets the thread caches' clocks ([`Shard::now`]):
+/// the resolution of lease times.
+const CLOCK_TICK: Duration = Duration::from_millis(50);
+
+/// Thread caches per pool: the first this many live threads get one (four
+/// per core, 16 to 64); the others use the class lists.
+fn shard_count() -> usize {
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        (cores * 4).clamp(16, 64)
+    })
+}
+
+/// A class's list, behind the thread caches.
 #[derive(Default)]
 struct Class {
     /// Returned since the last GC cycle; reused first.
     free: Vec<RawChunk>,
     /// Survivors of the last cycle; freed at the next one.
     victim: Vec<RawChunk>,
+    /// Bytes in `free` and `victim`.
     cached_bytes: usize,
+    /// Bytes of the cap reserved by thread caches ([`Magazine::budget`]).
+    reserved: usize,
 }
 
 impl Class {
     fn pop(&mut self) -> Option<RawChunk> {
-        let raw = self.free.pop().or_else(|| self.victim.pop())?;
+        let raw = pop_clean(&mut self.free).or_else(|| pop_clean(&mut self.victim))?;
         self.cached_bytes -= raw.meta.size;
         Some(raw)
     }
@@ -228,6 +728,16 @@ impl Class {
     }
 }
 
+/// `v.pop()`, and the slot it leaves zeroed: a leased chunk's address must
+/// not linger in the pool's spare capacity (see [`Magazine`]).
+fn pop_clean(v: &mut Vec<RawChunk>) -> Option<RawChunk> {
+    let raw = v.pop()?;
+    if let Some(slot) = v.spare_capacity_mut().first_mut() {
+        *slot = MaybeUninit::zeroed();
+    }
+    Some(raw)
+}
+
 struct Registry {
     entries: Vec<Option<Arc<ChunkMeta>>>,
     vacant: Vec<usize>,
@@ -235,17 +745,53 @@ struct Registry {
 
 struct Shared {
     config: PoolConfig,
+    /// Set once, when the last `Pool` handle goes: chunks coming back are
+    /// freed. Read under the lock (or the owner guard) of the cache a chunk
+    /// would go to.
+    closed: AtomicBool,
+    /// The thread caches, by slot.
+    shards: Box<[Shard]>,
+    /// A GC thread keeps the caches' clocks ([`Shard::now`]); without one,
+    /// each lease reads the clock.
+    ticking: AtomicBool,
+    /// One stealer at a time.
+    stealing: Mutex<()>,
     classes: [Mutex<Class>; NUM_CLASSES],
+    /// Bytes of each class allocated and not freed, leased or cached.
+    live: [AtomicUsize; NUM_CLASSES],
+    unpooled_leased: AtomicUsize,
+    /// Every chunk allocated and not yet freed: taken on allocation and free
+    /// only.
     registry: Mutex<Registry>,
-    leased: [AtomicUsize; NUM_CLASSES + 1],
     allocated_bytes: AtomicU64,
     allocated_chunks: AtomicU64,
+    /// `Pool` handles.
+    handles: AtomicUsize,
 }
 
 /// A size-class pool. Cheap to clone (an `Arc`).
-#[derive(Clone)]
+///
+/// When the last handle goes, the pool closes: every cached chunk is freed,
+/// thread caches included, and chunks still leased are freed when they come
+/// back; the pool's own state goes with the last chunk.
 pub struct Pool {
     shared: Arc<Shared>,
+}
+
+impl Clone for Pool {
+    fn clone(&self) -> Pool {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Pool { shared: self.shared.clone() }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // AcqRel: the last handle sees every other handle's work done.
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.close();
+        }
+    }
 }
 
 impl fmt::Debug for Pool {
@@ -263,34 +809,70 @@ impl Pool {
     /// A new, empty pool; with [`PoolConfig::release_after`] set, a
     /// background thread runs its GC cycles until the pool is dropped.
     pub fn new(mut config: PoolConfig) -> Pool {
+        init_barriers();
         config.max_pooled = config.max_pooled.min(MAX_POOLED);
         let period = config.release_after;
-        let pool = Pool {
-            shared: Arc::new(Shared {
-                config,
-                classes: std::array::from_fn(|_| Mutex::new(Class::default())),
-                registry: Mutex::new(Registry { entries: Vec::new(), vacant: Vec::new() }),
-                leased: std::array::from_fn(|_| AtomicUsize::new(0)),
-                allocated_bytes: AtomicU64::new(0),
-                allocated_chunks: AtomicU64::new(0),
-            }),
-        };
+        let shared = Arc::new(Shared {
+            config,
+            closed: AtomicBool::new(false),
+            shards: (0..shard_count()).map(|_| Shard::new()).collect(),
+            ticking: AtomicBool::new(false),
+            stealing: Mutex::new(()),
+            classes: std::array::from_fn(|_| Mutex::new(Class::default())),
+            live: std::array::from_fn(|_| AtomicUsize::new(0)),
+            unpooled_leased: AtomicUsize::new(0),
+            registry: Mutex::new(Registry { entries: Vec::new(), vacant: Vec::new() }),
+            allocated_bytes: AtomicU64::new(0),
+            allocated_chunks: AtomicU64::new(0),
+            handles: AtomicUsize::new(1),
+        });
+        {
+            let mut pools = lock(&POOLS);
+            pools.retain(|p| p.strong_count() > 0);
+            pools.push(Arc::downgrade(&shared));
+        }
+        let pool = Pool { shared };
         if let Some(period) = period {
+            // The GC thread holds no handle: it takes one for each cycle,
+            // while another handle lives.
             let weak = Arc::downgrade(&pool.shared);
-            let spawned = std::thread::Builder::new().name("pool-gc".into()).spawn(move || loop {
-                std::thread::sleep(period);
-                match weak.upgrade() {
-                    Some(shared) => {
-                        Pool { shared }.gc();
+            let tick = period.min(CLOCK_TICK);
+            let spawned = std::thread::Builder::new().name("pool-gc".into()).spawn(move || {
+                let mut next_gc = std::time::Instant::now() + period;
+                loop {
+                    std::thread::sleep(tick);
+                    let Some(shared) = weak.upgrade() else { return };
+                    let Some(pool) = Pool::upgrade(shared) else { return };
+                    pool.shared.tick();
+                    if std::time::Instant::now() >= next_gc {
+                        pool.gc();
+                        next_gc = std::time::Instant::now() + period;
                     }
-                    None => return,
                 }
             });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "no pool GC thread: cached chunks stay until trimmed");
+            match spawned {
+                Ok(_) => {
+                    pool.shared.ticking.store(true, Ordering::Relaxed);
+                    pool.shared.tick();
+                }
+                Err(e) => tracing::warn!(error = %e, "no pool GC thread: cached chunks stay until trimmed"),
             }
         }
         pool
+    }
+
+    /// A handle on `shared` if another still exists.
+    fn upgrade(shared: Arc<Shared>) -> Option<Pool> {
+        let mut n = shared.handles.load(Ordering::Relaxed);
+        loop {
+            if n == 0 {
+                return None;
+            }
+            match shared.handles.compare_exchange_weak(n, n + 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Some(Pool { shared }),
+                Err(now) => n = now,
+            }
+        }
     }
 
     /// The process-wide pool with the default policy, for code that is not
@@ -309,34 +891,173 @@ impl Pool {
     /// is pooled, exactly `size` otherwise.
     #[inline(never)]
     pub fn lease(&self, size: usize, taker: Taker) -> Chunk {
-        let raw = if size <= self.shared.config.max_pooled {
+        let shared = &*self.shared;
+        let (raw, now) = if size <= shared.config.max_pooled {
             let class = class_of(size);
-            let cached = lock(&self.shared.classes[class]).pop();
-            cached.unwrap_or_else(|| self.grow(1 << class, Some(class as u8)))
+            match shared.take_cached(class) {
+                Some(hit) => hit,
+                None => {
+                    let now = shared.clock_slow();
+                    match shared.take_listed(class) {
+                        Some(raw) => (raw, now),
+                        None => (self.grow(1 << class, Some(class as u8)), now),
+                    }
+                }
+            }
         } else {
-            self.grow(size, None)
+            shared.unpooled_leased.fetch_add(size, Ordering::Relaxed);
+            (self.grow(size, None), coarse_now())
         };
-        raw.meta.reset(taker);
-        let size = raw.meta.size;
-        self.shared.leased[leased_index(raw.meta.class)].fetch_add(size, Ordering::Relaxed);
-        self.register(&raw.meta);
-        let owner = ChunkOwner { raw: Some(raw), pool: self.shared.clone() };
-        let ptr = owner.ptr();
-        let meta = owner.meta().clone();
-        Chunk { whole: Bytes::from_owner(owner), ptr, size, frozen: 0, meta }
+        raw.meta.on_lease(taker, now);
+        Chunk {
+            ptr: raw.ptr,
+            size: raw.meta.size,
+            frozen: 0,
+            meta: ManuallyDrop::new(raw.meta),
+            whole: ManuallyDrop::new(OnceLock::new()),
+        }
     }
 
     /// Takes fresh memory from the system for a chunk the pool did not have.
     #[inline(never)]
     fn grow(&self, size: usize, class: Option<u8>) -> RawChunk {
-        self.shared.allocated_bytes.fetch_add(size as u64, Ordering::Relaxed);
-        self.shared.allocated_chunks.fetch_add(1, Ordering::Relaxed);
-        RawChunk::alloc(size, class)
+        let shared = &self.shared;
+        shared.allocated_bytes.fetch_add(size as u64, Ordering::Relaxed);
+        shared.allocated_chunks.fetch_add(1, Ordering::Relaxed);
+        if let Some(class) = class {
+            shared.live[usize::from(class)].fetch_add(size, Ordering::Relaxed);
+        }
+        let raw = RawChunk::alloc(size, class, shared.clone());
+        shared.register(&raw.meta);
+        raw
+    }
+
+    /// One GC cycle: empties every thread cache into the class lists, frees
+    /// the chunks that survived the previous cycle without being reused, and
+    /// makes the rest survivors. Returns the bytes freed.
+    pub fn gc(&self) -> usize {
+        self.shared.gc()
+    }
+
+    /// Frees every cached chunk, in every thread's cache too; returns the
+    /// bytes given back to the system. What it cannot free: chunks still
+    /// leased (or pinned by a handle), and chunks given back while it runs,
+    /// which are cached as usual.
+    pub fn trim(&self) -> usize {
+        self.shared.trim()
+    }
+
+    /// Totals and per-class figures; cached figures include every thread's
+    /// cache, read exactly (each cache is held for a moment, as `gc` does).
+    pub fn stats(&self) -> PoolStats {
+        self.shared.stats()
+    }
+
+    /// Every chunk currently leased, with who took it and who still
+    /// references it: the raw material of the pool profile.
+    ///
+    /// Reads each registered chunk's atomics under the registry lock, which
+    /// the lease path never takes (only allocating or freeing a chunk does),
+    /// so building a pool profile never stalls leasing. A chunk leased or
+    /// given back while it runs may be seen in either state. For `age`'s
+    /// resolution see [`Lease::age`].
+    pub fn leases(&self) -> Vec<Lease> {
+        struct Seen {
+            size: usize,
+            pooled: bool,
+            state: u64,
+            leased_at: u64,
+            slot_refs: u32,
+            fields: u64,
+        }
+        let seen: Vec<Seen> = {
+            let reg = lock(&self.shared.registry);
+            reg.entries
+                .iter()
+                .flatten()
+                .filter_map(|m| {
+                    // Acquire pairs with `on_lease`: the rest is this lease's.
+                    let state = m.state.load(Ordering::Acquire);
+                    (state & LEASED != 0).then(|| Seen {
+                        size: m.size,
+                        pooled: m.class.is_some(),
+                        state,
+                        leased_at: m.leased_at.load(Ordering::Relaxed),
+                        slot_refs: m.slot_refs.load(Ordering::Relaxed),
+                        fields: m.fields.load(Ordering::Relaxed),
+                    })
+                })
+                .collect()
+        };
+        let users = lock(&USER_NAMES).clone();
+        let now = coarse_now();
+        seen.into_iter()
+            .map(|s| Lease {
+                size: s.size,
+                pooled: s.pooled,
+                taker: Taker::decode(s.state, &users),
+                age: Duration::from_nanos(now.saturating_sub(s.leased_at)),
+                released: s.state & RELEASED != 0,
+                slot_refs: s.slot_refs,
+                fields: (0..64).filter(|i| s.fields & (1 << i) != 0).map(|i| FieldId(i as u8)).collect(),
+            })
+            .collect()
+    }
+}
+
+impl Shared {
+    /// This thread's cache, unless it has no slot (yet, or beyond the
+    /// pool's shards) or a stealer holds it.
+    #[inline]
+    fn my_cache(&self) -> Option<OwnerGuard<'_>> {
+        // Only this thread holds this slot: it is the shard's one owner.
+        self.shards.get(SLOT.with(Cell::get))?.enter()
+    }
+
+    /// A chunk of `class` from this thread's cache, and the time to stamp
+    /// its lease with.
+    #[inline]
+    fn take_cached(&self, class: usize) -> Option<(RawChunk, u64)> {
+        let mut cache = self.my_cache()?;
+        let raw = cache.classes.get_mut(class)?.pop()?;
+        let now = cache.shard.now.load(Ordering::Relaxed);
+        drop(cache);
+        Some((raw, if now == 0 { coarse_now() } else { now }))
+    }
+
+    /// The time, read from the clock, for a lease that missed this thread's
+    /// cache; the cache's clock is set on the way.
+    #[cold]
+    #[inline(never)]
+    fn clock_slow(&self) -> u64 {
+        let now = coarse_now();
+        if let Some(shard) = self.shards.get(SLOT.with(Cell::get)) {
+            if self.ticking.load(Ordering::Relaxed) {
+                shard.now.store(now, Ordering::Relaxed);
+            }
+        }
+        now
+    }
+
+    /// Sets every thread cache's clock (the GC thread, every [`CLOCK_TICK`]).
+    fn tick(&self) {
+        let now = coarse_now();
+        for shard in self.shards.iter() {
+            shard.now.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// A chunk of `class` from its list, past this thread's cache.
+    #[cold]
+    #[inline(never)]
+    fn take_listed(&self, class: usize) -> Option<RawChunk> {
+        ensure_slot();
+        lock(&self.classes[class]).pop()
     }
 
     fn register(&self, meta: &Arc<ChunkMeta>) {
-        let mut reg = lock(&self.shared.registry);
-        let slot = match reg.vacant.pop() {
+        let mut reg = lock(&self.registry);
+        let entry = match reg.vacant.pop() {
             Some(i) => {
                 reg.entries[i] = Some(meta.clone());
                 i
@@ -346,22 +1067,121 @@ impl Pool {
                 reg.entries.len() - 1
             }
         };
-        meta.slot.store(slot, Ordering::Relaxed);
+        meta.entry.store(entry, Ordering::Relaxed);
     }
 
-    /// One GC cycle: frees the chunks that survived the previous cycle
-    /// without being reused, and makes the rest survivors. Returns the bytes
-    /// freed.
-    pub fn gc(&self) -> usize {
+    fn deregister(&self, meta: &ChunkMeta) {
+        if let Some(class) = meta.class {
+            self.live[usize::from(class)].fetch_sub(meta.size, Ordering::Relaxed);
+        }
+        let mut reg = lock(&self.registry);
+        let entry = meta.entry.swap(usize::MAX, Ordering::Relaxed);
+        if entry != usize::MAX {
+            reg.entries[entry] = None;
+            reg.vacant.push(entry);
+        }
+    }
+
+    /// Reserves room for one more chunk of `class` in `magazine`, within
+    /// its slots and the class's cap.
+    #[cold]
+    #[inline(never)]
+    fn reserve(&self, magazine: &mut Magazine, class: usize) -> bool {
+        if magazine.budget >= magazine_slots(class) {
+            return false;
+        }
+        let size = 1usize << class;
+        let mut c = lock(&self.classes[class]);
+        let after = c.cached_bytes.saturating_add(c.reserved).saturating_add(size);
+        if after > self.config.max_cached_per_class || self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        c.reserved += size;
+        magazine.budget += 1;
+        true
+    }
+
+    /// Puts `raw` in its class list if the cap allows, frees it otherwise.
+    #[cold]
+    #[inline(never)]
+    fn cache_in_class(&self, class: usize, raw: RawChunk) {
+        ensure_slot();
+        let size = raw.meta.size;
+        let mut c = lock(&self.classes[class]);
+        let after = c.cached_bytes.saturating_add(c.reserved).saturating_add(size);
+        if !self.closed.load(Ordering::Relaxed) && after <= self.config.max_cached_per_class {
+            c.cached_bytes += size;
+            c.free.push(raw);
+        } else {
+            drop(c);
+            raw.free();
+        }
+    }
+
+    /// Runs `f` on the thread caches of `slots`, each held from its owner
+    /// (see the protocol at [`Shard`]).
+    fn steal(&self, slots: Range<usize>, mut f: impl FnMut(usize, &mut ThreadCache)) {
+        let _one = lock(&self.stealing);
+        let shards = &self.shards[slots.clone()];
+        for shard in shards {
+            shard.steal.store(true, Ordering::Relaxed);
+        }
+        heavy_barrier();
+        let now = if self.ticking.load(Ordering::Relaxed) { coarse_now() } else { 0 };
+        for (i, shard) in shards.iter().enumerate() {
+            shard.now.store(now, Ordering::Relaxed);
+            let mut spins = 0u32;
+            // Acquire pairs with the owner's release of `busy`.
+            while shard.busy.load(Ordering::Acquire) {
+                spins += 1;
+                if spins < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            // SAFETY: `steal` is set and seen by the owner (the barrier),
+            // which has left (`busy` clear): nothing else references the
+            // cache until `steal` is cleared, and `stealing` keeps other
+            // stealers out.
+            f(slots.start + i, unsafe { &mut *shard.cache.get() });
+        }
+        for shard in shards {
+            // Release: the owner sees what was done to its cache.
+            shard.steal.store(false, Ordering::Release);
+        }
+    }
+
+    /// Moves what `cache` holds to the class lists and gives its
+    /// reservations back.
+    fn flush(&self, cache: &mut ThreadCache) {
+        for (class, magazine) in cache.classes.iter_mut().enumerate() {
+            if magazine.len == 0 && magazine.budget == 0 {
+                continue;
+            }
+            let mut c = lock(&self.classes[class]);
+            c.reserved -= (magazine.budget as usize) << class;
+            magazine.budget = 0;
+            while let Some(raw) = magazine.pop() {
+                c.cached_bytes += raw.meta.size;
+                c.free.push(raw);
+            }
+        }
+    }
+
+    fn flush_all(&self) {
+        self.steal(0..self.shards.len(), |_, cache| self.flush(cache));
+    }
+
+    fn gc(&self) -> usize {
+        self.flush_all();
         let mut freed = 0;
-        for class in &self.shared.classes {
+        for class in &self.classes {
             let victims = {
                 let mut c = lock(class);
-                let victims = std::mem::take(&mut c.victim);
                 let survivors = std::mem::take(&mut c.free);
-                c.victim = survivors;
-                let bytes: usize = victims.iter().map(|r| r.meta.size).sum();
-                c.cached_bytes -= bytes;
+                let victims = std::mem::replace(&mut c.victim, survivors);
+                c.cached_bytes -= victims.iter().map(|r| r.meta.size).sum::<usize>();
                 victims
             };
             for raw in victims {
@@ -372,10 +1192,10 @@ impl Pool {
         freed
     }
 
-    /// Frees every cached chunk; returns the bytes given back to the system.
-    pub fn trim(&self) -> usize {
+    fn trim(&self) -> usize {
+        self.flush_all();
         let mut freed = 0;
-        for class in &self.shared.classes {
+        for class in &self.classes {
             let chunks = {
                 let mut c = lock(class);
                 c.cached_bytes = 0;
@@ -391,15 +1211,28 @@ impl Pool {
         freed
     }
 
-    /// Totals and per-class figures.
-    pub fn stats(&self) -> PoolStats {
+    /// The last handle went: nothing is cached from now on.
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        lock(&POOLS).retain(|p| p.strong_count() > 0 && !std::ptr::eq(p.as_ptr(), self));
+        self.trim();
+    }
+
+    fn stats(&self) -> PoolStats {
+        let mut cached = [0usize; NUM_CLASSES];
+        self.steal(0..self.shards.len(), |_, cache| {
+            for (n, m) in cached.iter_mut().zip(&cache.classes) {
+                *n += m.len as usize;
+            }
+        });
         let mut stats = PoolStats::default();
-        for (i, class) in self.shared.classes.iter().enumerate() {
+        for (i, class) in self.classes.iter().enumerate() {
             let (cached_chunks, cached_bytes) = {
                 let c = lock(class);
-                (c.cached_chunks(), c.cached_bytes)
+                (cached[i] + c.cached_chunks(), (cached[i] << i) + c.cached_bytes)
             };
-            let leased_bytes = self.shared.leased[i].load(Ordering::Relaxed);
+            // Every chunk allocated and not freed is either cached or leased.
+            let leased_bytes = self.live[i].load(Ordering::Relaxed).saturating_sub(cached_bytes);
             stats.cached_bytes += cached_bytes;
             stats.leased_bytes += leased_bytes;
             if cached_bytes > 0 || leased_bytes > 0 {
@@ -412,74 +1245,59 @@ impl Pool {
                 });
             }
         }
-        stats.unpooled_leased_bytes = self.shared.leased[NUM_CLASSES].load(Ordering::Relaxed);
+        stats.unpooled_leased_bytes = self.unpooled_leased.load(Ordering::Relaxed);
         stats.leased_bytes += stats.unpooled_leased_bytes;
-        stats.allocated_bytes = self.shared.allocated_bytes.load(Ordering::Relaxed);
-        stats.allocated_chunks = self.shared.allocated_chunks.load(Ordering::Relaxed);
+        stats.allocated_bytes = self.allocated_bytes.load(Ordering::Relaxed);
+        stats.allocated_chunks = self.allocated_chunks.load(Ordering::Relaxed);
         stats
-    }
-
-    /// Every chunk currently leased, with who took it and who still
-    /// references it: the raw material of the pool profile.
-    ///
-    /// The registry lock, which every lease and give-back on the RPC path
-    /// takes, is held only to copy the list of `Arc`s (one allocation, one
-    /// reference count per chunk); each chunk's own metadata is read after
-    /// it is released, so building a pool profile never stalls the RPC path
-    /// for longer than that copy.
-    pub fn leases(&self) -> Vec<Lease> {
-        let metas: Vec<Arc<ChunkMeta>> = {
-            let reg = lock(&self.shared.registry);
-            let mut metas = Vec::with_capacity(reg.entries.len().saturating_sub(reg.vacant.len()));
-            metas.extend(reg.entries.iter().flatten().cloned());
-            metas
-        };
-        let now = Instant::now();
-        metas
-            .iter()
-            .map(|m| {
-                let bits = m.fields.load(Ordering::Relaxed);
-                Lease {
-                    size: m.size,
-                    pooled: m.class.is_some(),
-                    taker: *lock(&m.taker),
-                    age: now.saturating_duration_since(*lock(&m.leased_at)),
-                    released: m.released.load(Ordering::Relaxed),
-                    slot_refs: m.slot_refs.load(Ordering::Relaxed),
-                    fields: (0..64).filter(|i| bits & (1 << i) != 0).map(|i| FieldId(i as u8)).collect(),
-                }
-            })
-            .collect()
-    }
-
-    fn give_back(&self, raw: RawChunk) {
-        let meta = &raw.meta;
-        self.shared.leased[leased_index(meta.class)].fetch_sub(meta.size, Ordering::Relaxed);
-        {
-            let mut reg = lock(&self.shared.registry);
-            let slot = meta.slot.swap(usize::MAX, Ordering::Relaxed);
-            if slot != usize::MAX {
-                reg.entries[slot] = None;
-                reg.vacant.push(slot);
-            }
-        }
-        let Some(class) = meta.class else {
-            raw.free();
-            return;
-        };
-        let mut c = lock(&self.shared.classes[class as usize]);
-        if c.cached_bytes.saturating_add(meta.size) <= self.shared.config.max_cached_per_class {
-            c.cached_bytes += meta.size;
-            c.free.push(raw);
-        } else {
-            drop(c);
-            raw.free();
-        }
     }
 }
 
-fn leased_index(class: Option<u8>) -> usize {
-    class.map_or(NUM_CLASSES, usize::from)
+/// Returns a chunk whose last owner is gone: to this thread's cache, else
+/// its class list, else the system.
+#[inline]
+fn give_back(raw: RawChunk) {
+    // SAFETY: `raw.meta.pool` keeps the pool alive while `raw` is ours. Once
+    // `raw` is stored in one of the pool's caches (by its owner, or under a
+    // class lock, having seen the pool open), only a stealer or a lock
+    // holder can free it, and each waits for this thread to leave that
+    // cache first: the pool stays valid until then, which is the last use
+    // of `shared` on that path. On the paths that free `raw`, freeing is
+    // the last use.
+    let shared: &Shared = unsafe { &*Arc::as_ptr(&raw.meta.pool) };
+    raw.meta.state.store(0, Ordering::Release);
+    if let (Some(class), Some(mut cache)) = (raw.meta.class, shared.my_cache()) {
+        if let Some(magazine) = cache.classes.get_mut(usize::from(class)) {
+            // A closed pool has taken every budget back (`close` flushes
+            // each cache) and grants none (`reserve`): no check needed.
+            if magazine.len < magazine.budget {
+                magazine.push(raw);
+                return;
+            }
+        }
+    }
+    give_back_slow(shared, raw);
+}
+
+/// [`give_back`] past a full or missing thread cache.
+#[cold]
+#[inline(never)]
+fn give_back_slow(shared: &Shared, raw: RawChunk) {
+    let Some(class) = raw.meta.class.map(usize::from) else {
+        shared.unpooled_leased.fetch_sub(raw.meta.size, Ordering::Relaxed);
+        raw.free();
+        return;
+    };
+    if let Some(mut cache) = shared.my_cache() {
+        if let Some(magazine) = cache.classes.get_mut(class) {
+            let open = !shared.closed.load(Ordering::Relaxed);
+            if open && (magazine.len < magazine.budget || shared.reserve(magazine, class)) {
+                magazine.push(raw);
+                return;
+            }
+        }
+    }
+    shared.cache_in_class(class, raw);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -487,27 +1305,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The owner behind every `Bytes` cut from a chunk; returns the memory to the
-/// pool when the last handle drops.
+/// pool when the last handle drops. Made when the first handle is cut.
 struct ChunkOwner {
     raw: Option<RawChunk>,
-    pool: Arc<Shared>,
-}
-
-impl ChunkOwner {
-    fn raw(&self) -> &RawChunk {
-        self.raw.as_ref().expect("present until drop")
-    }
-    fn ptr(&self) -> NonNull<u8> {
-        self.raw().ptr
-    }
-    fn meta(&self) -> &Arc<ChunkMeta> {
-        &self.raw().meta
-    }
 }
 
 impl AsRef<[u8]> for ChunkOwner {
     fn as_ref(&self) -> &[u8] {
-        let raw = self.raw();
+        let raw = self.raw.as_ref().expect("present until drop");
         // SAFETY: `ptr` points to `size` initialised (zeroed at allocation)
         // bytes owned by this owner. `Bytes::from_owner` calls this once to
         // learn the pointer and length; every handle then only dereferences
@@ -520,7 +1325,7 @@ impl AsRef<[u8]> for ChunkOwner {
 impl Drop for ChunkOwner {
     fn drop(&mut self) {
         if let Some(raw) = self.raw.take() {
-            Pool { shared: self.pool.clone() }.give_back(raw);
+            give_back(raw);
         }
     }
 }
@@ -528,21 +1333,33 @@ impl Drop for ChunkOwner {
 /// A leased chunk: written by its one owner, read through `Bytes` handles of
 /// its frozen prefix. Dropping the `Chunk` releases the owner's reference;
 /// the memory returns to the pool once no handle remains.
+///
+/// # Memory layout
+///
+/// ```text
+///   Chunk { ptr, size, frozen, meta, whole }
+///            |                  |     '-- made on the first `bytes`/`hold`:
+///            |                  |         Bytes -> ChunkOwner box -> (ptr, meta)
+///            |                  '-- ChunkMeta: atomics the registry reads
+///            '-- the chunk's memory: [ frozen | spare ]
+/// ```
 pub struct Chunk {
-    /// A handle on the whole chunk. Never dereferenced: it covers the spare
-    /// region the owner writes to. Cloned into [`ChunkRef`]s and sliced into
-    /// frozen ranges.
-    whole: Bytes,
     ptr: NonNull<u8>,
     size: usize,
     frozen: usize,
-    meta: Arc<ChunkMeta>,
+    /// Taken by `drop` (so that the drop glue has nothing left to do).
+    meta: ManuallyDrop<Arc<ChunkMeta>>,
+    /// A handle on the whole chunk, made when the first handle is cut. Never
+    /// dereferenced: it covers the spare region the owner writes to. Cloned
+    /// into [`ChunkRef`]s and sliced into frozen ranges. Once it exists, the
+    /// owner behind it gives the chunk back. Taken by `drop`.
+    whole: ManuallyDrop<OnceLock<Bytes>>,
 }
 
 // SAFETY: the raw pointer is only written through `&mut Chunk` (exclusive)
 // and only in the spare region no `Bytes` handle reads.
 unsafe impl Send for Chunk {}
-// SAFETY: `&Chunk` allows no writes.
+// SAFETY: `&Chunk` allows no writes to the memory; `whole` is a `OnceLock`.
 unsafe impl Sync for Chunk {}
 
 impl fmt::Debug for Chunk {
@@ -552,6 +1369,17 @@ impl fmt::Debug for Chunk {
 }
 
 impl Chunk {
+    fn meta(&self) -> &Arc<ChunkMeta> {
+        &self.meta
+    }
+
+    fn whole(&self) -> &Bytes {
+        self.whole.get_or_init(|| {
+            let raw = RawChunk { ptr: self.ptr, meta: self.meta().clone() };
+            Bytes::from_owner(ChunkOwner { raw: Some(raw) })
+        })
+    }
+
     /// Bytes in the chunk.
     pub fn capacity(&self) -> usize {
         self.size
@@ -590,7 +1418,7 @@ impl Chunk {
             "{range:?} is not frozen (frozen {})",
             self.frozen
         );
-        self.whole.slice(range)
+        self.whole().slice(range)
     }
 
     /// A borrowed view of a frozen range.
@@ -611,24 +1439,40 @@ impl Chunk {
     /// Records that `field` was decoded as a slice of this chunk; the pool
     /// profile then names it as a holder once the buffer lets go.
     pub fn mark_field(&self, field: FieldId) {
-        self.meta.fields.fetch_or(1 << field.0, Ordering::Relaxed);
+        self.meta().fields.fetch_or(1 << field.0, Ordering::Relaxed);
     }
 
     /// An opaque reference that keeps the chunk out of the pool (what a
     /// barrier slot holds).
     pub fn hold(&self) -> ChunkRef {
-        ChunkRef::new(self.whole.clone(), self.meta.clone())
+        ChunkRef::new(self.whole().clone(), self.meta().clone())
     }
 
     /// A [`Marker`] to record decoded fields on this chunk later.
     pub fn marker(&self) -> Marker {
-        Marker { meta: self.meta.clone() }
+        Marker { meta: self.meta().clone() }
     }
 }
 
 impl Drop for Chunk {
+    #[inline]
     fn drop(&mut self) {
-        self.meta.released.store(true, Ordering::Relaxed);
+        // SAFETY: `drop` runs once, and neither field is used after it.
+        let (meta, whole) = unsafe { (ManuallyDrop::take(&mut self.meta), ManuallyDrop::take(&mut self.whole)) };
+        match whole.into_inner() {
+            Some(whole) => {
+                // Handles were cut: the owner behind them gives the chunk
+                // back when the last one goes (`whole` is one of them).
+                // Only this owner writes `state` while the chunk is leased
+                // (the last handle, which clears it, is still alive): no
+                // read-modify-write needed.
+                let state = meta.state.load(Ordering::Relaxed);
+                meta.state.store(state | RELEASED, Ordering::Relaxed);
+                drop((meta, whole));
+            }
+            // No handle was ever cut: this was the only owner.
+            None => give_back(RawChunk { ptr: self.ptr, meta }),
+        }
     }
 }
 
@@ -682,7 +1526,7 @@ pub struct PoolStats {
     pub leased_bytes: usize,
     /// Of which in chunks too large to pool.
     pub unpooled_leased_bytes: usize,
-    /// Bytes cached in free lists.
+    /// Bytes cached in the class lists and the thread caches.
     pub cached_bytes: usize,
     /// Bytes ever taken from the system.
     pub allocated_bytes: u64,
@@ -716,7 +1560,11 @@ pub struct Lease {
     pub pooled: bool,
     /// Who took it.
     pub taker: Taker,
-    /// How long ago.
+    /// How long ago, on a coarse clock: a lease from a thread's cache is
+    /// stamped with that cache's clock, which the pool's GC thread sets
+    /// every 50 ms; other leases (and every lease in a pool without a GC
+    /// thread) read the kernel's coarse clock (`CLOCK_MONOTONIC_COARSE`,
+    /// the kernel tick: 1 to 10 ms). Resolution: 50 ms.
     pub age: std::time::Duration,
     /// The buffer that took it has let go: whatever holds it now is a field
     /// or a barrier slot.
@@ -737,6 +1585,26 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    fn no_gc() -> PoolConfig {
+        PoolConfig { release_after: None, ..PoolConfig::default() }
+    }
+
+    /// Runs `f` on a new thread that stays alive (with whatever it cached)
+    /// until the returned sender is dropped or sent to.
+    fn on_live_thread(f: impl FnOnce() + Send + 'static) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (done_tx, done_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            f();
+            done_tx.send(()).unwrap();
+            let _ = stop_rx.recv();
+        });
+        done_rx.recv().unwrap();
+        (stop_tx, thread)
+    }
 
     #[test]
     fn classes_round_up_to_powers_of_two() {
@@ -770,6 +1638,26 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_dropped_on_another_thread_after_its_chunk_returns_it_there() {
+        let pool = Pool::new(no_gc());
+        let mut c = pool.lease(4096, Taker::ConnRead);
+        c.freeze_to(10);
+        let slice = c.bytes(0..1);
+        let held = c.hold();
+        drop(c);
+        let (stop, thread) = on_live_thread(move || drop(slice));
+        assert_eq!(pool.stats().leased_bytes, 4096, "the barrier reference still pins it");
+        assert!(pool.leases()[0].pinned());
+        drop(held);
+        let s = pool.stats();
+        assert_eq!((s.leased_bytes, s.cached_bytes), (0, 4096));
+        drop(stop);
+        thread.join().unwrap();
+        drop(pool.lease(4096, Taker::ConnRead));
+        assert_eq!(pool.stats().allocated_chunks, 1, "reused");
+    }
+
+    #[test]
     fn cached_chunks_are_reused_not_reallocated() {
         let pool = Pool::new(PoolConfig::default());
         for _ in 0..10 {
@@ -786,15 +1674,17 @@ mod tests {
         let c = pool.lease(MAX_POOLED + 1, Taker::ConnRead);
         assert_eq!(c.capacity(), MAX_POOLED + 1);
         assert_eq!(pool.stats().unpooled_leased_bytes, MAX_POOLED + 1);
+        assert!(!pool.leases()[0].pooled);
         drop(c);
         let s = pool.stats();
         assert_eq!(s.cached_bytes, 0);
         assert_eq!(s.leased_bytes, 0);
+        assert!(pool.leases().is_empty());
     }
 
     #[test]
     fn gc_frees_chunks_not_reused_within_two_cycles() {
-        let pool = Pool::new(PoolConfig { release_after: None, ..PoolConfig::default() });
+        let pool = Pool::new(no_gc());
         drop(pool.lease(1024, Taker::ConnRead));
         assert_eq!(pool.gc(), 0, "first cycle: the chunk becomes a victim");
         assert_eq!(pool.stats().cached_bytes, 1024);
@@ -808,10 +1698,10 @@ mod tests {
 
     #[test]
     fn the_gc_thread_runs_until_the_pool_is_dropped() {
-        let period = std::time::Duration::from_millis(5);
+        let period = Duration::from_millis(5);
         let pool = Pool::new(PoolConfig { release_after: Some(period), ..PoolConfig::default() });
         drop(pool.lease(4096, Taker::ConnRead));
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while pool.stats().cached_bytes > 0 && Instant::now() < deadline {
             std::thread::sleep(period);
         }
@@ -829,6 +1719,163 @@ mod tests {
     }
 
     #[test]
+    fn the_cap_bounds_thread_caches_and_class_lists_together() {
+        let cap = 3 << 10;
+        let pool = Pool::new(PoolConfig { max_cached_per_class: cap, ..no_gc() });
+        let mut threads = Vec::new();
+        for _ in 0..4 {
+            let p = pool.clone();
+            threads.push(on_live_thread(move || {
+                let chunks: Vec<_> = (0..4).map(|_| p.lease(1024, Taker::ConnRead)).collect();
+                drop(chunks);
+            }));
+        }
+        let s = pool.stats();
+        assert_eq!(s.allocated_chunks, 16);
+        assert_eq!(s.cached_bytes, cap, "{s:?}");
+        assert_eq!(s.leased_bytes, 0);
+        assert_eq!(pool.trim(), cap);
+        for (stop, thread) in threads {
+            drop(stop);
+            thread.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn thread_caches_count_in_stats() {
+        let pool = Pool::new(no_gc());
+        let p = pool.clone();
+        let (stop, thread) = on_live_thread(move || {
+            let chunks: Vec<_> = (0..3).map(|_| p.lease(512, Taker::Encode)).collect();
+            drop(chunks);
+            std::mem::forget(p.lease(100, Taker::Encode));
+        });
+        let s = pool.stats();
+        let class = |size| s.classes.iter().find(|c| c.size == size).cloned().unwrap_or_default();
+        assert_eq!((class(512).cached_chunks, class(512).cached_bytes), (3, 1536));
+        assert_eq!((class(128).leased_chunks, class(128).leased_bytes), (1, 128));
+        assert_eq!((s.cached_bytes, s.leased_bytes), (1536, 128));
+        drop(stop);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn leased_on_one_thread_given_back_on_another() {
+        let pool = Pool::new(no_gc());
+        let chunks: Vec<_> = (0..3).map(|_| pool.lease(2048, Taker::ConnRead)).collect();
+        assert_eq!(pool.stats().leased_bytes, 3 * 2048);
+        let (stop, thread) = on_live_thread(move || drop(chunks));
+        let s = pool.stats();
+        assert_eq!((s.leased_bytes, s.cached_bytes), (0, 3 * 2048));
+        assert!(s.classes.iter().all(|c| c.leased_chunks == 0));
+        drop(stop);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn gc_and_trim_reach_the_caches_of_live_threads() {
+        let pool = Pool::new(no_gc());
+        let p = pool.clone();
+        let (stop, thread) = on_live_thread(move || drop(p.lease(4096, Taker::Encode)));
+        assert_eq!(pool.stats().cached_bytes, 4096);
+        assert_eq!(pool.gc(), 0, "first cycle: a victim");
+        assert_eq!(pool.gc(), 4096, "second cycle: freed, though its thread never came back");
+        let p = pool.clone();
+        let (stop2, thread2) = on_live_thread(move || drop(p.lease(8192, Taker::Encode)));
+        assert_eq!(pool.trim(), 8192);
+        assert_eq!(pool.stats().cached_bytes, 0);
+        for (stop, thread) in [(stop, thread), (stop2, thread2)] {
+            drop(stop);
+            thread.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_thread_that_exits_leaves_its_cache_to_the_others() {
+        let pool = Pool::new(no_gc());
+        let p = pool.clone();
+        std::thread::spawn(move || {
+            let chunks: Vec<_> = (0..2).map(|_| p.lease(16 << 10, Taker::ConnRead)).collect();
+            drop(chunks);
+        })
+        .join()
+        .unwrap();
+        let s = pool.stats();
+        assert_eq!((s.cached_bytes, s.allocated_chunks), (32 << 10, 2));
+        let class = &pool.shared.classes[class_of(16 << 10)];
+        assert_eq!(lock(class).free.len(), 2, "emptied into the class list when its thread exited");
+        let again: Vec<_> = (0..2).map(|_| pool.lease(16 << 10, Taker::ConnRead)).collect();
+        assert_eq!(pool.stats().allocated_chunks, 2, "reused by this thread");
+        drop(again);
+    }
+
+    #[test]
+    fn dropping_the_pool_frees_every_chunk_when_the_last_comes_back() {
+        let pool = Pool::new(PoolConfig::default());
+        let shared = Arc::downgrade(&pool.shared);
+        let p = pool.clone();
+        let (stop, thread) = on_live_thread(move || {
+            drop(p.lease(1024, Taker::Encode));
+            drop(p);
+        });
+        let mut kept = pool.lease(4096, Taker::ConnRead);
+        kept.freeze_to(1);
+        let slice = kept.bytes(0..1);
+        drop(kept);
+        drop(pool.lease(64, Taker::Encode));
+        drop(pool);
+        assert!(shared.upgrade().is_some(), "a leased chunk keeps its pool");
+        assert_eq!(shared.upgrade().unwrap().stats().cached_bytes, 0, "cached chunks were freed, thread caches too");
+        drop(slice);
+        assert!(shared.upgrade().is_none(), "every chunk was freed, and the pool with the last");
+        drop(stop);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn stealers_and_owners_race_without_losing_a_chunk() {
+        let pool = Pool::new(no_gc());
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..3)
+                .map(|t| {
+                    let (pool, stop) = (&pool, &stop);
+                    s.spawn(move || {
+                        let mut held = Vec::new();
+                        let mut n = 0usize;
+                        while !stop.load(Ordering::Relaxed) {
+                            n += 1;
+                            let size = [64, 1000, 4096, 70_000][(n + t) % 4];
+                            held.push(pool.lease(size, Taker::Encode));
+                            if held.len() > 3 {
+                                held.swap_remove(n % held.len());
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let deadline = Instant::now() + Duration::from_millis(300);
+            let mut rounds = 0;
+            while Instant::now() < deadline {
+                match rounds % 3 {
+                    0 => drop(pool.stats()),
+                    1 => drop(pool.gc()),
+                    _ => drop(pool.trim()),
+                }
+                rounds += 1;
+            }
+            stop.store(true, Ordering::Relaxed);
+            workers.into_iter().for_each(|w| w.join().unwrap());
+            assert!(rounds > 10, "{rounds} rounds");
+        });
+        let s = pool.stats();
+        assert_eq!(s.leased_bytes, 0, "{s:?}");
+        assert_eq!(pool.trim(), s.cached_bytes);
+        assert!(pool.shared.live.iter().all(|l| l.load(Ordering::Relaxed) == 0), "every chunk was freed");
+        assert!(lock(&pool.shared.registry).entries.iter().all(Option::is_none));
+    }
+
+    #[test]
     fn fields_and_slot_refs_are_reported() {
         let pool = Pool::new(PoolConfig::default());
         let f = FieldId::intern("Test.pool (field 9)");
@@ -840,6 +1887,8 @@ mod tests {
         assert_eq!(lease.fields, vec![f]);
         assert_eq!(lease.slot_refs, 1);
         assert!(!lease.released);
+        assert_eq!(lease.taker, Taker::ConnRead);
+        assert!(lease.age < Duration::from_secs(5), "{:?}", lease.age);
         drop(c);
         assert!(pool.leases()[0].released);
         drop(held);
@@ -847,42 +1896,104 @@ mod tests {
     }
 
     #[test]
-    fn leases_release_the_registry_before_reading_each_chunk() {
+    fn user_takers_are_reported_by_name() {
         let pool = Pool::new(PoolConfig::default());
-        let c = pool.lease(100, Taker::ConnRead);
-        let before = Arc::strong_count(&c.meta);
-        // Holding one chunk's metadata lock stalls `leases` on that chunk.
-        let taker = lock(&c.meta.taker);
-        let reader = {
-            let pool = pool.clone();
-            std::thread::spawn(move || pool.leases())
-        };
-        // The reader has copied the registry once it holds a reference.
-        let mut spins = 0u64;
-        while Arc::strong_count(&c.meta) == before {
-            assert!(!reader.is_finished(), "leases returned while a chunk's metadata was locked");
-            spins += 1;
-            assert!(spins < 50_000_000, "leases never copied the registry");
-            std::thread::yield_now();
-        }
-        // It is now stalled on the chunk, and the registry is free: the RPC
-        // path leases and gives back.
-        assert!(lock_is_free(&pool.shared.registry));
-        let leased = pool.stats().leased_bytes;
-        for _ in 0..100 {
-            drop(pool.lease(4096, Taker::Encode));
-        }
-        assert_eq!(pool.stats().leased_bytes, leased);
-        assert!(!reader.is_finished());
-        drop(taker);
-        let leases = reader.join().expect("leases panicked");
-        assert_eq!(leases.len(), 1);
-        assert_eq!(leases[0].taker, Taker::ConnRead);
-        drop(c);
+        let names = ["test one", "test two", "test one"];
+        let chunks: Vec<_> = names.iter().map(|n| pool.lease(10, Taker::User(n))).collect();
+        let mut seen: Vec<_> = pool.leases().iter().map(|l| l.taker).collect();
+        seen.sort_by_key(|t| t.name());
+        assert_eq!(seen, [Taker::User("test one"), Taker::User("test one"), Taker::User("test two")]);
+        let other = String::from("test two");
+        let leaked: &'static str = Box::leak(other.into_boxed_str());
+        let c = pool.lease(10, Taker::User(leaked));
+        assert!(pool.leases().iter().filter(|l| l.taker == Taker::User("test two")).count() == 2);
+        // Too long to store inline: interned.
+        let long: &'static str = Box::leak("x".repeat(10_000).into_boxed_str());
+        let d = pool.lease(10, Taker::User(long));
+        assert_eq!(pool.leases().iter().filter(|l| l.taker == Taker::User(long)).count(), 1);
+        drop((chunks, c, d));
+        assert!(pool.leases().is_empty());
     }
 
-    fn lock_is_free<T>(m: &Mutex<T>) -> bool {
-        m.try_lock().is_ok()
+    #[test]
+    fn more_threads_than_thread_caches_share_the_class_lists() {
+        let pool = Pool::new(no_gc());
+        let threads = shard_count() + 8;
+        let start = std::sync::Barrier::new(threads);
+        std::thread::scope(|s| {
+            let spawned: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        for _ in 0..100 {
+                            let a = pool.lease(1024, Taker::Encode);
+                            drop(pool.lease(2048, Taker::Encode));
+                            drop(a);
+                        }
+                        start.wait();
+                        let s = pool.stats();
+                        assert_eq!(s.leased_bytes, 0, "{s:?}");
+                    })
+                })
+                .collect();
+            // A real join waits for the thread's exit hooks too.
+            spawned.into_iter().for_each(|t| t.join().unwrap());
+        });
+        let s = pool.stats();
+        assert_eq!(s.leased_bytes, 0);
+        assert_eq!(s.cached_bytes as u64, s.allocated_bytes, "every chunk made is cached: {s:?}");
+        assert!(shard_count() >= 16);
+        pool.shared.steal(0..pool.shared.shards.len(), |_, cache| {
+            assert!(cache.classes.iter().all(|m| m.len == 0 && m.budget == 0), "exits emptied every cache");
+        });
+        assert_eq!(pool.trim() as u64, s.allocated_bytes);
+    }
+
+    #[test]
+    fn leasing_cached_chunks_never_takes_the_registry_lock() {
+        let pool = Pool::new(no_gc());
+        let (warm_tx, warm_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel();
+        let p = pool.clone();
+        let thread = std::thread::spawn(move || {
+            drop(p.lease(4096, Taker::Encode));
+            warm_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            for _ in 0..1000 {
+                drop(p.lease(4096, Taker::Encode));
+            }
+            done_tx.send(()).unwrap();
+        });
+        warm_rx.recv().unwrap();
+        // As if `leases` were reading a very large registry.
+        let registry = lock(&pool.shared.registry);
+        go_tx.send(()).unwrap();
+        let done = done_rx.recv_timeout(Duration::from_secs(20));
+        drop(registry);
+        assert!(done.is_ok(), "leasing waited for the registry");
+        thread.join().unwrap();
+        assert_eq!(pool.stats().leased_bytes, 0);
+    }
+
+    #[test]
+    fn the_pool_keeps_no_address_of_a_leased_chunk() {
+        let pool = Pool::new(no_gc());
+        let chunks: Vec<_> = (0..3).map(|_| pool.lease(4096, Taker::Encode)).collect();
+        drop(chunks);
+        // Two of the three come out of this thread's cache.
+        let chunks: Vec<_> = (0..2).map(|_| pool.lease(4096, Taker::Encode)).collect();
+        assert_eq!(pool.stats().allocated_chunks, 3);
+        let mut leased: Vec<usize> = chunks.iter().map(|c| c.ptr.as_ptr() as usize).collect();
+        leased.sort();
+        pool.shared.steal(0..pool.shared.shards.len(), |_, cache| {
+            for m in &cache.classes {
+                assert!(m.addrs[m.len as usize..].iter().all(|&a| a == 0));
+                assert!(m.metas[m.len as usize..].iter().all(Option::is_none));
+                assert!(m.addrs.iter().all(|a| leased.binary_search(a).is_err()));
+            }
+        });
+        drop(chunks);
     }
 
     #[test]

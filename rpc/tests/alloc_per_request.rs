@@ -105,11 +105,12 @@ fn echo_allocates_at_most_once_per_request_in_steady_state() {
         bytes as f64 / MEASURED as f64
     );
     // What remains (0.40 per request at 1 KiB, was 0.593) is the 32-byte
-    // owner box `Bytes::from_owner` makes for each chunk `Pool::lease` hands
-    // out: a new 4 KiB output node every fourth reply or so (`OutputBuffer::grow`)
-    // and a new 8 KiB input node when the tail has no room for a message
-    // (`InputBuffer::new_node`); no request straddles two input nodes any
-    // more (`InputBuffer::release`). The chunks' memory itself is recycled
-    // by the pool.
+    // owner box `Bytes::from_owner` makes for each leased chunk the first
+    // time a handle is cut from it (every chunk on this path: a socket read
+    // or write holds it in a barrier slot): a new 4 KiB output node every
+    // fourth reply or so (`OutputBuffer::grow`) and a new 8 KiB input node
+    // when the tail has no room for a message (`InputBuffer::new_node`); no
+    // request straddles two input nodes any more (`InputBuffer::release`).
+    // The chunks' memory itself is recycled by the pool.
     dhat::assert!(blocks <= MEASURED, "{per_request:.3} allocations per request, expected at most 1");
 }

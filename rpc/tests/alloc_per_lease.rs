@@ -1,0 +1,54 @@
+//! Heap allocations per lease of a cached chunk, counted by dhat: none,
+//! unless a `Bytes` handle is cut (then one owner box per lease).
+//!
+//! A separate test binary with its own global allocator and a single
+//! `#[test]`, as `alloc_per_request.rs` explains.
+
+use rpc::{Pool, PoolConfig, Taker};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+const LEASES: u64 = 1_000;
+const SIZES: [usize; 4] = [64, 4 << 10, 64 << 10, 1 << 20];
+
+#[test]
+fn leasing_a_cached_chunk_allocates_nothing_until_a_handle_is_cut() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let pool = Pool::new(PoolConfig { release_after: None, ..PoolConfig::default() });
+    let takers = [Taker::ConnRead, Taker::Encode, Taker::User("alloc test")];
+    let round = |cut: bool| {
+        for size in SIZES {
+            for taker in takers {
+                let mut chunk = pool.lease(size, taker);
+                chunk.spare_mut()[0] = 1;
+                chunk.freeze_to(1);
+                let marker = chunk.marker();
+                if cut {
+                    drop(chunk.bytes(0..1));
+                }
+                drop((chunk, marker));
+            }
+        }
+    };
+    round(true);
+    let before = dhat::HeapStats::get();
+    for _ in 0..LEASES {
+        round(false);
+    }
+    let after = dhat::HeapStats::get();
+    dhat::assert_eq!(after.total_blocks - before.total_blocks, 0, "allocations for leases without handles");
+
+    let per_round = (SIZES.len() * takers.len()) as u64;
+    let before = dhat::HeapStats::get();
+    for _ in 0..LEASES {
+        round(true);
+    }
+    let after = dhat::HeapStats::get();
+    dhat::assert_eq!(
+        after.total_blocks - before.total_blocks,
+        LEASES * per_round,
+        "one owner box per lease with handles"
+    );
+    dhat::assert_eq!(pool.stats().allocated_chunks, SIZES.len() as u64, "every lease reused its class's chunk");
+}
