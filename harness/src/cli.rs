@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::cmd::compare::CompareArgs;
 use crate::cmd::diagnose::DiagnoseArgs;
 use crate::cmd::explain::ExplainArgs;
 use crate::cmd::export::ExportArgs;
@@ -38,6 +39,8 @@ enum Command {
     Serve(ServeArgs),
     /// Every scenario x variant, run and diagnosed; exits 1 on a wrong verdict.
     Matrix(MatrixArgs),
+    /// What a fix costs: two sides in alternating rounds, req/s, latency, CPU and allocations per call, memory.
+    Compare(CompareArgs),
     /// A blind exercise for workshops: a seeded, hidden scenario to diagnose from its profiles.
     Quiz(QuizArgs),
     /// The diagnosis engine on a run folder, or on a live pprof endpoint.
@@ -63,6 +66,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peer(args) => peer::peer(args),
         Command::Diagnose(args) => diagnose::diagnose(&args),
         Command::Matrix(args) => matrix::matrix(args),
+        Command::Compare(args) => compare::compare(args),
         Command::Quiz(args) => quiz::quiz(args),
         Command::Export(args) => export::export(&args),
         Command::Report(args) => report::report(&args),

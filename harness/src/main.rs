@@ -9,13 +9,15 @@
 //!   (connections, the paced sender, load shapes), the process under
 //!   test's `alloc`, `probe`, `metrics`, `admin`, `poolprof`,
 //!   `holdersprof`, `report` (pages and pictures for people, written at
-//!   the end of every run), and `units` (durations and sizes on the
-//!   command line).
+//!   the end of every run), `compare` (what the runs of a comparison
+//!   measured, and its statistics), and `units` (durations and sizes on
+//!   the command line).
 
 mod admin;
 mod alloc;
 mod cli;
 mod cmd;
+mod compare;
 mod holdersprof;
 mod loadgen;
 mod metrics;

@@ -96,6 +96,17 @@ pub struct RunRecord {
     /// The holder scans taken (`holders-NNN.pb.gz`), with their cost.
     #[serde(default)]
     pub holder_scans: Vec<HolderScanRecord>,
+    /// The binary started as the process under test, when not this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve_bin: Option<String>,
+    /// Flags the process under test was started with besides the run's
+    /// own (a plain server's configuration).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serve_flags: Vec<String>,
+    /// Whether the process under test was a plain `leaklab serve` (no
+    /// `--scenario`) under the scenario's load.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain_serve: bool,
 }
 
 /// One holder scan of a run.
@@ -171,6 +182,26 @@ pub struct RunPlan {
     /// (`holders-NNN.pb.gz`) at the first snapshot, the first and last load snapshots and at the
     /// end of the settle phase.
     pub holders: bool,
+    /// How the process under test is started.
+    pub serve: ServeCommand,
+}
+
+/// How the process under test is started: by default this binary's
+/// `serve --scenario S --variant V`.
+#[derive(Debug, Clone, Default)]
+pub struct ServeCommand {
+    /// The `leaklab` binary to start as `serve` (another build); `None`:
+    /// this one. The peer is always this one, so that two builds get the
+    /// same load.
+    pub exe: Option<PathBuf>,
+    /// A plain `leaklab serve` (no `--scenario`) under the scenario's load
+    /// shape, configured by `flags`; only for a server scenario.
+    pub plain: bool,
+    /// Flags added to `serve`'s own.
+    pub flags: Vec<String>,
+    /// The heap profiler's sampling seed (`LEAKLAB_PROFILE_SEED`), so that
+    /// runs that are compared make the same sampling decisions.
+    pub seed: Option<u64>,
 }
 
 /// The sampling rate runs use: 64 KiB, eight times finer than Go's default,
@@ -227,16 +258,31 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Starts `leaklab ARGS` with stderr to `log`, dying with its parent.
     pub fn spawn(name: &'static str, args: &[String], log: &Path) -> anyhow::Result<ChildGuard> {
-        // The running binary itself, even if a rebuild has replaced the file
-        // since it started (then current_exe() names a deleted path).
-        let exe = if cfg!(target_os = "linux") && Path::new("/proc/self/exe").exists() {
-            PathBuf::from("/proc/self/exe")
-        } else {
-            std::env::current_exe().context("finding the leaklab binary")?
+        Self::spawn_exe(name, None, &[], args, log)
+    }
+
+    /// Starts `EXE ARGS` (`None`: this `leaklab`) with `env` added, stderr
+    /// to `log`, dying with its parent.
+    pub fn spawn_exe(
+        name: &'static str,
+        exe: Option<&Path>,
+        env: &[(&str, String)],
+        args: &[String],
+        log: &Path,
+    ) -> anyhow::Result<ChildGuard> {
+        let exe = match exe {
+            Some(exe) => exe.to_path_buf(),
+            // The running binary itself, even if a rebuild has replaced the
+            // file since it started (then current_exe() names a deleted path).
+            None if cfg!(target_os = "linux") && Path::new("/proc/self/exe").exists() => {
+                PathBuf::from("/proc/self/exe")
+            }
+            None => std::env::current_exe().context("finding the leaklab binary")?,
         };
         let log = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(&exe);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::process::CommandExt;
@@ -252,8 +298,13 @@ impl ChildGuard {
                 });
             }
         }
-        let child = cmd.spawn().with_context(|| format!("starting the {name} process"))?;
+        let child = cmd.spawn().with_context(|| format!("starting the {name} process ({})", exe.display()))?;
         Ok(ChildGuard { child: Some(child), name })
+    }
+
+    /// Its process id, while it has not been stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Whether it has exited.
@@ -340,6 +391,9 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
     install_interrupt_handler()?;
     let info = plan.info;
     let params = scenarios::Params::parse(info, &plan.set)?;
+    if plan.serve.plain && info.side != Side::Server {
+        bail!("{} is a client scenario: a plain `leaklab serve` cannot be its process under test", info.name);
+    }
     fs::create_dir_all(&plan.out).with_context(|| format!("creating {}", plan.out.display()))?;
     for entry in fs::read_dir(&plan.out)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -393,11 +447,17 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
     if plan.holders {
         args.push("--holders".into());
     }
-    args.extend(common_args(plan));
+    if !plan.serve.plain {
+        args.extend(common_args(plan));
+    }
+    args.extend(plan.serve.flags.iter().cloned());
     if let Some(peer) = peer_rpc {
         args.extend(["--peer".into(), peer.to_string(), "--drive-for".into(), format!("{}ms", drive_for.as_millis())]);
     }
-    let mut serve = ChildGuard::spawn("serve", &args, &serve_log)?;
+    let env: Vec<(&str, String)> =
+        plan.serve.seed.map(|seed| (profiler::SEED_ENV, seed.to_string())).into_iter().collect();
+    let mut serve = ChildGuard::spawn_exe("serve", plan.serve.exe.as_deref(), &env, &args, &serve_log)?;
+    let serve_pid = serve.pid();
     let ready = wait_ready(&ready_path, &mut serve, &serve_log)?;
     let _ = fs::remove_file(&ready_path);
 
@@ -416,6 +476,8 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
             format!("{}ms", drive_for.as_millis()),
             "--report".into(),
             peer_report_path.to_string_lossy().into_owned(),
+            "--latency-from".into(),
+            format!("{}ms", t.warmup.as_millis()),
         ];
         args.extend(common_args(plan));
         peer = Some(ChildGuard::spawn("peer", &args, &peer_log)?);
@@ -453,10 +515,10 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
         if serve.exited() {
             bail!("the process under test exited during the run:\n{}", tail(&serve_log));
         }
-        let line = snapshot(&agent, ready.admin, dir, snapshots, now.as_secs_f64(), phase)
+        let cpu_before = serve_pid.and_then(process_cpu_seconds);
+        let mut line = snapshot(&agent, ready.admin, dir, snapshots, now.as_secs_f64(), phase)
             .with_context(|| format!("snapshot {snapshots} from {}", ready.admin))?;
         snapshots += 1;
-        writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
         if let Some(bar) = &bar {
             bar.set_position(now.as_millis() as u64);
             bar.set_message(format!("{:?}, {} snapshots", phase, snapshots));
@@ -483,6 +545,11 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
                 holder_scans.push(holder_scan(&agent, ready.admin, dir, snapshots - 1, phase));
             }
         }
+        // What being watched cost the process: the scrapes, and any holder
+        // scan, so that a reader can take it out of its CPU time.
+        line.cpu_s = cpu_before;
+        line.scrape_cpu_s = cpu_before.zip(serve_pid.and_then(process_cpu_seconds)).map(|(b, a)| (a - b).max(0.0));
+        writeln!(metrics, "{}", serde_json::to_string(&line)?)?;
         if settled {
             break;
         }
@@ -517,6 +584,9 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
         admin_addr: ready.admin.to_string(),
         peer: peer_report,
         holder_scans,
+        serve_bin: plan.serve.exe.as_ref().map(|p| p.display().to_string()),
+        serve_flags: plan.serve.flags.clone(),
+        plain_serve: plan.serve.plain,
     };
     fs::write(dir.join("run.json"), serde_json::to_string_pretty(&record)?)?;
     Ok(record)
@@ -548,7 +618,48 @@ fn snapshot(
     let pool = scrape::get_bytes(agent, admin, "/debug/pprof/pool")?;
     fs::write(dir.join(format!("pool-{n:03}.pb.gz")), pool)?;
     let text = scrape::get_text(agent, admin, "/metrics")?;
-    Ok(MetricsLine { t, phase: format!("{phase:?}").to_lowercase(), figures: scrape::figures(&text) })
+    Ok(MetricsLine {
+        t,
+        phase: format!("{phase:?}").to_lowercase(),
+        cpu_s: None,
+        scrape_cpu_s: None,
+        figures: scrape::figures(&text),
+    })
+}
+
+/// CPU time (user and system, every thread, those gone included) that
+/// process `pid` has used, in seconds: from its CPU-time clock
+/// (nanoseconds), else from `/proc/PID/stat` (utime + stime, in clock
+/// ticks of 10 ms: coarser than one scrape). `None` if it is gone.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: clock_getcpuclockid writes one clockid_t through a valid
+    // pointer to a local; it only looks the pid up.
+    if unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) } == 0 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec through a valid pointer
+        // to a local.
+        if unsafe { libc::clock_gettime(clock, &mut ts) } == 0 {
+            return Some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9);
+        }
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    proc_stat_cpu_ticks(&stat).map(|ticks| {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        ticks as f64 / hz.max(1) as f64
+    })
+}
+
+/// utime + stime of a `/proc/PID/stat` line, in clock ticks.
+fn proc_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses;
+    // utime and stime are fields 14 and 15, the 12th and 13th after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Takes `holders-NNN.pb.gz`; a failure is recorded, not fatal.
@@ -608,4 +719,30 @@ fn progress_bar(plan: &RunPlan, t: Timing) -> Option<indicatif::ProgressBar> {
     bar.set_style(style);
     bar.set_prefix(format!("{} ({})", plan.info.name, plan.variant));
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_come_after_the_command_name() {
+        let stat = "4242 (leak lab) (x)) S 1 4242 4242 0 -1 4194304 983 0 0 0 130 27 0 0 20 0 9 0 77 0 0";
+        assert_eq!(proc_stat_cpu_ticks(stat), Some(157));
+        assert_eq!(proc_stat_cpu_ticks("4242 (x) S 1"), None);
+        assert_eq!(proc_stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn a_process_cpu_time_grows_with_its_work() {
+        let pid = std::process::id();
+        let before = process_cpu_seconds(pid).expect("our own CPU time");
+        let mut x = 0u64;
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = process_cpu_seconds(pid).expect("our own CPU time");
+        assert!(after > before, "{before} -> {after}");
+    }
 }

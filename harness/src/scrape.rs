@@ -20,6 +20,14 @@ pub struct MetricsLine {
     pub t: f64,
     /// `warmup`, `load`, `drain`, `settle`.
     pub phase: String,
+    /// CPU seconds (user and system) the process under test had used when
+    /// the snapshot began, as the run reads them from outside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_s: Option<f64>,
+    /// CPU seconds it used while this snapshot's profiles, metrics and
+    /// holder scan were taken: the cost of being watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_cpu_s: Option<f64>,
     /// The figures.
     #[serde(flatten)]
     pub figures: Figures,
@@ -126,7 +134,7 @@ mod tests {
             (m.write)(&mut f, 10 + i as u64);
         }
         f.largest_peer = Some("127.0.0.1:5555".into());
-        let written = MetricsLine { t: 1.5, phase: "load".into(), figures: f.clone() };
+        let written = MetricsLine { t: 1.5, phase: "load".into(), cpu_s: None, scrape_cpu_s: None, figures: f.clone() };
         let json = serde_json::to_string(&written).expect("line as JSON");
         let read = diagnosis::parse_metrics(json.as_bytes(), "metrics.jsonl").expect("parsed");
         let mut text = String::new();

@@ -51,6 +51,19 @@ pub fn holder_profiles(dir: &Path) -> anyhow::Result<Vec<HeapSnapshot>> {
     Ok(files.iter().map(|(_, p)| HeapSnapshot::read(p)).collect::<Result<_, _>>()?)
 }
 
+/// How fast the process under test gained memory: the Theil–Sen slope of
+/// profiled in-use bytes over the warm-up and load (bytes/s, 0 when it
+/// fell or cannot be told), as the matrix and `compare` report it.
+pub fn leaked_bytes_per_s(input: &RunInput) -> f64 {
+    let (t, y): (Vec<f64>, Vec<f64>) = input
+        .metrics
+        .iter()
+        .filter(|l| matches!(l.phase.as_deref(), Some("warmup" | "load") | None))
+        .filter_map(|l| Some((l.t, l.get("inuse_bytes")?)))
+        .unzip();
+    diagnosis::theil_sen(&t, &y).map_or(0.0, |(s, _)| s.max(0.0))
+}
+
 /// Snapshots from the first one until the verdict is `expected` and stays:
 /// the index (from 0) of the snapshot after which every longer prefix of
 /// the run is diagnosed `expected`, or `None` if none is.

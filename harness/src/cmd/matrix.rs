@@ -8,12 +8,12 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use diagnosis::{diagnose, rss_trend, theil_sen, Options, RunInput, Verdict};
+use diagnosis::{diagnose, rss_trend, Options, RunInput, Verdict};
 use scenarios::{Info, Variant};
 use serde::{Deserialize, Serialize};
 
-use crate::runner::{RunPlan, Timing, RUN_PROFILE_RATE};
-use crate::verdict::snapshots_to_verdict;
+use crate::runner::{RunPlan, ServeCommand, Timing, RUN_PROFILE_RATE};
+use crate::verdict::{leaked_bytes_per_s, snapshots_to_verdict};
 
 /// Flags of `leaklab matrix`.
 #[derive(Debug, clap::Args)]
@@ -186,14 +186,7 @@ pub fn row(
         .then(|| top_holder.as_ref().is_some_and(|h| names_holder(expected_holder, &h.chain)));
     let plain = diagnose(&input, &plain_opts);
     let rss = rss_trend(&input, full_opts.min_growth_bytes);
-    let load: Vec<(f64, f64)> = input
-        .metrics
-        .iter()
-        .filter(|l| matches!(l.phase.as_deref(), Some("warmup" | "load") | None))
-        .filter_map(|l| Some((l.t, l.get("inuse_bytes")?)))
-        .collect();
-    let (t, y): (Vec<f64>, Vec<f64>) = load.into_iter().unzip();
-    let leaked = theil_sen(&t, &y).map_or(0.0, |(s, _)| s.max(0.0));
+    let leaked = leaked_bytes_per_s(&input);
     let peak_rss = input.metric("rss_bytes").iter().map(|p| p.1 as u64).max().unwrap_or(0);
     let is_leak = expected != "none";
     Ok(Row {
@@ -240,6 +233,7 @@ pub fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
                 progress,
                 profile_rate: RUN_PROFILE_RATE,
                 holders: true,
+                serve: ServeCommand::default(),
             };
             crate::runner::run_and_diagnose(&run_plan).with_context(|| format!("running {} ({variant})", info.name))?;
         }

@@ -3,6 +3,7 @@
 //! outside `cli` and `cmd` calls into them.
 
 pub mod args;
+pub mod compare;
 pub mod diagnose;
 pub mod explain;
 pub mod export;

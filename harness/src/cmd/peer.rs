@@ -31,6 +31,10 @@ pub struct PeerArgs {
     /// Write the peer's report (JSON) here as well as to stdout.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Measure the latency of calls due this long after the start or later
+    /// (a run passes its warm-up).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub latency_from: Duration,
 }
 
 /// `leaklab peer`.
@@ -44,7 +48,7 @@ pub fn peer(args: PeerArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let report = rt.block_on(async {
         tokio::select! {
-            r = drive(args.target, &shape, args.duration) => r,
+            r = drive(args.target, &shape, args.duration, args.latency_from) => r,
             _ = shutdown_signal() => PeerReport::default(),
         }
     });

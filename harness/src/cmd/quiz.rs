@@ -24,7 +24,7 @@ use rand::SeedableRng;
 use scenarios::{draw_exercise, Exercise, Level};
 
 use crate::cmd::run;
-use crate::runner::{RunPlan, RunRecord, Timing, RUN_PROFILE_RATE};
+use crate::runner::{RunPlan, RunRecord, ServeCommand, Timing, RUN_PROFILE_RATE};
 use crate::units::parse_duration;
 use crate::verdict::VerdictFile;
 
@@ -152,6 +152,7 @@ pub fn quiz(args: QuizArgs) -> anyhow::Result<ExitCode> {
         progress: false,
         profile_rate: RUN_PROFILE_RATE,
         holders: true,
+        serve: ServeCommand::default(),
     };
     let made = run::execute(&plan);
     // Sealed even when the run failed: its logs name the scenario.

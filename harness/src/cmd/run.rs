@@ -9,7 +9,7 @@ use clap::Args;
 use scenarios::Variant;
 
 use crate::cmd::args::{parse_key_value, VariantArg};
-use crate::runner::{RunPlan, RunRecord, Timing, RUN_PROFILE_RATE};
+use crate::runner::{RunPlan, RunRecord, ServeCommand, Timing, RUN_PROFILE_RATE};
 use crate::units::parse_duration;
 use crate::verdict::VerdictFile;
 
@@ -57,6 +57,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         profile_rate: args.profile_rate,
         holders: !args.no_holders,
+        serve: ServeCommand::default(),
     };
     let (record, v) = execute(&plan)?;
     println!(

@@ -1,13 +1,18 @@
 //! A scenario's load shape, sent to the process under test: steady calls,
 //! connection surges, idle connections, oversized calls, a burst; for a
 //! duration, then every connection closes (the drain).
+//!
+//! The latency of the steady (and burst) calls is measured as `leaklab
+//! load` measures it: from when each call was due, so that a server that
+//! falls behind shows it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use rpc::codec::{Request, Transport};
 use scenarios::LoadShape;
 use serde::{Deserialize, Serialize};
@@ -33,9 +38,52 @@ pub struct PeerReport {
     pub idle_connections: u64,
     /// Oversized calls sent.
     pub oversized_calls: u64,
+    /// Latency of the steady and burst calls due from `--latency-from` on
+    /// (surge and idle connections' calls are not in it); absent when none
+    /// was answered.
+    #[serde(default)]
+    pub latency: Option<Latency>,
 }
 
-#[derive(Default)]
+/// Latency percentiles of answered calls, measured from when each was due
+/// (in closed loop, from when it went out).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Calls measured.
+    pub calls: u64,
+    /// Median, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// The largest.
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// The percentiles of a histogram of nanoseconds; `None` when empty.
+    pub fn of(hist: &Histogram<u64>) -> Option<Latency> {
+        if hist.is_empty() {
+            return None;
+        }
+        let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1e6;
+        Some(Latency {
+            calls: hist.len(),
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: hist.max() as f64 / 1e6,
+        })
+    }
+}
+
+/// An empty histogram of nanoseconds, 1 ns to 2 minutes, 3 significant
+/// digits (as `leaklab load`'s).
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid bounds")
+}
+
 struct Counters {
     ok: AtomicU64,
     errors: AtomicU64,
@@ -46,9 +94,29 @@ struct Counters {
     idle_connections: AtomicU64,
     oversized_calls: AtomicU64,
     calls: AtomicU64,
+    /// Calls due before this are not in `latency`.
+    latency_from: Instant,
+    /// Every connection's latencies, merged when it ends.
+    latency: Mutex<Histogram<u64>>,
 }
 
 impl Counters {
+    fn new(latency_from: Instant) -> Self {
+        Counters {
+            ok: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+            surge_connections: AtomicU64::new(0),
+            idle_connections: AtomicU64::new(0),
+            oversized_calls: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            latency_from,
+            latency: Mutex::new(latency_histogram()),
+        }
+    }
+
     fn opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
         let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
@@ -66,6 +134,7 @@ impl Counters {
             surge_connections: self.surge_connections.load(Ordering::Relaxed),
             idle_connections: self.idle_connections.load(Ordering::Relaxed),
             oversized_calls: self.oversized_calls.load(Ordering::Relaxed),
+            latency: Latency::of(&self.latency.lock().unwrap_or_else(PoisonError::into_inner)),
         }
     }
 }
@@ -112,10 +181,12 @@ impl Drop for Counted {
     }
 }
 
-/// Sends `shape` to `target` for `duration`, then closes everything.
-pub async fn drive(target: SocketAddr, shape: &LoadShape, duration: Duration) -> PeerReport {
-    let counters = Arc::new(Counters::default());
+/// Sends `shape` to `target` for `duration`, then closes everything;
+/// latency is measured for calls due `latency_from` after the start or
+/// later.
+pub async fn drive(target: SocketAddr, shape: &LoadShape, duration: Duration, latency_from: Duration) -> PeerReport {
     let start = Instant::now();
+    let counters = Arc::new(Counters::new(start + latency_from));
     let deadline = start + duration;
     let mut tasks = JoinSet::new();
     let shape = Arc::new(shape.clone());
@@ -218,8 +289,11 @@ async fn steady(
         msg: Bytes::from(vec![b'x'; shape.payload]),
         big: shape.oversized.as_ref().filter(|_| oversized).map(|o| (o.every.max(1), Bytes::from(vec![b'O'; o.size]))),
         seq: 0,
+        latency: latency_histogram(),
     };
     send_paced(Schedule { first, interval, end }, Duration::from_millis(50), &mut sender).await;
+    let mut all = counters.latency.lock().unwrap_or_else(PoisonError::into_inner);
+    all.add(&sender.latency).expect("same bounds");
 }
 
 /// The calls of one steady connection: every `every`-th call in all is
@@ -232,6 +306,8 @@ struct SteadyCalls<'a> {
     msg: Bytes,
     big: Option<(u64, Bytes)>,
     seq: i64,
+    /// This connection's latencies, in nanoseconds.
+    latency: Histogram<u64>,
 }
 
 impl Sender for SteadyCalls<'_> {
@@ -241,7 +317,7 @@ impl Sender for SteadyCalls<'_> {
         Counted::open(self.target, self.counters).await
     }
 
-    async fn send(&mut self, conn: &mut Counted, _due: Instant) -> bool {
+    async fn send(&mut self, conn: &mut Counted, due: Instant) -> bool {
         self.seq += 1;
         let n = self.counters.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let body = match &self.big {
@@ -252,7 +328,11 @@ impl Sender for SteadyCalls<'_> {
             _ => self.msg.clone(),
         };
         let req = Request { id: self.conn_id << 32 | self.seq, msg: body, json: self.shape.json.clone() };
-        conn.call(&req).await
+        let ok = conn.call(&req).await;
+        if ok && due >= self.counters.latency_from {
+            let _ = self.latency.record((due.elapsed().as_nanos() as u64).max(1));
+        }
+        ok
     }
 }
 

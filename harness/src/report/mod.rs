@@ -12,7 +12,8 @@
 //!
 //! and beside it `timeline.svg` and `flame.svg`. With a second run
 //! (`--compare`) both go side by side on the same scales. A matrix gets
-//! `index.html`, linking every run's report, and `leak-vs-fix.svg`.
+//! `index.html`, linking every run's report, and `leak-vs-fix.svg`; `leaklab
+//! compare` gets `compare.svg`, the ratios b/a of what a change costs.
 //!
 //! Every run writes its report ([`write_or_warn`], from the runner); a
 //! report that fails is a warning. What a report reads is bounded, and an
@@ -20,10 +21,11 @@
 //!
 //! - `run`: a run folder, read;
 //! - `timeline`, `flame`, `pool`: the pictures; `chart`: what they share;
-//! - `html`: the page; `index`: a matrix's index and figure; `markup`:
-//!   escaping, and SVG inside HTML.
+//! - `html`: the page; `index`: a matrix's index and figure; `compare`: a
+//!   comparison's figure; `markup`: escaping, and SVG inside HTML.
 
 mod chart;
+mod compare;
 mod flame;
 mod html;
 mod index;
@@ -36,6 +38,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+pub(crate) use compare::{ratio_chart, RatioBar};
 pub(crate) use index::write_index;
 
 use chart::{FULL_WIDTH, HALF_WIDTH};

@@ -14,6 +14,7 @@
 mod admin;
 mod catalogue;
 mod children;
+mod compare;
 mod fix_settles;
 mod leak_sites;
 mod quiz;
