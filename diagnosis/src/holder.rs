@@ -102,7 +102,7 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
         let fullest = (1..n).map(at).max_by(|a, b| positive(a).total_cmp(&positive(b))).unwrap_or_default();
         let growth = if positive(&last) >= STAYS * positive(&fullest) { last } else { fullest };
         let total: f64 = growth.values().filter(|g| **g > 0.0).sum();
-        let Some((chain, best)) = growth.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)) else { continue };
+        let Some((chain, best)) = by_holding(growth) else { continue };
         if best <= 0.0 || total <= 0.0 {
             continue;
         }
@@ -119,6 +119,40 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
     if let Some(h) = v.findings.first().and_then(|f| f.holder.as_ref()) {
         v.summary = format!("{}, held by {}", v.summary, h.describe());
     }
+}
+
+/// The chains that hold through the same blocks, whatever thread's stack
+/// the scan reached them from, as one: the largest member's chain and the
+/// group's growth, for the group that gained most.
+///
+/// Mechanism: a block that a runtime shares between threads (a tokio task,
+/// a goroutine's objects) is reached from the stack of whichever thread held
+/// a pointer into the shared state at the scan, so the root of such a chain
+/// is incidental while the named blocks after it are the holder. Counting
+/// each thread's copy apart splits one holder into as many chains as there
+/// are worker threads, and lets a smaller holder reached from one root win.
+/// Statics and chains that are only a root stay as they are.
+fn by_holding(growth: BTreeMap<&Vec<String>, f64>) -> Option<(Vec<String>, f64)> {
+    let mut groups: BTreeMap<&[String], (f64, &Vec<String>, f64)> = BTreeMap::new();
+    for (chain, g) in growth {
+        let key = match chain.split_first() {
+            Some((root, rest)) if !rest.is_empty() && is_thread_stack(root) => rest,
+            _ => chain.as_slice(),
+        };
+        let e = groups.entry(key).or_insert((0.0, chain, f64::NEG_INFINITY));
+        e.0 += g;
+        if g > e.2 {
+            e.1 = chain;
+            e.2 = g;
+        }
+    }
+    groups.into_values().max_by(|a, b| a.0.total_cmp(&b.0)).map(|(sum, chain, _)| (chain.clone(), sum))
+}
+
+/// `thread NAME stack`, the root leaklab's holder profiles give a thread's
+/// stack.
+fn is_thread_stack(root: &str) -> bool {
+    root.starts_with("thread ") && root.ends_with(" stack")
 }
 
 /// The share of its fullest growth that held memory must still have in the
@@ -208,6 +242,38 @@ mod tests {
         assert!((h.share - 8.0 / 9.0).abs() < 1e-9, "{}", h.share);
         assert_eq!(h.describe(), "hashbrown table in app::remember (from thread main stack)");
         assert!(v.summary.ends_with("held by hashbrown table in app::remember (from thread main stack)"));
+    }
+
+    #[test]
+    fn one_task_reached_from_several_threads_is_one_holder() {
+        let stack = "rpc::pool::Pool::lease\nrpc::linkbuf::InputBuffer::new_node";
+        let via = |thread: &'static str| {
+            ["rpc::pool::Pool::lease", "VecDeque in rpc::linkbuf::InputBuffer::new_node", "tokio task spawned in serve", thread]
+        };
+        let other = ["rpc::pool::Pool::lease", "tokio task spawned in dispatch", "thread w1 stack"];
+        let h0 = snapshot(vec![]);
+        let h1 = snapshot(vec![
+            sample(&via("thread main stack"), stack, 3e6),
+            sample(&via("thread w1 stack"), stack, 2e6),
+            sample(&via("thread w2 stack"), stack, 2e6),
+            sample(&other, stack, 4e6),
+        ]);
+        let mut v = Verdict {
+            leak: true,
+            kind: Kind::OversizedRequest,
+            findings: vec![finding("rpc::linkbuf::InputBuffer::new_node")],
+            mode: Mode::Full,
+            snapshots: 2,
+            summary: "leak".into(),
+        };
+        attribute_holders(&mut v, &[h0, h1]);
+        let h = v.findings[0].holder.as_ref().expect("a holder");
+        assert_eq!(
+            h.chain,
+            vec!["thread main stack", "tokio task spawned in serve", "VecDeque in rpc::linkbuf::InputBuffer::new_node"]
+        );
+        assert!((h.share - 7.0 / 11.0).abs() < 1e-9, "{}", h.share);
+        assert!((h.growth_bytes - 7e6).abs() < 1e-3);
     }
 
     #[test]

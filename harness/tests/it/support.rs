@@ -447,12 +447,20 @@ pub fn held_under(s: &HeapSample, fragment: &str) -> bool {
 }
 
 /// The chains (root first, without the held block) of the blocks `pick`
-/// chooses, by growth from `before` to `after`, largest first.
+/// chooses, by growth from `before` to `after`, largest first. Chains that
+/// differ only in the thread's stack they were reached from (`thread NAME
+/// stack`, then more links) count as one, shown with that root replaced by
+/// `thread * stack`: a tokio task is reached from whichever worker's stack
+/// pointed into the runtime at the scan, so that root says nothing of who
+/// holds it (the engine groups them the same way).
 pub fn chain_growth(before: &HeapSnapshot, after: &HeapSnapshot, pick: Pick<'_>) -> Vec<(f64, Vec<String>)> {
     let mut by_chain: std::collections::HashMap<Vec<String>, f64> = std::collections::HashMap::new();
     for (sign, snap) in [(1.0, after), (-1.0, before)] {
         for s in snap.samples.iter().filter(|s| pick(s)) {
-            let chain = s.frames[1..].iter().rev().map(|f| f.function.to_string()).collect();
+            let mut chain: Vec<String> = s.frames[1..].iter().rev().map(|f| f.function.to_string()).collect();
+            if chain.len() > 1 && chain[0].starts_with("thread ") && chain[0].ends_with(" stack") {
+                chain[0] = "thread * stack".to_owned();
+            }
             *by_chain.entry(chain).or_default() += sign * s.inuse_bytes;
         }
     }
