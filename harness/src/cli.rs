@@ -17,6 +17,7 @@ use crate::cmd::quiz::QuizArgs;
 use crate::cmd::report::ReportArgs;
 use crate::cmd::run::RunArgs;
 use crate::cmd::serve::ServeArgs;
+use crate::cmd::sweep::SweepArgs;
 
 /// Reproduce, profile and diagnose the memory leaks of pooled-buffer RPC
 /// frameworks (Kitex/Netpoll-style).
@@ -39,6 +40,8 @@ enum Command {
     Serve(ServeArgs),
     /// Every scenario x variant, run and diagnosed; exits 1 on a wrong verdict.
     Matrix(MatrixArgs),
+    /// Seeded, labelled runs drawn from documented distributions (onsets, slow leaks, noise, mixtures), scored per kind.
+    Sweep(SweepArgs),
     /// What a fix costs: two sides in alternating rounds, req/s, latency, CPU and allocations per call, memory.
     Compare(CompareArgs),
     /// A blind exercise for workshops: a seeded, hidden scenario to diagnose from its profiles.
@@ -66,6 +69,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peer(args) => peer::peer(args),
         Command::Diagnose(args) => diagnose::diagnose(&args),
         Command::Matrix(args) => matrix::matrix(args),
+        Command::Sweep(args) => sweep::sweep(args),
         Command::Compare(args) => compare::compare(args),
         Command::Quiz(args) => quiz::quiz(args),
         Command::Export(args) => export::export(&args),

@@ -10,7 +10,8 @@
 //!   test's `alloc`, `probe`, `metrics`, `admin`, `poolprof`,
 //!   `holdersprof`, `report` (pages and pictures for people, written at
 //!   the end of every run), `compare` (what the runs of a comparison
-//!   measured, and its statistics), and `units` (durations and sizes on
+//!   measured, and its statistics), `dataset` (labels of runs, and the
+//!   scores of detectors over them), and `units` (durations and sizes on
 //!   the command line).
 
 mod admin;
@@ -18,6 +19,7 @@ mod alloc;
 mod cli;
 mod cmd;
 mod compare;
+mod dataset;
 mod holdersprof;
 mod loadgen;
 mod metrics;

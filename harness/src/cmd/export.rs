@@ -1,12 +1,14 @@
-//! `leaklab export`: matrix runs as a labelled dataset for detector
-//! authors (profiles, metrics, and a `label.json` per run).
+//! `leaklab export`: runs (a matrix's, a sweep's, or one) as a labelled
+//! dataset for detector authors: per run its profiles, `metrics.jsonl` and
+//! `label.json`, and at the top the JSON Schemas of both
+//! (`label.schema.json`, `metrics.schema.json`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
-use crate::runner::RunRecord;
+use crate::dataset::{Label, LABEL_SCHEMA, METRICS_SCHEMA};
 
 /// Flags of `leaklab export`.
 #[derive(Debug, clap::Args)]
@@ -35,9 +37,13 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     if dirs.is_empty() {
         bail!("no run folders (with run.json) in {}", args.from.display());
     }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::write(args.out.join("label.schema.json"), LABEL_SCHEMA)?;
+    std::fs::write(args.out.join("metrics.schema.json"), METRICS_SCHEMA)?;
     for dir in &dirs {
-        let record: RunRecord = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json"))?)
-            .with_context(|| format!("reading {}", dir.join("run.json").display()))?;
+        // A sweep's label (with its seed) when there is one, else made
+        // from run.json.
+        let label = Label::read(dir)?;
         let name = dir.file_name().map(|n| n.to_owned()).unwrap_or_default();
         let target = args.out.join(&name);
         std::fs::create_dir_all(&target)?;
@@ -47,16 +53,7 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
                 std::fs::copy(entry.path(), target.join(&file))?;
             }
         }
-        let label = serde_json::json!({
-            "scenario": record.scenario,
-            "variant": record.variant,
-            "leak": record.expected != "none",
-            "kind": record.expected,
-            "params": record.params,
-            "phases": record.phases,
-            "interval_s": record.interval_s,
-        });
-        std::fs::write(target.join("label.json"), serde_json::to_string_pretty(&label)?)?;
+        label.write(&target)?;
     }
     println!("{} labelled runs in {}", dirs.len(), args.out.display());
     Ok(ExitCode::SUCCESS)

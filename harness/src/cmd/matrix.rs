@@ -37,6 +37,12 @@ pub struct MatrixArgs {
     /// Score the runs already in `--out` instead of running them again.
     #[arg(long)]
     pub rescore: bool,
+    /// Run nothing: score the union of the run folders in these folders
+    /// (sweep shards, matrices, datasets) as one set, overall, per kind and
+    /// by leak rate, and write `summary.md` and `merged.json` to `--out`
+    /// (default `runs/merged`).
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    pub merge: Vec<PathBuf>,
 }
 
 /// One row of the matrix.
@@ -216,6 +222,9 @@ pub fn names_holder(expected: &str, chain: &[String]) -> bool {
 
 /// `leaklab matrix`.
 pub fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
+    if !args.merge.is_empty() {
+        return merge(&args);
+    }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/matrix"));
     let load = if args.quick { Duration::from_secs(3) } else { Duration::from_secs(8) };
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -282,6 +291,32 @@ pub fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
     if wrong > 0 {
         eprintln!("{wrong} wrong verdict(s)");
         return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `leaklab matrix --merge DIR...`: the union of the run folders, scored
+/// as one set.
+fn merge(args: &MatrixArgs) -> anyhow::Result<ExitCode> {
+    use crate::dataset::score;
+    let folders = score::run_folders(&args.merge)?;
+    if folders.is_empty() {
+        bail!("no run folders (with label.json or run.json) in {:?}", args.merge);
+    }
+    let results = score::results(&folders, args.detector.as_deref())?;
+    let tables = score::tables(&results);
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/merged"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let dirs: Vec<String> = args.merge.iter().map(|d| d.display().to_string()).collect();
+    let summary =
+        format!("## leaklab matrix --merge: {} runs from {}\n\n{}", results.len(), dirs.join(", "), score::markdown(&tables));
+    std::fs::write(out.join("summary.md"), &summary)?;
+    let json = serde_json::json!({ "merged": dirs, "tables": tables, "results": results });
+    std::fs::write(out.join("merged.json"), serde_json::to_string_pretty(&json)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json["tables"])?);
+    } else {
+        print!("{summary}");
     }
     Ok(ExitCode::SUCCESS)
 }

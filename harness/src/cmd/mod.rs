@@ -15,3 +15,4 @@ pub mod quiz;
 pub mod report;
 pub mod run;
 pub mod serve;
+pub mod sweep;

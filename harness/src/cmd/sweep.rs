@@ -1,0 +1,401 @@
+//! `leaklab sweep`: many seeded, labelled runs drawn from documented
+//! distributions, scored for the engine, the RSS-trend baseline and any
+//! outside detector, overall and per kind.
+//!
+//! **What a run draws** (each run from its own seed, [`draw`], so that any
+//! run can be made again alone with `--run-seed`):
+//! - the case: a leak variant (55%), a fix variant (25%) or a healthy
+//!   control (20%), then a scenario uniformly among those;
+//! - its parameters, each from its documented range
+//!   ([`scenarios::draw_params`], as `leaklab quiz` draws them);
+//! - the background, for every run: `none` (40%), `churn`, `cache`,
+//!   `burst` or `all` (15% each);
+//! - for a leak variant, the onset (none half the time, else 20–50% into
+//!   the load), the leak rate (one call in 1, 2, 4 or 8), and in 12% of
+//!   runs a second leak mechanism (`mix`) that composes with the first;
+//! - a **slow leak** (8% of leak variants): a load of at least 150 s, one
+//!   call in 16 to 128 leaking (tens of KiB/s), snapshots every second.
+//!
+//! A modifier the scenario does not take, or a mixture it rejects, is left
+//! out rather than failing the sweep.
+//!
+//! `--shard K/N` runs the runs whose index is K−1 modulo N, so that N
+//! machines share one sweep; `leaklab matrix --merge DIR...` scores their
+//! folders as one. A run folder that already holds a `score.json` of the
+//! same seed is kept, so an interrupted sweep goes on where it stopped.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use scenarios::{Info, Params, Variant};
+use serde::Serialize;
+
+use crate::dataset::score::{self, RunResult};
+use crate::dataset::{modifier, Label};
+use crate::runner::{RunPlan, ServeCommand, Timing, RUN_PROFILE_RATE};
+
+/// Flags of `leaklab sweep`.
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Runs in the whole sweep (over all shards).
+    #[arg(long, default_value_t = 100)]
+    pub runs: usize,
+    /// The sweep's seed: the same seed draws the same runs.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Load of each run (slow leaks run at least 150 s).
+    #[arg(long, default_value = "8s", value_parser = crate::units::parse_duration)]
+    pub duration: Duration,
+    /// This machine's share: `K/N` runs every run whose index is K-1 modulo N.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// Where the run folders, `summary.md` and `sweep.json` go.
+    #[arg(long, default_value = "runs/sweep")]
+    pub out: PathBuf,
+    /// Also score this command on every run (`sh -c 'CMD "$0"' RUN_DIR`
+    /// prints a JSON object with `leak` and `kind`; see `scripts/detectors/`).
+    #[arg(long)]
+    pub detector: Option<String>,
+    /// Take holder scans in every run (slower; names who holds each leak).
+    #[arg(long)]
+    pub holders: bool,
+    /// Print the plan (one line per run) and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Make only the run this seed draws (a run's seed is in its
+    /// `label.json`).
+    #[arg(long)]
+    pub run_seed: Option<u64>,
+    /// Print the scores as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `K/N`: the K-th of N shares (K from 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// Which share, from 1.
+    pub k: usize,
+    /// Of how many.
+    pub n: usize,
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    let (k, n) = s.split_once('/').ok_or_else(|| format!("expected K/N such as 2/8, not {s:?}"))?;
+    let k: usize = k.trim().parse().map_err(|_| format!("{s:?}: K is not a whole number"))?;
+    let n: usize = n.trim().parse().map_err(|_| format!("{s:?}: N is not a whole number"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("{s:?}: K must be from 1 to N, and N at least 1"));
+    }
+    Ok(Shard { k, n })
+}
+
+/// One run of the sweep, as drawn.
+#[derive(Debug, Clone)]
+pub struct Drawn {
+    /// Its place in the sweep, from 0.
+    pub index: usize,
+    /// The seed it was drawn from.
+    pub seed: u64,
+    /// The scenario.
+    pub info: &'static Info,
+    /// Leak or fix.
+    pub variant: Variant,
+    /// `--set` pairs: parameters and modifiers.
+    pub set: Vec<(String, String)>,
+    /// Its load.
+    pub load: Duration,
+    /// Snapshot interval.
+    pub interval: Duration,
+}
+
+impl PartialEq for Drawn {
+    fn eq(&self, o: &Drawn) -> bool {
+        (self.index, self.seed, self.info.name, self.variant, &self.set, self.load, self.interval)
+            == (o.index, o.seed, o.info.name, o.variant, &o.set, o.load, o.interval)
+    }
+}
+
+impl Drawn {
+    /// The folder name: index, scenario, variant.
+    pub fn folder(&self) -> String {
+        format!("{:04}-{}-{}", self.index, self.info.name, self.variant)
+    }
+
+    /// The same run by hand.
+    pub fn command(&self) -> String {
+        let mut s = format!(
+            "leaklab run {} --variant {} --duration {}s --interval {}ms",
+            self.info.name,
+            self.variant,
+            self.load.as_secs_f64(),
+            self.interval.as_millis()
+        );
+        for (k, v) in &self.set {
+            s.push_str(&format!(" --set {k}={v}"));
+        }
+        s
+    }
+}
+
+/// A run's seed: run `index` of the sweep seeded `seed` (SplitMix64 of
+/// both, so neighbouring indexes draw unrelated runs).
+pub fn run_seed(seed: u64, index: usize) -> u64 {
+    let mut z = seed.wrapping_add((index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Share of leak variants among runs (the rest: fix variants and controls).
+const LEAK_SHARE: f64 = 0.55;
+/// Share of fix variants.
+const FIX_SHARE: f64 = 0.25;
+/// Share of leak variants that are slow leaks.
+const SLOW_SHARE: f64 = 0.08;
+/// Share of leak variants with a second mechanism.
+const MIX_SHARE: f64 = 0.12;
+/// The shortest load of a slow leak: two minutes to find it, and a margin.
+const SLOW_LOAD: Duration = Duration::from_secs(150);
+/// Snapshot interval of ordinary runs (the matrix's).
+const INTERVAL: Duration = Duration::from_millis(500);
+/// Snapshot interval of slow leaks: 150 snapshots over the load.
+const SLOW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Backgrounds and their weights (in twentieths).
+const BACKGROUNDS: [(&str, u32); 5] = [("none", 8), ("churn", 3), ("cache", 3), ("burst", 3), ("all", 3)];
+
+fn weighted<R: Rng>(rng: &mut R, choices: &[(&'static str, u32)]) -> &'static str {
+    let mut at = rng.random_range(0..choices.iter().map(|c| c.1).sum::<u32>());
+    for (name, w) in choices {
+        if at < *w {
+            return name;
+        }
+        at -= w;
+    }
+    choices[0].0
+}
+
+/// The run that `seed` draws, at place `index`, with loads of `load`.
+pub fn draw(index: usize, seed: u64, load: Duration) -> Drawn {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let catalogue = scenarios::catalogue();
+    let u: f64 = rng.random();
+    let (pool, variant): (Vec<&'static Info>, Variant) = if u < LEAK_SHARE {
+        (catalogue.iter().filter(|i| !i.control).collect(), Variant::Leak)
+    } else if u < LEAK_SHARE + FIX_SHARE {
+        (catalogue.iter().filter(|i| !i.control).collect(), Variant::Fix)
+    } else {
+        (catalogue.iter().filter(|i| i.control).collect(), Variant::Leak)
+    };
+    let info = pool[rng.random_range(0..pool.len())];
+    let leaks = variant == Variant::Leak && !info.control;
+    let mut set = scenarios::draw_params(info, &mut rng);
+    let take = |set: &mut Vec<(String, String)>, key: &str, value: String| {
+        if info.param(key).is_some() {
+            set.push((key.to_owned(), value));
+        }
+    };
+    let background = weighted(&mut rng, &BACKGROUNDS);
+    take(&mut set, modifier::BACKGROUND, background.to_owned());
+    let (mut run_load, mut interval) = (load, INTERVAL);
+    if leaks {
+        let slow = rng.random_bool(SLOW_SHARE);
+        if slow {
+            run_load = load.max(SLOW_LOAD);
+            interval = SLOW_INTERVAL;
+        }
+        let onset = if rng.random_bool(0.5) { 0.0 } else { run_load.as_secs_f64() * rng.random_range(0.2..0.5) };
+        take(&mut set, modifier::ONSET, format!("{:.1}s", onset));
+        let rates: &[u64] = if slow { &[16, 32, 64, 128] } else { &[1, 2, 4, 8] };
+        take(&mut set, modifier::LEAK_RATE, rates[rng.random_range(0..rates.len())].to_string());
+        if rng.random_bool(MIX_SHARE) {
+            // The first other leak, from a random start, that this scenario
+            // accepts as a mixture.
+            let others: Vec<&Info> = catalogue.iter().filter(|i| !i.control && i.name != info.name).collect();
+            let start = rng.random_range(0..others.len().max(1));
+            for other in others.iter().cycle().skip(start).take(others.len()) {
+                let mut with = set.clone();
+                with.push((modifier::MIX.to_owned(), other.name.to_owned()));
+                if info.param(modifier::MIX).is_some() && Params::parse(info, &with).is_ok() {
+                    set = with;
+                    break;
+                }
+            }
+        }
+    }
+    Drawn { index, seed, info, variant, set, load: run_load, interval }
+}
+
+/// The sweep's runs: `runs` draws from `seed`, this shard's share.
+pub fn plan(runs: usize, seed: u64, load: Duration, shard: Option<Shard>) -> Vec<Drawn> {
+    (0..runs)
+        .filter(|i| shard.is_none_or(|s| i % s.n == s.k - 1))
+        .map(|i| draw(i, run_seed(seed, i), load))
+        .collect()
+}
+
+fn planned_time(d: &Drawn) -> Duration {
+    let t = Timing::for_duration(d.load, d.interval);
+    t.warmup + t.load + t.drain + t.settle
+}
+
+/// What `sweep.json` holds.
+#[derive(Debug, Serialize)]
+struct SweepFile<'a> {
+    seed: u64,
+    runs: usize,
+    shard: Option<String>,
+    tables: &'a [score::Table],
+    results: &'a [RunResult],
+}
+
+/// `leaklab sweep`.
+pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    let runs = match args.run_seed {
+        Some(seed) => vec![draw(0, seed, args.duration)],
+        None => plan(args.runs, args.seed, args.duration, args.shard),
+    };
+    if runs.is_empty() {
+        bail!("this shard has no runs: --runs {} over {:?}", args.runs, args.shard);
+    }
+    if args.dry_run {
+        for d in &runs {
+            println!("{} seed {}: {}", d.folder(), d.seed, d.command());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    crate::runner::install_interrupt_handler()?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let total: Duration = runs.iter().map(planned_time).sum();
+    let bar = indicatif::ProgressBar::new(total.as_secs());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {elapsed_precise} elapsed, {eta_precise} left  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut folders = Vec::new();
+    for (n, d) in runs.iter().enumerate() {
+        bar.set_prefix(format!("run {}/{}", n + 1, runs.len()));
+        bar.set_message(format!("{} ({})", d.info.name, d.variant));
+        let dir = args.out.join(d.folder());
+        let done = std::fs::read_to_string(dir.join(score::SCORE_FILE))
+            .ok()
+            .and_then(|s| serde_json::from_str::<RunResult>(&s).ok())
+            .is_some_and(|r| r.label.seed == Some(d.seed));
+        if !done {
+            let plan = RunPlan {
+                info: d.info,
+                variant: d.variant,
+                set: d.set.clone(),
+                out: dir.clone(),
+                timing: Timing::for_duration(d.load, d.interval),
+                progress: false,
+                profile_rate: RUN_PROFILE_RATE,
+                holders: args.holders,
+                serve: ServeCommand::default(),
+            };
+            let (record, _) = crate::runner::run_and_diagnose(&plan)
+                .with_context(|| format!("run {} ({})", d.folder(), d.command()))?;
+            let label = Label::of_run(&record, Some(d.seed))?;
+            label.write(&dir)?;
+            let result = score::score_run(&dir, &label, args.detector.as_deref())?;
+            score::write_result(&dir, &result)?;
+            let engine = result.outcomes.first();
+            bar.println(format!(
+                "{} expected {:<26} engine {:<26} {}",
+                d.folder(),
+                label.kind,
+                engine.map_or("-", |o| o.kind.as_str()),
+                if engine.is_some_and(|o| o.right) { "ok" } else { "WRONG" }
+            ));
+        }
+        folders.push(dir);
+        bar.inc(planned_time(d).as_secs());
+        if crate::runner::interrupted() {
+            bail!("interrupted after {} runs; run the same command again to go on", n + 1);
+        }
+    }
+    bar.finish_and_clear();
+    let results = score::results(&folders, args.detector.as_deref())?;
+    let tables = score::tables(&results);
+    let summary = format!(
+        "## leaklab sweep: seed {}, {} runs{}\n\n{}",
+        args.seed,
+        results.len(),
+        args.shard.map_or(String::new(), |s| format!(" (shard {}/{})", s.k, s.n)),
+        score::markdown(&tables)
+    );
+    std::fs::write(args.out.join("summary.md"), &summary)?;
+    let file = SweepFile {
+        seed: args.seed,
+        runs: args.runs,
+        shard: args.shard.map(|s| format!("{}/{}", s.k, s.n)),
+        tables: &tables,
+        results: &results,
+    };
+    std::fs::write(args.out.join("sweep.json"), serde_json::to_string_pretty(&file)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&tables)?);
+    } else {
+        print!("{summary}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_draws_the_same_plan() {
+        let a = plan(40, 7, Duration::from_secs(8), None);
+        let b = plan(40, 7, Duration::from_secs(8), None);
+        assert_eq!(a, b);
+        let c = plan(40, 8, Duration::from_secs(8), None);
+        assert_ne!(a, c);
+        // Every drawn run is valid for its scenario.
+        for d in &a {
+            Params::parse(d.info, &d.set).unwrap_or_else(|e| panic!("{}: {e}", d.command()));
+        }
+    }
+
+    #[test]
+    fn shards_split_the_plan_without_overlap() {
+        let all = plan(23, 3, Duration::from_secs(8), None);
+        let mut union: Vec<Drawn> = (1..=4).flat_map(|k| plan(23, 3, Duration::from_secs(8), Some(Shard { k, n: 4 }))).collect();
+        union.sort_by_key(|d| d.index);
+        assert_eq!(union, all);
+        // A run drawn alone from its seed is the run the sweep drew.
+        let d = &all[5];
+        assert_eq!(draw(d.index, d.seed, Duration::from_secs(8)), *d);
+    }
+
+    #[test]
+    fn shards_are_checked() {
+        assert_eq!(parse_shard("2/8"), Ok(Shard { k: 2, n: 8 }));
+        for bad in ["0/4", "5/4", "1/0", "2", "a/b"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_plan_mixes_leaks_fixes_controls_and_slow_leaks() {
+        let p = plan(400, 11, Duration::from_secs(8), None);
+        let leaks = p.iter().filter(|d| d.variant == Variant::Leak && !d.info.control).count();
+        let controls = p.iter().filter(|d| d.info.control).count();
+        let slow = p.iter().filter(|d| d.load >= SLOW_LOAD).count();
+        assert!((180..=260).contains(&leaks), "{leaks} leaks of 400");
+        assert!((50..=110).contains(&controls), "{controls} controls of 400");
+        assert!((5..=35).contains(&slow), "{slow} slow leaks of 400");
+    }
+}

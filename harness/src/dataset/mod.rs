@@ -1,0 +1,209 @@
+//! The labelled dataset that sweeps and `leaklab export` write, and how
+//! detectors are scored on it.
+//!
+//! Every run folder of a dataset holds the run's profiles and
+//! `metrics.jsonl` beside a `label.json` ([`Label`]): what was run, every
+//! leak mechanism present, when the leak began (`onset_at_s`), how fast it
+//! leaks (`leak_rate`), and the healthy noise around it (`background`). The
+//! JSON Schemas of `label.json` and of the metrics lines are
+//! [`LABEL_SCHEMA`] and [`METRICS_SCHEMA`] (`harness/schema/`); export
+//! copies them into the dataset.
+//!
+//! - [`trace`]: a detector's answer after each snapshot of one run, and
+//!   what it means against the label (alarms before the onset, delay);
+//! - [`score`]: the scores of many runs, overall and per kind.
+
+pub mod score;
+pub mod trace;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use scenarios::{Info, Side, Variant};
+use serde::{Deserialize, Serialize};
+
+use crate::runner::{PhaseSpan, RunRecord};
+
+/// The JSON Schema of `label.json`.
+pub const LABEL_SCHEMA: &str = include_str!("../../schema/label.schema.json");
+/// The JSON Schema of one line of `metrics.jsonl`.
+pub const METRICS_SCHEMA: &str = include_str!("../../schema/metrics.schema.json");
+
+/// The version of the label format; readers refuse a newer one.
+pub const LABEL_FORMAT: u32 = 1;
+
+/// The names of the modifiers every scenario takes (`--set`), as the
+/// labels record them.
+pub mod modifier {
+    /// The leak begins this long after the load starts.
+    pub const ONSET: &str = "onset";
+    /// One call (or connection, or surge) in N leaks.
+    pub const LEAK_RATE: &str = "leak_rate";
+    /// Healthy noise in the same process.
+    pub const BACKGROUND: &str = "background";
+    /// A second leak mechanism in the same process.
+    pub const MIX: &str = "mix";
+}
+
+/// One leak mechanism present in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mechanism {
+    /// The scenario whose mechanism it is.
+    pub scenario: String,
+    /// The verdict kind that names it.
+    pub kind: String,
+    /// The Thrift field it holds, for held fields (`Request field 2 (msg)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What holds the memory (a fragment of the holder chain; `|`
+    /// separates alternatives).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub holder: String,
+}
+
+/// `label.json`: the truth about one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Label {
+    /// [`LABEL_FORMAT`].
+    pub format: u32,
+    /// The scenario run.
+    pub scenario: String,
+    /// `leak` or `fix`.
+    pub variant: String,
+    /// `server` or `client`: which side the process under test plays.
+    pub side: String,
+    /// Whether any leak mechanism is present.
+    pub leak: bool,
+    /// The verdict expected of a detector that names one kind: the
+    /// scenario's own, or `none`.
+    pub kind: String,
+    /// Every leak mechanism present (two in a mixture; none in a healthy
+    /// run).
+    pub mechanisms: Vec<Mechanism>,
+    /// The `onset` modifier: seconds after the load starts before the leak
+    /// begins.
+    pub onset_s: f64,
+    /// When the leak begins, in seconds from the start of the run (the
+    /// warm-up's start, the clock of `metrics.jsonl` and `phases`); null for
+    /// a healthy run. An alarm before it is a false alarm.
+    pub onset_at_s: Option<f64>,
+    /// The `leak_rate` modifier: one call (connection, surge) in N leaks.
+    pub leak_rate: u64,
+    /// The `background` modifier: `none`, `churn`, `cache`, `burst`, `all`.
+    pub background: String,
+    /// Every parameter with its effective value.
+    pub params: BTreeMap<String, String>,
+    /// The phases as they happened (seconds from the run's start).
+    pub phases: Vec<PhaseSpan>,
+    /// The snapshot interval, in seconds.
+    pub interval_s: f64,
+    /// The heap profiler's sampling rate (bytes; 1 records every
+    /// allocation).
+    pub profile_rate: usize,
+    /// The sweep seed that drew this run, if a sweep drew it.
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl Label {
+    /// The label of a finished run, from its `run.json` record.
+    pub fn of_run(record: &RunRecord, seed: Option<u64>) -> anyhow::Result<Label> {
+        let info = scenarios::find(&record.scenario)
+            .with_context(|| format!("run.json names the scenario {:?}, which this leaklab does not know", record.scenario))?;
+        let variant: Variant = record.variant.parse().map_err(|e| anyhow::anyhow!("run.json: {e}"))?;
+        let params: BTreeMap<String, String> = record.params.iter().cloned().collect();
+        let get = |k: &str| params.get(k).map(String::as_str);
+        let onset = match get(modifier::ONSET) {
+            Some(v) => crate::units::parse_duration(v).map_err(|e| anyhow::anyhow!("run.json: onset {v:?}: {e}"))?,
+            None => Duration::ZERO,
+        };
+        let leak_rate = match get(modifier::LEAK_RATE) {
+            Some(v) => v.replace('_', "").parse().with_context(|| format!("run.json: leak_rate {v:?}"))?,
+            None => 1,
+        };
+        let mut mechanisms = Vec::new();
+        if variant == Variant::Leak && !info.control {
+            mechanisms.push(mechanism(info));
+            if let Some(mix) = get(modifier::MIX).filter(|m| *m != "none") {
+                let other = scenarios::find(mix).with_context(|| format!("run.json: mix names {mix:?}"))?;
+                mechanisms.push(mechanism(other));
+            }
+        }
+        let load_start = record.phases.iter().find(|p| p.name == crate::runner::Phase::Load).map(|p| p.start_s);
+        let leak = !mechanisms.is_empty();
+        Ok(Label {
+            format: LABEL_FORMAT,
+            scenario: record.scenario.clone(),
+            variant: record.variant.clone(),
+            side: match info.side {
+                Side::Server => "server".into(),
+                Side::Client => "client".into(),
+            },
+            leak,
+            kind: if leak { info.expected.to_owned() } else { "none".to_owned() },
+            mechanisms,
+            onset_s: onset.as_secs_f64(),
+            onset_at_s: if leak { load_start.map(|s| s + onset.as_secs_f64()) } else { None },
+            leak_rate,
+            background: get(modifier::BACKGROUND).unwrap_or("none").to_owned(),
+            params,
+            phases: record.phases.clone(),
+            interval_s: record.interval_s,
+            profile_rate: record.profile_rate,
+            seed,
+        })
+    }
+
+    /// Reads `DIR/label.json`, or, for a run folder without one, makes it
+    /// from `DIR/run.json`.
+    pub fn read(dir: &Path) -> anyhow::Result<Label> {
+        let path = dir.join("label.json");
+        if path.exists() {
+            let text = read_bounded(&path)?;
+            let label: Label =
+                serde_json::from_str(&text).with_context(|| format!("{}: not a leaklab label", path.display()))?;
+            if label.format > LABEL_FORMAT {
+                anyhow::bail!("{}: label format {} is newer than this leaklab's {LABEL_FORMAT}", path.display(), label.format);
+            }
+            return Ok(label);
+        }
+        let run = dir.join("run.json");
+        let record: RunRecord = serde_json::from_str(&read_bounded(&run)?)
+            .with_context(|| format!("{}: not a leaklab run record", run.display()))?;
+        Label::of_run(&record, None)
+    }
+
+    /// Writes `DIR/label.json`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = dir.join("label.json");
+        std::fs::write(&path, serde_json::to_string_pretty(self)?).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The kinds of every mechanism present.
+    pub fn kinds(&self) -> Vec<&str> {
+        self.mechanisms.iter().map(|m| m.kind.as_str()).collect()
+    }
+}
+
+/// The largest `label.json` or `run.json` read (a hostile file gets an
+/// error, not the memory): a real one is a few KiB.
+const MAX_RECORD_BYTES: u64 = 4 << 20;
+
+fn read_bounded(path: &Path) -> anyhow::Result<String> {
+    let len = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
+    if len > MAX_RECORD_BYTES {
+        anyhow::bail!("{}: {len} bytes, more than the {MAX_RECORD_BYTES} a run record may have", path.display());
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn mechanism(info: &Info) -> Mechanism {
+    Mechanism {
+        scenario: info.name.to_owned(),
+        kind: info.expected.to_owned(),
+        field: info.held_field().map(|f| f.to_string()),
+        holder: info.holder.to_owned(),
+    }
+}
