@@ -31,6 +31,11 @@ pub struct MatrixArgs {
     /// print a JSON object with at least `leak` (bool) and `kind` (string).
     #[arg(long)]
     pub detector: Option<String>,
+    /// Start the process under test as `PATH serve ...` instead of this
+    /// leaklab's `serve` (another build, or a wrapper that runs it under a
+    /// tool such as `scripts/detectors/heaptrack-serve`).
+    #[arg(long, value_name = "PATH")]
+    pub serve_bin: Option<PathBuf>,
     /// Only these scenarios (repeatable).
     #[arg(long = "only")]
     pub only: Vec<String>,
@@ -242,7 +247,7 @@ pub fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
                 progress,
                 profile_rate: RUN_PROFILE_RATE,
                 holders: true,
-                serve: ServeCommand::default(),
+                serve: ServeCommand { exe: args.serve_bin.clone(), ..ServeCommand::default() },
             };
             crate::runner::run_and_diagnose(&run_plan).with_context(|| format!("running {} ({variant})", info.name))?;
         }

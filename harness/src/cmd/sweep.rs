@@ -60,6 +60,11 @@ pub struct SweepArgs {
     /// prints a JSON object with `leak` and `kind`; see `scripts/detectors/`).
     #[arg(long)]
     pub detector: Option<String>,
+    /// Start the process under test as `PATH serve ...` instead of this
+    /// leaklab's `serve` (another build, or a wrapper that runs it under a
+    /// tool such as `scripts/detectors/heaptrack-serve`).
+    #[arg(long, value_name = "PATH")]
+    pub serve_bin: Option<PathBuf>,
     /// Take holder scans in every run (slower; names who holds each leak).
     #[arg(long)]
     pub holders: bool,
@@ -302,7 +307,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
                 progress: false,
                 profile_rate: RUN_PROFILE_RATE,
                 holders: args.holders,
-                serve: ServeCommand::default(),
+                serve: ServeCommand { exe: args.serve_bin.clone(), ..ServeCommand::default() },
             };
             let (record, _) = crate::runner::run_and_diagnose(&plan)
                 .with_context(|| format!("run {} ({})", d.folder(), d.command()))?;
