@@ -55,6 +55,12 @@ const OPEN_CORRELATION: f64 = 0.8;
 /// where connections were opened.
 const SURGE_SHARE: f64 = 0.6;
 
+/// While the load goes on, a surge is judged once at least this share of
+/// the connections opened since the baseline have closed again: buffers
+/// that connections still open hold are theirs (idle connections, or a
+/// surge still in flight), not lingering references.
+const SURGE_CLOSED_SHARE: f64 = 0.5;
+
 /// Without connection metrics, this many steps (change points) make the
 /// surge shape: memory that jumps with each surge and stays.
 const SURGE_STEPS: usize = 2;
@@ -214,9 +220,21 @@ fn trending(s: &Shape) -> bool {
     s.trend_p < TREND_SIGNIFICANCE && s.slope > 0.0
 }
 
-/// Stays after the load (or the run has no after-load snapshots).
-fn kept(s: &Shape) -> bool {
-    s.retained.is_none_or(|r| r >= KEPT_SHARE)
+/// Stays after the load; or, while the load goes on (no after-load
+/// snapshots yet, or a live process), is held now: a finding's worth of
+/// growth (the growth floor) is still in use at each of the last two
+/// snapshots (what is held outlives an interval; what calls in flight
+/// hold does not). Both
+/// are read net of what the buffer pool gained in its cache, and within
+/// the process's exact gain ([`Shape::held_now`]): a pool keeps the chunks
+/// given back to it for reuse and frees those not reused within two GC
+/// cycles (as `sync.Pool` does), so after a surge of connections closes,
+/// growth that the cache explains is bounded, not held.
+fn kept(s: &Shape, cx: &Context<'_>) -> bool {
+    match s.retained {
+        Some(r) => r >= KEPT_SHARE,
+        None => s.held_now >= cx.min_growth,
+    }
 }
 
 /// Keeps more per request than bookkeeping would (or the run counts no
@@ -272,13 +290,13 @@ fn follows_clients(r: f64) -> String {
 /// clients." One client's event queue fills up to its bound and stops: only
 /// more and more clients (or, without metrics, growth that keeps going and
 /// stays) make the balancer cache leak.
-fn duplicate_clients_in_lbcache(f: &StackFacts, s: &Shape, _: &Context<'_>) -> Answer {
+fn duplicate_clients_in_lbcache(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
     if !f.balancer {
         return Answer::Next;
     }
     let leaking = match s.clients.map(|c| c > ONE_CLIENT) {
-        Some(more) => more && (trending(s) || kept(s)),
-        None => trending(s) && kept(s) && !s.plateaued,
+        Some(more) => more && (trending(s) || kept(s, cx)),
+        None => trending(s) && kept(s, cx) && !s.plateaued,
     };
     if !leaking {
         return Answer::NoLeak;
@@ -318,7 +336,7 @@ fn neither_trend_nor_step(_: &StackFacts, s: &Shape, _: &Context<'_>) -> Answer 
 /// A decoded field is held when its growth stays, is more than bookkeeping,
 /// and never levels off (a capped cache levels off).
 fn field_kept(s: &Shape, cx: &Context<'_>) -> bool {
-    kept(s) && more_than_bookkeeping(s, cx) && !s.plateaued
+    kept(s, cx) && more_than_bookkeeping(s, cx) && !s.plateaued
 }
 
 /// The evidence line of a field named by its decoder.
@@ -401,12 +419,24 @@ fn idle_connection_buffers(f: &StackFacts, s: &Shape, _: &Context<'_>) -> Answer
 /// historical connections". Growth of pooled, read, written or handler
 /// buffers that came when connections were opened, and stays after they
 /// closed.
-fn connection_surge_barriers(f: &StackFacts, s: &Shape, _: &Context<'_>) -> Answer {
+fn connection_surge_barriers(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
     if !(in_connection_buffers(f) || f.handler) {
         return Answer::Next;
     }
     let at_openings = s.at_openings.unwrap_or(0.0);
-    if !(kept(s) && (at_openings >= SURGE_SHARE || s.at_openings.is_none() && s.steps >= SURGE_STEPS)) {
+    if !(kept(s, cx) && (at_openings >= SURGE_SHARE || s.at_openings.is_none() && s.steps >= SURGE_STEPS)) {
+        return Answer::Next;
+    }
+    // "Lingering buffer references from historical connections": while the
+    // load goes on, memory can only be said to stay after the connections
+    // closed once most of those that were opened have closed; before, it
+    // is theirs.
+    // Nor while the connections open now, at what each held at the
+    // baseline, account for most of the growth.
+    if s.retained.is_none()
+        && (s.closed_share.is_some_and(|c| c < SURGE_CLOSED_SHARE)
+            || s.open_share.is_some_and(|o| o > 1.0 - KEPT_SHARE))
+    {
         return Answer::Next;
     }
     let per_connection = s.peak_open.filter(|&p| p > 0.0).map(|p| s.growth / p);
@@ -450,7 +480,7 @@ fn connection_surge_barriers(f: &StackFacts, s: &Shape, _: &Context<'_>) -> Answ
 fn request_field_pinned_on_read_path(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
     let at_openings = s.at_openings.unwrap_or(0.0);
     if f.read_path
-        && kept(s)
+        && kept(s, cx)
         && more_than_bookkeeping(s, cx)
         && trending(s)
         && !s.plateaued
@@ -466,7 +496,7 @@ fn request_field_pinned_on_read_path(f: &StackFacts, s: &Shape, cx: &Context<'_>
 /// not to be a cache still filling up.
 fn unknown_growth(_: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
     if trending(s)
-        && kept(s)
+        && kept(s, cx)
         && more_than_bookkeeping(s, cx)
         && !s.plateaued
         && s.growth >= UNKNOWN_FLOOR_FACTOR * cx.min_growth
@@ -491,7 +521,7 @@ mod tests {
 
     /// Rising 1 MB/s with p = 0.001, 100 MB, kept, nothing else known.
     fn rising() -> Shape {
-        Shape { growth: 1e8, slope: 1e6, trend_p: 0.001, ..Shape::default() }
+        Shape { growth: 1e8, held_now: 1e8, slope: 1e6, trend_p: 0.001, ..Shape::default() }
     }
 
     #[test]
@@ -513,6 +543,27 @@ mod tests {
         assert_eq!(classify(&f, &Shape { plateaued: true, ..rising() }, &CX), None);
         let named = classify(&f, &rising(), &CX).expect("a held field");
         assert_eq!((named.kind, named.score), (Kind::RequestFieldHeld, SCORE_FIELD_NAMED));
+    }
+
+    #[test]
+    fn while_the_load_goes_on_only_what_is_held_now_is_kept() {
+        // 100 MB at the peak, of which less than the growth floor is still
+        // held at both of the last snapshots net of the pool's cache: a
+        // surge's buffers back in the cache.
+        let f = StackFacts { pooled: true, read_path: true, ..StackFacts::default() };
+        let surge = Shape { at_openings: Some(1.0), closed_share: Some(1.0), ..rising() };
+        assert!(matches!(connection_surge_barriers(&f, &surge, &CX), Answer::Leak(_)));
+        let cached = Shape { held_now: 0.9 * CX.min_growth, ..surge.clone() };
+        assert_eq!(connection_surge_barriers(&f, &cached, &CX), Answer::Next);
+        // Once the load is over, what stays decides.
+        let after = Shape { retained: Some(0.9), ..cached.clone() };
+        assert!(matches!(connection_surge_barriers(&f, &after, &CX), Answer::Leak(_)));
+        // Connections still open (most of those opened, or enough to hold
+        // the growth at their baseline bytes each) hold their own buffers.
+        let open = Shape { closed_share: Some(0.2), ..surge.clone() };
+        assert_eq!(connection_surge_barriers(&f, &open, &CX), Answer::Next);
+        let open = Shape { open_share: Some(0.8), ..surge };
+        assert_eq!(connection_surge_barriers(&f, &open, &CX), Answer::Next);
     }
 
     #[test]

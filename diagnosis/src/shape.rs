@@ -108,6 +108,8 @@ pub(crate) struct Work {
     open_conns: Option<Vec<f64>>,
     opened_conns: Option<Vec<f64>>,
     clients_created: Option<Vec<f64>>,
+    pool_cached: Option<Vec<f64>>,
+    inuse: Option<Vec<f64>>,
 }
 
 impl Work {
@@ -119,6 +121,8 @@ impl Work {
             open_conns: aligned(input, times, "open_conns"),
             opened_conns: aligned(input, times, "opened_conns"),
             clients_created: aligned(input, times, "clients_created"),
+            pool_cached: aligned(input, times, "pool_cached_bytes"),
+            inuse: aligned(input, times, "inuse_bytes"),
         }
     }
 }
@@ -167,6 +171,10 @@ pub(crate) struct Shape {
     /// Fraction of the growth still there after the load (None: no
     /// after-load snapshots).
     pub(crate) retained: Option<f64>,
+    /// What the site holds now over the baseline: at each of the last two
+    /// snapshots under load the smaller, net of the pool's cache and at
+    /// most the process's exact gain.
+    pub(crate) held_now: f64,
     /// Bytes gained per request done up to the peak.
     pub(crate) per_request: Option<f64>,
     /// Fraction of the growth made in intervals where connections opened.
@@ -175,6 +183,14 @@ pub(crate) struct Shape {
     pub(crate) with_open: Option<f64>,
     /// Connections opened from the first snapshot to the peak.
     pub(crate) opened: Option<f64>,
+    /// Of the connections opened from the first snapshot to the last one
+    /// under load, the share that closed again by then.
+    pub(crate) closed_share: Option<f64>,
+    /// The share of the growth that the connections open now, beyond those
+    /// open at the baseline, account for at the bytes per connection the
+    /// site had at the baseline (a connection's own buffers and task); none
+    /// without connection metrics or connections at the baseline.
+    pub(crate) open_share: Option<f64>,
     /// The most connections open at once under load.
     pub(crate) peak_open: Option<f64>,
     /// Clients created from the first snapshot to the peak.
@@ -204,8 +220,27 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
     let mk = mann_kendall(&ya);
     let steps = change_points(&ya, STEP_MIN_SNAPSHOTS, None).len();
     let plateaued = plateau(&ya).is_plateau;
+    // What the site holds at snapshot i, over the baseline: not what the
+    // pool's cache gained by then (chunks given back and kept for reuse,
+    // which its GC frees within two cycles when they are not reused, as
+    // `sync.Pool` does), and never more than the whole process gained by
+    // its exact count (`inuse_bytes`): a sampled site's growth that the
+    // exact total does not show is sampling error, or memory moving
+    // between sites. Without those metrics (another process), the site's
+    // own bytes.
+    let held_at = |i: usize| {
+        let cached = work.pool_cached.as_ref().map_or(0.0, |c| (c[i] - c[0]).max(0.0));
+        let site = y[i] - base - cached;
+        work.inuse.as_ref().map_or(site, |t| site.min(t[i] - t[0] - cached))
+    };
+    // Held now: the smaller at the last two snapshots under load. Memory
+    // one snapshot caught in calls or connections in flight (a surge's
+    // connections live for one call, far shorter than an interval) is gone
+    // at the next one; what is held outlives an interval.
+    let held_now = active.iter().rev().take(2).map(|&i| held_at(i)).fold(f64::INFINITY, f64::min);
+    // What stays, read the same way once the load is over.
     let retained = (!after.is_empty() && growth > 0.0).then(|| {
-        let tail: Vec<f64> = after.iter().rev().take(SETTLED_TAIL).map(|&i| y[i]).collect();
+        let tail: Vec<f64> = after.iter().rev().take(SETTLED_TAIL).map(|&i| held_at(i) + base).collect();
         (median(&tail).unwrap_or(base) - base) / growth
     });
     let per_request = work.requests.as_ref().and_then(|r| {
@@ -249,10 +284,23 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
         steps,
         plateaued,
         retained,
+        held_now,
         per_request,
         at_openings,
         with_open: corr(&work.open_conns),
         opened: work.opened_conns.as_ref().map(|o| o[peak_i] - o[0]),
+        open_share: work.open_conns.as_ref().and_then(|o| {
+            let last = active.last().copied().unwrap_or(0);
+            (o[0] > 0.0 && growth > 0.0).then(|| (base / o[0]) * (o[last] - o[0]).max(0.0) / growth)
+        }),
+        closed_share: match (&work.opened_conns, &work.open_conns) {
+            (Some(opened), Some(open)) => {
+                let last = active.last().copied().unwrap_or(0);
+                let gained = opened[last] - opened[0];
+                (gained > 0.0).then(|| ((gained - (open[last] - open[0])) / gained).clamp(0.0, 1.0))
+            }
+            _ => None,
+        },
         peak_open: work.open_conns.as_ref().map(|o| active.iter().map(|&i| o[i]).fold(0.0, f64::max)),
         clients: work.clients_created.as_ref().map(|c| c[peak_i] - c[0]),
         open_rising: work.open_conns.as_ref().map(|o| {

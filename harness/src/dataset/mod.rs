@@ -86,8 +86,10 @@ pub struct Label {
     /// begins.
     pub onset_s: f64,
     /// When the leak begins, in seconds from the start of the run (the
-    /// warm-up's start, the clock of `metrics.jsonl` and `phases`); null for
-    /// a healthy run. An alarm before it is a false alarm.
+    /// warm-up's start, the clock of `metrics.jsonl` and `phases`): 0
+    /// without an onset (the process leaks from its start), else the load's
+    /// start plus `onset_s`; null for a healthy run. An alarm before it is a
+    /// false alarm.
     pub onset_at_s: Option<f64>,
     /// The `leak_rate` modifier: one call (connection, surge) in N leaks.
     pub leak_rate: u64,
@@ -145,7 +147,13 @@ impl Label {
             kind: if leak { info.expected.to_owned() } else { "none".to_owned() },
             mechanisms,
             onset_s: onset.as_secs_f64(),
-            onset_at_s: if leak { load_start.map(|s| s + onset.as_secs_f64()) } else { None },
+            // Without an onset the process leaks from its start, warm-up
+            // included; with one, from that long into the load.
+            onset_at_s: match (leak, onset.is_zero()) {
+                (false, _) => None,
+                (true, true) => Some(0.0),
+                (true, false) => load_start.map(|s| s + onset.as_secs_f64()),
+            },
             leak_rate,
             background: get(modifier::BACKGROUND).unwrap_or("none").to_owned(),
             params,
