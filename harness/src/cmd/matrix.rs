@@ -318,6 +318,10 @@ fn merge(args: &MatrixArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(out.join("summary.md"), &summary)?;
     let json = serde_json::json!({ "merged": dirs, "tables": tables, "results": results });
     std::fs::write(out.join("merged.json"), serde_json::to_string_pretty(&json)?)?;
+    match crate::report::sweep::svg(&tables) {
+        Ok(svg) => std::fs::write(out.join("sweep.svg"), svg)?,
+        Err(e) => tracing::warn!("no sweep.svg: {e:#}"),
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json["tables"])?);
     } else {

@@ -349,6 +349,10 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
         results: &results,
     };
     std::fs::write(args.out.join("sweep.json"), serde_json::to_string_pretty(&file)?)?;
+    match crate::report::sweep::svg(&tables) {
+        Ok(svg) => std::fs::write(args.out.join("sweep.svg"), svg)?,
+        Err(e) => tracing::warn!("no sweep.svg: {e:#}"),
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tables)?);
     } else {

@@ -22,7 +22,8 @@
 //! - `run`: a run folder, read;
 //! - `timeline`, `flame`, `pool`: the pictures; `chart`: what they share;
 //! - `html`: the page; `index`: a matrix's index and figure; `compare`: a
-//!   comparison's figure; `markup`: escaping, and SVG inside HTML.
+//!   comparison's figure; `sweep`: a sweep's figure (accuracy and delay by
+//!   leak rate); `markup`: escaping, and SVG inside HTML.
 
 mod chart;
 mod compare;
@@ -32,6 +33,7 @@ mod index;
 mod markup;
 mod pool;
 mod run;
+pub(crate) mod sweep;
 mod timeline;
 
 use std::path::{Path, PathBuf};
