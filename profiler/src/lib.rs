@@ -214,7 +214,7 @@ pub use crate::decode::{DecodeError, MAX_DECODE_BYTES, MAX_DECODE_ELEMENTS};
 pub use crate::encode::{NamedSample, Stacks};
 pub use crate::holders::{HolderError, HolderOptions, HolderScan, ScanStats};
 pub use crate::profile::{Profile, SampleType};
-pub use crate::profiler::{Profiler, Stats, DEFAULT_RATE, RATE_ENV, SEED_ENV};
+pub use crate::profiler::{Allocated, Profiler, Stats, DEFAULT_RATE, RATE_ENV, SEED_ENV};
 pub use crate::snapshot::{HeapRecord, Snapshot};
 /// The profile.proto messages (`protos::Profile`, …) and the prost
 /// `Message` trait to encode and decode them.
