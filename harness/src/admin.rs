@@ -87,6 +87,27 @@ pub struct AdminStats {
     pub header_timeouts: AtomicU64,
     /// Requests answered `503` because their route was at its limit.
     pub shed_requests: AtomicU64,
+    /// Blocks allocated building the profiles and metrics served (not
+    /// counting the HTTP layer's few per request, nor holder scans).
+    pub allocations: AtomicU64,
+    /// Their bytes.
+    pub allocated_bytes: AtomicU64,
+}
+
+impl AdminStats {
+    /// Runs `f`, which must not yield to other work of its thread (no
+    /// `.await`), and counts what it allocated on this thread as the
+    /// admin listener's.
+    fn counting<R>(&self, profiler: &crate::alloc::GlobalProfiler, f: impl FnOnce() -> R) -> R {
+        let before = profiler.thread_allocated();
+        let r = f();
+        if let Some((before, after)) = before.zip(profiler.thread_allocated()) {
+            let cost = after.since(before);
+            self.allocations.fetch_add(cost.blocks, Ordering::Relaxed);
+            self.allocated_bytes.fetch_add(cost.bytes, Ordering::Relaxed);
+        }
+        r
+    }
 }
 
 /// The admin listener: its routes, limits and counters.
@@ -312,13 +333,14 @@ async fn build(
         Err(busy) => return busy.into_response(),
     };
     let probe = s.probe.clone();
+    let stats = s.stats.clone();
     #[cfg(test)]
     let gate = s.gate.clone().filter(|(gated, _)| *gated == name);
     let gz = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         #[cfg(test)]
         let _open = gate.as_ref().map(|(_, g)| g.read());
-        make(&probe, stacks)
+        stats.counting(probe.profiler, || make(&probe, stacks))
     })
     .await;
     match gz {
@@ -350,7 +372,9 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         Err(busy) => return busy.into_response(),
     };
     let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
+    let encoded =
+        s.stats.counting(s.probe.profiler, || prometheus_client::encoding::text::encode(&mut body, &s.registry));
+    match encoded {
         Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("metrics failed: {e}")).into_response(),
     }
@@ -387,7 +411,9 @@ const ADMIN_METRICS: [Metric<AdminStats>; 3] = [
 
 impl Collector for MetricsCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let m = self.probe.read();
+        let mut m = self.probe.read();
+        m.scrape_allocations = self.admin.allocations.load(Ordering::Relaxed);
+        m.scrape_allocated_bytes = self.admin.allocated_bytes.load(Ordering::Relaxed);
         for f in &FIGURES {
             f.metric.encode(&mut enc, &m)?;
         }
@@ -604,5 +630,26 @@ mod tests {
         assert_eq!(f.profiler_dropped_samples, crate::alloc::PROFILER.stats().dropped_samples);
         assert_eq!((f.refused_conns, f.budget_closes, f.frame_timeouts), (0, 0, 0));
         assert!(f.rss_bytes > 0);
+    }
+
+    #[tokio::test]
+    async fn metrics_count_every_allocation_and_the_scrapes_own() {
+        let (addr, _) = start(Admin::new(probe(), AdminLimits::default())).await;
+        let figures = |body: Vec<u8>| crate::scrape::figures(&String::from_utf8_lossy(&body));
+        let first = figures(get(addr, "/metrics").await.2);
+        assert!(first.allocations > 0 && first.allocated_bytes > 0, "{first:?}");
+        let kept: Vec<Box<[u8; 24]>> = (0..1000).map(|_| std::hint::black_box(Box::new([0u8; 24]))).collect();
+        let second = figures(get(addr, "/metrics").await.2);
+        assert!(second.allocations >= first.allocations + 1000, "{first:?}\n{second:?}");
+        assert!(second.allocated_bytes >= first.allocated_bytes + 24_000);
+        // The first scrape's encoding is the listener's.
+        assert!(second.scrape_allocations > first.scrape_allocations);
+        drop(kept);
+        assert_eq!(get(addr, "/debug/pprof/heap").await.0, 200);
+        let third = figures(get(addr, "/metrics").await.2);
+        let profile = third.scrape_allocations - second.scrape_allocations;
+        assert!(profile >= 10, "building a heap profile allocates: {profile}");
+        assert!(third.allocations - second.allocations >= profile);
+        assert!(third.scrape_allocated_bytes - second.scrape_allocated_bytes <= third.allocated_bytes - second.allocated_bytes);
     }
 }
