@@ -30,9 +30,12 @@
 //! when its client has gone. The listener's own refusals are counted on
 //! `/metrics` (`leaklab_admin_*`).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -50,6 +53,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::alloc::GlobalProfiler;
 use crate::metrics::{Kind, Metric, FIGURES, LARGEST_PEER, LARGEST_PEER_HELP, LARGEST_PEER_LABEL};
 use crate::probe::Probe;
 
@@ -87,18 +91,18 @@ pub struct AdminStats {
     pub header_timeouts: AtomicU64,
     /// Requests answered `503` because their route was at its limit.
     pub shed_requests: AtomicU64,
-    /// Blocks allocated building the profiles and metrics served (not
-    /// counting the HTTP layer's few per request, nor holder scans).
+    /// Blocks allocated answering: accepting, HTTP, building the profiles
+    /// and metrics served (but for a holder scan's own threads).
     pub allocations: AtomicU64,
     /// Their bytes.
     pub allocated_bytes: AtomicU64,
 }
 
 impl AdminStats {
-    /// Runs `f`, which must not yield to other work of its thread (no
-    /// `.await`), and counts what it allocated on this thread as the
-    /// admin listener's.
-    fn counting<R>(&self, profiler: &crate::alloc::GlobalProfiler, f: impl FnOnce() -> R) -> R {
+    /// Runs `f`, which must not run other work on its thread meanwhile (a
+    /// poll, a blocking build), and counts what it allocated on this thread
+    /// as the admin listener's.
+    fn counting<R>(&self, profiler: &GlobalProfiler, f: impl FnOnce() -> R) -> R {
         let before = profiler.thread_allocated();
         let r = f();
         if let Some((before, after)) = before.zip(profiler.thread_allocated()) {
@@ -164,8 +168,15 @@ impl Admin {
     }
 
     /// Serves until the task is dropped: one HTTP/1 connection per task,
-    /// with the header-read timeout and the connection limit.
-    pub async fn serve(self, listener: TcpListener) {
+    /// with the header-read timeout and the connection limit. What the
+    /// accept loop and the connections allocate counts as the listener's
+    /// (`leaklab_admin_allocations_total`).
+    pub fn serve(self, listener: TcpListener) -> impl Future<Output = ()> + Send {
+        let (stats, profiler) = (self.state.stats.clone(), self.state.probe.profiler);
+        Counted::new(self.accept(listener), stats, profiler)
+    }
+
+    async fn accept(self, listener: TcpListener) {
         let app = self.router();
         let conns = Arc::new(Semaphore::new(self.limits.max_conns));
         let stats = self.state.stats.clone();
@@ -189,19 +200,25 @@ impl Admin {
             let service = TowerToHyperService::new(app.clone());
             let stats = stats.clone();
             let timeout = self.limits.header_read_timeout;
-            tokio::spawn(async move {
-                let _permit = permit;
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    if e.is_timeout() {
-                        stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+            let profiler = self.state.probe.profiler;
+            let counted = stats.clone();
+            tokio::spawn(Counted::new(
+                async move {
+                    let _permit = permit;
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(timeout)
+                        .serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = conn.await {
+                        if e.is_timeout() {
+                            stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tracing::debug!(%peer, error = %e, "admin connection closed");
                     }
-                    tracing::debug!(%peer, error = %e, "admin connection closed");
-                }
-            });
+                },
+                counted,
+                profiler,
+            ));
         }
     }
 }
@@ -213,6 +230,31 @@ pub async fn spawn(addr: SocketAddr, probe: Arc<Probe>) -> anyhow::Result<Socket
     let local = listener.local_addr()?;
     tokio::spawn(Admin::new(probe, AdminLimits::default()).serve(listener));
     Ok(local)
+}
+
+/// A task of the admin listener: each poll runs on one thread without
+/// interruption, so what the thread allocated during the poll is the
+/// task's, counted as the listener's. Profile builds run on the blocking
+/// pool and count themselves ([`build`]).
+struct Counted<F> {
+    inner: Pin<Box<F>>,
+    stats: Arc<AdminStats>,
+    profiler: &'static GlobalProfiler,
+}
+
+impl<F: Future> Counted<F> {
+    fn new(inner: F, stats: Arc<AdminStats>, profiler: &'static GlobalProfiler) -> Self {
+        Counted { inner: Box::pin(inner), stats, profiler }
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        this.stats.counting(this.profiler, || this.inner.as_mut().poll(cx))
+    }
 }
 
 /// At most `limit` requests of one route at once.
@@ -372,9 +414,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         Err(busy) => return busy.into_response(),
     };
     let mut body = String::new();
-    let encoded =
-        s.stats.counting(s.probe.profiler, || prometheus_client::encoding::text::encode(&mut body, &s.registry));
-    match encoded {
+    match prometheus_client::encoding::text::encode(&mut body, &s.registry) {
         Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("metrics failed: {e}")).into_response(),
     }
@@ -650,6 +690,9 @@ mod tests {
         let profile = third.scrape_allocations - second.scrape_allocations;
         assert!(profile >= 10, "building a heap profile allocates: {profile}");
         assert!(third.allocations - second.allocations >= profile);
-        assert!(third.scrape_allocated_bytes - second.scrape_allocated_bytes <= third.allocated_bytes - second.allocated_bytes);
+        assert!(
+            third.scrape_allocated_bytes - second.scrape_allocated_bytes
+                <= third.allocated_bytes - second.allocated_bytes
+        );
     }
 }

@@ -157,13 +157,13 @@ pub const FIGURES: [FigureMetric; 26] = [
         Counter,
         "leaklab_admin_allocations_total",
         scrape_allocations,
-        "Of leaklab_heap_allocations_total, the blocks the admin listener allocated building profiles and metrics."
+        "Of leaklab_heap_allocations_total, the blocks the admin listener allocated answering requests (HTTP, profiles, metrics)."
     ),
     figure!(
         Counter,
         "leaklab_admin_allocated_bytes_total",
         scrape_allocated_bytes,
-        "Of leaklab_heap_allocated_bytes_total, the bytes the admin listener allocated building profiles and metrics."
+        "Of leaklab_heap_allocated_bytes_total, the bytes the admin listener allocated answering requests."
     ),
 ];
 

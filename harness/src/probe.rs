@@ -88,7 +88,8 @@ pub struct Figures {
     #[serde(default)]
     pub allocated_bytes: u64,
     /// Of `allocations`, those the admin listener made building the
-    /// profiles and metrics it served: the cost of being watched.
+    /// profiles and metrics it served, HTTP included: the cost of being
+    /// watched.
     #[serde(default)]
     pub scrape_allocations: u64,
     /// Of `allocated_bytes`, the admin listener's.
