@@ -50,7 +50,7 @@
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use crate::sampler::{ThreadState, THREAD};
+use crate::sampler::{line_offset, ThreadState, LINE_BYTES, THREAD};
 pub(crate) use crate::sampler::{CLOSED, SLOTS, UNCLAIMED};
 
 /// Shared counters for threads without a slot index.
@@ -193,18 +193,27 @@ impl Counts {
     /// it is counted.
     #[inline(always)]
     pub(crate) fn try_alloc(&self, t: &ThreadState, size: usize) -> bool {
-        self.lines[usize::from(t.fast.get())].try_alloc(size)
+        self.fast_line(t).try_alloc(size)
+    }
+
+    /// The line [`ThreadState::fast`] points to.
+    #[inline(always)]
+    fn fast_line(&self, t: &ThreadState) -> &Line {
+        const { assert!(size_of::<Line>() == LINE_BYTES as usize) };
+        // SAFETY: `fast` only ever holds `line_offset(i)` for an `i: u8`,
+        // and `lines` has 256 lines of `LINE_BYTES` bytes: the offset is
+        // that of a line of the array.
+        unsafe { &*self.lines.as_ptr().byte_add(usize::from(t.fast.get())) }
     }
 
     /// The fast path of a free: counts it and returns true if the thread
     /// has a line and is not inside the profiler.
     #[inline(always)]
     pub(crate) fn try_free(&self, t: &ThreadState, size: usize) -> bool {
-        let i = t.fast.get();
-        if i == CLOSED {
+        if t.fast.get() == line_offset(CLOSED) {
             return false;
         }
-        self.lines[usize::from(i)].add_freed(size);
+        self.fast_line(t).add_freed(size);
         true
     }
 
@@ -316,7 +325,7 @@ fn claim(t: &ThreadState) {
             TAKEN.fetch_max(i + 1, Ordering::Release);
             t.slot.set(i as u32);
             if !t.in_profiler.get() {
-                t.fast.set(i as u8);
+                t.fast.set(line_offset(i as u8));
             }
             return;
         }
@@ -354,7 +363,7 @@ extern "C" fn give_back(value: *mut libc::c_void) {
     let i = (value as usize).wrapping_sub(1);
     THREAD.with(|t| {
         t.slot.set(NO_SLOT);
-        t.fast.set(CLOSED);
+        t.fast.set(line_offset(CLOSED));
     });
     if let Some(owner) = OWNERS.get(i) {
         // Release: this thread's last counts are seen by the next holder.
