@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! alloc ──► fast path? allocated + size < limit in the thread's line
-//!           │ yes: allocated += size ──────────────────────► inner.alloc (tail call)
+//!           │ yes: allocated += size, allocations += 1 ────► inner.alloc (tail call)
 //!           ▼ no (slow path)
-//!           inner.alloc ─► count bytes
+//!           inner.alloc ─► count bytes and block
 //!                          │ in_profiler? ──yes──► done (profiler's own)
 //!                          │ settings changed? ──► reseed, fresh countdown
 //!                          │ size < countdown? ──► not sampled (holder mode: indexed)
@@ -24,7 +24,7 @@
 //!
 //! The fast path of an allocation is Go's: one compare and one add on the
 //! thread's line of counts (see `counts.rs`), where the same add counts the
-//! bytes. Everything else closes the line (its limit is 0) so that the
+//! bytes; an increment beside it counts the block. Everything else closes the line (its limit is 0) so that the
 //! next allocation takes the slow path: a thread without an index or inside
 //! the profiler uses a line that is always closed; holder mode closes every
 //! line at once, so that it indexes every block from the moment it is on;
