@@ -30,9 +30,12 @@
 //! when its client has gone. The listener's own refusals are counted on
 //! `/metrics` (`leaklab_admin_*`).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -50,6 +53,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::alloc::GlobalProfiler;
 use crate::metrics::{Kind, Metric, FIGURES, LARGEST_PEER, LARGEST_PEER_HELP, LARGEST_PEER_LABEL};
 use crate::probe::Probe;
 
@@ -87,6 +91,27 @@ pub struct AdminStats {
     pub header_timeouts: AtomicU64,
     /// Requests answered `503` because their route was at its limit.
     pub shed_requests: AtomicU64,
+    /// Blocks allocated answering: accepting, HTTP, building the profiles
+    /// and metrics served (but for a holder scan's own threads).
+    pub allocations: AtomicU64,
+    /// Their bytes.
+    pub allocated_bytes: AtomicU64,
+}
+
+impl AdminStats {
+    /// Runs `f`, which must not run other work on its thread meanwhile (a
+    /// poll, a blocking build), and counts what it allocated on this thread
+    /// as the admin listener's.
+    fn counting<R>(&self, profiler: &GlobalProfiler, f: impl FnOnce() -> R) -> R {
+        let before = profiler.thread_allocated();
+        let r = f();
+        if let Some((before, after)) = before.zip(profiler.thread_allocated()) {
+            let cost = after.since(before);
+            self.allocations.fetch_add(cost.blocks, Ordering::Relaxed);
+            self.allocated_bytes.fetch_add(cost.bytes, Ordering::Relaxed);
+        }
+        r
+    }
 }
 
 /// The admin listener: its routes, limits and counters.
@@ -143,8 +168,15 @@ impl Admin {
     }
 
     /// Serves until the task is dropped: one HTTP/1 connection per task,
-    /// with the header-read timeout and the connection limit.
-    pub async fn serve(self, listener: TcpListener) {
+    /// with the header-read timeout and the connection limit. What the
+    /// accept loop and the connections allocate counts as the listener's
+    /// (`leaklab_admin_allocations_total`).
+    pub fn serve(self, listener: TcpListener) -> impl Future<Output = ()> + Send {
+        let (stats, profiler) = (self.state.stats.clone(), self.state.probe.profiler);
+        Counted::new(self.accept(listener), stats, profiler)
+    }
+
+    async fn accept(self, listener: TcpListener) {
         let app = self.router();
         let conns = Arc::new(Semaphore::new(self.limits.max_conns));
         let stats = self.state.stats.clone();
@@ -168,19 +200,25 @@ impl Admin {
             let service = TowerToHyperService::new(app.clone());
             let stats = stats.clone();
             let timeout = self.limits.header_read_timeout;
-            tokio::spawn(async move {
-                let _permit = permit;
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    if e.is_timeout() {
-                        stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+            let profiler = self.state.probe.profiler;
+            let counted = stats.clone();
+            tokio::spawn(Counted::new(
+                async move {
+                    let _permit = permit;
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(timeout)
+                        .serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = conn.await {
+                        if e.is_timeout() {
+                            stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tracing::debug!(%peer, error = %e, "admin connection closed");
                     }
-                    tracing::debug!(%peer, error = %e, "admin connection closed");
-                }
-            });
+                },
+                counted,
+                profiler,
+            ));
         }
     }
 }
@@ -192,6 +230,31 @@ pub async fn spawn(addr: SocketAddr, probe: Arc<Probe>) -> anyhow::Result<Socket
     let local = listener.local_addr()?;
     tokio::spawn(Admin::new(probe, AdminLimits::default()).serve(listener));
     Ok(local)
+}
+
+/// A task of the admin listener: each poll runs on one thread without
+/// interruption, so what the thread allocated during the poll is the
+/// task's, counted as the listener's. Profile builds run on the blocking
+/// pool and count themselves ([`build`]).
+struct Counted<F> {
+    inner: Pin<Box<F>>,
+    stats: Arc<AdminStats>,
+    profiler: &'static GlobalProfiler,
+}
+
+impl<F: Future> Counted<F> {
+    fn new(inner: F, stats: Arc<AdminStats>, profiler: &'static GlobalProfiler) -> Self {
+        Counted { inner: Box::pin(inner), stats, profiler }
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        this.stats.counting(this.profiler, || this.inner.as_mut().poll(cx))
+    }
 }
 
 /// At most `limit` requests of one route at once.
@@ -312,13 +375,14 @@ async fn build(
         Err(busy) => return busy.into_response(),
     };
     let probe = s.probe.clone();
+    let stats = s.stats.clone();
     #[cfg(test)]
     let gate = s.gate.clone().filter(|(gated, _)| *gated == name);
     let gz = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         #[cfg(test)]
         let _open = gate.as_ref().map(|(_, g)| g.read());
-        make(&probe, stacks)
+        stats.counting(probe.profiler, || make(&probe, stacks))
     })
     .await;
     match gz {
@@ -387,7 +451,9 @@ const ADMIN_METRICS: [Metric<AdminStats>; 3] = [
 
 impl Collector for MetricsCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let m = self.probe.read();
+        let mut m = self.probe.read();
+        m.scrape_allocations = self.admin.allocations.load(Ordering::Relaxed);
+        m.scrape_allocated_bytes = self.admin.allocated_bytes.load(Ordering::Relaxed);
         for f in &FIGURES {
             f.metric.encode(&mut enc, &m)?;
         }
@@ -604,5 +670,29 @@ mod tests {
         assert_eq!(f.profiler_dropped_samples, crate::alloc::PROFILER.stats().dropped_samples);
         assert_eq!((f.refused_conns, f.budget_closes, f.frame_timeouts), (0, 0, 0));
         assert!(f.rss_bytes > 0);
+    }
+
+    #[tokio::test]
+    async fn metrics_count_every_allocation_and_the_scrapes_own() {
+        let (addr, _) = start(Admin::new(probe(), AdminLimits::default())).await;
+        let figures = |body: Vec<u8>| crate::scrape::figures(&String::from_utf8_lossy(&body));
+        let first = figures(get(addr, "/metrics").await.2);
+        assert!(first.allocations > 0 && first.allocated_bytes > 0, "{first:?}");
+        let kept: Vec<Box<[u8; 24]>> = (0..1000).map(|_| std::hint::black_box(Box::new([0u8; 24]))).collect();
+        let second = figures(get(addr, "/metrics").await.2);
+        assert!(second.allocations >= first.allocations + 1000, "{first:?}\n{second:?}");
+        assert!(second.allocated_bytes >= first.allocated_bytes + 24_000);
+        // The first scrape's encoding is the listener's.
+        assert!(second.scrape_allocations > first.scrape_allocations);
+        drop(kept);
+        assert_eq!(get(addr, "/debug/pprof/heap").await.0, 200);
+        let third = figures(get(addr, "/metrics").await.2);
+        let profile = third.scrape_allocations - second.scrape_allocations;
+        assert!(profile >= 10, "building a heap profile allocates: {profile}");
+        assert!(third.allocations - second.allocations >= profile);
+        assert!(
+            third.scrape_allocated_bytes - second.scrape_allocated_bytes
+                <= third.allocated_bytes - second.allocated_bytes
+        );
     }
 }

@@ -83,7 +83,7 @@ macro_rules! figure {
 }
 
 /// Every numeric figure, in the order `/metrics` serves them.
-pub const FIGURES: [FigureMetric; 22] = [
+pub const FIGURES: [FigureMetric; 26] = [
     figure!(Gauge, "process_resident_memory_bytes", rss_bytes, "Resident set size of the process."),
     figure!(Gauge, "leaklab_profiled_inuse_bytes", inuse_bytes, "Bytes live through the global allocator."),
     figure!(Counter, "leaklab_requests_total", requests, "Requests answered (server) or calls made (client)."),
@@ -140,6 +140,30 @@ pub const FIGURES: [FigureMetric; 22] = [
         "leaklab_profiler_dropped_samples_total",
         profiler_dropped_samples,
         "Heap profile samples dropped because a fixed-size table of the profiler was full."
+    ),
+    figure!(
+        Counter,
+        "leaklab_heap_allocations_total",
+        allocations,
+        "Blocks allocated through the global allocator, counted on every allocation (a realloc counts as one)."
+    ),
+    figure!(
+        Counter,
+        "leaklab_heap_allocated_bytes_total",
+        allocated_bytes,
+        "Bytes allocated through the global allocator, counted on every allocation."
+    ),
+    figure!(
+        Counter,
+        "leaklab_admin_allocations_total",
+        scrape_allocations,
+        "Of leaklab_heap_allocations_total, the blocks the admin listener allocated answering requests (HTTP, profiles, metrics)."
+    ),
+    figure!(
+        Counter,
+        "leaklab_admin_allocated_bytes_total",
+        scrape_allocated_bytes,
+        "Of leaklab_heap_allocated_bytes_total, the bytes the admin listener allocated answering requests."
     ),
 ];
 

@@ -79,6 +79,22 @@ pub struct Figures {
     /// Heap profile samples the profiler dropped (a fixed table was full).
     #[serde(default)]
     pub profiler_dropped_samples: u64,
+    /// Blocks allocated through the global allocator since start, counted
+    /// on every allocation (exact, not sampled); 0 from a build without
+    /// the counter.
+    #[serde(default)]
+    pub allocations: u64,
+    /// Bytes allocated through the global allocator since start (exact).
+    #[serde(default)]
+    pub allocated_bytes: u64,
+    /// Of `allocations`, those the admin listener made building the
+    /// profiles and metrics it served, HTTP included: the cost of being
+    /// watched.
+    #[serde(default)]
+    pub scrape_allocations: u64,
+    /// Of `allocated_bytes`, the admin listener's.
+    #[serde(default)]
+    pub scrape_allocated_bytes: u64,
 }
 
 impl Probe {
@@ -90,9 +106,10 @@ impl Probe {
         let clients = rpc::client_counts();
         let lb = rpc::lbcache::registry_stats();
         let calls = self.calls.as_ref().map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed));
+        let stats = self.profiler.stats();
         Figures {
             rss_bytes: rss_bytes(),
-            inuse_bytes: self.profiler.inuse_bytes(),
+            inuse_bytes: stats.inuse_bytes(),
             requests: server.requests + calls,
             open_conns: server.open_conns,
             opened_conns: server.opened_conns,
@@ -113,7 +130,12 @@ impl Probe {
             write_timeouts: server.write_timeouts,
             output_overflows: server.output_overflows,
             frame_timeouts: server.frame_timeouts,
-            profiler_dropped_samples: self.profiler.stats().dropped_samples,
+            profiler_dropped_samples: stats.dropped_samples,
+            allocations: stats.allocations,
+            allocated_bytes: stats.allocated_bytes,
+            // Known to the admin listener, which fills them in.
+            scrape_allocations: 0,
+            scrape_allocated_bytes: 0,
         }
     }
 }

@@ -1,10 +1,13 @@
 //! What the profiler costs per allocation: nanoseconds per alloc + free
 //! pair through the system allocator directly, through it behind a call
 //! (what `#[global_allocator] static A: System` costs: the share of any
-//! global allocator), and through the profiler at rates 0 (profiling off,
-//! bytes still counted), 512 KiB (the default) and 1 (every allocation
-//! sampled); then frees among live sampled blocks, and the cost of writing
-//! a profile.
+//! global allocator), through the profiler's `GlobalAlloc` methods called
+//! directly (`hook`: its own cost, to compare with `System`) at rates 0
+//! (profiling off, bytes and blocks still counted) and 512 KiB (the
+//! default), and through `std::alloc` as a program reaches it (`std`: std
+//! adds a call per allocation, whatever the global allocator) at rates 0,
+//! 512 KiB and 1 (every allocation sampled); then frees among live sampled
+//! blocks, and the cost of writing a profile.
 //!
 //! ```text
 //! cargo run --release -p profiler --example overhead [-- ROUNDS]
@@ -39,7 +42,13 @@ enum Column {
     /// would be reached: what any global allocator costs before its own
     /// work.
     Shim,
+    /// Through `std::alloc`, as a program's `Box` and `Vec` reach the
+    /// global allocator (std adds a call of its own to every allocation,
+    /// whatever the allocator).
     Rate(usize),
+    /// The profiler's `GlobalAlloc` methods called directly, as the
+    /// `System` column calls `System`'s: the hook's own cost.
+    Hook(usize),
 }
 
 impl Column {
@@ -47,8 +56,10 @@ impl Column {
         match self {
             Column::System => "System".into(),
             Column::Shim => "System, called".into(),
-            Column::Rate(DEFAULT_RATE) => "rate 512KiB".into(),
-            Column::Rate(r) => format!("rate {r}"),
+            Column::Rate(DEFAULT_RATE) => "std, rate 512KiB".into(),
+            Column::Rate(r) => format!("std, rate {r}"),
+            Column::Hook(DEFAULT_RATE) => "hook, rate 512KiB".into(),
+            Column::Hook(r) => format!("hook, rate {r}"),
         }
     }
 }
@@ -67,6 +78,21 @@ trait Heap {
 struct Direct;
 struct Shim;
 struct Global;
+/// The profiler called as a `GlobalAlloc` value, without `std::alloc`.
+struct Hook;
+
+impl Heap for Hook {
+    #[inline]
+    unsafe fn alloc(layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds the contract.
+        unsafe { GlobalAlloc::alloc(&PROFILER, layout) }
+    }
+    #[inline]
+    unsafe fn dealloc(p: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds the contract.
+        unsafe { GlobalAlloc::dealloc(&PROFILER, p, layout) }
+    }
+}
 
 impl Heap for Direct {
     #[inline]
@@ -170,6 +196,11 @@ fn measure(column: Column, size: usize, ring: usize) -> f64 {
             pairs::<Global>(size, PAIRS / 20, ring);
             pairs::<Global>(size, PAIRS, ring)
         }
+        Column::Hook(rate) => {
+            PROFILER.set_rate(rate);
+            pairs::<Hook>(size, PAIRS / 20, ring);
+            pairs::<Hook>(size, PAIRS, ring)
+        }
     }
 }
 
@@ -217,7 +248,15 @@ fn header(columns: &[Column]) {
 
 fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(ROUNDS).max(1);
-    let columns = [Column::System, Column::Shim, Column::Rate(0), Column::Rate(DEFAULT_RATE), Column::Rate(1)];
+    let columns = [
+        Column::System,
+        Column::Shim,
+        Column::Hook(0),
+        Column::Hook(DEFAULT_RATE),
+        Column::Rate(0),
+        Column::Rate(DEFAULT_RATE),
+        Column::Rate(1),
+    ];
     println!(
         "ns per alloc+free pair: median of {rounds} alternating rounds of {PAIRS} pairs (other rows: {}), \
          then ratio to and difference from System in the same round",
@@ -236,7 +275,7 @@ fn main() {
     for n in [0, 2_000, 100_000] {
         PROFILER.set_rate(1);
         let live: Vec<Box<[u8; 32]>> = (0..n).map(|_| Box::new([0u8; 32])).collect();
-        table_row(&format!("{n} sampled"), 64, 1024, &columns[..4], rounds.div_ceil(3));
+        table_row(&format!("{n} sampled"), 64, 1024, &columns[..6], rounds.div_ceil(3));
         drop(live);
     }
 

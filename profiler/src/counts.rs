@@ -1,6 +1,6 @@
-//! Each thread's bytes and sampling countdown, kept where the thread can
-//! update them without a shared atomic operation and where readers can
-//! still sum them exactly.
+//! Each thread's bytes, allocations and sampling countdown, kept where the
+//! thread can update them without a shared atomic operation and where
+//! readers can still sum them exactly.
 //!
 //! A thread takes a slot index the first time it allocates or frees, out
 //! of [`SLOTS`] shared by the process. Every [`Counts`] (one per profiler)
@@ -8,19 +8,20 @@
 //! the index writes, with plain loads and stores (no `lock` prefix):
 //!
 //! ```text
-//!            allocated ──────────► next ≥ limit     freed
-//!   bytes the thread allocated   the next sample     bytes it freed
-//!   (only grows)                 is due here         (only grows)
+//!            allocated ──────────► next ≥ limit     freed          allocations
+//!   bytes the thread allocated   the next sample     bytes it freed  blocks it allocated
+//!   (only grows)                 is due here         (only grows)    (only grows)
 //!
-//! fast path of an allocation:  if allocated + size < limit { allocated += size }
+//! fast path of an allocation:  if allocated + size < limit { allocated += size; allocations += 1 }
 //! fast path of a free:         freed += size
 //! ```
 //!
 //! `next - allocated` is Go's `nextSample` countdown, so the test that
 //! decides "not sampled" also counts the bytes: one load, one add, one
-//! compare and one store. `limit` is `next`, or 0 to send the thread to the
+//! compare and one store; the count of blocks, on the same cache line, is
+//! one increment more. `limit` is `next`, or 0 to send the thread to the
 //! slow path (holder mode, or new settings on this thread). Readers sum
-//! `allocated` and `freed` over the lines of every index ever taken, plus
+//! `allocated`, `freed` and `allocations` over the lines of every index ever taken, plus
 //! the shards; each is one word that only grows, so the sums are exact with
 //! no lock and no retry.
 //!
@@ -49,7 +50,7 @@
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use crate::sampler::{ThreadState, THREAD};
+use crate::sampler::{line_offset, ThreadState, LINE_BYTES, THREAD};
 pub(crate) use crate::sampler::{CLOSED, SLOTS, UNCLAIMED};
 
 /// Shared counters for threads without a slot index.
@@ -71,7 +72,7 @@ const KEY_FAILED: usize = usize::MAX;
 /// musl's whole table is larger).
 const KEY_INLINE: libc::pthread_key_t = 32;
 
-/// One thread's bytes and countdown for one profiler, written by that
+/// One thread's bytes, blocks and countdown for one profiler, written by that
 /// thread only (but for `limit`, which holder mode sets to 0). Readers may
 /// see a value from before or after a store, never a torn one.
 #[repr(align(64))]
@@ -82,6 +83,8 @@ pub(crate) struct Line {
     /// `allocated` at which the next sample is due.
     next: AtomicU64,
     freed: AtomicU64,
+    /// Blocks allocated (`realloc` counts as one).
+    allocations: AtomicU64,
 }
 
 impl Line {
@@ -91,16 +94,18 @@ impl Line {
             limit: AtomicU64::new(0),
             next: AtomicU64::new(0),
             freed: AtomicU64::new(0),
+            allocations: AtomicU64::new(0),
         }
     }
 
     /// The fast path of an allocation: if `size` is less than the
     /// countdown, counts it (which moves the countdown on) and returns true.
-    #[inline]
+    #[inline(always)]
     fn try_alloc(&self, size: usize) -> bool {
         let after = self.allocated.load(Ordering::Relaxed).wrapping_add(size as u64);
         if after < self.limit.load(Ordering::Relaxed) {
             self.allocated.store(after, Ordering::Relaxed);
+            self.add_allocation();
             true
         } else {
             false
@@ -118,7 +123,23 @@ impl Line {
         self.limit.store(0, Ordering::Relaxed);
     }
 
-    #[inline]
+    /// Counts one block allocated.
+    #[inline(always)]
+    fn add_allocation(&self) {
+        self.allocations.store(self.allocations.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Blocks this line counted.
+    pub(crate) fn allocations(&self) -> u64 {
+        self.allocations.load(Ordering::Relaxed)
+    }
+
+    /// Bytes this line counted as allocated.
+    pub(crate) fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
     fn add_freed(&self, size: usize) {
         self.freed.store(self.freed.load(Ordering::Relaxed).wrapping_add(size as u64), Ordering::Relaxed);
     }
@@ -129,6 +150,7 @@ impl Line {
 struct Shard {
     allocated: AtomicU64,
     freed: AtomicU64,
+    allocations: AtomicU64,
 }
 
 /// The lines and shards of one profiler.
@@ -146,7 +168,9 @@ impl Counts {
     pub(crate) const fn new() -> Self {
         Counts {
             lines: [const { Line::new() }; SLOTS + 1],
-            shards: [const { Shard { allocated: AtomicU64::new(0), freed: AtomicU64::new(0) } }; SHARDS],
+            shards: [const {
+                Shard { allocated: AtomicU64::new(0), freed: AtomicU64::new(0), allocations: AtomicU64::new(0) }
+            }; SHARDS],
             closed: AtomicBool::new(false),
         }
     }
@@ -167,30 +191,40 @@ impl Counts {
     /// The fast path of an allocation of `size` bytes on the thread `t`:
     /// true if it is not sampled and nothing else is to be done, and then
     /// it is counted.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_alloc(&self, t: &ThreadState, size: usize) -> bool {
-        self.lines[usize::from(t.fast.get())].try_alloc(size)
+        self.fast_line(t).try_alloc(size)
+    }
+
+    /// The line [`ThreadState::fast`] points to.
+    #[inline(always)]
+    fn fast_line(&self, t: &ThreadState) -> &Line {
+        const { assert!(size_of::<Line>() == LINE_BYTES as usize) };
+        // SAFETY: `fast` only ever holds `line_offset(i)` for an `i: u8`,
+        // and `lines` has 256 lines of `LINE_BYTES` bytes: the offset is
+        // that of a line of the array.
+        unsafe { &*self.lines.as_ptr().byte_add(usize::from(t.fast.get())) }
     }
 
     /// The fast path of a free: counts it and returns true if the thread
     /// has a line and is not inside the profiler.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_free(&self, t: &ThreadState, size: usize) -> bool {
-        let i = t.fast.get();
-        if i == CLOSED {
+        if t.fast.get() == line_offset(CLOSED) {
             return false;
         }
-        self.lines[usize::from(i)].add_freed(size);
+        self.fast_line(t).add_freed(size);
         true
     }
 
-    /// Counts `size` bytes allocated on the slow path by the thread whose
+    /// Counts a block of `size` bytes allocated on the slow path by the thread whose
     /// line is `line`, and sets its countdown. If `open`, opens the line's
     /// fast path again, unless [`Counts::set_fast_path`] closed it; else
     /// leaves it closed.
     pub(crate) fn allocate(&self, line: &Line, size: usize, countdown: u64, open: bool) {
         let after = line.allocated.load(Ordering::Relaxed).wrapping_add(size as u64);
         line.allocated.store(after, Ordering::Relaxed);
+        line.add_allocation();
         let next = after.saturating_add(countdown);
         line.next.store(next, Ordering::Relaxed);
         if !open || countdown == 0 || self.closed.load(Ordering::Relaxed) {
@@ -222,7 +256,9 @@ impl Counts {
 
     /// Counts an allocation of a thread without a line.
     pub(crate) fn shard_allocated(&self, t: &ThreadState, size: usize) {
-        self.shard(t).allocated.fetch_add(size as u64, Ordering::Relaxed);
+        let shard = self.shard(t);
+        shard.allocated.fetch_add(size as u64, Ordering::Relaxed);
+        shard.allocations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a free on the slow path.
@@ -239,18 +275,28 @@ impl Counts {
         &self.shards[t.ordinal() as usize % SHARDS]
     }
 
-    /// (allocated, freed) over all threads. Frees are summed first: a free
-    /// counted here followed its allocation, which is then counted too, so
-    /// `allocated >= freed` for the blocks of each thread. Costs two loads
-    /// per index ever taken (at most 255), plus 32.
-    pub(crate) fn totals(&self) -> (u64, u64) {
+    /// (bytes allocated, bytes freed, blocks allocated) over all threads.
+    /// Frees are summed first: a free counted here followed its allocation,
+    /// which is then counted too, so `allocated >= freed` for the blocks of
+    /// each thread. Costs three loads per index ever taken (at most 255),
+    /// plus 48.
+    pub(crate) fn totals(&self) -> (u64, u64, u64) {
         let taken = TAKEN.load(Ordering::Acquire).min(SLOTS);
         let lines = &self.lines[..taken];
         let freed = lines.iter().map(|l| l.freed.load(Ordering::Relaxed)).sum::<u64>()
             + self.shards.iter().map(|s| s.freed.load(Ordering::Relaxed)).sum::<u64>();
         let allocated = lines.iter().map(|l| l.allocated.load(Ordering::Relaxed)).sum::<u64>()
             + self.shards.iter().map(|s| s.allocated.load(Ordering::Relaxed)).sum::<u64>();
-        (allocated, freed)
+        (allocated, freed, self.allocations())
+    }
+
+    /// Blocks allocated over all threads (`realloc` counts as one): exact,
+    /// and cheap enough to read per scrape (one load per index ever taken,
+    /// plus 16).
+    pub(crate) fn allocations(&self) -> u64 {
+        let taken = TAKEN.load(Ordering::Acquire).min(SLOTS);
+        self.lines[..taken].iter().map(Line::allocations).sum::<u64>()
+            + self.shards.iter().map(|s| s.allocations.load(Ordering::Relaxed)).sum::<u64>()
     }
 }
 
@@ -279,7 +325,7 @@ fn claim(t: &ThreadState) {
             TAKEN.fetch_max(i + 1, Ordering::Release);
             t.slot.set(i as u32);
             if !t.in_profiler.get() {
-                t.fast.set(i as u8);
+                t.fast.set(line_offset(i as u8));
             }
             return;
         }
@@ -317,7 +363,7 @@ extern "C" fn give_back(value: *mut libc::c_void) {
     let i = (value as usize).wrapping_sub(1);
     THREAD.with(|t| {
         t.slot.set(NO_SLOT);
-        t.fast.set(CLOSED);
+        t.fast.set(line_offset(CLOSED));
     });
     if let Some(owner) = OWNERS.get(i) {
         // Release: this thread's last counts are seen by the next holder.
@@ -352,7 +398,7 @@ mod tests {
         // More threads ran than there are indices: each exited thread gave
         // its index back, and no count was lost.
         let threads = rounds as u64 * 8;
-        assert_eq!(counts.totals(), (3000 * threads, 2000 * threads));
+        assert_eq!(counts.totals(), (3000 * threads, 2000 * threads, 1001 * threads));
     }
 
     #[test]
@@ -368,6 +414,7 @@ mod tests {
         assert!(!line.try_alloc(0));
         assert_eq!(line.countdown(), 1, "closing keeps the countdown");
         assert_eq!(line.allocated.load(Ordering::Relaxed), 149);
+        assert_eq!(line.allocations(), 2, "one block on the slow path, one on the fast path");
     }
 
     #[test]

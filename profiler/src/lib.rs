@@ -126,31 +126,46 @@
 //! [`Profiler::inuse_bytes`] is different: an exact count of the bytes live
 //! through the allocator right now, kept on every allocation, cheap to read
 //! for metrics (exact but for allocations the inner allocator refuses: see
-//! [`Stats::allocated_bytes`]).
+//! [`Stats::allocated_bytes`]). So is [`Profiler::allocations`], the blocks
+//! ever allocated, for an allocations-per-call figure;
+//! [`Profiler::thread_allocated`] tells what one thread allocated between
+//! two readings (what answering a scrape cost, say).
 //!
 //! # Costs and limits
 //!
 //! Measured with `cargo run --release -p profiler --example overhead` (one
 //! thread, 64-byte blocks, on the shared 2-core machine this was written
-//! on; medians of rounds that alternate the columns, ratios to `System` in
-//! the same round):
+//! on, busy with other work; each figure the median of three runs of
+//! medians over 31 rounds that alternate the columns, ratios to `System`
+//! in the same round):
 //!
 //! | | ns per alloc + free | × `System` |
 //! |---|---|---|
-//! | `System` alone | 10.2 | 1 |
-//! | `System` behind a call (what any global allocator adds) | 11.1 | 1.08 |
-//! | rate 0 (counting only) | 13.2 | 1.29 |
-//! | default rate (512 KiB) | 13.4 | 1.30 |
-//! | rate 1 (every block sampled: stack walk and table updates) | 122 | 12 |
+//! | `System` alone | 11.0 | 1 |
+//! | `System` behind a call (what any global allocator adds) | 11.6 | 1.10 |
+//! | the hook's `GlobalAlloc` methods, rate 0 (counting only) | 12.9 | 1.21 |
+//! | the same, default rate (512 KiB) | 13.2 | 1.23 |
+//! | through `std::alloc`, rate 0 | 14.1 | 1.31 |
+//! | through `std::alloc`, default rate | 14.3 | 1.31 |
+//! | through `std::alloc`, rate 1 (every block sampled: stack walk and table updates) | 201 | 16 |
 //!
-//! - An allocation that is not sampled costs one compare and one add on the
-//!   thread's own line of counts, with no atomic read-modify-write: the
-//!   countdown to the next sample and the count of bytes are the same
-//!   number. A free costs an add on that line and one load when no sampled
-//!   block is live, else a multiply and one load more: a counting filter in
-//!   front of the set of sampled blocks rejects almost every block that was
-//!   not sampled (with 2000 sampled blocks live, a 1 GiB heap at the
-//!   default rate, a free costs the same; with 100 000, about 7 ns more).
+//! `std::alloc::alloc`, which `Box` and `Vec` call, adds a call of its own
+//! to every allocation whatever the global allocator (Rust 1.95), and
+//! inlines the global allocator's method; the `System` rows call
+//! `System`'s methods directly, as the hook rows call the profiler's.
+//!
+//! - An allocation that is not sampled costs one compare, one add and one
+//!   increment on the thread's own line of counts, with no atomic
+//!   read-modify-write: the countdown to the next sample and the count of
+//!   bytes are the same number, and the count of blocks is on the same
+//!   cache line. The thread finds its line with one thread-local load of
+//!   the line's offset. A free costs an add on that line and one load when
+//!   no sampled block is live, else a multiply and one load more: a
+//!   counting filter in front of the set of sampled blocks rejects almost
+//!   every block that was not sampled (with 2000 sampled blocks live, a 1
+//!   GiB heap at the default rate, a free costs the same; with 100 000,
+//!   about 12 ns more). In all about 20 instructions per pair, all of
+//!   them on lines the thread already has in its cache.
 //! - The countdown and the counts are kept per thread and per profiler for
 //!   up to 255 threads at once (a thread gives its slot back when it
 //!   exits); further threads count with shared atomic adds and take the
@@ -214,7 +229,7 @@ pub use crate::decode::{DecodeError, MAX_DECODE_BYTES, MAX_DECODE_ELEMENTS};
 pub use crate::encode::{NamedSample, Stacks};
 pub use crate::holders::{HolderError, HolderOptions, HolderScan, ScanStats};
 pub use crate::profile::{Profile, SampleType};
-pub use crate::profiler::{Profiler, Stats, DEFAULT_RATE, RATE_ENV, SEED_ENV};
+pub use crate::profiler::{Allocated, Profiler, Stats, DEFAULT_RATE, RATE_ENV, SEED_ENV};
 pub use crate::snapshot::{HeapRecord, Snapshot};
 /// The profile.proto messages (`protos::Profile`, …) and the prost
 /// `Message` trait to encode and decode them.

@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! alloc ──► fast path? allocated + size < limit in the thread's line
-//!           │ yes: allocated += size ──────────────────────► inner.alloc (tail call)
+//!           │ yes: allocated += size, allocations += 1 ────► inner.alloc (tail call)
 //!           ▼ no (slow path)
-//!           inner.alloc ─► count bytes
+//!           inner.alloc ─► count bytes and block
 //!                          │ in_profiler? ──yes──► done (profiler's own)
 //!                          │ settings changed? ──► reseed, fresh countdown
 //!                          │ size < countdown? ──► not sampled (holder mode: indexed)
@@ -24,7 +24,7 @@
 //!
 //! The fast path of an allocation is Go's: one compare and one add on the
 //! thread's line of counts (see `counts.rs`), where the same add counts the
-//! bytes. Everything else closes the line (its limit is 0) so that the
+//! bytes; an increment beside it counts the block. Everything else closes the line (its limit is 0) so that the
 //! next allocation takes the slow path: a thread without an index or inside
 //! the profiler uses a line that is always closed; holder mode closes every
 //! line at once, so that it indexes every block from the moment it is on;
@@ -220,6 +220,37 @@ impl<A> Profiler<A> {
         self.stats().inuse_bytes()
     }
 
+    /// Blocks ever allocated through this allocator, counted on every
+    /// allocation (not estimated from samples): what an allocations-per-call
+    /// figure divides. A `realloc` counts as one; the profiler's own blocks
+    /// (profiles being built) are in. Exact as [`Stats::allocated_bytes`]
+    /// says. Costs one relaxed load per thread slot ever used (at most
+    /// 255), plus 16.
+    pub fn allocations(&self) -> u64 {
+        self.counts.allocations()
+    }
+
+    /// Blocks and bytes allocated through this allocator by the calling
+    /// thread so far, or `None` if the thread has no line of its own (more
+    /// than 255 threads at once, or the thread is exiting). Two readings on
+    /// one thread tell exactly what that thread allocated in between
+    /// ([`Allocated::since`]): what a piece of synchronous code costs, such
+    /// as building a profile for a scrape.
+    ///
+    /// ```
+    /// # use profiler::Profiler;
+    /// # #[global_allocator]
+    /// # static PROFILER: Profiler = Profiler::new();
+    /// let before = PROFILER.thread_allocated().unwrap();
+    /// let v = std::hint::black_box(vec![0u8; 100]);
+    /// let cost = PROFILER.thread_allocated().unwrap().since(before);
+    /// assert_eq!((cost.blocks, cost.bytes), (1, 100));
+    /// # drop(v);
+    /// ```
+    pub fn thread_allocated(&self) -> Option<Allocated> {
+        THREAD.with(|t| self.counts.line(t).map(|l| Allocated { blocks: l.allocations(), bytes: l.allocated_bytes() }))
+    }
+
     /// Bytes of the profiler's own blocks live now.
     fn own_bytes(&self) -> u64 {
         let freed = self.own_freed.load(Ordering::Relaxed);
@@ -228,11 +259,12 @@ impl<A> Profiler<A> {
 
     /// Counters for metrics and for checking the profiler itself.
     pub fn stats(&self) -> Stats {
-        let (allocated_bytes, freed_bytes) = self.counts.totals();
+        let (allocated_bytes, freed_bytes, allocations) = self.counts.totals();
         let state = self.state.get();
         Stats {
             allocated_bytes,
             freed_bytes,
+            allocations,
             own_bytes: self.own_bytes(),
             rate: self.rate(),
             live_samples: self.recorded.load(Ordering::Relaxed).saturating_sub(self.own_blocks.load(Ordering::Relaxed)),
@@ -323,7 +355,7 @@ impl<A> Profiler<A> {
     /// The fast path of an allocation of `size` bytes, before the inner
     /// allocator is called: true if the block is not sampled and nothing
     /// else is to be done, and then it is counted.
-    #[inline]
+    #[inline(always)]
     fn alloc_fast(&self, size: usize) -> bool {
         THREAD.with(|t| self.counts.try_alloc(t, size))
     }
@@ -333,6 +365,7 @@ impl<A> Profiler<A> {
     ///
     /// # Safety
     /// The contract of [`GlobalAlloc::alloc`].
+    #[cold]
     #[inline(never)]
     unsafe fn alloc_slow(layout: Layout, zeroed: bool, this: &Self) -> *mut u8
     where
@@ -541,7 +574,7 @@ impl<A> Profiler<A> {
     /// true. The thread that frees a block has seen, through the program's
     /// own synchronization, the count and the filter counter that went up
     /// before the block was recorded and handed out.
-    #[inline]
+    #[inline(always)]
     fn free_fast(&self, ptr: *mut u8, size: usize) -> bool {
         if self.recorded.load(Ordering::Relaxed) != 0
             && self.state.get().is_some_and(|s| s.sampled.may_contain(ptr as usize))
@@ -556,6 +589,7 @@ impl<A> Profiler<A> {
     ///
     /// # Safety
     /// The contract of [`GlobalAlloc::dealloc`].
+    #[cold]
     #[inline(never)]
     unsafe fn dealloc_slow(ptr: *mut u8, layout: Layout, this: &Self)
     where
@@ -592,7 +626,7 @@ impl<A> Profiler<A> {
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
     /// # Safety
     /// The contract of [`GlobalAlloc::alloc`].
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !self.alloc_fast(layout.size()) {
             // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
@@ -606,7 +640,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
 
     /// # Safety
     /// The contract of [`GlobalAlloc::alloc_zeroed`].
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if !self.alloc_fast(layout.size()) {
             // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s
@@ -619,7 +653,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Profiler<A> {
 
     /// # Safety
     /// The contract of [`GlobalAlloc::dealloc`].
-    #[inline]
+    #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if !self.free_fast(ptr, layout.size()) {
             // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
@@ -665,6 +699,26 @@ impl<A> fmt::Debug for Profiler<A> {
     }
 }
 
+/// What one thread allocated so far, from [`Profiler::thread_allocated`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Allocated {
+    /// Blocks (a `realloc` counts as one).
+    pub blocks: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl Allocated {
+    /// What was allocated between `earlier` and this reading of the same
+    /// thread.
+    pub fn since(self, earlier: Allocated) -> Allocated {
+        Allocated {
+            blocks: self.blocks.saturating_sub(earlier.blocks),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+        }
+    }
+}
+
 /// Counters of a [`Profiler`], from [`Profiler::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -678,6 +732,10 @@ pub struct Stats {
     pub allocated_bytes: u64,
     /// Bytes ever freed through the profiler (exact).
     pub freed_bytes: u64,
+    /// Blocks ever allocated through the profiler, exact as
+    /// `allocated_bytes` (a `realloc` counts as one): see
+    /// [`Profiler::allocations`].
+    pub allocations: u64,
     /// The sampling rate in force.
     pub rate: usize,
     /// Sampled blocks not freed yet.
@@ -771,6 +829,7 @@ mod tests {
         }
         let s = p.stats();
         assert_eq!((s.inuse_bytes(), s.live_samples, s.dropped_samples), (0, 0, 0));
+        assert_eq!((s.allocations, p.allocations()), (3, 3), "alloc, alloc_zeroed and realloc");
         let snap = p.snapshot();
         let (alloc, free): (u64, u64) =
             snap.records().iter().fold((0, 0), |(a, f), r| (a + r.alloc_bytes, f + r.free_bytes));
@@ -827,6 +886,7 @@ mod tests {
         let ratio = sampled as f64 / n as f64 / expected;
         assert!((ratio - 1.0).abs() < 0.03, "{sampled} sampled, {ratio} of the expected");
         assert_eq!(p.stats().inuse_bytes(), 0);
+        assert_eq!(p.allocations(), n, "every block counted, sampled or not");
     }
 
     #[test]
@@ -868,6 +928,32 @@ mod tests {
         }
         let s = p.stats();
         assert_eq!((s.inuse_bytes(), s.allocated_bytes), (0, s.freed_bytes));
+        assert_eq!(s.allocations, s.allocated_bytes / 48);
+    }
+
+    #[test]
+    fn a_thread_reads_its_own_allocations() {
+        let p = Profiler::new();
+        p.set_rate(DEFAULT_RATE);
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        let before = p.thread_allocated().expect("a line");
+        let other = std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: a valid layout; the block is freed at once with it.
+                unsafe { p.dealloc(p.alloc(layout), layout) };
+                p.thread_allocated()
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(other, Some(Allocated { blocks: 1, bytes: 64 }));
+        for _ in 0..10 {
+            // SAFETY: as above.
+            unsafe { p.dealloc(p.alloc(layout), layout) };
+        }
+        let mine = p.thread_allocated().expect("a line").since(before);
+        assert_eq!(mine, Allocated { blocks: 10, bytes: 640 }, "the other thread's is not mine");
+        assert_eq!(p.allocations(), 11);
     }
 
     #[test]

@@ -24,6 +24,17 @@ pub(crate) const SLOTS: usize = 255;
 pub(crate) const CLOSED: u8 = SLOTS as u8;
 /// [`ThreadState::slot`] of a thread that has not asked for an index yet.
 pub(crate) const UNCLAIMED: u32 = u32::MAX;
+/// Bytes from one line of counts to the next (`counts::Line`: one cache
+/// line).
+pub(crate) const LINE_BYTES: u16 = 64;
+
+/// The offset of line `i` from the first: what [`ThreadState::fast`]
+/// holds, so that the fast paths add it to the lines' address without a
+/// multiply.
+#[inline(always)]
+pub(crate) const fn line_offset(i: u8) -> u16 {
+    i as u16 * LINE_BYTES
+}
 
 /// Everything the hook keeps per thread. No field needs a destructor, so the
 /// thread-local is `const`-initialized and valid during the whole life of the
@@ -38,9 +49,10 @@ pub(crate) struct ThreadState {
     /// This thread's index into each profiler's lines of byte counts and
     /// countdowns (see `counts.rs`), or `UNCLAIMED` / `NO_SLOT`.
     pub slot: Cell<u32>,
-    /// The line the fast paths use: [`ThreadState::slot`], or `CLOSED` to
-    /// send every call to the slow path (no index, or inside the profiler).
-    pub fast: Cell<u8>,
+    /// The line the fast paths use, as its offset ([`line_offset`]):
+    /// [`ThreadState::slot`]'s, or `CLOSED`'s to send every call to the
+    /// slow path (no index, or inside the profiler).
+    pub fast: Cell<u16>,
     /// Bytes left before the next sample, for a thread without an index
     /// (the others keep it in their line).
     pub countdown: Cell<u64>,
@@ -67,7 +79,7 @@ thread_local! {
         ThreadState {
             in_profiler: Cell::new(false),
             slot: Cell::new(UNCLAIMED),
-            fast: Cell::new(CLOSED),
+            fast: Cell::new(line_offset(CLOSED)),
             countdown: Cell::new(0),
             rng: Cell::new(0),
             stamp: Cell::new(0),
@@ -108,7 +120,7 @@ impl ThreadState {
     /// which sees the flag.
     #[inline]
     pub(crate) fn enter(&self) -> bool {
-        self.fast.set(CLOSED);
+        self.fast.set(line_offset(CLOSED));
         self.in_profiler.replace(true)
     }
 
@@ -118,7 +130,7 @@ impl ThreadState {
         if !was {
             self.in_profiler.set(false);
             let slot = self.slot.get();
-            self.fast.set(if (slot as usize) < SLOTS { slot as u8 } else { CLOSED });
+            self.fast.set(line_offset(if (slot as usize) < SLOTS { slot as u8 } else { CLOSED }));
         }
     }
 }

@@ -57,9 +57,13 @@ Per run, over the load phase (from its first to its last snapshot):
   CPU µs/call            CPU time (user+system) of the process under test, read from
                          outside, less what its scrapes cost it, per call
   allocs/call, alloc KiB/call
-                         alloc_objects and alloc_space of its heap profiles (with
-                         --profile-rate 1, every allocation; else Go's estimates from
-                         samples), the scrapes' stacks left out, per call
+                         the profiler's exact counters of blocks and bytes allocated
+                         (kept on every allocation, at any --profile-rate), less
+                         what the admin listener allocated answering the scrapes,
+                         per call; a build without the counters: alloc_objects and
+                         alloc_space of its heap profiles (with --profile-rate 1,
+                         every allocation; else Go's estimates from samples), the
+                         scrapes' stacks left out
 and over the run: peak RSS; leaked MiB/s (the in-use slope over warm-up and load,
 as the matrix computes it); held after drain (in-use at the end over the first
 snapshot); the engine's verdict.
@@ -72,7 +76,7 @@ compare.json (and --json): scenario (null for plain servers), rounds, order ([\"
 \"b\", \"b\", \"a\", ...]), load_s, seed, profile_rate, shared_set ([[key, value]]),
 a and b ({label, variant, set, serve_flags, serve_bin}), runs ([{side, round, dir,
 figures}]; figures: calls, seconds, rps, p50_ms, p99_ms, p999_ms, cpu_us_per_call,
-scrape_cpu_share, allocs_per_call, alloc_bytes_per_call, peak_rss_bytes,
+scrape_cpu_share, allocs_per_call, alloc_bytes_per_call, allocs_counted, peak_rss_bytes,
 leaked_bytes_per_s, held_after_drain_bytes, dropped_samples, verdict), metrics ([{key, label, unit,
 better: lower|higher, a, b, ratio: {median, min, max, n} or null, change:
 lower|higher|within-noise, or null with fewer than 2 ratios}]), verdicts ({a: {kind: count}, b: ...}).

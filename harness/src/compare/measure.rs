@@ -7,11 +7,15 @@
 //! - CPU per call: the process's CPU time (`cpu_s`, read by the run from
 //!   outside) less what its scrapes and holder scans cost it
 //!   (`scrape_cpu_s`), per call;
-//! - allocations and allocated bytes per call: `alloc_objects` and
-//!   `alloc_space` of the heap profiles at the window's ends (counts when
-//!   the profiler records every allocation, else estimates scaled from
-//!   the samples, as Go's are), without the stacks that answered the
-//!   scrapes (the admin listener), per call;
+//! - allocations and allocated bytes per call: the profiler's exact
+//!   counters (`allocations`, `allocated_bytes`, kept on every
+//!   allocation) less what the admin listener allocated answering the
+//!   scrapes (`scrape_allocations`, `scrape_allocated_bytes`), per call.
+//!   A process built without the counters (they read 0, or are missing
+//!   from older runs) falls back to `alloc_objects` and `alloc_space` of
+//!   the heap profiles at the window's ends (counts when the profiler
+//!   records every allocation, else estimates scaled from the samples, as
+//!   Go's are), without the stacks that answered the scrapes;
 //!
 //! and from the whole run: latency (the peer's, from `run.json`), peak RSS,
 //! leaked bytes/s (the matrix's slope), and what in-use memory stayed after
@@ -47,10 +51,16 @@ pub struct RunFigures {
     /// The share of the process's CPU time over the window that went to
     /// its scrapes (left out of `cpu_us_per_call`).
     pub scrape_cpu_share: Option<f64>,
-    /// Heap allocations per call (estimated from the sampled profile).
+    /// Heap allocations per call: counted if `allocs_counted`, else
+    /// estimated from the sampled profile.
     pub allocs_per_call: Option<f64>,
-    /// Bytes allocated per call (estimated from the sampled profile).
+    /// Bytes allocated per call, counted or estimated as
+    /// `allocs_per_call`.
     pub alloc_bytes_per_call: Option<f64>,
+    /// Whether the two figures above come from the profiler's exact
+    /// counters (else from the heap profiles).
+    #[serde(default)]
+    pub allocs_counted: bool,
     /// Largest RSS of the process under test.
     pub peak_rss_bytes: Option<f64>,
     /// In-use bytes gained per second over the warm-up and load.
@@ -81,6 +91,16 @@ fn allocated(heap: &HeapSnapshot) -> (f64, f64) {
         .iter()
         .filter(|s| !watching(&s.frames))
         .fold((0.0, 0.0), |(n, b), s| (n + s.alloc_objects, b + s.alloc_bytes))
+}
+
+/// What the process allocated per call over a window, from its exact
+/// counters at the window's ends: the growth of `total` less that of
+/// `scrapes` (the admin listener's share of it), over `calls`. `None`
+/// without calls.
+fn counted_per_call(total: (f64, f64), scrapes: (f64, f64), calls: f64) -> Option<f64> {
+    let grown = (total.1 - total.0).max(0.0);
+    let watching = (scrapes.1 - scrapes.0).clamp(0.0, grown);
+    (calls > 0.0).then(|| (grown - watching) / calls)
 }
 
 /// Reads a run folder that a run wrote (`run.json`, `metrics.jsonl`,
@@ -129,7 +149,15 @@ pub fn figures(input: &RunInput, record: &RunRecord) -> RunFigures {
         f.dropped_samples = value(k2, "profiler_dropped_samples")
             .zip(value(k1, "profiler_dropped_samples"))
             .map_or(0, |(b, a)| (b - a).max(0.0) as u64);
-        if input.heaps.len() == lines.len() {
+        // The counters, if the process has them: a process allocates
+        // before it serves, so 0 means a build without them.
+        let ends = |name: &str| value(k1, name).zip(value(k2, name)).filter(|&(_, b)| b > 0.0);
+        let scrapes = |name: &str| value(k1, name).zip(value(k2, name)).unwrap_or((0.0, 0.0));
+        if let (Some(n), Some(b), Some(c)) = (ends("allocations"), ends("allocated_bytes"), calls) {
+            f.allocs_per_call = counted_per_call(n, scrapes("scrape_allocations"), c);
+            f.alloc_bytes_per_call = counted_per_call(b, scrapes("scrape_allocated_bytes"), c);
+            f.allocs_counted = true;
+        } else if input.heaps.len() == lines.len() {
             let (n1, b1) = allocated(&input.heaps[k1]);
             let (n2, b2) = allocated(&input.heaps[k2]);
             f.allocs_per_call = per_call((n2 - n1).max(0.0));
@@ -237,10 +265,52 @@ mod tests {
         assert_eq!(f.allocs_per_call, Some(1.0));
         assert_eq!(f.alloc_bytes_per_call, Some(16000.0));
         assert_eq!((f.p50_ms, f.p99_ms, f.p999_ms), (Some(1.5), Some(20.0), Some(40.0)));
+        assert!(!f.allocs_counted, "no counters in these lines");
         assert_eq!(f.peak_rss_bytes, Some(9e6));
         assert_eq!(f.held_after_drain_bytes, Some(500.0));
         let leaked = f.leaked_bytes_per_s.expect("leak rate");
         assert!((leaked - 1000.0).abs() < 1e-6, "{leaked}");
+    }
+
+    #[test]
+    fn counted_allocations_leave_the_scrapes_out() {
+        // 400 calls; 900 blocks allocated, 100 of them by the scrapes.
+        assert_eq!(counted_per_call((1000.0, 1900.0), (50.0, 150.0), 400.0), Some(2.0));
+        // Scrapes never count for more than the growth, nor below 0.
+        assert_eq!(counted_per_call((1000.0, 1010.0), (0.0, 500.0), 10.0), Some(0.0));
+        assert_eq!(counted_per_call((1000.0, 1010.0), (0.0, 0.0), 10.0), Some(1.0));
+        assert_eq!(counted_per_call((1000.0, 1010.0), (0.0, 0.0), 0.0), None);
+    }
+
+    #[test]
+    fn counters_win_over_the_profiles_and_fall_back_when_absent() {
+        let m = |t, req, allocs, scrape| {
+            line(
+                t,
+                "load",
+                &[
+                    ("requests", req),
+                    ("allocations", allocs),
+                    ("allocated_bytes", allocs * 64.0),
+                    ("scrape_allocations", scrape),
+                    ("scrape_allocated_bytes", scrape * 64.0),
+                ],
+            )
+        };
+        let profile = || heap(&[("rpc::codec::echo::Request::read_field_2", 100.0, 1.6e6)]);
+        let metrics = vec![m(1.0, 100.0, 5000.0, 300.0), m(2.0, 1100.0, 5900.0, 700.0)];
+        let input = RunInput::from_parts(vec![heap(&[]), profile()], Vec::new(), metrics);
+        let f = figures(&input, &record(None));
+        assert!(f.allocs_counted);
+        // 900 blocks, 400 of them the scrapes', over 1000 calls.
+        assert_eq!(f.allocs_per_call, Some(0.5));
+        assert_eq!(f.alloc_bytes_per_call, Some(32.0));
+        // Another build: the counters read 0, the profiles tell.
+        let metrics = vec![m(1.0, 100.0, 0.0, 0.0), m(2.0, 1100.0, 0.0, 0.0)];
+        let input = RunInput::from_parts(vec![heap(&[]), profile()], Vec::new(), metrics);
+        let f = figures(&input, &record(None));
+        assert!(!f.allocs_counted);
+        assert_eq!(f.allocs_per_call, Some(0.1));
     }
 
     #[test]

@@ -283,7 +283,9 @@ pub fn table(c: &Comparison, out_dir: &str) -> String {
     if let (Some(a), Some(b)) = (share("a"), share("b")) {
         let _ = write!(t, " ({a} of a's CPU, {b} of b's)");
     }
-    if c.profile_rate == 1 {
+    if !c.runs.is_empty() && c.runs.iter().all(|r| r.figures.allocs_counted) {
+        t.push_str(";\nallocations are counted on every one by the profiler, the scrapes' left out.\n");
+    } else if c.profile_rate == 1 {
         t.push_str(";\nallocations are counted in heap profiles that record every one, the scrapes' left out.\n");
     } else {
         let _ = writeln!(
@@ -295,7 +297,7 @@ pub fn table(c: &Comparison, out_dir: &str) -> String {
     if c.rounds == 1 {
         t.push_str("One round: no spread, so no change can be told from noise (--rounds 4 or more).\n");
     }
-    let dropped: u64 = c.runs.iter().map(|r| r.figures.dropped_samples).sum();
+    let dropped: u64 = c.runs.iter().filter(|r| !r.figures.allocs_counted).map(|r| r.figures.dropped_samples).sum();
     if dropped > 0 {
         let _ = writeln!(
             t,

@@ -200,3 +200,34 @@ fn profiles_start_at_the_site_and_full_stacks_are_a_query_away() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("full=1"), "{body}");
 }
+
+/// The figures of `/metrics` now.
+fn figures(admin: SocketAddr) -> std::collections::BTreeMap<String, f64> {
+    diagnosis::parse_prometheus(&get(admin, "/metrics").1)
+}
+
+#[test]
+fn the_allocation_counter_grows_with_the_calls() {
+    let _lab = exclusive();
+    // Copy decoding allocates the message of every call.
+    let s = serve(&["--decode", "copy"]);
+    let before = figures(s.admin);
+    let out = Command::new(LEAKLAB)
+        .args(["load", "--target", &s.rpc.to_string(), "--conns", "2", "--rps", "0", "--duration", "300ms"])
+        .args(["--payload", "1024", "--json"])
+        .stderr(Stdio::null())
+        .output()
+        .expect("leaklab load");
+    assert!(out.status.success(), "leaklab load failed");
+    let after = figures(s.admin);
+    let grown = |name: &str| after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0);
+    let calls = grown("leaklab_requests_total");
+    assert!(calls >= 100.0, "{calls} calls");
+    let scrapes = grown("leaklab_admin_allocations_total");
+    let allocations = grown("leaklab_heap_allocations_total");
+    assert!(scrapes > 0.0, "the first scrape is the listener's");
+    assert!(allocations - scrapes >= calls, "{allocations} allocations, {scrapes} of them the scrapes', {calls} calls");
+    assert!(
+        grown("leaklab_heap_allocated_bytes_total") - grown("leaklab_admin_allocated_bytes_total") >= calls * 1024.0
+    );
+}

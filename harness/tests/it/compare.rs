@@ -56,6 +56,7 @@ fn compare_writes_its_table_json_and_figure() {
         assert!(num("calls") > 0.0 && num("seconds") > 0.0, "{side}: {f}");
         assert!(num("cpu_us_per_call") > 0.0 && num("cpu_us_per_call") < 100_000.0, "{side}: {f}");
         assert!(num("allocs_per_call") > 0.0, "{side}: {f}");
+        assert_eq!(f["allocs_counted"], true, "{side}: counted by the profiler, not estimated: {f}");
         assert!(num("p50_ms") > 0.0 && num("p50_ms") <= num("p99_ms"), "{side}: {f}");
         assert!(num("peak_rss_bytes") > 1e6, "{side}: {f}");
         assert!(num("leaked_bytes_per_s") >= 0.0, "{side}: {f}");
