@@ -248,7 +248,12 @@ mod tests {
     fn one_task_reached_from_several_threads_is_one_holder() {
         let stack = "rpc::pool::Pool::lease\nrpc::linkbuf::InputBuffer::new_node";
         let via = |thread: &'static str| {
-            ["rpc::pool::Pool::lease", "VecDeque in rpc::linkbuf::InputBuffer::new_node", "tokio task spawned in serve", thread]
+            [
+                "rpc::pool::Pool::lease",
+                "VecDeque in rpc::linkbuf::InputBuffer::new_node",
+                "tokio task spawned in serve",
+                thread,
+            ]
         };
         let other = ["rpc::pool::Pool::lease", "tokio task spawned in dispatch", "thread w1 stack"];
         let h0 = snapshot(vec![]);

@@ -313,8 +313,12 @@ fn merge(args: &MatrixArgs) -> anyhow::Result<ExitCode> {
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs/merged"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let dirs: Vec<String> = args.merge.iter().map(|d| d.display().to_string()).collect();
-    let summary =
-        format!("## leaklab matrix --merge: {} runs from {}\n\n{}", results.len(), dirs.join(", "), score::markdown(&tables));
+    let summary = format!(
+        "## leaklab matrix --merge: {} runs from {}\n\n{}",
+        results.len(),
+        dirs.join(", "),
+        score::markdown(&tables)
+    );
     std::fs::write(out.join("summary.md"), &summary)?;
     let json = serde_json::json!({ "merged": dirs, "tables": tables, "results": results });
     std::fs::write(out.join("merged.json"), serde_json::to_string_pretty(&json)?)?;

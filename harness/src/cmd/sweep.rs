@@ -238,10 +238,7 @@ pub fn draw(index: usize, seed: u64, load: Duration) -> Drawn {
 
 /// The sweep's runs: `runs` draws from `seed`, this shard's share.
 pub fn plan(runs: usize, seed: u64, load: Duration, shard: Option<Shard>) -> Vec<Drawn> {
-    (0..runs)
-        .filter(|i| shard.is_none_or(|s| i % s.n == s.k - 1))
-        .map(|i| draw(i, run_seed(seed, i), load))
-        .collect()
+    (0..runs).filter(|i| shard.is_none_or(|s| i % s.n == s.k - 1)).map(|i| draw(i, run_seed(seed, i), load)).collect()
 }
 
 fn planned_time(d: &Drawn) -> Duration {
@@ -381,7 +378,8 @@ mod tests {
     #[test]
     fn shards_split_the_plan_without_overlap() {
         let all = plan(23, 3, Duration::from_secs(8), None);
-        let mut union: Vec<Drawn> = (1..=4).flat_map(|k| plan(23, 3, Duration::from_secs(8), Some(Shard { k, n: 4 }))).collect();
+        let mut union: Vec<Drawn> =
+            (1..=4).flat_map(|k| plan(23, 3, Duration::from_secs(8), Some(Shard { k, n: 4 }))).collect();
         union.sort_by_key(|d| d.index);
         assert_eq!(union, all);
         // A run drawn alone from its seed is the run the sweep drew.

@@ -112,8 +112,9 @@ pub struct Label {
 impl Label {
     /// The label of a finished run, from its `run.json` record.
     pub fn of_run(record: &RunRecord, seed: Option<u64>) -> anyhow::Result<Label> {
-        let info = scenarios::find(&record.scenario)
-            .with_context(|| format!("run.json names the scenario {:?}, which this leaklab does not know", record.scenario))?;
+        let info = scenarios::find(&record.scenario).with_context(|| {
+            format!("run.json names the scenario {:?}, which this leaklab does not know", record.scenario)
+        })?;
         let variant: Variant = record.variant.parse().map_err(|e| anyhow::anyhow!("run.json: {e}"))?;
         let params: BTreeMap<String, String> = record.params.iter().cloned().collect();
         let get = |k: &str| params.get(k).map(String::as_str);
@@ -173,7 +174,11 @@ impl Label {
             let label: Label =
                 serde_json::from_str(&text).with_context(|| format!("{}: not a leaklab label", path.display()))?;
             if label.format > LABEL_FORMAT {
-                anyhow::bail!("{}: label format {} is newer than this leaklab's {LABEL_FORMAT}", path.display(), label.format);
+                anyhow::bail!(
+                    "{}: label format {} is newer than this leaklab's {LABEL_FORMAT}",
+                    path.display(),
+                    label.format
+                );
             }
             return Ok(label);
         }
@@ -186,7 +191,8 @@ impl Label {
     /// Writes `DIR/label.json`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         let path = dir.join("label.json");
-        std::fs::write(&path, serde_json::to_string_pretty(self)?).with_context(|| format!("writing {}", path.display()))
+        std::fs::write(&path, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// The kinds of every mechanism present.

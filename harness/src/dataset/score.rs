@@ -213,10 +213,8 @@ pub fn tables(results: &[RunResult]) -> Vec<Table> {
     detectors
         .into_iter()
         .map(|d| {
-            let pairs: Vec<(&RunResult, &Outcome)> = results
-                .iter()
-                .filter_map(|r| r.outcomes.iter().find(|o| o.detector == d).map(|o| (r, o)))
-                .collect();
+            let pairs: Vec<(&RunResult, &Outcome)> =
+                results.iter().filter_map(|r| r.outcomes.iter().find(|o| o.detector == d).map(|o| (r, o))).collect();
             let mut kinds: Vec<String> = pairs.iter().map(|(r, _)| r.label.kind.clone()).collect();
             kinds.sort();
             kinds.dedup();

@@ -193,7 +193,7 @@ impl Outcome {
                 delay_s = Some(a.t - onset);
             }
         }
-        let named = label.mechanisms.iter().filter(|m| last.kinds.iter().any(|k| *k == m.kind)).count();
+        let named = label.mechanisms.iter().filter(|m| last.kinds.contains(&m.kind)).count();
         Outcome {
             detector: detector.to_owned(),
             kind: last.kind,

@@ -11,10 +11,8 @@ use crate::dataset::score::{Table, RATE_BANDS};
 pub(crate) fn svg(tables: &[Table]) -> anyhow::Result<String> {
     let bands: Vec<&str> = RATE_BANDS.iter().map(|b| b.1).collect();
     let at = |t: &Table, band: &str| t.by_rate.iter().find(|(b, _)| b == band).map(|(_, s)| s.clone());
-    let max_delay = tables
-        .iter()
-        .flat_map(|t| t.by_rate.iter().filter_map(|(_, s)| s.delay_median_s))
-        .fold(0.0, f64::max);
+    let max_delay =
+        tables.iter().flat_map(|t| t.by_rate.iter().filter_map(|(_, s)| s.delay_median_s)).fold(0.0, f64::max);
     let y_delay = nice_ceil(max_delay * 1.15, 1.0);
     let entries: Vec<Entry> = tables
         .iter()
@@ -30,10 +28,20 @@ pub(crate) fn svg(tables: &[Table]) -> anyhow::Result<String> {
         let (plots, legend) = root.split_vertically(plot_h);
         let (left, right) = plots.split_horizontally(width / 2);
         let x = -0.5f64..(bands.len() as f64 - 0.5);
-        let label = |v: &f64| bands.get(v.round() as usize).filter(|_| (v - v.round()).abs() < 1e-6).map_or(String::new(), |b| (*b).to_owned());
+        let label = |v: &f64| {
+            bands
+                .get(v.round() as usize)
+                .filter(|_| (v - v.round()).abs() < 1e-6)
+                .map_or(String::new(), |b| (*b).to_owned())
+        };
         for (area, title, y_max, y_desc) in [
             (&left, "Kind accuracy of leaks, by measured leak rate", 100.0, "runs whose final kind is right (%)"),
-            (&right, "Median delay from the onset, by measured leak rate", y_delay, "seconds to a right answer that stays"),
+            (
+                &right,
+                "Median delay from the onset, by measured leak rate",
+                y_delay,
+                "seconds to a right answer that stays",
+            ),
         ] {
             let mut chart = ChartBuilder::on(area)
                 .caption(title, (FONT, 16))
