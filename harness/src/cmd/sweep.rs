@@ -241,8 +241,25 @@ pub fn plan(runs: usize, seed: u64, load: Duration, shard: Option<Shard>) -> Vec
     (0..runs).filter(|i| shard.is_none_or(|s| i % s.n == s.k - 1)).map(|i| draw(i, run_seed(seed, i), load)).collect()
 }
 
+/// Warm-up and settle of a slow leak: long enough for a baseline and for
+/// what stays to show (ten snapshots each), where a quarter and a third of
+/// its load, as ordinary runs take, would add two minutes of nothing.
+const SLOW_EDGES: Duration = Duration::from_secs(10);
+
+impl Drawn {
+    /// The phases of the run.
+    pub fn timing(&self) -> Timing {
+        let t = Timing::for_duration(self.load, self.interval);
+        if self.load >= SLOW_LOAD {
+            Timing { warmup: SLOW_EDGES, settle: SLOW_EDGES, ..t }
+        } else {
+            t
+        }
+    }
+}
+
 fn planned_time(d: &Drawn) -> Duration {
-    let t = Timing::for_duration(d.load, d.interval);
+    let t = d.timing();
     t.warmup + t.load + t.drain + t.settle
 }
 
@@ -300,7 +317,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
                 variant: d.variant,
                 set: d.set.clone(),
                 out: dir.clone(),
-                timing: Timing::for_duration(d.load, d.interval),
+                timing: d.timing(),
                 progress: false,
                 profile_rate: RUN_PROFILE_RATE,
                 holders: args.holders,
