@@ -62,6 +62,7 @@ mod draw;
 mod error;
 mod handler;
 mod leaks;
+mod modifiers;
 mod params;
 mod registry;
 mod scenario;
@@ -72,6 +73,10 @@ pub use caller::client_cached_entries;
 pub use draw::{draw_exercise, draw_params, Exercise, Level};
 pub use error::ScenarioError;
 pub use handler::{ScenarioHandler, ServerScenario};
+pub use modifiers::{
+    calls_a_peer, mechanisms, mix_candidates, mixed_client, modifiers, Background, Mechanism, Modifiers, BURST_CONNS,
+    BURST_EVERY, BURST_LENGTH, BURST_RPS, CACHE_CAPACITY, CACHE_ENTRY, CACHE_PER_SECOND, CHURN_BYTES,
+};
 pub use params::{Check, Param, Params, Vary};
 pub use registry::{catalogue, find, load_shape, pool_config, run_client, server};
 pub use scenario::{HeldField, Info, Variant, VERDICT_KINDS};

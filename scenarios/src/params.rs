@@ -10,6 +10,7 @@ use std::time::Duration;
 use rpc::codec::DecodeMode;
 
 use crate::error::ScenarioError;
+use crate::modifiers::{modifiers, Modifiers};
 use crate::shape::LoadShape;
 
 /// One parameter a scenario takes (`--set name=value`).
@@ -212,6 +213,8 @@ pub struct Params {
     scenario: &'static str,
     values: Vec<(&'static Param, String)>,
     common: Common,
+    modifiers: Modifiers,
+    warmup: Duration,
 }
 
 impl Params {
@@ -225,25 +228,49 @@ impl Params {
         params: &'static [Param],
         pairs: &[(String, String)],
     ) -> Result<Params, ScenarioError> {
-        let mut values: Vec<(&'static Param, String)> = params.iter().map(|p| (p, p.default.to_owned())).collect();
+        let mut values: Vec<(&'static Param, String)> =
+            params.iter().chain(modifiers()).map(|p| (p, p.default.to_owned())).collect();
         for (key, value) in pairs {
             let key = key.trim();
             let Some(slot) = values.iter_mut().find(|(p, _)| p.name == key) else {
                 return Err(ScenarioError::UnknownParam {
                     scenario,
                     key: key.to_owned(),
-                    valid: params.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+                    valid: params.iter().chain(modifiers()).map(|p| p.name).collect::<Vec<_>>().join(", "),
                 });
             };
             slot.1 = value.trim().to_owned();
         }
-        let mut params = Params { scenario, values, common: Common::default() };
+        let mut params =
+            Params { scenario, values, common: Common::default(), modifiers: Modifiers::default(), warmup: Duration::ZERO };
         for (param, value) in &params.values {
             param.check.check(value).map_err(|reason| params.bad(param.name, reason))?;
         }
         params.common =
             Common { payload: params.usize("payload")?, rps: params.u64("rps")?, conns: params.usize("conns")? };
+        params.modifiers = Modifiers::read(&params)?;
         Ok(params)
+    }
+
+    /// The modifiers (`onset`, `leak_rate`, `background`, `mix`) of this
+    /// run, which every scenario accepts: what a label records.
+    pub fn modifiers(&self) -> &Modifiers {
+        &self.modifiers
+    }
+
+    /// The same parameters, with the load phase beginning `warmup` after
+    /// the first call (the harness's warm-up; zero by default, when the
+    /// load begins with the first call): `onset` counts from there. Not a
+    /// `--set` parameter: `leaklab serve --warmup` and `leaklab peer
+    /// --latency-from` pass it.
+    pub fn with_warmup(mut self, warmup: Duration) -> Params {
+        self.warmup = warmup;
+        self
+    }
+
+    /// The warm-up before the load phase ([`Params::with_warmup`]).
+    pub fn warmup(&self) -> Duration {
+        self.warmup
     }
 
     /// The scenario these parameters are for.
@@ -252,7 +279,7 @@ impl Params {
     }
 
     /// Every parameter and its value (defaults applied), in the scenario's
-    /// order: what a run records.
+    /// order, then the modifiers: what a run records.
     pub fn effective(&self) -> Vec<(String, String)> {
         self.values.iter().map(|(p, v)| (p.name.to_owned(), v.clone())).collect()
     }
