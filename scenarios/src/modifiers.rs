@@ -439,7 +439,19 @@ impl Params {
     /// The gate of this run's own mechanism in `v`.
     pub(crate) fn gate(&self, v: Variant, control: bool) -> Gate {
         let m = self.modifiers();
-        Gate::new(v == Variant::Leak && !control, self.warmup() + m.onset, m.leak_rate)
+        Gate::new(v == Variant::Leak && !control, self.opens(), m.leak_rate)
+    }
+
+    /// When a leak variant's gate opens, from the first call: the warm-up
+    /// plus `onset`, or at once when there is no onset (today's runs leak
+    /// from the first call, warm-up included).
+    pub(crate) fn opens(&self) -> Duration {
+        let onset = self.modifiers().onset;
+        if onset.is_zero() {
+            Duration::ZERO
+        } else {
+            self.warmup() + onset
+        }
     }
 
     /// The gate of a mechanism the peer drives (connections it leaves
@@ -448,7 +460,7 @@ impl Params {
     /// A fix variant gets today's load: `(0, 1)`.
     pub(crate) fn peer_gate(&self, v: Variant) -> (Duration, u64) {
         match v {
-            Variant::Leak => (self.warmup() + self.modifiers().onset, self.modifiers().leak_rate),
+            Variant::Leak => (self.opens(), self.modifiers().leak_rate),
             Variant::Fix => (Duration::ZERO, 1),
         }
     }
