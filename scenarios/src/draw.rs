@@ -23,7 +23,7 @@ use std::fmt;
 use rand::Rng;
 
 use crate::params::Vary;
-use crate::registry::catalogue;
+use crate::catalogue::catalogue;
 use crate::scenario::{Info, Variant};
 
 /// Which runs an exercise is drawn from.

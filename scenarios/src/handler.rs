@@ -12,7 +12,7 @@ use rpc::codec::{Request, Response};
 use rpc::{Handler, HandlerError, Pool, PoolConfig, ServerConfig};
 use sonic_rs::{JsonValueTrait, OwnedLazyValue};
 
-use crate::modifiers::{Gate, Noise};
+use crate::noise::{Gate, Noise};
 
 /// What a server scenario runs: the server settings and the handler.
 ///

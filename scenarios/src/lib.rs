@@ -57,12 +57,14 @@
 //! ```
 
 mod caller;
+mod catalogue;
 mod controls;
 mod draw;
 mod error;
 mod handler;
 mod leaks;
 mod modifiers;
+mod noise;
 mod params;
 mod registry;
 mod scenario;
@@ -73,12 +75,14 @@ pub use caller::client_cached_entries;
 pub use draw::{draw_exercise, draw_params, Exercise, Level};
 pub use error::ScenarioError;
 pub use handler::{ScenarioHandler, ServerScenario};
-pub use modifiers::{
-    calls_a_peer, mechanisms, mix_candidates, mixed_client, modifiers, Background, Mechanism, Modifiers, BURST_CONNS,
-    BURST_EVERY, BURST_LENGTH, BURST_RPS, CACHE_CAPACITY, CACHE_ENTRY, CACHE_PER_SECOND, CHURN_BYTES,
+pub use catalogue::{catalogue, find};
+pub use modifiers::{calls_a_peer, mechanisms, mix_candidates, mixed_client, Mechanism, Modifiers};
+pub use noise::{
+    Background, BURST_CONNS, BURST_EVERY, BURST_LENGTH, BURST_RPS, CACHE_CAPACITY, CACHE_ENTRY, CACHE_PER_SECOND,
+    CHURN_BYTES,
 };
-pub use params::{Check, Param, Params, Vary};
-pub use registry::{catalogue, find, load_shape, pool_config, run_client, server};
+pub use params::{modifiers, Check, Param, Params, Vary};
+pub use registry::{load_shape, pool_config, run_client, server};
 pub use scenario::{HeldField, Info, Variant, VERDICT_KINDS};
 pub use shape::{Burst, Idle, LoadShape, Oversized, Surge, OVERSIZED_REPLY};
 pub use side::Side;

@@ -38,169 +38,14 @@
 //! assert!(mechanisms(info, Variant::Fix, &params).is_empty());
 //! ```
 
-use std::collections::{HashMap, VecDeque};
-use std::fmt;
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::catalogue::{catalogue, find};
 use crate::error::ScenarioError;
-use crate::params::{Check, Param, Params, Vary};
-use crate::registry::catalogue;
+use crate::noise::Background;
+use crate::params::Params;
 use crate::scenario::{HeldField, Info, Role, Variant};
 use crate::side::Side;
-
-/// Every scenario name, then `none`: what `mix` may name before the
-/// scenario checks the pair.
-const MIX_NAMES: &[&str] = &[
-    "none",
-    "request-field-hold",
-    "response-field-hold",
-    "conn-surge-request",
-    "conn-surge-response-nocopy",
-    "conn-surge-response-copy",
-    "idle-connections",
-    "oversized-request",
-    "duplicate-clients",
-    "sonic-string-hold",
-    "steady",
-    "bounded-cache",
-    "warmup",
-    "burst",
-];
-
-/// The background choices.
-const BACKGROUNDS: &[&str] = &["none", "churn", "cache", "burst", "all"];
-
-static MODIFIERS: [Param; 4] = [
-    Param {
-        name: "onset",
-        default: "0s",
-        help: "the leak variant behaves like the fix for this long from the start of the load phase, then leaks \
-               (fix variants and controls: no effect)",
-        check: Check::DURATION,
-        vary: Vary::Choices(&["0s", "2s", "4s", "10s", "30s", "60s"]),
-    },
-    Param {
-        name: "leak_rate",
-        default: "1",
-        help: "one in N leaks: calls (field holds, duplicate clients), connections left open (idle-connections), \
-               surges that grow (connection surges), oversized calls sent (oversized-request); 1: every one",
-        check: Check::Whole { min: 1, why: "must be at least 1: one call in N leaks" },
-        vary: Vary::Range { lo: 1, hi: 256 },
-    },
-    Param {
-        name: "background",
-        default: "none",
-        help: "healthy noise in the same process: churn (a 4 KiB buffer allocated and freed per call), cache (a \
-               capped cache: 500 entries of 1 KiB a second up to 1000, full after 2 s, then flat), burst (every \
-               3 s, 16 more connections for 1 s at 160 calls/s in all, then closed), all",
-        check: Check::Choice(BACKGROUNDS),
-        vary: Vary::Choices(BACKGROUNDS),
-    },
-    Param {
-        name: "mix",
-        default: "none",
-        help: "a second leak mechanism in the same process (leak variant only; onset and leak_rate apply to it, \
-               its own parameters keep their defaults); see `scenarios::mix_candidates`",
-        check: Check::Choice(MIX_NAMES),
-        vary: Vary::Fixed,
-    },
-];
-
-/// The modifiers every scenario accepts, appended to its own parameters:
-/// `onset`, `leak_rate`, `background`, `mix`. Their `vary` ranges are the
-/// documented distributions a sweep may draw from; exercises (`leaklab
-/// quiz`, [`draw_params`](crate::draw_params)) keep their defaults.
-pub fn modifiers() -> &'static [Param] {
-    &MODIFIERS
-}
-
-/// Healthy noise in the process under test (`background=`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Background {
-    /// None.
-    #[default]
-    None,
-    /// A 4 KiB temporary buffer allocated, filled and freed per call
-    /// ([`CHURN_BYTES`]).
-    Churn,
-    /// A capped cache filled at [`CACHE_PER_SECOND`] entries of
-    /// [`CACHE_ENTRY`] bytes a second up to [`CACHE_CAPACITY`] entries (full
-    /// after 2 s), then each insert evicts the oldest: memory rises, then is
-    /// flat.
-    Cache,
-    /// Periodic bursts of connections from the peer (server scenarios;
-    /// [`BURST_EVERY`], [`BURST_CONNS`], [`BURST_LENGTH`], [`BURST_RPS`]),
-    /// or of concurrent calls through a second, well-behaved client that
-    /// keeps one idle connection (client scenarios).
-    Burst,
-    /// Churn, cache and burst.
-    All,
-}
-
-/// Bytes of the temporary buffer `churn` allocates per call.
-pub const CHURN_BYTES: usize = 4 << 10;
-/// Bytes of each `cache` entry.
-pub const CACHE_ENTRY: usize = 1 << 10;
-/// Entries the background cache keeps.
-pub const CACHE_CAPACITY: usize = 1000;
-/// Entries the background cache gets per second.
-pub const CACHE_PER_SECOND: u64 = 500;
-/// Time between background bursts (the first starts this long into the
-/// warm-up).
-pub const BURST_EVERY: Duration = Duration::from_secs(3);
-/// How long a background burst lasts.
-pub const BURST_LENGTH: Duration = Duration::from_secs(1);
-/// Extra connections (server scenarios) or concurrent callers (client
-/// scenarios) of a background burst.
-pub const BURST_CONNS: usize = 16;
-/// Calls per second of a background burst, in all.
-pub const BURST_RPS: u64 = 160;
-
-impl Background {
-    /// Whether it churns temporary buffers.
-    pub fn churn(self) -> bool {
-        matches!(self, Background::Churn | Background::All)
-    }
-
-    /// Whether it fills a capped cache.
-    pub fn cache(self) -> bool {
-        matches!(self, Background::Cache | Background::All)
-    }
-
-    /// Whether connections burst periodically.
-    pub fn burst(self) -> bool {
-        matches!(self, Background::Burst | Background::All)
-    }
-}
-
-impl fmt::Display for Background {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Background::None => "none",
-            Background::Churn => "churn",
-            Background::Cache => "cache",
-            Background::Burst => "burst",
-            Background::All => "all",
-        })
-    }
-}
-
-impl FromStr for Background {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Background, String> {
-        Ok(match s {
-            "none" => Background::None,
-            "churn" => Background::Churn,
-            "cache" => Background::Cache,
-            "burst" => Background::Burst,
-            "all" => Background::All,
-            _ => return Err(format!("expected {}", BACKGROUNDS.join(" or "))),
-        })
-    }
-}
 
 /// The modifiers of a run, read from its [`Params`] ([`Params::modifiers`]).
 #[derive(Clone, Copy, Debug, Default)]
@@ -216,6 +61,25 @@ pub struct Modifiers {
     pub mix: Option<&'static Info>,
 }
 
+impl Params {
+    /// Applies `pairs` (later pairs win) over the defaults of `info` and of
+    /// the modifiers every scenario accepts, checks
+    /// every value against its parameter's `Check`, then lets
+    /// the scenario check the values together (and `mix` against it). An unknown key is an error
+    /// that names the valid ones.
+    pub fn parse(info: &Info, pairs: &[(String, String)]) -> Result<Params, ScenarioError> {
+        let params = Params::new(info.name, info.params, pairs)?;
+        info.scenario.check(&params)?;
+        check_mix(info, &params)?;
+        Ok(params)
+    }
+
+    /// Every parameter with its defaults: `Params::parse(info, &[])`.
+    pub fn defaults(info: &Info) -> Result<Params, ScenarioError> {
+        Params::parse(info, &[])
+    }
+}
+
 impl PartialEq for Modifiers {
     fn eq(&self, other: &Modifiers) -> bool {
         (self.onset, self.leak_rate, self.background, self.mix.map(|m| m.name))
@@ -225,14 +89,17 @@ impl PartialEq for Modifiers {
 
 impl Eq for Modifiers {}
 
-impl Modifiers {
-    pub(crate) fn read(p: &Params) -> Result<Modifiers, ScenarioError> {
-        let background = p.string("background")?.parse::<Background>().map_err(|e| p.bad("background", e))?;
-        let mix = match p.string("mix")? {
-            "none" => None,
-            name => Some(crate::registry::find(name)?),
-        };
-        Ok(Modifiers { onset: p.duration("onset")?, leak_rate: p.u64("leak_rate")?.max(1), background, mix })
+impl Params {
+    /// The modifiers (`onset`, `leak_rate`, `background`, `mix`) of this
+    /// run, which every scenario accepts: what a label records. Their
+    /// values were checked when the parameters were parsed.
+    pub fn modifiers(&self) -> Modifiers {
+        Modifiers {
+            onset: self.onset(),
+            leak_rate: self.leak_rate(),
+            background: self.string("background").ok().and_then(|b| b.parse().ok()).unwrap_or_default(),
+            mix: self.string("mix").ok().and_then(|name| find(name).ok()),
+        }
     }
 }
 
@@ -374,172 +241,10 @@ pub fn calls_a_peer(info: &Info, p: &Params) -> bool {
     info.side == Side::Client || p.modifiers().mix.is_some_and(|m| m.side == Side::Client)
 }
 
-/// A clock that starts at its first reading: the first call through the
-/// gate or noise that owns it.
-#[derive(Debug, Default)]
-pub(crate) struct Clock {
-    origin: OnceLock<Instant>,
-}
-
-impl Clock {
-    /// Time since the first reading.
-    pub(crate) fn elapsed(&self) -> Duration {
-        self.origin.get_or_init(Instant::now).elapsed()
-    }
-}
-
-/// Whether a call (connection, surge, oversized call) leaks: never in a fix
-/// variant or a control; in a leak variant, from `opens` after the first
-/// call on (the warm-up plus `onset`), one in `every`, counting from the
-/// first one after the gate opens.
-#[derive(Debug)]
-pub(crate) struct Gate {
-    leak: bool,
-    opens: Duration,
-    every: u64,
-    clock: Clock,
-    seen: AtomicU64,
-}
-
-impl Gate {
-    pub(crate) fn new(leak: bool, opens: Duration, every: u64) -> Gate {
-        Gate { leak, opens, every: every.max(1), clock: Clock::default(), seen: AtomicU64::new(0) }
-    }
-
-    /// A gate that never opens (a fix).
-    #[cfg(test)]
-    pub(crate) fn never() -> Gate {
-        Gate::new(false, Duration::ZERO, 1)
-    }
-
-    /// Whether any call may leak (a leak variant).
-    pub(crate) fn can_leak(&self) -> bool {
-        self.leak
-    }
-
-    /// Whether every call leaks (a leak variant without onset or rate):
-    /// today's behaviour.
-    pub(crate) fn opens_at_once(&self) -> bool {
-        self.leak && self.opens.is_zero() && self.every == 1
-    }
-
-    /// Whether this call leaks.
-    pub(crate) fn leaks(&self) -> bool {
-        if !self.leak {
-            return false;
-        }
-        if !self.opens.is_zero() && self.clock.elapsed() < self.opens {
-            return false;
-        }
-        self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.every)
-    }
-}
-
-impl Params {
-    /// The gate of this run's own mechanism in `v`.
-    pub(crate) fn gate(&self, v: Variant, control: bool) -> Gate {
-        let m = self.modifiers();
-        Gate::new(v == Variant::Leak && !control, self.opens(), m.leak_rate)
-    }
-
-    /// When a leak variant's gate opens, from the first call: the warm-up
-    /// plus `onset`, or at once when there is no onset (today's runs leak
-    /// from the first call, warm-up included).
-    pub(crate) fn opens(&self) -> Duration {
-        let onset = self.modifiers().onset;
-        if onset.is_zero() {
-            Duration::ZERO
-        } else {
-            self.warmup() + onset
-        }
-    }
-
-    /// The gate of a mechanism the peer drives (connections it leaves
-    /// open, surges, oversized calls) in `v`: from when, counted from the
-    /// start of the peer's load (warm-up included), and one in how many.
-    /// A fix variant gets today's load: `(0, 1)`.
-    pub(crate) fn peer_gate(&self, v: Variant) -> (Duration, u64) {
-        match v {
-            Variant::Leak => (self.opens(), self.modifiers().leak_rate),
-            Variant::Fix => (Duration::ZERO, 1),
-        }
-    }
-}
-
-/// The background noise of the process under test: per call, a churned
-/// buffer and the capped cache brought up to date.
-#[derive(Debug, Default)]
-pub(crate) struct Noise {
-    churn: bool,
-    cache: Option<Mutex<NoiseCache>>,
-    clock: Clock,
-}
-
-#[derive(Debug, Default)]
-struct NoiseCache {
-    inserted: u64,
-    order: VecDeque<u64>,
-    entries: HashMap<u64, Vec<u8>>,
-}
-
-impl Noise {
-    /// The noise of `background`, `None` when there is none in process.
-    pub(crate) fn of(background: Background) -> Option<Noise> {
-        (background.churn() || background.cache()).then(|| Noise {
-            churn: background.churn(),
-            cache: background.cache().then(|| Mutex::new(NoiseCache::default())),
-            clock: Clock::default(),
-        })
-    }
-
-    /// What one call does besides its work.
-    pub(crate) fn on_call(&self) {
-        if self.churn {
-            background_churn();
-        }
-        if let Some(cache) = &self.cache {
-            let due = (self.clock.elapsed().as_secs_f64() * CACHE_PER_SECOND as f64) as u64;
-            let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-            while c.inserted <= due {
-                let key = c.inserted;
-                c.inserted += 1;
-                background_cache_insert(&mut c, key);
-            }
-        }
-    }
-
-    /// Entries in the background cache.
-    pub(crate) fn cached(&self) -> usize {
-        self.cache.as_ref().map_or(0, |c| c.lock().unwrap_or_else(|e| e.into_inner()).entries.len())
-    }
-}
-
-/// A request-scoped temporary buffer, filled and dropped.
-#[inline(never)]
-fn background_churn() {
-    let mut scratch = vec![0u8; CHURN_BYTES];
-    for (i, b) in scratch.iter_mut().enumerate().step_by(64) {
-        *b = i as u8;
-    }
-    std::hint::black_box(&scratch);
-}
-
-/// One entry into the capped cache, evicting the oldest past the capacity.
-#[inline(never)]
-fn background_cache_insert(c: &mut NoiseCache, key: u64) {
-    c.entries.insert(key, vec![(key % 251) as u8; CACHE_ENTRY]);
-    c.order.push_back(key);
-    while c.order.len() > CACHE_CAPACITY {
-        if let Some(old) = c.order.pop_front() {
-            c.entries.remove(&old);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::find;
+    use crate::params::{modifiers, Vary, MIX_NAMES};
 
     fn set(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -549,11 +254,11 @@ mod tests {
     fn defaults_are_todays_behaviour() {
         for info in catalogue() {
             let p = Params::defaults(info).unwrap();
-            let m = *p.modifiers();
+            let m = p.modifiers();
             assert_eq!(m, Modifiers { onset: Duration::ZERO, leak_rate: 1, background: Background::None, mix: None });
-            let gate = p.gate(Variant::Leak, info.control);
+            let gate = p.gate(!info.control);
             assert_eq!(gate.leaks(), !info.control, "{}", info.name);
-            assert!(!p.gate(Variant::Fix, info.control).leaks());
+            assert!(!p.gate(false).leaks());
         }
     }
 
@@ -598,16 +303,6 @@ mod tests {
     }
 
     #[test]
-    fn a_gate_opens_after_its_onset_and_passes_one_in_n() {
-        let gate = Gate::new(true, Duration::from_millis(60), 4);
-        assert!((0..50).all(|_| !gate.leaks()));
-        std::thread::sleep(Duration::from_millis(70));
-        let leaked = (0..400).filter(|_| gate.leaks()).count();
-        assert_eq!(leaked, 100);
-        assert!((0..10).all(|_| !Gate::never().leaks()));
-    }
-
-    #[test]
     fn modifier_ranges_pass_their_checks_and_hold_their_defaults() {
         for p in modifiers() {
             assert!(p.vary.holds(p.default, p.default), "{}", p.name);
@@ -623,22 +318,5 @@ mod tests {
             assert!(MIX_NAMES.contains(&info.name));
             assert!(info.params.iter().all(|p| modifiers().iter().all(|m| m.name != p.name)), "{}", info.name);
         }
-    }
-
-    #[test]
-    fn the_background_cache_fills_then_stays_at_its_capacity() {
-        let noise = Noise::of(Background::Cache).unwrap();
-        noise.on_call();
-        assert!(noise.cached() <= 2);
-        // Pretend 10 s went by.
-        let _ = noise.clock.origin.set(Instant::now());
-        {
-            let mut c = noise.cache.as_ref().unwrap().lock().unwrap();
-            for k in 0..5000 {
-                background_cache_insert(&mut c, 10_000 + k);
-            }
-        }
-        assert_eq!(noise.cached(), CACHE_CAPACITY);
-        assert!(Noise::of(Background::Burst).is_none());
     }
 }

@@ -1,5 +1,5 @@
-//! The one list of scenarios, and from a catalogue entry to the code that
-//! runs it.
+//! From a catalogue entry to the code that runs it, with the modifiers
+//! applied.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,50 +8,14 @@ use std::sync::Arc;
 
 use rpc::{Pool, PoolConfig};
 
-use crate::controls::{bounded_cache, burst, steady, warmup};
 use crate::error::ScenarioError;
 use crate::caller::{self, CallFuture};
 use crate::handler::ServerScenario;
-use crate::leaks::{
-    conn_surge_request, conn_surge_response_copy, conn_surge_response_nocopy, duplicate_clients, idle_connections,
-    oversized_request, request_field_hold, response_field_hold, sonic_string_hold,
-};
-use crate::modifiers::{
-    mix_params, Noise, BURST_CONNS, BURST_EVERY, BURST_LENGTH, BURST_RPS,
-};
+use crate::modifiers::mix_params;
+use crate::noise::{Noise, BURST_CONNS, BURST_EVERY, BURST_LENGTH, BURST_RPS};
 use crate::params::Params;
 use crate::scenario::{Calls, Info, Role, Serves, Variant};
 use crate::shape::{Burst, LoadShape};
-
-/// Every scenario, leaks first, then the controls: adding one is a line here.
-static CATALOGUE: [Info; 13] = [
-    request_field_hold::INFO,
-    response_field_hold::INFO,
-    conn_surge_request::INFO,
-    conn_surge_response_nocopy::INFO,
-    conn_surge_response_copy::INFO,
-    idle_connections::INFO,
-    oversized_request::INFO,
-    duplicate_clients::INFO,
-    sonic_string_hold::INFO,
-    steady::INFO,
-    bounded_cache::INFO,
-    warmup::INFO,
-    burst::INFO,
-];
-
-/// Every scenario, leaks first, then the controls.
-pub fn catalogue() -> &'static [Info] {
-    &CATALOGUE
-}
-
-/// The scenario called `name`; the error lists the known names.
-pub fn find(name: &str) -> Result<&'static Info, ScenarioError> {
-    CATALOGUE.iter().find(|i| i.name == name).ok_or_else(|| ScenarioError::UnknownScenario {
-        name: name.to_owned(),
-        known: CATALOGUE.iter().map(|i| i.name).collect::<Vec<_>>().join(", "),
-    })
-}
 
 fn serves(info: &Info, what: &'static str) -> Result<&'static dyn Serves, ScenarioError> {
     match info.scenario.role() {
@@ -156,7 +120,7 @@ pub async fn run_client(
     stop: impl Future<Output = ()>,
 ) -> Result<(), ScenarioError> {
     let mut caller = self::calls(info, "run_client()")?.caller(variant, params, peer, pool.clone())?;
-    let modifiers = *params.modifiers();
+    let modifiers = params.modifiers();
     if let Some(noise) = Noise::of(modifiers.background) {
         let (noise, call) = (Arc::new(noise), caller.call.clone());
         caller.call = Arc::new(move |id: i64| -> CallFuture {
@@ -241,6 +205,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::catalogue::{catalogue, find};
     use crate::scenario::VERDICT_KINDS;
     use crate::side::Side;
 

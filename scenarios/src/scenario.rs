@@ -186,7 +186,7 @@ impl Info {
 
     /// The parameter called `name` (its own, or a modifier).
     pub fn param(&self, name: &str) -> Option<&'static Param> {
-        self.params.iter().chain(crate::modifiers::modifiers()).find(|p| p.name == name)
+        self.params.iter().chain(crate::params::modifiers()).find(|p| p.name == name)
     }
 
     /// The IDL field the leak variant keeps, for the scenarios whose kind
@@ -214,25 +214,6 @@ pub const VERDICT_KINDS: [&str; 8] = [
     "duplicate-clients",
     "zero-copy-string-held",
 ];
-
-impl Params {
-    /// Applies `pairs` (later pairs win) over the defaults of `info` and of
-    /// the [`modifiers`](crate::modifiers) every scenario accepts, checks
-    /// every value against its parameter's [`Check`](crate::Check), then lets
-    /// the scenario check the values together (and `mix` against it). An unknown key is an error
-    /// that names the valid ones.
-    pub fn parse(info: &Info, pairs: &[(String, String)]) -> Result<Params, ScenarioError> {
-        let params = Params::new(info.name, info.params, pairs)?;
-        info.scenario.check(&params)?;
-        crate::modifiers::check_mix(info, &params)?;
-        Ok(params)
-    }
-
-    /// Every parameter with its defaults: `Params::parse(info, &[])`.
-    pub fn defaults(info: &Info) -> Result<Params, ScenarioError> {
-        Params::parse(info, &[])
-    }
-}
 
 #[cfg(test)]
 mod tests {

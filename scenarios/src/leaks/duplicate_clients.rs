@@ -95,7 +95,7 @@ impl Calls for DuplicateClients {
         let mut config = caller::client_config(NAME, peer, instances(peer, p.usize("instances")?), pool, common.conns);
         config.lb_options = Options { refresh_interval: p.duration("refresh")?, expire_interval: Duration::ZERO };
         let msg = Bytes::from(vec![b'x'; common.payload]);
-        let gate = p.gate(v, false);
+        let gate = p.gate(v == Variant::Leak);
         Ok(match v {
             Variant::Leak if gate.opens_at_once() => {
                 let call = Arc::new(move |id: i64| -> CallFuture {

@@ -129,7 +129,7 @@ impl Serves for IdleConnections {
 /// (as the fix's server would), and with `leak_rate` N it leaves one in N
 /// open after it.
 fn idle(v: Variant, p: &Params) -> Result<Idle, ScenarioError> {
-    let (leave_from, leave_every) = p.peer_gate(v);
+    let (leave_from, leave_every) = p.peer_gate(v == Variant::Leak);
     Ok(Idle {
         per_second: p.f64("idle_rate")?,
         first_call: p.bool("first_call")?,

@@ -173,6 +173,6 @@ impl Serves for OversizedRequest {
 /// onset, and with `leak_rate` N one in N of those the default sends (one
 /// call in `every * N`).
 fn oversized(v: Variant, p: &Params) -> Result<Oversized, ScenarioError> {
-    let (from, one_in) = p.peer_gate(v);
+    let (from, one_in) = p.peer_gate(v == Variant::Leak);
     Ok(Oversized { every: p.u64("every")?.saturating_mul(one_in), size: p.usize("size")?, from })
 }

@@ -88,7 +88,7 @@ impl Calls for ResponseFieldHold {
         config.decode = p.decode()?;
         let client = Client::new(config).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
         let msg = Bytes::from(vec![b'x'; common.payload]);
-        let gate = Arc::new(p.gate(v, false));
+        let gate = Arc::new(p.gate(v == Variant::Leak));
         let c = client.clone();
         let call = Arc::new(move |id: i64| -> CallFuture {
             let (client, msg, gate) = (c.clone(), msg.clone(), gate.clone());

@@ -116,7 +116,7 @@ impl Serves for SonicStringHold {
         // Kitex copies string fields out of the read buffer: field 3 is a
         // fresh allocation made in Request::read_field_3.
         let config = ServerConfig { pool, decode: DecodeMode::Copy, ..ServerConfig::default() };
-        let handler = ScenarioHandler::new(Reply::ECHO, Behaviour::sonic_hold(p.gate(v, false), false));
+        let handler = ScenarioHandler::new(Reply::ECHO, Behaviour::sonic_hold(p.gate(v == Variant::Leak), false));
         Ok(ServerScenario { config, handler })
     }
 
@@ -133,7 +133,7 @@ impl Serves for SonicStringHold {
     /// (zero-copy for the calls the gate lets leak); calls without field 3
     /// (an idle connection's first call) are let through.
     fn mix_server(&self, v: Variant, p: &Params, s: &mut ServerScenario) -> Result<(), ScenarioError> {
-        s.parts().behaviours.push(Behaviour::sonic_hold(p.gate(v, false), true));
+        s.parts().behaviours.push(Behaviour::sonic_hold(p.gate(v == Variant::Leak), true));
         Ok(())
     }
 

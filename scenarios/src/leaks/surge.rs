@@ -108,7 +108,7 @@ pub(crate) fn server(v: Variant, p: &Params, pool: Pool, nocopy_write: bool) -> 
 /// N (the slot table, and what legacy slots keep, grow with the peak of
 /// connections: a surge no larger than the peak so far adds nothing).
 pub(crate) fn load(v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-    let (from, grow_every) = p.peer_gate(v);
+    let (from, grow_every) = p.peer_gate(v == Variant::Leak);
     let surge = Surge {
         from,
         grow_every,
