@@ -397,3 +397,77 @@ async fn one_surge(target: SocketAddr, n: usize, msg: &Bytes, counters: &Arc<Cou
     }
     drop(done);
 }
+
+#[cfg(test)]
+mod tests {
+    use scenarios::{Burst, Idle, Oversized};
+
+    use super::*;
+
+    /// A healthy Echo server on a loopback port, for as long as the test's
+    /// runtime lives.
+    async fn echo() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = rpc::Server::new(rpc::ServerConfig::default(), crate::cmd::serve::Echo);
+        tokio::spawn(server.serve(listener, std::future::pending()));
+        addr
+    }
+
+    fn steady(conns: usize, rps: u64) -> LoadShape {
+        LoadShape { conns, rps, payload: 64, ..LoadShape::default() }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_upstream_leaves_open_one_connection_in_n_from_the_onset() {
+        let addr = echo().await;
+        let idle = |leave_from, leave_every| Idle {
+            per_second: 50.0,
+            first_call: true,
+            leave_from,
+            leave_every,
+            close_after: Duration::from_millis(50),
+        };
+        let run = Duration::from_millis(800);
+        let all = drive(addr, &LoadShape { idle: Some(idle(Duration::ZERO, 1)), ..steady(0, 0) }, run, run).await;
+        let gated = LoadShape { idle: Some(idle(Duration::from_millis(300), 2)), ..steady(0, 0) };
+        let some = drive(addr, &gated, run, run).await;
+        // 40 connections in 800 ms; 25 from 300 ms on, half of them left
+        // open; the others are closed after 50 ms.
+        assert_eq!(all.idle_connections, 40, "{all:?}");
+        assert!((12..=13).contains(&some.idle_connections), "{some:?}");
+        assert_eq!(some.connections, 40, "{some:?}");
+        assert!(some.peak_connections < 20, "the upstream closed the others: {some:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_calls_start_at_their_onset() {
+        let addr = echo().await;
+        let shape = |from| LoadShape {
+            oversized: Some(Oversized { every: 5, size: 64 << 10, from }),
+            ..steady(1, 100)
+        };
+        let run = Duration::from_millis(800);
+        let all = drive(addr, &shape(Duration::ZERO), run, run).await;
+        let late = drive(addr, &shape(Duration::from_millis(400)), run, run).await;
+        assert!((14..=17).contains(&all.oversized_calls), "{all:?}");
+        assert!((6..=9).contains(&late.oversized_calls), "half the run, half the calls: {late:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_bursts_repeat_and_close() {
+        let addr = echo().await;
+        let burst = Burst {
+            at: Duration::from_millis(200),
+            length: Duration::from_millis(100),
+            conns: 4,
+            rps: 80,
+            every: Some(Duration::from_millis(300)),
+        };
+        let shape = LoadShape { noise_burst: Some(burst), ..steady(1, 50) };
+        let report = drive(addr, &shape, Duration::from_millis(900), Duration::ZERO).await;
+        // Bursts at 200, 500 and 800 ms, four connections each, one at a time.
+        assert_eq!(report.connections, 1 + 3 * 4, "{report:?}");
+        assert_eq!(report.peak_connections, 1 + 4, "{report:?}");
+    }
+}
