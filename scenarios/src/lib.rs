@@ -19,6 +19,10 @@
 //!   [`Burst`]);
 //! - a **client** scenario is a caller of a plain Echo server
 //!   ([`run_client`]);
+//! - the [`modifiers`] every scenario accepts besides its own parameters
+//!   (`onset`, `leak_rate`, `background`, `mix`), read with
+//!   [`Params::modifiers`]; [`mechanisms`] lists the leak mechanisms a run
+//!   contains, for labels;
 //! - an [`Exercise`] is a scenario, variant and parameters drawn at random
 //!   ([`draw_exercise`], [`draw_params`]) from a seeded generator.
 //!

@@ -12,15 +12,38 @@
 //!
 //! `onset` counts from the start of the LOAD phase. The gate that decides
 //! whether a call leaks lives where the leak does: in the process under
-//! test (a handler, a caller) or in the peer (connections the upstream
-//! leaves open, surges, oversized calls). Each gate's clock starts at the
-//! first call through it, which is when the warm-up begins (the peer
-//! starts calling as soon as it starts; a client scenario starts calling as
-//! soon as it is ready), and the load phase begins the warm-up's length
-//! after that: the harness passes it (`leaklab serve --warmup D`, `leaklab
-//! peer --latency-from D`; [`Params::with_warmup`]). A gate therefore opens
-//! at, or a few milliseconds after (the peer's start-up), the onset the
-//! label gives: never before it.
+//! test for the handler and caller leaks, in the peer for the leaks the
+//! load makes (connections the upstream leaves open, surges, oversized
+//! calls). A gate in the process under test starts its clock at the first
+//! call through it, which is when the warm-up begins (the peer calls as
+//! soon as it starts; a client scenario calls as soon as it is ready); the
+//! peer's gates count from its own start. The load phase begins the
+//! warm-up's length after that, which the harness passes: `leaklab serve
+//! --warmup D` (only when `onset` is set) and `leaklab peer --latency-from
+//! D`, read with [`Params::with_warmup`]. A gate therefore opens at the
+//! onset a label gives, or a few milliseconds after it (the peer's
+//! start-up), never before it. Without an onset (`0s`, the default) the
+//! gate is open from the first call, warm-up included, as runs were
+//! before the modifiers.
+//!
+//! # What each modifier does to each mechanism
+//!
+//! | scenario | `onset`: before it | `leak_rate` N: one in N of |
+//! |---|---|---|
+//! | `request-field-hold`, `sonic-string-hold`, `response-field-hold` | the fix's copy is cached | the calls cache the slice that keeps the field |
+//! | `duplicate-clients` | calls share one client (the fix) | the calls create a client never closed |
+//! | `idle-connections` | the upstream closes each connection after `idle_timeout` (as the fix's server would) | the connections stay open |
+//! | `oversized-request` | no oversized call | the oversized calls are sent (one in `every * N`) |
+//! | `conn-surge-*` | no surge | the surges grow (legacy slots keep what the peak of connections left) |
+//! | controls, fix variants | nothing changes | nothing changes |
+//!
+//! `background=churn|cache` runs in the process under test (the handler,
+//! or the caller, on every call); `background=burst` in the peer (server
+//! scenarios) or in a second, well-behaved client (client scenarios).
+//! `mix=` composes the second mechanism's handler behaviour, server
+//! settings and load with the first's ([`mix_candidates`]); a server
+//! scenario mixed with a client leak also calls a plain Echo server
+//! ([`mixed_client`], [`calls_a_peer`]).
 //!
 //! ```
 //! use scenarios::{find, mechanisms, Background, Params, Variant};

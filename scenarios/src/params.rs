@@ -367,7 +367,8 @@ static MODIFIERS: [Param; 4] = [
         name: "onset",
         default: "0s",
         help: "the leak variant behaves like the fix for this long from the start of the load phase, then leaks \
-               (fix variants and controls: no effect)",
+               (0s: it leaks from the first call, warm-up included, as without the modifier; fix variants and \
+               controls: no effect)",
         check: Check::DURATION,
         vary: Vary::Choices(&["0s", "2s", "4s", "10s", "30s", "60s"]),
     },
@@ -384,7 +385,8 @@ static MODIFIERS: [Param; 4] = [
         default: "none",
         help: "healthy noise in the same process: churn (a 4 KiB buffer allocated and freed per call), cache (a \
                capped cache: 500 entries of 1 KiB a second up to 1000, full after 2 s, then flat), burst (every \
-               3 s, 16 more connections for 1 s at 160 calls/s in all, then closed), all",
+               3 s, 16 more connections for 1 s at 160 calls/s in all, then closed; in a client scenario, 16 \
+               concurrent callers through a second client that keeps one idle connection), all",
         check: Check::Choice(BACKGROUNDS),
         vary: Vary::Choices(BACKGROUNDS),
     },

@@ -123,3 +123,31 @@ fn a_client_run_against_nobody_fails_with_the_reason() {
         .unwrap_err();
     assert!(matches!(e, ScenarioError::Client { .. }), "{e}");
 }
+
+#[test]
+fn response_field_hold_leak_rate_keeps_one_response_in_n() {
+    let _alone = serial();
+    let sets = [("payload", "16KiB"), ("rps", "600"), ("conns", "4"), ("leak_rate", "4")];
+    let o = run("response-field-hold", Variant::Leak, &sets, Duration::from_millis(700));
+    assert!(o.calls >= 100, "{} calls", o.calls);
+    // One call in 4 keeps its 16 KiB msg, the others a tiny copy.
+    let per_call = o.retained / o.calls as isize;
+    // (Calls still in flight when the run stops are counted but may not be
+    // cached: the share is a little under a quarter.)
+    assert!((5 << 9..=6 << 10).contains(&per_call), "{per_call} bytes per call, not about 4 KiB");
+}
+
+#[test]
+fn duplicate_clients_onset_and_leak_rate_create_clients_late_and_rarely() {
+    let _alone = serial();
+    let sets = [("rps", "200"), ("refresh", "100ms"), ("onset", "300ms"), ("leak_rate", "3")];
+    let start = std::time::Instant::now();
+    let o = run("duplicate-clients", Variant::Leak, &sets, Duration::from_millis(900));
+    let f = o.factory.expect("the factory is in the registry");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    // About 600 ms of 900 after the onset, one call in 3 makes a client
+    // that is never closed; the shared one was closed.
+    let expected = o.calls as f64 * 600.0 / 900.0 / 3.0;
+    let hooks = f.hooks as f64;
+    assert!(hooks > expected * 0.6 && hooks < expected * 1.4, "{hooks} hooks, about {expected:.0} expected");
+}
