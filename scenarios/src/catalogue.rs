@@ -37,4 +37,3 @@ pub fn find(name: &str) -> Result<&'static Info, ScenarioError> {
         known: CATALOGUE.iter().map(|i| i.name).collect::<Vec<_>>().join(", "),
     })
 }
-

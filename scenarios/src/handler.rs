@@ -453,7 +453,10 @@ mod tests {
 
     #[test]
     fn sonic_handler_needs_field_3() {
-        let h = ScenarioHandler::new(Reply::ECHO, Behaviour::sonic_hold(Gate::new(true, std::time::Duration::ZERO, 1), false));
+        let h = ScenarioHandler::new(
+            Reply::ECHO,
+            Behaviour::sonic_hold(Gate::new(true, std::time::Duration::ZERO, 1), false),
+        );
         let e = block_on(h.echo(Request { id: 1, msg: vec![1; 9].into(), json: None })).unwrap_err();
         assert!(e.0.contains("field 3"), "{e}");
         let bad = Some(Bytes::from_static(b"{\"name\": 1}"));

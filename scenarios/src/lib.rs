@@ -76,10 +76,10 @@ mod shape;
 mod side;
 
 pub use caller::client_cached_entries;
+pub use catalogue::{catalogue, find};
 pub use draw::{draw_exercise, draw_params, Exercise, Level};
 pub use error::ScenarioError;
 pub use handler::{ScenarioHandler, ServerScenario};
-pub use catalogue::{catalogue, find};
 pub use modifiers::{calls_a_peer, mechanisms, mix_candidates, mixed_client, Mechanism, Modifiers};
 pub use noise::{
     Background, BURST_CONNS, BURST_EVERY, BURST_LENGTH, BURST_RPS, CACHE_CAPACITY, CACHE_ENTRY, CACHE_PER_SECOND,

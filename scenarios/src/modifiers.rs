@@ -215,11 +215,7 @@ pub(crate) fn check_mix(info: &Info, p: &Params) -> Result<(), ScenarioError> {
     } else if mix.side == Side::Server && info.side == Side::Client && allowed_rev(mix, info) {
         format!("put the server scenario first: leaklab run {} --set mix={}", mix.name, info.name)
     } else {
-        format!(
-            "{} mixes with: {}",
-            info.name,
-            allowed.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
-        )
+        format!("{} mixes with: {}", info.name, allowed.iter().map(|m| m.name).collect::<Vec<_>>().join(", "))
     };
     Err(p.bad("mix", reason))
 }
@@ -232,7 +228,8 @@ fn allowed_rev(first: &Info, second: &Info) -> bool {
 /// `onset`, `leak_rate` and warm-up (no background, no mix).
 pub(crate) fn mix_params(mix: &'static Info, p: &Params) -> Result<Params, ScenarioError> {
     let m = p.modifiers();
-    let set = [("onset".to_owned(), format!("{}ns", m.onset.as_nanos())), ("leak_rate".to_owned(), m.leak_rate.to_string())];
+    let set =
+        [("onset".to_owned(), format!("{}ns", m.onset.as_nanos())), ("leak_rate".to_owned(), m.leak_rate.to_string())];
     Ok(Params::parse(mix, &set)?.with_warmup(p.warmup()))
 }
 

@@ -157,7 +157,6 @@ impl Gate {
     }
 }
 
-
 /// The background noise of the process under test: per call, a churned
 /// buffer and the capped cache brought up to date.
 #[derive(Debug, Default)]
@@ -227,7 +226,6 @@ fn background_cache_insert(c: &mut NoiseCache, key: u64) {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

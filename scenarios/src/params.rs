@@ -361,7 +361,6 @@ pub(crate) const MIX_NAMES: &[&str] = &[
     "burst",
 ];
 
-
 static MODIFIERS: [Param; 4] = [
     Param {
         name: "onset",

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use rpc::{Pool, PoolConfig};
 
-use crate::error::ScenarioError;
 use crate::caller::{self, CallFuture};
+use crate::error::ScenarioError;
 use crate::handler::ServerScenario;
 use crate::modifiers::mix_params;
 use crate::noise::{Noise, BURST_CONNS, BURST_EVERY, BURST_LENGTH, BURST_RPS};
@@ -167,9 +167,13 @@ pub async fn run_client(
 /// (one idle connection kept, closed at the end) for [`BURST_LENGTH`], at
 /// [`BURST_RPS`] calls a second in all.
 async fn background_bursts(scenario: &'static str, peer: SocketAddr, pool: Pool, stop: impl Future<Output = ()>) {
-    let config = caller::client_config(&format!("{scenario}-background"), peer, vec![
-        rpc::lbcache::Instance::new(peer, 10),
-    ], pool, 1);
+    let config = caller::client_config(
+        &format!("{scenario}-background"),
+        peer,
+        vec![rpc::lbcache::Instance::new(peer, 10)],
+        pool,
+        1,
+    );
     let Ok(client) = rpc::Client::new(config) else { return };
     let c = client.clone();
     let call: Arc<dyn Fn(i64) -> CallFuture + Send + Sync> = Arc::new(move |id: i64| -> CallFuture {

@@ -102,7 +102,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         };
                         let calls = Arc::new(AtomicU64::new(0));
                         let pool = Pool::global().clone();
-                        if let Err(e) = scenarios::run_client(mix, variant, &mix_params, peer, pool, calls, stop).await {
+                        if let Err(e) = scenarios::run_client(mix, variant, &mix_params, peer, pool, calls, stop).await
+                        {
                             tracing::warn!(error = %e, "the mixed-in client failed");
                         }
                     });

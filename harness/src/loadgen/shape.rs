@@ -443,10 +443,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn oversized_calls_start_at_their_onset() {
         let addr = echo().await;
-        let shape = |from| LoadShape {
-            oversized: Some(Oversized { every: 5, size: 64 << 10, from }),
-            ..steady(1, 100)
-        };
+        let shape =
+            |from| LoadShape { oversized: Some(Oversized { every: 5, size: 64 << 10, from }), ..steady(1, 100) };
         let run = Duration::from_millis(800);
         let all = drive(addr, &shape(Duration::ZERO), run, run).await;
         let late = drive(addr, &shape(Duration::from_millis(400)), run, run).await;

@@ -114,7 +114,8 @@ impl Calls for DuplicateClients {
                 // With onset or leak_rate: the shared client for the calls
                 // the gate keeps healthy, a new client (never closed) for
                 // one call in `leak_rate` from the onset on.
-                let shared = Client::new(config.clone()).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
+                let shared =
+                    Client::new(config.clone()).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
                 let (c, gate) = (shared.clone(), Arc::new(gate));
                 let call = Arc::new(move |id: i64| -> CallFuture {
                     let (shared, config, msg) = (c.clone(), config.clone(), msg.clone());

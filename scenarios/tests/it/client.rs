@@ -16,6 +16,8 @@ struct Outcome {
     retained: isize,
     entries_added: usize,
     factory: Option<FactoryStats>,
+    /// The Echo server called.
+    addr: std::net::SocketAddr,
 }
 
 /// Runs client scenario `name` against a fresh Echo server for `length`.
@@ -46,7 +48,7 @@ fn run(name: &str, variant: Variant, sets: &[(&str, &str)], length: Duration) ->
     let factory = registry_dump().into_iter().find(|f| f.key.resolver.ends_with(&addr.to_string()));
     let calls = calls.load(Ordering::Relaxed);
     eprintln!("{name} {variant}: {calls} calls, retained {} heap, factory {factory:?}", kib(retained));
-    Outcome { calls, retained, entries_added: client_cached_entries() - entries_before, factory }
+    Outcome { calls, retained, entries_added: client_cached_entries() - entries_before, factory, addr }
 }
 
 #[test]
@@ -150,4 +152,19 @@ fn duplicate_clients_onset_and_leak_rate_create_clients_late_and_rarely() {
     let expected = o.calls as f64 * 600.0 / 900.0 / 3.0;
     let hooks = f.hooks as f64;
     assert!(hooks > expected * 0.6 && hooks < expected * 1.4, "{hooks} hooks, about {expected:.0} expected");
+}
+
+#[test]
+fn a_client_mixture_runs_both_callers() {
+    let _alone = serial();
+    let sets = [("payload", "16KiB"), ("rps", "300"), ("conns", "2"), ("mix", "duplicate-clients")];
+    let leak = run("response-field-hold", Variant::Leak, &sets, Duration::from_millis(700));
+    // Both callers count their calls; the response cache grows with the
+    // first one's, the duplicate clients' hooks with the second one's.
+    assert!(leak.entries_added >= 100, "{} responses cached", leak.entries_added);
+    assert!(leak.calls as usize > leak.entries_added, "the mixed-in caller called too");
+    assert!(leak.retained > leak.entries_added as isize * (15 << 10), "{}", kib(leak.retained));
+    let resolver = format!("leaklab-duplicate-clients-{}", leak.addr);
+    let hooks = rpc::lbcache::registry_dump().into_iter().find(|f| f.key.resolver == resolver).map_or(0, |f| f.hooks);
+    assert!(hooks >= 20, "duplicate clients left {hooks} hooks");
 }

@@ -115,9 +115,8 @@ fn the_background_stays_bounded() {
     assert_eq!((burst.every, burst.conns), (Some(scenarios::BURST_EVERY), scenarios::BURST_CONNS));
     let (filling, full, cached) = with_server("idle-connections", Variant::Fix, &sets, |addr, shape, h| async move {
         let start = Instant::now();
-        let full_at = Duration::from_secs_f64(
-            scenarios::CACHE_CAPACITY as f64 / scenarios::CACHE_PER_SECOND as f64 + 0.3,
-        );
+        let full_at =
+            Duration::from_secs_f64(scenarios::CACHE_CAPACITY as f64 / scenarios::CACHE_PER_SECOND as f64 + 0.3);
         let calls_until = |t: Duration| {
             let shape = shape.clone();
             async move {
