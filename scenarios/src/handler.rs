@@ -243,44 +243,46 @@ impl ScenarioHandler {
             if behaviour.is_hold() && req.msg.len() >= self.inner.hold_below {
                 continue;
             }
-            remember_one(behaviour, req)?;
+            Self::remember_one(behaviour, req)?;
         }
         Ok(())
     }
-}
 
-fn remember_one(behaviour: &Behaviour, req: &Request) -> Result<(), HandlerError> {
-    match behaviour {
-        Behaviour::Echo => {}
-        Behaviour::HoldRequestField { gate, cache } => {
-            if req.msg.is_empty() {
-                return Ok(());
-            }
-            let held = if gate.leaks() {
-                // The leak: `req.Msg[:1]` keeps the whole field alive.
-                req.msg.slice(..1)
-            } else {
-                // The fix: one byte of our own; the field is freed.
-                Bytes::copy_from_slice(&req.msg[..1])
-            };
-            lock(cache).insert(req.id, held);
-        }
-        Behaviour::BoundedCache { entry, lru } => {
-            let n = req.msg.len().min(*entry);
-            lock(lru).insert(req.id, Bytes::copy_from_slice(&req.msg[..n]));
-        }
-        Behaviour::SonicHold { gate, optional, cache } => {
-            let Some(json) = &req.json else {
-                if *optional {
+    /// One behaviour's work on a call (its frame names the handler, as the
+    /// holder chains of the leaked caches do).
+    fn remember_one(behaviour: &Behaviour, req: &Request) -> Result<(), HandlerError> {
+        match behaviour {
+            Behaviour::Echo => {}
+            Behaviour::HoldRequestField { gate, cache } => {
+                if req.msg.is_empty() {
                     return Ok(());
                 }
-                return Err(HandlerError("field 3 (json) is missing: this service parses it".into()));
-            };
-            let user = parse_user(json, !gate.leaks())?;
-            lock(cache).insert(req.id, user);
+                let held = if gate.leaks() {
+                    // The leak: `req.Msg[:1]` keeps the whole field alive.
+                    req.msg.slice(..1)
+                } else {
+                    // The fix: one byte of our own; the field is freed.
+                    Bytes::copy_from_slice(&req.msg[..1])
+                };
+                lock(cache).insert(req.id, held);
+            }
+            Behaviour::BoundedCache { entry, lru } => {
+                let n = req.msg.len().min(*entry);
+                lock(lru).insert(req.id, Bytes::copy_from_slice(&req.msg[..n]));
+            }
+            Behaviour::SonicHold { gate, optional, cache } => {
+                let Some(json) = &req.json else {
+                    if *optional {
+                        return Ok(());
+                    }
+                    return Err(HandlerError("field 3 (json) is missing: this service parses it".into()));
+                };
+                let user = parse_user(json, !gate.leaks())?;
+                lock(cache).insert(req.id, user);
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 impl Handler for ScenarioHandler {
