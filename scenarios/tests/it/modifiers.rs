@@ -64,9 +64,10 @@ fn onset_delays_the_growth() {
         (before, grows_by(addr, &shape, 200).await)
     });
     eprintln!("onset: before {} after {}", kib(before), kib(after));
-    // Before the onset the fix's copies: one tiny entry per call (and the
-    // connections' own churn), under a sixteenth of a field per call.
-    assert!(before < 200 * 1024, "grew {} over 200 calls before the onset", kib(before));
+    // Before the onset the fix's copies: one tiny entry per call, and what
+    // the pool may add to the connections' buffers between batches (up to
+    // a few hundred KiB): under an eighth of a field per call.
+    assert!(before < 200 * FIELD / 8, "grew {} over 200 calls before the onset", kib(before));
     assert!(after > 200 * FIELD * 9 / 10, "grew {} over 200 calls after the onset", kib(after));
 }
 
@@ -79,13 +80,13 @@ fn onset_changes_nothing_in_the_fix() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         grows_by(addr, &shape, 200).await
     });
-    assert!(grew < 200 * 1024, "{}", kib(grew));
+    assert!(grew < 200 * FIELD / 8, "{}", kib(grew));
 }
 
 #[test]
 fn leak_rate_scales_the_growth() {
     let _alone = serial();
-    let calls = 400;
+    let calls = 800;
     let growth = |rate: &'static str| {
         let sets = [("payload", "16KiB"), ("conns", "2"), ("leak_rate", rate)];
         with_server("request-field-hold", Variant::Leak, &sets, |addr, shape, _| async move {
@@ -99,9 +100,10 @@ fn leak_rate_scales_the_growth() {
     eprintln!("leak_rate: 1 -> {}, 4 -> {} ({ratio:.3})", kib(every), kib(quarter));
     assert!(every > calls as isize * FIELD * 9 / 10, "{}", kib(every));
     // The gate counts calls: exactly one in 4 keeps its 16 KiB field, the
-    // others a tiny copy (about 1% of a field each); what is left is the
-    // map's own growth.
-    assert!((0.22..=0.30).contains(&ratio), "leak_rate=4 grew {ratio:.3} as fast as leak_rate=1");
+    // others a tiny copy (about 0.3% of a field each, with the map's own
+    // growth); the pool may add up to about 0.5 MiB of connection buffers
+    // between batches, 0.04 of the 12.5 MiB the rate of 1 keeps.
+    assert!((0.21..=0.30).contains(&ratio), "leak_rate=4 grew {ratio:.3} as fast as leak_rate=1");
 }
 
 #[test]
@@ -163,7 +165,10 @@ fn a_mixture_grows_at_both_sites() {
     let both = calls as isize * (FIELD + (32 << 10));
     assert!(leak > both * 9 / 10, "grew {} of {} for both fields", kib(leak), kib(both));
     let (fix, ..) = run(Variant::Fix);
-    assert!(fix < calls as isize * 1024, "the fix of both keeps tiny entries: {}", kib(fix));
+    eprintln!("mixture: fix grew {}", kib(fix));
+    // The fix of both keeps tiny entries; the pool may add a few chunks to
+    // the connections' buffers between batches (up to about 0.5 MiB).
+    assert!(fix < both / 10, "the fix of both keeps tiny entries: {}", kib(fix));
 }
 
 #[test]
