@@ -407,10 +407,11 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let drive_for = t.warmup + t.load;
 
-    // The peer server of a client scenario starts first.
+    // The peer server of a client scenario (or of a server scenario mixed
+    // with a client leak) starts first.
     let mut peer_server = None;
     let mut peer_rpc = None;
-    if info.side == Side::Client {
+    if scenarios::calls_a_peer(info, &params) {
         let ready = dir.join(".peer-ready.json");
         let _ = fs::remove_file(&ready);
         let log = dir.join("peer.log");
@@ -444,6 +445,11 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
         .collect();
     args.push(ready_path.to_string_lossy().into_owned());
     args.extend(["--profile-rate".into(), plan.profile_rate.to_string()]);
+    if !plan.serve.plain && !params.modifiers().onset.is_zero() {
+        // Onset counts from the end of the warm-up (only passed when set,
+        // so that builds without the flag still run as before).
+        args.extend(["--warmup".into(), format!("{}ms", t.warmup.as_millis())]);
+    }
     if plan.holders {
         args.push("--holders".into());
     }

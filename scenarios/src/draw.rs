@@ -22,8 +22,8 @@ use std::fmt;
 
 use rand::Rng;
 
+use crate::catalogue::catalogue;
 use crate::params::Vary;
-use crate::registry::catalogue;
 use crate::scenario::{Info, Variant};
 
 /// Which runs an exercise is drawn from.

@@ -12,6 +12,8 @@ use rpc::codec::{Request, Response};
 use rpc::{Handler, HandlerError, Pool, PoolConfig, ServerConfig};
 use sonic_rs::{JsonValueTrait, OwnedLazyValue};
 
+use crate::noise::{Gate, Noise};
+
 /// What a server scenario runs: the server settings and the handler.
 ///
 /// `config.pool` is the pool to watch: the `pool` given to
@@ -34,6 +36,12 @@ impl ServerScenario {
             config: ServerConfig { pool, ..ServerConfig::default() },
             handler: ScenarioHandler::new(Reply::ECHO, Behaviour::Echo),
         }
+    }
+
+    /// The handler's parts, to compose a mixture or add noise: the handler
+    /// must not have been cloned yet.
+    pub(crate) fn parts(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.handler.inner).expect("a fresh handler is not shared")
     }
 }
 
@@ -73,9 +81,17 @@ pub struct ScenarioHandler {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    reply: Reply,
-    behaviour: Behaviour,
+pub(crate) struct Inner {
+    /// How calls are answered.
+    pub reply: Reply,
+    /// What it does besides answering, in order (two in a mixture).
+    pub behaviours: Vec<Behaviour>,
+    /// Calls whose msg is at least this long are not cached by a hold
+    /// behaviour (a mixture with oversized calls keeps the mechanisms
+    /// apart).
+    pub hold_below: usize,
+    /// Background noise per call.
+    pub noise: Option<Noise>,
 }
 
 /// How calls are answered: a call whose msg is at least `large_from` bytes
@@ -96,39 +112,68 @@ impl Reply {
 pub(crate) enum Behaviour {
     /// Nothing.
     Echo,
-    /// `cache.Store(req.Id, req.Msg[:1])`, or a copy of that byte.
-    HoldRequestField { copy: bool, cache: Mutex<HashMap<i64, Bytes>> },
+    /// `cache.Store(req.Id, req.Msg[:1])` for the calls `gate` lets leak, a
+    /// copy of that byte for the others.
+    HoldRequestField { gate: Gate, cache: Mutex<HashMap<i64, Bytes>> },
     /// Copies the first `entry` bytes of each msg into a capped LRU.
     BoundedCache { entry: usize, lru: Mutex<Lru> },
     /// Parses field 3 with sonic-rs and caches the `user` value, sharing
-    /// the input or copied.
-    SonicHold { copy: bool, cache: Mutex<HashMap<i64, OwnedLazyValue>> },
+    /// the input for the calls `gate` lets leak, copied for the others; a
+    /// call without field 3 is an error, unless `optional` (a mixture,
+    /// whose other calls may not carry it).
+    SonicHold { gate: Gate, optional: bool, cache: Mutex<HashMap<i64, OwnedLazyValue>> },
 }
 
 impl Behaviour {
-    pub(crate) fn hold_request_field(copy: bool) -> Behaviour {
-        Behaviour::HoldRequestField { copy, cache: Mutex::new(HashMap::new()) }
+    pub(crate) fn hold_request_field(gate: Gate) -> Behaviour {
+        Behaviour::HoldRequestField { gate, cache: Mutex::new(HashMap::new()) }
     }
 
     pub(crate) fn bounded_cache(entry: usize, capacity: usize) -> Behaviour {
         Behaviour::BoundedCache { entry, lru: Mutex::new(Lru::new(capacity)) }
     }
 
-    pub(crate) fn sonic_hold(copy: bool) -> Behaviour {
-        Behaviour::SonicHold { copy, cache: Mutex::new(HashMap::new()) }
+    pub(crate) fn sonic_hold(gate: Gate, optional: bool) -> Behaviour {
+        Behaviour::SonicHold { gate, optional, cache: Mutex::new(HashMap::new()) }
+    }
+
+    fn entries(&self) -> usize {
+        match self {
+            Behaviour::Echo => 0,
+            Behaviour::HoldRequestField { cache, .. } => lock(cache).len(),
+            Behaviour::BoundedCache { lru, .. } => lock(lru).len(),
+            Behaviour::SonicHold { cache, .. } => lock(cache).len(),
+        }
+    }
+
+    fn value_bytes(&self) -> usize {
+        match self {
+            Behaviour::Echo => 0,
+            Behaviour::HoldRequestField { cache, .. } => lock(cache).values().map(Bytes::len).sum(),
+            Behaviour::BoundedCache { lru, .. } => lock(lru).value_bytes,
+            Behaviour::SonicHold { cache, .. } => lock(cache).values().map(|v| v.as_str().map_or(0, str::len)).sum(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Behaviour::Echo => "echo",
+            Behaviour::HoldRequestField { gate, .. } if gate.can_leak() => "hold request field (slice)",
+            Behaviour::HoldRequestField { .. } => "hold request field (copy)",
+            Behaviour::BoundedCache { .. } => "bounded cache",
+            Behaviour::SonicHold { gate, .. } if gate.can_leak() => "sonic hold (zero copy)",
+            Behaviour::SonicHold { .. } => "sonic hold (copy string)",
+        }
+    }
+
+    fn is_hold(&self) -> bool {
+        matches!(self, Behaviour::HoldRequestField { .. } | Behaviour::SonicHold { .. })
     }
 }
 
 impl fmt::Debug for ScenarioHandler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.inner.behaviour {
-            Behaviour::Echo => "echo",
-            Behaviour::HoldRequestField { copy: false, .. } => "hold request field (slice)",
-            Behaviour::HoldRequestField { copy: true, .. } => "hold request field (copy)",
-            Behaviour::BoundedCache { .. } => "bounded cache",
-            Behaviour::SonicHold { copy: false, .. } => "sonic hold (zero copy)",
-            Behaviour::SonicHold { copy: true, .. } => "sonic hold (copy string)",
-        };
+        let kind: Vec<&str> = self.inner.behaviours.iter().map(Behaviour::kind).collect();
         f.debug_struct("ScenarioHandler")
             .field("behaviour", &kind)
             .field("reply", &self.inner.reply)
@@ -139,65 +184,85 @@ impl fmt::Debug for ScenarioHandler {
 
 impl ScenarioHandler {
     pub(crate) fn new(reply: Reply, behaviour: Behaviour) -> ScenarioHandler {
-        ScenarioHandler { inner: Arc::new(Inner { reply, behaviour }) }
+        ScenarioHandler {
+            inner: Arc::new(Inner { reply, behaviours: vec![behaviour], hold_below: usize::MAX, noise: None }),
+        }
     }
 
-    /// Entries the handler's cache holds (0 for handlers without one).
+    /// Entries the handler's caches hold (0 for handlers without one; in a
+    /// mixture, the sum of both mechanisms' caches).
     pub fn cached_entries(&self) -> usize {
-        match &self.inner.behaviour {
-            Behaviour::Echo => 0,
-            Behaviour::HoldRequestField { cache, .. } => lock(cache).len(),
-            Behaviour::BoundedCache { lru, .. } => lock(lru).len(),
-            Behaviour::SonicHold { cache, .. } => lock(cache).len(),
-        }
+        self.inner.behaviours.iter().map(Behaviour::entries).sum()
+    }
+
+    /// Entries each of the handler's caches holds, in order (the scenario's
+    /// own, then a mixed-in one's).
+    pub fn cached_entries_each(&self) -> Vec<usize> {
+        self.inner.behaviours.iter().filter(|b| !matches!(b, Behaviour::Echo)).map(Behaviour::entries).collect()
+    }
+
+    /// Entries in the background cache (`background=cache`).
+    pub fn background_cached(&self) -> usize {
+        self.inner.noise.as_ref().map_or(0, Noise::cached)
     }
 
     /// Bytes of the values the cache holds, as the code sees them (one per
     /// `req.msg[..1]`): what the business thinks it keeps. What it really
     /// keeps alive is what the heap and pool profiles show.
     pub fn cached_value_bytes(&self) -> usize {
-        match &self.inner.behaviour {
-            Behaviour::Echo => 0,
-            Behaviour::HoldRequestField { cache, .. } => lock(cache).values().map(Bytes::len).sum(),
-            Behaviour::BoundedCache { lru, .. } => lock(lru).value_bytes,
-            Behaviour::SonicHold { cache, .. } => lock(cache).values().map(|v| v.as_str().map_or(0, str::len)).sum(),
-        }
+        self.inner.behaviours.iter().map(Behaviour::value_bytes).sum()
+    }
+
+    fn sonic_cache(&self) -> Option<&Mutex<HashMap<i64, OwnedLazyValue>>> {
+        self.inner.behaviours.iter().find_map(|b| match b {
+            Behaviour::SonicHold { cache, .. } => Some(cache),
+            _ => None,
+        })
     }
 
     /// The `user` value cached for call `id` (`sonic-string-hold`).
     pub fn cached_user(&self, id: i64) -> Option<String> {
-        match &self.inner.behaviour {
-            Behaviour::SonicHold { cache, .. } => lock(cache).get(&id).and_then(|v| v.as_str().map(str::to_owned)),
-            _ => None,
-        }
+        lock(self.sonic_cache()?).get(&id).and_then(|v| v.as_str().map(str::to_owned))
     }
 
     /// Where the cached `user` value of call `id` lies in memory, to check
     /// whether it shares the request's buffer (`sonic-string-hold`).
     pub fn cached_user_range(&self, id: i64) -> Option<std::ops::Range<usize>> {
-        match &self.inner.behaviour {
-            Behaviour::SonicHold { cache, .. } => lock(cache).get(&id).and_then(|v| {
-                let s = v.as_str()?;
-                let start = s.as_ptr() as usize;
-                Some(start..start + s.len())
-            }),
-            _ => None,
-        }
+        lock(self.sonic_cache()?).get(&id).and_then(|v| {
+            let s = v.as_str()?;
+            let start = s.as_ptr() as usize;
+            Some(start..start + s.len())
+        })
     }
 
     fn remember(&self, req: &Request) -> Result<(), HandlerError> {
-        match &self.inner.behaviour {
+        if let Some(noise) = &self.inner.noise {
+            noise.on_call();
+        }
+        for behaviour in &self.inner.behaviours {
+            if behaviour.is_hold() && req.msg.len() >= self.inner.hold_below {
+                continue;
+            }
+            Self::remember_one(behaviour, req)?;
+        }
+        Ok(())
+    }
+
+    /// One behaviour's work on a call (its frame names the handler, as the
+    /// holder chains of the leaked caches do).
+    fn remember_one(behaviour: &Behaviour, req: &Request) -> Result<(), HandlerError> {
+        match behaviour {
             Behaviour::Echo => {}
-            Behaviour::HoldRequestField { copy, cache } => {
+            Behaviour::HoldRequestField { gate, cache } => {
                 if req.msg.is_empty() {
                     return Ok(());
                 }
-                let held = if *copy {
-                    // The fix: one byte of our own; the field is freed.
-                    Bytes::copy_from_slice(&req.msg[..1])
-                } else {
+                let held = if gate.leaks() {
                     // The leak: `req.Msg[:1]` keeps the whole field alive.
                     req.msg.slice(..1)
+                } else {
+                    // The fix: one byte of our own; the field is freed.
+                    Bytes::copy_from_slice(&req.msg[..1])
                 };
                 lock(cache).insert(req.id, held);
             }
@@ -205,11 +270,14 @@ impl ScenarioHandler {
                 let n = req.msg.len().min(*entry);
                 lock(lru).insert(req.id, Bytes::copy_from_slice(&req.msg[..n]));
             }
-            Behaviour::SonicHold { copy, cache } => {
+            Behaviour::SonicHold { gate, optional, cache } => {
                 let Some(json) = &req.json else {
+                    if *optional {
+                        return Ok(());
+                    }
                     return Err(HandlerError("field 3 (json) is missing: this service parses it".into()));
                 };
-                let user = parse_user(json, *copy)?;
+                let user = parse_user(json, !gate.leaks())?;
                 lock(cache).insert(req.id, user);
             }
         }
@@ -351,11 +419,12 @@ mod tests {
     #[test]
     fn held_slice_shares_the_field_and_the_copy_does_not() {
         for copy in [false, true] {
-            let h = ScenarioHandler::new(Reply::ECHO, Behaviour::hold_request_field(copy));
+            let gate = if copy { Gate::never() } else { Gate::new(true, std::time::Duration::ZERO, 1) };
+            let h = ScenarioHandler::new(Reply::ECHO, Behaviour::hold_request_field(gate));
             let msg = Bytes::from(vec![5u8; 4096]);
             let ptr = msg.as_ptr();
             block_on(h.echo(Request { id: 1, msg, json: None })).unwrap();
-            let Behaviour::HoldRequestField { cache, .. } = &h.inner.behaviour else { unreachable!() };
+            let Behaviour::HoldRequestField { cache, .. } = &h.inner.behaviours[0] else { unreachable!() };
             let held = lock(cache).get(&1).cloned().unwrap();
             assert_eq!(held.len(), 1);
             assert_eq!(held.as_ptr() == ptr, !copy);
@@ -386,7 +455,10 @@ mod tests {
 
     #[test]
     fn sonic_handler_needs_field_3() {
-        let h = ScenarioHandler::new(Reply::ECHO, Behaviour::sonic_hold(false));
+        let h = ScenarioHandler::new(
+            Reply::ECHO,
+            Behaviour::sonic_hold(Gate::new(true, std::time::Duration::ZERO, 1), false),
+        );
         let e = block_on(h.echo(Request { id: 1, msg: vec![1; 9].into(), json: None })).unwrap_err();
         assert!(e.0.contains("field 3"), "{e}");
         let bad = Some(Bytes::from_static(b"{\"name\": 1}"));

@@ -19,6 +19,10 @@
 //!   [`Burst`]);
 //! - a **client** scenario is a caller of a plain Echo server
 //!   ([`run_client`]);
+//! - the [`modifiers`] every scenario accepts besides its own parameters
+//!   (`onset`, `leak_rate`, `background`, `mix`), read with
+//!   [`Params::modifiers`]; [`mechanisms`] lists the leak mechanisms a run
+//!   contains, for labels;
 //! - an [`Exercise`] is a scenario, variant and parameters drawn at random
 //!   ([`draw_exercise`], [`draw_params`]) from a seeded generator.
 //!
@@ -57,11 +61,14 @@
 //! ```
 
 mod caller;
+mod catalogue;
 mod controls;
 mod draw;
 mod error;
 mod handler;
 mod leaks;
+mod modifiers;
+mod noise;
 mod params;
 mod registry;
 mod scenario;
@@ -69,11 +76,17 @@ mod shape;
 mod side;
 
 pub use caller::client_cached_entries;
+pub use catalogue::{catalogue, find};
 pub use draw::{draw_exercise, draw_params, Exercise, Level};
 pub use error::ScenarioError;
 pub use handler::{ScenarioHandler, ServerScenario};
-pub use params::{Check, Param, Params, Vary};
-pub use registry::{catalogue, find, load_shape, pool_config, run_client, server};
+pub use modifiers::{calls_a_peer, mechanisms, mix_candidates, mixed_client, Mechanism, Modifiers};
+pub use noise::{
+    Background, BURST_CONNS, BURST_EVERY, BURST_LENGTH, BURST_RPS, CACHE_CAPACITY, CACHE_ENTRY, CACHE_PER_SECOND,
+    CHURN_BYTES,
+};
+pub use params::{modifiers, Check, Param, Params, Vary};
+pub use registry::{load_shape, pool_config, run_client, server};
 pub use scenario::{HeldField, Info, Variant, VERDICT_KINDS};
 pub use shape::{Burst, Idle, LoadShape, Oversized, Surge, OVERSIZED_REPLY};
 pub use side::Side;

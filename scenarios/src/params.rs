@@ -10,6 +10,7 @@ use std::time::Duration;
 use rpc::codec::DecodeMode;
 
 use crate::error::ScenarioError;
+use crate::noise::{Gate, BACKGROUNDS};
 use crate::shape::LoadShape;
 
 /// One parameter a scenario takes (`--set name=value`).
@@ -212,6 +213,7 @@ pub struct Params {
     scenario: &'static str,
     values: Vec<(&'static Param, String)>,
     common: Common,
+    warmup: Duration,
 }
 
 impl Params {
@@ -225,19 +227,20 @@ impl Params {
         params: &'static [Param],
         pairs: &[(String, String)],
     ) -> Result<Params, ScenarioError> {
-        let mut values: Vec<(&'static Param, String)> = params.iter().map(|p| (p, p.default.to_owned())).collect();
+        let mut values: Vec<(&'static Param, String)> =
+            params.iter().chain(modifiers()).map(|p| (p, p.default.to_owned())).collect();
         for (key, value) in pairs {
             let key = key.trim();
             let Some(slot) = values.iter_mut().find(|(p, _)| p.name == key) else {
                 return Err(ScenarioError::UnknownParam {
                     scenario,
                     key: key.to_owned(),
-                    valid: params.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+                    valid: params.iter().chain(modifiers()).map(|p| p.name).collect::<Vec<_>>().join(", "),
                 });
             };
             slot.1 = value.trim().to_owned();
         }
-        let mut params = Params { scenario, values, common: Common::default() };
+        let mut params = Params { scenario, values, common: Common::default(), warmup: Duration::ZERO };
         for (param, value) in &params.values {
             param.check.check(value).map_err(|reason| params.bad(param.name, reason))?;
         }
@@ -246,13 +249,28 @@ impl Params {
         Ok(params)
     }
 
+    /// The same parameters, with the load phase beginning `warmup` after
+    /// the first call (the harness's warm-up; zero by default, when the
+    /// load begins with the first call): `onset` counts from there. Not a
+    /// `--set` parameter: `leaklab serve --warmup` and `leaklab peer
+    /// --latency-from` pass it.
+    pub fn with_warmup(mut self, warmup: Duration) -> Params {
+        self.warmup = warmup;
+        self
+    }
+
+    /// The warm-up before the load phase ([`Params::with_warmup`]).
+    pub fn warmup(&self) -> Duration {
+        self.warmup
+    }
+
     /// The scenario these parameters are for.
     pub fn scenario(&self) -> &'static str {
         self.scenario
     }
 
     /// Every parameter and its value (defaults applied), in the scenario's
-    /// order: what a run records.
+    /// order, then the modifiers: what a run records.
     pub fn effective(&self) -> Vec<(String, String)> {
         self.values.iter().map(|(p, v)| (p.name.to_owned(), v.clone())).collect()
     }
@@ -321,6 +339,113 @@ impl Params {
             "copy" => DecodeMode::Copy,
             _ => DecodeMode::NoCopy,
         })
+    }
+}
+
+/// Every scenario name, then `none`: what `mix` may name before the
+/// scenario checks the pair.
+pub(crate) const MIX_NAMES: &[&str] = &[
+    "none",
+    "request-field-hold",
+    "response-field-hold",
+    "conn-surge-request",
+    "conn-surge-response-nocopy",
+    "conn-surge-response-copy",
+    "idle-connections",
+    "oversized-request",
+    "duplicate-clients",
+    "sonic-string-hold",
+    "steady",
+    "bounded-cache",
+    "warmup",
+    "burst",
+];
+
+static MODIFIERS: [Param; 4] = [
+    Param {
+        name: "onset",
+        default: "0s",
+        help: "the leak variant behaves like the fix for this long from the start of the load phase, then leaks \
+               (0s: it leaks from the first call, warm-up included, as without the modifier; fix variants and \
+               controls: no effect)",
+        check: Check::DURATION,
+        vary: Vary::Choices(&["0s", "2s", "4s", "10s", "30s", "60s"]),
+    },
+    Param {
+        name: "leak_rate",
+        default: "1",
+        help: "one in N leaks: calls (field holds, duplicate clients), connections left open (idle-connections), \
+               surges that grow (connection surges), oversized calls sent (oversized-request); 1: every one",
+        check: Check::Whole { min: 1, why: "must be at least 1: one call in N leaks" },
+        vary: Vary::Range { lo: 1, hi: 256 },
+    },
+    Param {
+        name: "background",
+        default: "none",
+        help: "healthy noise in the same process: churn (a 4 KiB buffer allocated and freed per call), cache (a \
+               capped cache: 500 entries of 1 KiB a second up to 1000, full after 2 s, then flat), burst (every \
+               3 s, 16 more connections for 1 s at 160 calls/s in all, then closed; in a client scenario, 16 \
+               concurrent callers through a second client that keeps one idle connection), all",
+        check: Check::Choice(BACKGROUNDS),
+        vary: Vary::Choices(BACKGROUNDS),
+    },
+    Param {
+        name: "mix",
+        default: "none",
+        help: "a second leak mechanism in the same process (leak variant only; onset and leak_rate apply to it, \
+               its own parameters keep their defaults); see `scenarios::mix_candidates`",
+        check: Check::Choice(MIX_NAMES),
+        vary: Vary::Fixed,
+    },
+];
+
+/// The modifiers every scenario accepts, appended to its own parameters:
+/// `onset`, `leak_rate`, `background`, `mix`. Their `vary` ranges are the
+/// documented distributions a sweep may draw from; exercises (`leaklab
+/// quiz`, `scenarios::draw_params`) keep their defaults.
+pub fn modifiers() -> &'static [Param] {
+    &MODIFIERS
+}
+
+impl Params {
+    /// The gate of this run's mechanism: `leak` in a leak variant of a
+    /// leak, false in a fix or a control.
+    pub(crate) fn gate(&self, leak: bool) -> Gate {
+        Gate::new(leak, self.opens(), self.leak_rate())
+    }
+
+    /// `onset` (checked when parsed).
+    pub(crate) fn onset(&self) -> Duration {
+        self.duration("onset").unwrap_or_default()
+    }
+
+    /// `leak_rate` (checked when parsed: at least 1).
+    pub(crate) fn leak_rate(&self) -> u64 {
+        self.u64("leak_rate").unwrap_or(1).max(1)
+    }
+
+    /// When a leak variant's gate opens, from the first call: the warm-up
+    /// plus `onset`, or at once when there is no onset (today's runs leak
+    /// from the first call, warm-up included).
+    pub(crate) fn opens(&self) -> Duration {
+        let onset = self.onset();
+        if onset.is_zero() {
+            Duration::ZERO
+        } else {
+            self.warmup() + onset
+        }
+    }
+
+    /// The gate of a mechanism the peer drives (connections it leaves
+    /// open, surges, oversized calls), `leak` in a leak variant: from when, counted from the
+    /// start of the peer's load (warm-up included), and one in how many.
+    /// A fix variant gets today's load: `(0, 1)`.
+    pub(crate) fn peer_gate(&self, leak: bool) -> (Duration, u64) {
+        if leak {
+            (self.opens(), self.leak_rate())
+        } else {
+            (Duration::ZERO, 1)
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! The one list of scenarios, and from a catalogue entry to the code that
-//! runs it.
+//! From a catalogue entry to the code that runs it, with the modifiers
+//! applied.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,46 +8,14 @@ use std::sync::Arc;
 
 use rpc::{Pool, PoolConfig};
 
-use crate::controls::{bounded_cache, burst, steady, warmup};
+use crate::caller::{self, CallFuture};
 use crate::error::ScenarioError;
 use crate::handler::ServerScenario;
-use crate::leaks::{
-    conn_surge_request, conn_surge_response_copy, conn_surge_response_nocopy, duplicate_clients, idle_connections,
-    oversized_request, request_field_hold, response_field_hold, sonic_string_hold,
-};
+use crate::modifiers::mix_params;
+use crate::noise::{Noise, BURST_CONNS, BURST_EVERY, BURST_LENGTH, BURST_RPS};
 use crate::params::Params;
 use crate::scenario::{Calls, Info, Role, Serves, Variant};
-use crate::shape::LoadShape;
-
-/// Every scenario, leaks first, then the controls: adding one is a line here.
-static CATALOGUE: [Info; 13] = [
-    request_field_hold::INFO,
-    response_field_hold::INFO,
-    conn_surge_request::INFO,
-    conn_surge_response_nocopy::INFO,
-    conn_surge_response_copy::INFO,
-    idle_connections::INFO,
-    oversized_request::INFO,
-    duplicate_clients::INFO,
-    sonic_string_hold::INFO,
-    steady::INFO,
-    bounded_cache::INFO,
-    warmup::INFO,
-    burst::INFO,
-];
-
-/// Every scenario, leaks first, then the controls.
-pub fn catalogue() -> &'static [Info] {
-    &CATALOGUE
-}
-
-/// The scenario called `name`; the error lists the known names.
-pub fn find(name: &str) -> Result<&'static Info, ScenarioError> {
-    CATALOGUE.iter().find(|i| i.name == name).ok_or_else(|| ScenarioError::UnknownScenario {
-        name: name.to_owned(),
-        known: CATALOGUE.iter().map(|i| i.name).collect::<Vec<_>>().join(", "),
-    })
-}
+use crate::shape::{Burst, LoadShape};
 
 fn serves(info: &Info, what: &'static str) -> Result<&'static dyn Serves, ScenarioError> {
     match info.scenario.role() {
@@ -73,8 +41,19 @@ fn calls(info: &Info, what: &'static str) -> Result<&'static dyn Calls, Scenario
 /// let s = scenarios::server(info, scenarios::Variant::Leak, &params, pool).unwrap();
 /// assert_eq!(s.config.barriers.mode(), rpc::BarrierMode::Legacy);
 /// ```
+///
+/// With `mix=` naming a server scenario, the handler and settings carry
+/// both mechanisms; with `background=churn|cache`, the handler makes the
+/// noise on every call.
 pub fn server(info: &Info, variant: Variant, params: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
-    serves(info, "server()")?.server(variant, params, pool)
+    let mut s = serves(info, "server()")?.server(variant, params, pool)?;
+    if let Some(mix) = params.modifiers().mix {
+        if let Role::Server(m) = mix.scenario.role() {
+            m.mix_server(variant, &mix_params(mix, params)?, &mut s)?;
+        }
+    }
+    s.parts().noise = Noise::of(params.modifiers().background);
+    Ok(s)
 }
 
 /// The load the peer of a server scenario sends.
@@ -85,8 +64,27 @@ pub fn server(info: &Info, variant: Variant, params: &Params, pool: Pool) -> Res
 /// let shape = scenarios::load_shape(info, scenarios::Variant::Leak, &params).unwrap();
 /// assert!(shape.surge.is_some());
 /// ```
+///
+/// With `mix=` naming a server scenario, the load carries what both
+/// mechanisms need; with `background=burst`, the periodic bursts of
+/// connections ([`LoadShape::noise_burst`]).
 pub fn load_shape(info: &Info, variant: Variant, params: &Params) -> Result<LoadShape, ScenarioError> {
-    serves(info, "load_shape()")?.load(variant, params)
+    let mut shape = serves(info, "load_shape()")?.load(variant, params)?;
+    if let Some(mix) = params.modifiers().mix {
+        if let Role::Server(m) = mix.scenario.role() {
+            m.mix_load(variant, &mix_params(mix, params)?, &mut shape)?;
+        }
+    }
+    if params.modifiers().background.burst() {
+        shape.noise_burst = Some(Burst {
+            at: BURST_EVERY,
+            length: BURST_LENGTH,
+            conns: BURST_CONNS,
+            rps: BURST_RPS,
+            every: Some(BURST_EVERY),
+        });
+    }
+    Ok(shape)
 }
 
 /// The pool policy a scenario wants: `PoolConfig::default()` (Netpoll's
@@ -95,9 +93,17 @@ pub fn load_shape(info: &Info, variant: Variant, params: &Params) -> Result<Load
 /// Build the pool given to [`server`] or [`run_client`] with it; [`server`]
 /// swaps in a pool of its own when the given one caches more.
 pub fn pool_config(info: &Info, variant: Variant, params: &Params) -> Result<PoolConfig, ScenarioError> {
-    match info.scenario.role() {
-        Role::Server(s) => s.pool_config(variant, params),
-        Role::Client(_) => Ok(PoolConfig::default()),
+    let own = match info.scenario.role() {
+        Role::Server(s) => s.pool_config(variant, params)?,
+        Role::Client(_) => PoolConfig::default(),
+    };
+    // A mixture caches no more than either mechanism wants.
+    match params.modifiers().mix.map(|m| m.scenario.role()) {
+        Some(Role::Server(m)) if info.side == crate::side::Side::Server => {
+            let mixed = m.pool_config(variant, &mix_params(params.modifiers().mix.expect("a mix"), params)?)?;
+            Ok(if mixed.max_cached_per_class < own.max_cached_per_class { mixed } else { own })
+        }
+        _ => Ok(own),
     }
 }
 
@@ -113,9 +119,89 @@ pub async fn run_client(
     calls: Arc<AtomicU64>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), ScenarioError> {
-    let caller = self::calls(info, "run_client()")?.caller(variant, params, peer, pool)?;
+    let mut caller = self::calls(info, "run_client()")?.caller(variant, params, peer, pool.clone())?;
+    let modifiers = params.modifiers();
+    if let Some(noise) = Noise::of(modifiers.background) {
+        let (noise, call) = (Arc::new(noise), caller.call.clone());
+        caller.call = Arc::new(move |id: i64| -> CallFuture {
+            noise.on_call();
+            call(id)
+        });
+    }
+    // The mixed-in caller, when the mixture is of two client leaks.
+    let mixed = match modifiers.mix {
+        Some(mix) if info.side == crate::side::Side::Client => {
+            let p = mix_params(mix, params)?;
+            let c = self::calls(mix, "run_client()")?.caller(variant, &p, peer, pool.clone())?;
+            Some((mix.name, p.common(), c))
+        }
+        _ => None,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let signal = async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    };
     let common = params.common();
-    caller.run(info.name, common.conns, common.rps, calls, stop).await
+    let own = caller.run(info.name, common.conns, common.rps, calls.clone(), stopped(stop_rx.clone()));
+    let mix = async {
+        match mixed {
+            Some((name, c, caller)) => caller.run(name, c.conns, c.rps, calls.clone(), stopped(stop_rx.clone())).await,
+            None => Ok(()),
+        }
+    };
+    let burst = async {
+        if modifiers.background.burst() {
+            background_bursts(info.name, peer, pool.clone(), stopped(stop_rx.clone())).await;
+        }
+    };
+    let (_, own, mix, _) = tokio::join!(signal, own, mix, burst);
+    own.and(mix)
+}
+
+/// `background=burst` in a client scenario: every [`BURST_EVERY`],
+/// [`BURST_CONNS`] concurrent callers through a second, well-behaved client
+/// (one idle connection kept, closed at the end) for [`BURST_LENGTH`], at
+/// [`BURST_RPS`] calls a second in all.
+async fn background_bursts(scenario: &'static str, peer: SocketAddr, pool: Pool, stop: impl Future<Output = ()>) {
+    let config = caller::client_config(
+        &format!("{scenario}-background"),
+        peer,
+        vec![rpc::lbcache::Instance::new(peer, 10)],
+        pool,
+        1,
+    );
+    let Ok(client) = rpc::Client::new(config) else { return };
+    let c = client.clone();
+    let call: Arc<dyn Fn(i64) -> CallFuture + Send + Sync> = Arc::new(move |id: i64| -> CallFuture {
+        let client = c.clone();
+        Box::pin(async move {
+            let req = rpc::codec::Request { id, msg: bytes::Bytes::from_static(b"background burst"), json: None };
+            client.call(&req).await.map(drop)
+        })
+    });
+    let bursts = async {
+        loop {
+            tokio::time::sleep(BURST_EVERY).await;
+            let _ = caller::drive(
+                "background burst",
+                BURST_CONNS,
+                BURST_RPS,
+                Arc::new(AtomicU64::new(0)),
+                tokio::time::sleep(BURST_LENGTH),
+                call.clone(),
+            )
+            .await;
+        }
+    };
+    tokio::select! {
+        _ = stop => {}
+        _ = bursts => {}
+    }
+    client.close();
 }
 
 #[cfg(test)]
@@ -123,6 +209,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::catalogue::{catalogue, find};
     use crate::scenario::VERDICT_KINDS;
     use crate::side::Side;
 
@@ -242,7 +329,7 @@ mod tests {
         let p = Params::parse(info, &set).unwrap();
         assert_eq!(p.u64("rps").unwrap(), 20);
         let eff = p.effective();
-        assert_eq!(eff.len(), info.params.len());
+        assert_eq!(eff.len(), info.params.len() + crate::modifiers().len());
         assert!(eff.contains(&("rps".to_owned(), "20".to_owned())));
         assert!(eff.contains(&("payload".to_owned(), info.param("payload").unwrap().default.to_owned())));
     }
@@ -251,7 +338,7 @@ mod tests {
     fn every_default_parses() {
         for info in catalogue() {
             let p = Params::defaults(info).unwrap_or_else(|e| panic!("{}: {e}", info.name));
-            assert_eq!(p.effective().len(), info.params.len());
+            assert_eq!(p.effective().len(), info.params.len() + crate::modifiers().len());
         }
     }
 

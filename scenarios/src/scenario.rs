@@ -76,6 +76,25 @@ pub(crate) trait Serves: Sync {
     fn pool_config(&self, _v: Variant, _p: &Params) -> Result<PoolConfig, ScenarioError> {
         Ok(PoolConfig::default())
     }
+
+    /// Whether its mechanism composes with another one (`mix=`): it then
+    /// implements `mix_server` and `mix_load`.
+    fn mixable(&self) -> bool {
+        false
+    }
+
+    /// Adds its mechanism, in `v`, to another server scenario's process:
+    /// its handler behaviour, its server settings. `p` are its own
+    /// parameters (defaults, with the run's onset and leak rate).
+    fn mix_server(&self, _v: Variant, _p: &Params, _s: &mut ServerScenario) -> Result<(), ScenarioError> {
+        Ok(())
+    }
+
+    /// Adds what its mechanism needs from the peer to another scenario's
+    /// load.
+    fn mix_load(&self, _v: Variant, _p: &Params, _shape: &mut LoadShape) -> Result<(), ScenarioError> {
+        Ok(())
+    }
 }
 
 /// A client scenario: how it calls its peer.
@@ -165,9 +184,9 @@ impl Info {
         }
     }
 
-    /// The parameter called `name`.
+    /// The parameter called `name` (its own, or a modifier).
     pub fn param(&self, name: &str) -> Option<&'static Param> {
-        self.params.iter().find(|p| p.name == name)
+        self.params.iter().chain(crate::params::modifiers()).find(|p| p.name == name)
     }
 
     /// The IDL field the leak variant keeps, for the scenarios whose kind
@@ -195,23 +214,6 @@ pub const VERDICT_KINDS: [&str; 8] = [
     "duplicate-clients",
     "zero-copy-string-held",
 ];
-
-impl Params {
-    /// Applies `pairs` (later pairs win) over the defaults of `info`, checks
-    /// every value against its parameter's [`Check`](crate::Check), then lets
-    /// the scenario check the values together. An unknown key is an error
-    /// that names the valid ones.
-    pub fn parse(info: &Info, pairs: &[(String, String)]) -> Result<Params, ScenarioError> {
-        let params = Params::new(info.name, info.params, pairs)?;
-        info.scenario.check(&params)?;
-        Ok(params)
-    }
-
-    /// Every parameter with its defaults: `Params::parse(info, &[])`.
-    pub fn defaults(info: &Info) -> Result<Params, ScenarioError> {
-        Params::parse(info, &[])
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -44,6 +44,8 @@ pub fn peer(args: PeerArgs) -> anyhow::Result<ExitCode> {
     if info.side != Side::Server {
         anyhow::bail!("{} is a client scenario: its peer is a plain `leaklab serve`", info.name);
     }
+    // Onset counts from the end of the warm-up the run passes.
+    let params = params.with_warmup(args.latency_from);
     let shape = scenarios::load_shape(info, variant, &params)?;
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let report = rt.block_on(async {

@@ -4,7 +4,9 @@
 //! `--raw-echo`, a byte echo without codec or pool). With a server
 //! scenario it runs that scenario's server configuration and handler; with
 //! a client scenario it is the scenario's caller of the Echo server at
-//! `--peer`. Either way the admin listener serves `/debug/pprof/heap`,
+//! `--peer`; a server scenario mixed with a client leak (`--set
+//! mix=duplicate-clients`) also calls the Echo server at `--peer`. Either
+//! way the admin listener serves `/debug/pprof/heap`,
 //! `/debug/pprof/allocs`, `/debug/pprof/pool` and `/metrics`.
 
 use std::net::{IpAddr, SocketAddr};
@@ -47,7 +49,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let _dhat = start_dhat(args.profiler)?;
     warn_if_exposed("--admin", args.admin);
-    let scenario = scenario_of(&args.scenario)?;
+    let scenario = scenario_of(&args.scenario)?.map(|(i, v, p)| (i, v, p.with_warmup(args.warmup)));
     let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     rt.block_on(async move {
         match scenario {
@@ -85,6 +87,27 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 let listener = bind(args.listen).await?;
                 let s = scenarios::server(info, variant, &params, Pool::global().clone())?;
                 tracing::info!(scenario = info.name, %variant, "server scenario");
+                if let Some((mix, mix_params)) = scenarios::mixed_client(info, &params)? {
+                    let peer = args.peer.with_context(|| {
+                        format!("{} is mixed with {}, a client leak: give --peer ADDR", info.name, mix.name)
+                    })?;
+                    tracing::info!(mix = mix.name, %peer, "also calling a peer");
+                    let drive_for = args.drive_for;
+                    tokio::spawn(async move {
+                        let stop = async move {
+                            match drive_for {
+                                Some(d) => tokio::time::sleep(d).await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        let calls = Arc::new(AtomicU64::new(0));
+                        let pool = Pool::global().clone();
+                        if let Err(e) = scenarios::run_client(mix, variant, &mix_params, peer, pool, calls, stop).await
+                        {
+                            tracing::warn!(error = %e, "the mixed-in client failed");
+                        }
+                    });
+                }
                 serve_rpc(&args, listener, with_budgets(&args, s.config), s.handler).await
             }
             None => {

@@ -94,6 +94,8 @@ struct Counters {
     idle_connections: AtomicU64,
     oversized_calls: AtomicU64,
     calls: AtomicU64,
+    /// When the load started (the warm-up's start).
+    start: Instant,
     /// Calls due before this are not in `latency`.
     latency_from: Instant,
     /// Every connection's latencies, merged when it ends.
@@ -101,7 +103,7 @@ struct Counters {
 }
 
 impl Counters {
-    fn new(latency_from: Instant) -> Self {
+    fn new(start: Instant, latency_from: Instant) -> Self {
         Counters {
             ok: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -112,6 +114,7 @@ impl Counters {
             idle_connections: AtomicU64::new(0),
             oversized_calls: AtomicU64::new(0),
             calls: AtomicU64::new(0),
+            start,
             latency_from,
             latency: Mutex::new(latency_histogram()),
         }
@@ -186,7 +189,7 @@ impl Drop for Counted {
 /// later.
 pub async fn drive(target: SocketAddr, shape: &LoadShape, duration: Duration, latency_from: Duration) -> PeerReport {
     let start = Instant::now();
-    let counters = Arc::new(Counters::new(start + latency_from));
+    let counters = Arc::new(Counters::new(start, start + latency_from));
     let deadline = start + duration;
     let mut tasks = JoinSet::new();
     let shape = Arc::new(shape.clone());
@@ -201,22 +204,29 @@ pub async fn drive(target: SocketAddr, shape: &LoadShape, duration: Duration, la
             });
         }
     }
-    if let Some(burst) = shape.burst.clone() {
+    for burst in shape.burst.iter().chain(&shape.noise_burst).cloned() {
         let (shape, counters) = (shape.clone(), counters.clone());
         tasks.spawn(async move {
-            tokio::time::sleep_until((start + burst.at).into()).await;
-            let end = (start + burst.at + burst.length).min(deadline);
-            let mut burst_tasks = JoinSet::new();
-            let conns = burst.conns.max(1);
-            for i in 0..conns {
-                let (shape, counters) = (shape.clone(), counters.clone());
-                let rps = burst.rps as f64 / conns as f64;
-                let from = Instant::now();
-                burst_tasks.spawn(async move {
-                    steady(target, &shape, &counters, 1000 + i as i64, rps, from, end, false).await;
-                });
+            let mut at = start + burst.at;
+            while at < deadline {
+                tokio::time::sleep_until(at.into()).await;
+                let end = (at + burst.length).min(deadline);
+                let mut burst_tasks = JoinSet::new();
+                let conns = burst.conns.max(1);
+                for i in 0..conns {
+                    let (shape, counters) = (shape.clone(), counters.clone());
+                    let rps = burst.rps as f64 / conns as f64;
+                    let from = Instant::now();
+                    burst_tasks.spawn(async move {
+                        steady(target, &shape, &counters, 1000 + i as i64, rps, from, end, false).await;
+                    });
+                }
+                while burst_tasks.join_next().await.is_some() {}
+                match burst.every {
+                    Some(every) if !every.is_zero() => at += every,
+                    _ => break,
+                }
             }
-            while burst_tasks.join_next().await.is_some() {}
         });
     }
     if let Some(surge) = shape.surge.clone() {
@@ -225,12 +235,12 @@ pub async fn drive(target: SocketAddr, shape: &LoadShape, duration: Duration, la
             let msg = Bytes::from(vec![b's'; surge.payload]);
             let mut i = 0u64;
             loop {
-                let at = start + surge.every.mul_f64((i + 1) as f64);
+                let at = start + surge.from + surge.every.mul_f64((i + 1) as f64);
                 if at >= deadline {
                     break;
                 }
                 tokio::time::sleep_until(at.into()).await;
-                let n = surge.first + surge.step * i as usize;
+                let n = surge.size(i as usize);
                 one_surge(target, n, &msg, &counters, i).await;
                 i += 1;
             }
@@ -243,21 +253,42 @@ pub async fn drive(target: SocketAddr, shape: &LoadShape, duration: Duration, la
         tasks.spawn(async move {
             let every = Duration::from_secs_f64(1.0 / idle.per_second.max(0.001));
             let mut k = 0u64;
+            // Connections opened from `leave_from` on, counted for
+            // `leave_every`.
+            let mut counted = 0u64;
+            let mut closing = JoinSet::new();
             loop {
                 let at = start + every.mul_f64(k as f64);
                 if at >= deadline {
                     break;
                 }
                 tokio::time::sleep_until(at.into()).await;
+                while closing.try_join_next().is_some() {}
                 k += 1;
                 let Some(mut c) = Counted::open(target, &counters).await else { continue };
                 if idle.first_call {
                     let req = Request { id: 3 << 40 | k as i64, msg: Bytes::from_static(b"hello"), json: None };
                     c.call(&req).await;
                 }
-                counters.idle_connections.fetch_add(1, Ordering::Relaxed);
-                holder.lock().await.push(c);
+                let leave = if at >= start + idle.leave_from {
+                    counted += 1;
+                    (counted - 1).is_multiple_of(idle.leave_every.max(1))
+                } else {
+                    false
+                };
+                if leave {
+                    counters.idle_connections.fetch_add(1, Ordering::Relaxed);
+                    holder.lock().await.push(c);
+                } else {
+                    // Closed after a while, as the fix's server would.
+                    let close_after = idle.close_after;
+                    closing.spawn(async move {
+                        tokio::time::sleep(close_after).await;
+                        drop(c);
+                    });
+                }
             }
+            closing.shutdown().await;
         });
     }
     while tasks.join_next().await.is_some() {}
@@ -287,7 +318,11 @@ async fn steady(
         counters,
         conn_id,
         msg: Bytes::from(vec![b'x'; shape.payload]),
-        big: shape.oversized.as_ref().filter(|_| oversized).map(|o| (o.every.max(1), Bytes::from(vec![b'O'; o.size]))),
+        big: shape
+            .oversized
+            .as_ref()
+            .filter(|_| oversized)
+            .map(|o| (o.every.max(1), o.from, Bytes::from(vec![b'O'; o.size]))),
         seq: 0,
         latency: latency_histogram(),
     };
@@ -297,14 +332,14 @@ async fn steady(
 }
 
 /// The calls of one steady connection: every `every`-th call in all is
-/// oversized when `big` is set.
+/// oversized when `big` is set, from its `from` on.
 struct SteadyCalls<'a> {
     target: SocketAddr,
     shape: &'a LoadShape,
     counters: &'a Arc<Counters>,
     conn_id: i64,
     msg: Bytes,
-    big: Option<(u64, Bytes)>,
+    big: Option<(u64, Duration, Bytes)>,
     seq: i64,
     /// This connection's latencies, in nanoseconds.
     latency: Histogram<u64>,
@@ -321,7 +356,7 @@ impl Sender for SteadyCalls<'_> {
         self.seq += 1;
         let n = self.counters.calls.fetch_add(1, Ordering::Relaxed) + 1;
         let body = match &self.big {
-            Some((every, big)) if n.is_multiple_of(*every) => {
+            Some((every, from, big)) if n.is_multiple_of(*every) && due >= self.counters.start + *from => {
                 self.counters.oversized_calls.fetch_add(1, Ordering::Relaxed);
                 big.clone()
             }
@@ -361,4 +396,76 @@ async fn one_surge(target: SocketAddr, n: usize, msg: &Bytes, counters: &Arc<Cou
         }
     }
     drop(done);
+}
+
+#[cfg(test)]
+mod tests {
+    use scenarios::{Burst, Idle, Oversized};
+
+    use super::*;
+
+    /// A healthy Echo server on a loopback port, for as long as the test's
+    /// runtime lives.
+    async fn echo() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = rpc::Server::new(rpc::ServerConfig::default(), crate::cmd::serve::Echo);
+        tokio::spawn(server.serve(listener, std::future::pending()));
+        addr
+    }
+
+    fn steady(conns: usize, rps: u64) -> LoadShape {
+        LoadShape { conns, rps, payload: 64, ..LoadShape::default() }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_upstream_leaves_open_one_connection_in_n_from_the_onset() {
+        let addr = echo().await;
+        let idle = |leave_from, leave_every| Idle {
+            per_second: 50.0,
+            first_call: true,
+            leave_from,
+            leave_every,
+            close_after: Duration::from_millis(50),
+        };
+        let run = Duration::from_millis(800);
+        let all = drive(addr, &LoadShape { idle: Some(idle(Duration::ZERO, 1)), ..steady(0, 0) }, run, run).await;
+        let gated = LoadShape { idle: Some(idle(Duration::from_millis(300), 2)), ..steady(0, 0) };
+        let some = drive(addr, &gated, run, run).await;
+        // 40 connections in 800 ms; 25 from 300 ms on, half of them left
+        // open; the others are closed after 50 ms.
+        assert_eq!(all.idle_connections, 40, "{all:?}");
+        assert!((12..=13).contains(&some.idle_connections), "{some:?}");
+        assert_eq!(some.connections, 40, "{some:?}");
+        assert!(some.peak_connections < 20, "the upstream closed the others: {some:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_calls_start_at_their_onset() {
+        let addr = echo().await;
+        let shape =
+            |from| LoadShape { oversized: Some(Oversized { every: 5, size: 64 << 10, from }), ..steady(1, 100) };
+        let run = Duration::from_millis(800);
+        let all = drive(addr, &shape(Duration::ZERO), run, run).await;
+        let late = drive(addr, &shape(Duration::from_millis(400)), run, run).await;
+        assert!((14..=17).contains(&all.oversized_calls), "{all:?}");
+        assert!((6..=9).contains(&late.oversized_calls), "half the run, half the calls: {late:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_bursts_repeat_and_close() {
+        let addr = echo().await;
+        let burst = Burst {
+            at: Duration::from_millis(200),
+            length: Duration::from_millis(100),
+            conns: 4,
+            rps: 80,
+            every: Some(Duration::from_millis(300)),
+        };
+        let shape = LoadShape { noise_burst: Some(burst), ..steady(1, 50) };
+        let report = drive(addr, &shape, Duration::from_millis(900), Duration::ZERO).await;
+        // Bursts at 200, 500 and 800 ms, four connections each, one at a time.
+        assert_eq!(report.connections, 1 + 3 * 4, "{report:?}");
+        assert_eq!(report.peak_connections, 1 + 4, "{report:?}");
+    }
 }

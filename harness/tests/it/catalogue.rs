@@ -58,6 +58,19 @@ fn explain_request_field_hold_names_read_field_2() {
 }
 
 #[test]
+fn explain_lists_the_modifiers_every_scenario_accepts() {
+    for (name, mixes) in [("request-field-hold", true), ("steady", false)] {
+        let (status, stdout, stderr) = leaklab(&["explain", name]);
+        assert!(status.success(), "leaklab explain {name}: {status}\n{stderr}");
+        for m in ["onset", "leak_rate", "background", "mix"] {
+            assert!(stdout.lines().any(|l| l.trim_start().starts_with(m)), "{name}: {m} missing:\n{stdout}");
+        }
+        assert!(stdout.contains("none | churn | cache | burst | all"), "{stdout}");
+        assert_eq!(stdout.contains("mixes with: "), mixes, "{stdout}");
+    }
+}
+
+#[test]
 fn explain_unknown_scenario_fails_and_names_the_known_ones() {
     let (status, stdout, stderr) = leaklab(&["explain", "request-field-hld"]);
     assert!(!status.success(), "leaklab explain of an unknown scenario succeeded:\n{stdout}");

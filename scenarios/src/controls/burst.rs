@@ -76,6 +76,7 @@ fn spike(p: &Params) -> Result<shape::Burst, ScenarioError> {
         length: p.duration("burst_length")?,
         conns: p.usize("burst_conns")?,
         rps: p.u64("burst_rps")?,
+        every: None,
     })
 }
 

@@ -81,6 +81,7 @@ impl Serves for Warmup {
             length: warmup,
             conns,
             rps: p.u64("warmup_rps")?,
+            every: None,
         });
         Ok(LoadShape { burst, ..p.common().steady() })
     }

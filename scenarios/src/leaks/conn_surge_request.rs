@@ -96,8 +96,8 @@ impl Serves for ConnSurgeRequest {
         surge::server(v, p, pool, false)
     }
 
-    fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        surge::load(p)
+    fn load(&self, v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
+        surge::load(v, p)
     }
 
     fn pool_config(&self, _v: Variant, p: &Params) -> Result<PoolConfig, ScenarioError> {

@@ -74,8 +74,8 @@ impl Serves for ConnSurgeResponseCopy {
         surge::server(v, p, pool, false)
     }
 
-    fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        surge::load(p)
+    fn load(&self, v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
+        surge::load(v, p)
     }
 
     fn pool_config(&self, _v: Variant, p: &Params) -> Result<PoolConfig, ScenarioError> {

@@ -75,8 +75,8 @@ impl Serves for ConnSurgeResponseNocopy {
         surge::server(v, p, pool, true)
     }
 
-    fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        surge::load(p)
+    fn load(&self, v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
+        surge::load(v, p)
     }
 
     fn pool_config(&self, _v: Variant, p: &Params) -> Result<PoolConfig, ScenarioError> {

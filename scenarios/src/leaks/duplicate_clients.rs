@@ -95,8 +95,9 @@ impl Calls for DuplicateClients {
         let mut config = caller::client_config(NAME, peer, instances(peer, p.usize("instances")?), pool, common.conns);
         config.lb_options = Options { refresh_interval: p.duration("refresh")?, expire_interval: Duration::ZERO };
         let msg = Bytes::from(vec![b'x'; common.payload]);
+        let gate = p.gate(v == Variant::Leak);
         Ok(match v {
-            Variant::Leak => {
+            Variant::Leak if gate.opens_at_once() => {
                 let call = Arc::new(move |id: i64| -> CallFuture {
                     let (config, msg) = (config.clone(), msg.clone());
                     Box::pin(async move {
@@ -108,6 +109,28 @@ impl Calls for DuplicateClients {
                     })
                 });
                 Caller { call, client: None }
+            }
+            Variant::Leak => {
+                // With onset or leak_rate: the shared client for the calls
+                // the gate keeps healthy, a new client (never closed) for
+                // one call in `leak_rate` from the onset on.
+                let shared =
+                    Client::new(config.clone()).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
+                let (c, gate) = (shared.clone(), Arc::new(gate));
+                let call = Arc::new(move |id: i64| -> CallFuture {
+                    let (shared, config, msg) = (c.clone(), config.clone(), msg.clone());
+                    let leaks = gate.leaks();
+                    Box::pin(async move {
+                        if leaks {
+                            let client = Client::new(config)?;
+                            client.call(&Request { id, msg, json: None }).await?;
+                        } else {
+                            shared.call(&Request { id, msg, json: None }).await?;
+                        }
+                        Ok(())
+                    })
+                });
+                Caller { call, client: Some(shared) }
             }
             Variant::Fix => {
                 let client = Client::new(config).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;

@@ -103,8 +103,38 @@ impl Serves for IdleConnections {
         Ok(ServerScenario { config, handler: ScenarioHandler::new(Reply::ECHO, Behaviour::Echo) })
     }
 
-    fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        let idle = Idle { per_second: p.f64("idle_rate")?, first_call: p.bool("first_call")? };
-        Ok(LoadShape { idle: Some(idle), ..p.common().steady() })
+    fn load(&self, v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
+        Ok(LoadShape { idle: Some(idle(v, p)?), ..p.common().steady() })
     }
+
+    fn mixable(&self) -> bool {
+        true
+    }
+
+    /// The fix's idle timeout (the leak's server has none).
+    fn mix_server(&self, v: Variant, p: &Params, s: &mut ServerScenario) -> Result<(), ScenarioError> {
+        s.config.idle_timeout = (v == Variant::Fix).then_some(p.duration("idle_timeout")?);
+        Ok(())
+    }
+
+    /// The idle connections on top of the other load.
+    fn mix_load(&self, v: Variant, p: &Params, shape: &mut LoadShape) -> Result<(), ScenarioError> {
+        shape.idle = Some(idle(v, p)?);
+        Ok(())
+    }
+}
+
+/// The idle connections: in the leak variant, with `onset` the upstream
+/// closes every connection it opens before the onset after `idle_timeout`
+/// (as the fix's server would), and with `leak_rate` N it leaves one in N
+/// open after it.
+fn idle(v: Variant, p: &Params) -> Result<Idle, ScenarioError> {
+    let (leave_from, leave_every) = p.peer_gate(v == Variant::Leak);
+    Ok(Idle {
+        per_second: p.f64("idle_rate")?,
+        first_call: p.bool("first_call")?,
+        leave_from,
+        leave_every,
+        close_after: p.duration("idle_timeout")?,
+    })
 }

@@ -122,12 +122,43 @@ impl Serves for OversizedRequest {
                 ServerConfig { pool, limits, ..ServerConfig::default() }
             }
         };
-        Ok(ServerScenario { config, handler })
+        let mut s = ServerScenario { config, handler };
+        // A handler leak mixed in does not cache the oversized calls.
+        s.parts().hold_below = p.usize("size")?;
+        Ok(s)
     }
 
-    fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
-        let oversized = Oversized { every: p.u64("every")?, size: p.usize("size")? };
-        Ok(LoadShape { oversized: Some(oversized), ..p.common().steady() })
+    fn load(&self, v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
+        Ok(LoadShape { oversized: Some(oversized(v, p)?), ..p.common().steady() })
+    }
+
+    fn mixable(&self) -> bool {
+        true
+    }
+
+    /// Oversized calls get a short answer and are not cached by the other
+    /// mechanism's handler; the fix refuses them and caps the pool.
+    fn mix_server(&self, v: Variant, p: &Params, s: &mut ServerScenario) -> Result<(), ScenarioError> {
+        let size = p.usize("size")?;
+        if s.config.limits.max_frame <= size {
+            return Err(p.bad("size", "the other scenario already refuses messages this large"));
+        }
+        if v == Variant::Fix {
+            s.config.pool = capped_pool(s.config.pool.clone(), p.usize("pool_cache")?);
+            s.config.limits.max_frame = p.usize("max_frame")?;
+        }
+        let parts = s.parts();
+        parts.reply = Reply { large_from: size, large_size: OVERSIZED_REPLY };
+        parts.hold_below = size;
+        Ok(())
+    }
+
+    fn mix_load(&self, v: Variant, p: &Params, shape: &mut LoadShape) -> Result<(), ScenarioError> {
+        if p.usize("max_frame")? <= shape.payload + 256 {
+            return Err(p.bad("max_frame", "must leave room for the other scenario's calls"));
+        }
+        shape.oversized = Some(oversized(v, p)?);
+        Ok(())
     }
 
     fn pool_config(&self, v: Variant, p: &Params) -> Result<PoolConfig, ScenarioError> {
@@ -136,4 +167,12 @@ impl Serves for OversizedRequest {
             Variant::Fix => capped(p.usize("pool_cache")?),
         })
     }
+}
+
+/// The oversized calls: in the leak variant, with `onset` none before the
+/// onset, and with `leak_rate` N one in N of those the default sends (one
+/// call in `every * N`).
+fn oversized(v: Variant, p: &Params) -> Result<Oversized, ScenarioError> {
+    let (from, one_in) = p.peer_gate(v == Variant::Leak);
+    Ok(Oversized { every: p.u64("every")?.saturating_mul(one_in), size: p.usize("size")?, from })
 }

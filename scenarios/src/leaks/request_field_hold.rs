@@ -91,11 +91,22 @@ impl Scenario for RequestFieldHold {
 impl Serves for RequestFieldHold {
     fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
         let config = ServerConfig { pool, decode: p.decode()?, ..ServerConfig::default() };
-        let handler = ScenarioHandler::new(Reply::ECHO, Behaviour::hold_request_field(v == Variant::Fix));
+        let handler = ScenarioHandler::new(Reply::ECHO, Behaviour::hold_request_field(p.gate(v == Variant::Leak)));
         Ok(ServerScenario { config, handler })
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
         Ok(p.common().steady())
+    }
+
+    fn mixable(&self) -> bool {
+        true
+    }
+
+    /// The handler also keeps `req.msg[..1]` (a slice for the calls the
+    /// gate lets leak, a copy for the others).
+    fn mix_server(&self, v: Variant, p: &Params, s: &mut ServerScenario) -> Result<(), ScenarioError> {
+        s.parts().behaviours.push(Behaviour::hold_request_field(p.gate(v == Variant::Leak)));
+        Ok(())
     }
 }

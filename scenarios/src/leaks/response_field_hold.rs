@@ -88,14 +88,16 @@ impl Calls for ResponseFieldHold {
         config.decode = p.decode()?;
         let client = Client::new(config).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
         let msg = Bytes::from(vec![b'x'; common.payload]);
-        let copy = v == Variant::Fix;
+        let gate = Arc::new(p.gate(v == Variant::Leak));
         let c = client.clone();
         let call = Arc::new(move |id: i64| -> CallFuture {
-            let (client, msg) = (c.clone(), msg.clone());
+            let (client, msg, gate) = (c.clone(), msg.clone(), gate.clone());
             Box::pin(async move {
                 let resp = client.call(&Request { id, msg, json: None }).await?;
                 if !resp.msg.is_empty() {
-                    let held = if copy { Bytes::copy_from_slice(&resp.msg[..1]) } else { resp.msg.slice(..1) };
+                    // One call in `leak_rate` from the onset on keeps a
+                    // slice; the others (and the fix) keep a copy.
+                    let held = if gate.leaks() { resp.msg.slice(..1) } else { Bytes::copy_from_slice(&resp.msg[..1]) };
                     RESPONSE_CACHE.lock().unwrap_or_else(|e| e.into_inner()).insert(resp.id, held);
                 }
                 Ok(())

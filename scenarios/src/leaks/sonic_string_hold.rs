@@ -112,17 +112,35 @@ impl Scenario for SonicStringHold {
 }
 
 impl Serves for SonicStringHold {
-    fn server(&self, v: Variant, _p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
+    fn server(&self, v: Variant, p: &Params, pool: Pool) -> Result<ServerScenario, ScenarioError> {
         // Kitex copies string fields out of the read buffer: field 3 is a
         // fresh allocation made in Request::read_field_3.
         let config = ServerConfig { pool, decode: DecodeMode::Copy, ..ServerConfig::default() };
-        let handler = ScenarioHandler::new(Reply::ECHO, Behaviour::sonic_hold(v == Variant::Fix));
+        let handler = ScenarioHandler::new(Reply::ECHO, Behaviour::sonic_hold(p.gate(v == Variant::Leak), false));
         Ok(ServerScenario { config, handler })
     }
 
     fn load(&self, _v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
         let json = document(p.usize("json_size")?, p.usize("user_len")?);
         Ok(LoadShape { json: Some(json), ..p.common().steady() })
+    }
+
+    fn mixable(&self) -> bool {
+        true
+    }
+
+    /// The handler also parses field 3 and caches the `user` value
+    /// (zero-copy for the calls the gate lets leak); calls without field 3
+    /// (an idle connection's first call) are let through.
+    fn mix_server(&self, v: Variant, p: &Params, s: &mut ServerScenario) -> Result<(), ScenarioError> {
+        s.parts().behaviours.push(Behaviour::sonic_hold(p.gate(v == Variant::Leak), true));
+        Ok(())
+    }
+
+    /// Every steady call carries the document in field 3.
+    fn mix_load(&self, _v: Variant, p: &Params, shape: &mut LoadShape) -> Result<(), ScenarioError> {
+        shape.json = Some(document(p.usize("json_size")?, p.usize("user_len")?));
+        Ok(())
     }
 }
 

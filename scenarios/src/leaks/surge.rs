@@ -103,9 +103,15 @@ pub(crate) fn server(v: Variant, p: &Params, pool: Pool, nocopy_write: bool) -> 
     Ok(ServerScenario { config, handler: ScenarioHandler::new(reply, Behaviour::Echo) })
 }
 
-/// The steady load plus the surges.
-pub(crate) fn load(p: &Params) -> Result<LoadShape, ScenarioError> {
+/// The steady load plus the surges; in the leak variant, with `onset`
+/// the surges begin at the onset, and with `leak_rate` N they grow one in
+/// N (the slot table, and what legacy slots keep, grow with the peak of
+/// connections: a surge no larger than the peak so far adds nothing).
+pub(crate) fn load(v: Variant, p: &Params) -> Result<LoadShape, ScenarioError> {
+    let (from, grow_every) = p.peer_gate(v == Variant::Leak);
     let surge = Surge {
+        from,
+        grow_every,
         every: p.duration("surge_every")?,
         first: p.usize("surge_first")?,
         step: p.usize("surge_step")?,

@@ -16,6 +16,8 @@ struct Outcome {
     retained: isize,
     entries_added: usize,
     factory: Option<FactoryStats>,
+    /// The Echo server called.
+    addr: std::net::SocketAddr,
 }
 
 /// Runs client scenario `name` against a fresh Echo server for `length`.
@@ -46,7 +48,7 @@ fn run(name: &str, variant: Variant, sets: &[(&str, &str)], length: Duration) ->
     let factory = registry_dump().into_iter().find(|f| f.key.resolver.ends_with(&addr.to_string()));
     let calls = calls.load(Ordering::Relaxed);
     eprintln!("{name} {variant}: {calls} calls, retained {} heap, factory {factory:?}", kib(retained));
-    Outcome { calls, retained, entries_added: client_cached_entries() - entries_before, factory }
+    Outcome { calls, retained, entries_added: client_cached_entries() - entries_before, factory, addr }
 }
 
 #[test]
@@ -122,4 +124,47 @@ fn a_client_run_against_nobody_fails_with_the_reason() {
         })
         .unwrap_err();
     assert!(matches!(e, ScenarioError::Client { .. }), "{e}");
+}
+
+#[test]
+fn response_field_hold_leak_rate_keeps_one_response_in_n() {
+    let _alone = serial();
+    let sets = [("payload", "16KiB"), ("rps", "600"), ("conns", "4"), ("leak_rate", "4")];
+    let o = run("response-field-hold", Variant::Leak, &sets, Duration::from_millis(700));
+    assert!(o.calls >= 100, "{} calls", o.calls);
+    // One call in 4 keeps its 16 KiB msg, the others a tiny copy.
+    let per_call = o.retained / o.calls as isize;
+    // (Calls still in flight when the run stops are counted but may not be
+    // cached: the share is a little under a quarter.)
+    assert!((5 << 9..=6 << 10).contains(&per_call), "{per_call} bytes per call, not about 4 KiB");
+}
+
+#[test]
+fn duplicate_clients_onset_and_leak_rate_create_clients_late_and_rarely() {
+    let _alone = serial();
+    let sets = [("rps", "200"), ("refresh", "100ms"), ("onset", "300ms"), ("leak_rate", "3")];
+    let start = std::time::Instant::now();
+    let o = run("duplicate-clients", Variant::Leak, &sets, Duration::from_millis(900));
+    let f = o.factory.expect("the factory is in the registry");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    // About 600 ms of 900 after the onset, one call in 3 makes a client
+    // that is never closed; the shared one was closed.
+    let expected = o.calls as f64 * 600.0 / 900.0 / 3.0;
+    let hooks = f.hooks as f64;
+    assert!(hooks > expected * 0.6 && hooks < expected * 1.4, "{hooks} hooks, about {expected:.0} expected");
+}
+
+#[test]
+fn a_client_mixture_runs_both_callers() {
+    let _alone = serial();
+    let sets = [("payload", "16KiB"), ("rps", "300"), ("conns", "2"), ("mix", "duplicate-clients")];
+    let leak = run("response-field-hold", Variant::Leak, &sets, Duration::from_millis(700));
+    // Both callers count their calls; the response cache grows with the
+    // first one's, the duplicate clients' hooks with the second one's.
+    assert!(leak.entries_added >= 100, "{} responses cached", leak.entries_added);
+    assert!(leak.calls as usize > leak.entries_added, "the mixed-in caller called too");
+    assert!(leak.retained > leak.entries_added as isize * (15 << 10), "{}", kib(leak.retained));
+    let resolver = format!("leaklab-duplicate-clients-{}", leak.addr);
+    let hooks = rpc::lbcache::registry_dump().into_iter().find(|f| f.key.resolver == resolver).map_or(0, |f| f.hooks);
+    assert!(hooks >= 20, "duplicate clients left {hooks} hooks");
 }

@@ -6,6 +6,7 @@
 //! read it take one lock so that they run one at a time.
 
 mod client;
+mod modifiers;
 mod peer;
 mod server;
 

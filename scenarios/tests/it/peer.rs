@@ -103,6 +103,12 @@ impl Running {
 /// any) carries `oversized.size` bytes and may fail. Returns the calls
 /// answered.
 pub async fn steady(addr: SocketAddr, shape: &LoadShape, calls: usize) -> usize {
+    steady_from(addr, shape, calls, 0).await
+}
+
+/// [`steady`] with call ids offset by `batch << 48`, so that batches on the
+/// same server do not overwrite each other's cache entries.
+pub async fn steady_from(addr: SocketAddr, shape: &LoadShape, calls: usize, batch: i64) -> usize {
     let conns = shape.conns.max(1);
     let mut tasks = JoinSet::new();
     for c in 0..conns {
@@ -117,7 +123,7 @@ pub async fn steady(addr: SocketAddr, shape: &LoadShape, calls: usize) -> usize 
                     Some(o) if k.is_multiple_of(o.every) => o.size,
                     _ => shape.payload,
                 };
-                let id = (c as i64) << 32 | i as i64;
+                let id = batch << 48 | (c as i64) << 32 | i as i64;
                 match conn.call(&request(id, size, shape.json.clone())).await {
                     Ok(resp) => {
                         assert_eq!(resp.id, id);

@@ -77,6 +77,10 @@ pub struct ServeArgs {
     /// drain); the process keeps running until it is stopped.
     #[arg(long, value_parser = parse_duration)]
     pub drive_for: Option<Duration>,
+    /// How long after the first call the load phase begins (a run passes
+    /// its warm-up): a scenario's `onset` counts from there.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
     /// Write the bound addresses as JSON here once listening (for scripts).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
