@@ -18,10 +18,9 @@ pub mod trace;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
-use scenarios::{Info, Side, Variant};
+use scenarios::{Side, Variant};
 use serde::{Deserialize, Serialize};
 
 use crate::runner::{PhaseSpan, RunRecord};
@@ -116,26 +115,20 @@ impl Label {
             format!("run.json names the scenario {:?}, which this leaklab does not know", record.scenario)
         })?;
         let variant: Variant = record.variant.parse().map_err(|e| anyhow::anyhow!("run.json: {e}"))?;
-        let params: BTreeMap<String, String> = record.params.iter().cloned().collect();
-        let get = |k: &str| params.get(k).map(String::as_str);
-        let onset = match get(modifier::ONSET) {
-            Some(v) => crate::units::parse_duration(v).map_err(|e| anyhow::anyhow!("run.json: onset {v:?}: {e}"))?,
-            None => Duration::ZERO,
-        };
-        let leak_rate = match get(modifier::LEAK_RATE) {
-            Some(v) => v.replace('_', "").parse().with_context(|| format!("run.json: leak_rate {v:?}"))?,
-            None => 1,
-        };
-        let mut mechanisms = Vec::new();
-        if variant == Variant::Leak && !info.control {
-            mechanisms.push(mechanism(info));
-            if let Some(mix) = get(modifier::MIX).filter(|m| *m != "none") {
-                let other = scenarios::find(mix).with_context(|| format!("run.json: mix names {mix:?}"))?;
-                mechanisms.push(mechanism(other));
-            }
-        }
+        let parsed = scenarios::Params::parse(info, &record.params).context("run.json: its parameters")?;
+        let m = parsed.modifiers();
+        let mechanisms: Vec<Mechanism> = scenarios::mechanisms(info, variant, &parsed)
+            .into_iter()
+            .map(|x| Mechanism {
+                scenario: x.scenario.to_owned(),
+                kind: x.kind.to_owned(),
+                field: x.field.map(|f| f.to_string()),
+                holder: scenarios::find(x.scenario).map_or(String::new(), |i| i.holder.to_owned()),
+            })
+            .collect();
         let load_start = record.phases.iter().find(|p| p.name == crate::runner::Phase::Load).map(|p| p.start_s);
         let leak = !mechanisms.is_empty();
+        let onset = m.onset.as_secs_f64();
         Ok(Label {
             format: LABEL_FORMAT,
             scenario: record.scenario.clone(),
@@ -147,17 +140,17 @@ impl Label {
             leak,
             kind: if leak { info.expected.to_owned() } else { "none".to_owned() },
             mechanisms,
-            onset_s: onset.as_secs_f64(),
+            onset_s: onset,
             // Without an onset the process leaks from its start, warm-up
             // included; with one, from that long into the load.
-            onset_at_s: match (leak, onset.is_zero()) {
+            onset_at_s: match (leak, onset > 0.0) {
                 (false, _) => None,
-                (true, true) => Some(0.0),
-                (true, false) => load_start.map(|s| s + onset.as_secs_f64()),
+                (true, false) => Some(0.0),
+                (true, true) => load_start.map(|s| s + onset),
             },
-            leak_rate,
-            background: get(modifier::BACKGROUND).unwrap_or("none").to_owned(),
-            params,
+            leak_rate: m.leak_rate,
+            background: m.background.to_string(),
+            params: record.params.iter().cloned().collect(),
             phases: record.phases.clone(),
             interval_s: record.interval_s,
             profile_rate: record.profile_rate,
@@ -211,13 +204,4 @@ fn read_bounded(path: &Path) -> anyhow::Result<String> {
         anyhow::bail!("{}: {len} bytes, more than the {MAX_RECORD_BYTES} a run record may have", path.display());
     }
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-fn mechanism(info: &Info) -> Mechanism {
-    Mechanism {
-        scenario: info.name.to_owned(),
-        kind: info.expected.to_owned(),
-        field: info.held_field().map(|f| f.to_string()),
-        holder: info.holder.to_owned(),
-    }
 }
