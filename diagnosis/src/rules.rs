@@ -427,6 +427,15 @@ fn connection_surge_barriers(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Ans
     if !(kept(s, cx) && (at_openings >= SURGE_SHARE || s.at_openings.is_none() && s.steps >= SURGE_STEPS)) {
         return Answer::Next;
     }
+    // The slots' references grow with the peak of connections ("it would
+    // lead to its capacity expansion"): each surge larger than the last
+    // expands the table and leaves more behind, so the growth goes on in
+    // the second half of the load. Growth that was all made early (a
+    // capped cache that filled while connections were being opened, then
+    // stayed flat) is bounded, whatever frames it has.
+    if s.late_growth < cx.min_growth {
+        return Answer::Next;
+    }
     // "Lingering buffer references from historical connections": while the
     // load goes on, memory can only be said to stay after the connections
     // closed once most of those that were opened have closed; before, it
@@ -521,7 +530,7 @@ mod tests {
 
     /// Rising 1 MB/s with p = 0.001, 100 MB, kept, nothing else known.
     fn rising() -> Shape {
-        Shape { growth: 1e8, held_now: 1e8, slope: 1e6, trend_p: 0.001, ..Shape::default() }
+        Shape { growth: 1e8, held_now: 1e8, late_growth: 5e7, slope: 1e6, trend_p: 0.001, ..Shape::default() }
     }
 
     #[test]
@@ -562,8 +571,21 @@ mod tests {
         // the growth at their baseline bytes each) hold their own buffers.
         let open = Shape { closed_share: Some(0.2), ..surge.clone() };
         assert_eq!(connection_surge_barriers(&f, &open, &CX), Answer::Next);
-        let open = Shape { open_share: Some(0.8), ..surge };
+        let open = Shape { open_share: Some(0.8), ..surge.clone() };
         assert_eq!(connection_surge_barriers(&f, &open, &CX), Answer::Next);
+    }
+
+    #[test]
+    fn growth_made_early_at_the_surges_is_no_surge_leak() {
+        // A capped cache under the handler that filled in the first seconds,
+        // while surges were opening connections, then stayed flat: it kept
+        // what it gained, but gained less than the growth floor in the
+        // second half of the load.
+        let f = StackFacts { handler: true, ..StackFacts::default() };
+        let surge = Shape { at_openings: Some(0.72), retained: Some(0.73), ..rising() };
+        assert!(matches!(connection_surge_barriers(&f, &surge, &CX), Answer::Leak(_)));
+        let filled_early = Shape { late_growth: 0.5 * CX.min_growth, ..surge };
+        assert_eq!(connection_surge_barriers(&f, &filled_early, &CX), Answer::Next);
     }
 
     #[test]

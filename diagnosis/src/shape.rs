@@ -160,6 +160,11 @@ pub(crate) struct Span<'a> {
 pub(crate) struct Shape {
     /// In-use bytes gained from the first snapshot to the peak under load.
     pub(crate) growth: f64,
+    /// What the site gained over the second half of the snapshots under
+    /// load: from the first of them to the most it held across an
+    /// interval there (at each pair of consecutive snapshots, the smaller,
+    /// so that one snapshot of calls in flight is no gain).
+    pub(crate) late_growth: f64,
     /// Theil–Sen slope under load (bytes/s).
     pub(crate) slope: f64,
     /// Mann–Kendall p-value under load.
@@ -216,6 +221,10 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
     let ta: Vec<f64> = active.iter().map(|&i| times[i].t).collect();
     let peak_i = active.iter().copied().max_by(|a, b| y[*a].total_cmp(&y[*b])).unwrap_or(0);
     let growth = y[peak_i] - base;
+    let late = &active[active.len() / 2..];
+    let late_growth = late.first().map_or(0.0, |&from| {
+        late.windows(2).map(|w| y[w[0]].min(y[w[1]])).fold(y[from], f64::max) - y[from]
+    });
     let slope = theil_sen(&ta, &ya).map_or(0.0, |(s, _)| s);
     let mk = mann_kendall(&ya);
     let steps = change_points(&ya, STEP_MIN_SNAPSHOTS, None).len();
@@ -279,6 +288,7 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
         site.sizes_peak.iter().map(|(size, b)| (b - site.sizes_first.get(size).copied().unwrap_or(0.0)).max(0.0)).sum();
     Shape {
         growth,
+        late_growth,
         slope,
         trend_p: mk.p_value,
         steps,
