@@ -177,8 +177,8 @@ pub(crate) struct Shape {
     /// after-load snapshots).
     pub(crate) retained: Option<f64>,
     /// What the site holds now over the baseline: at each of the last two
-    /// snapshots under load the smaller, net of the pool's cache and at
-    /// most the process's exact gain.
+    /// snapshots under load with no surge in flight the smaller, net of the
+    /// pool's cache and at most the process's exact gain.
     pub(crate) held_now: f64,
     /// Bytes gained per request done up to the peak.
     pub(crate) per_request: Option<f64>,
@@ -246,7 +246,16 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
     // one snapshot caught in calls or connections in flight (a surge's
     // connections live for one call, far shorter than an interval) is gone
     // at the next one; what is held outlives an interval.
-    let held_now = active.iter().rev().take(2).map(|&i| held_at(i)).fold(f64::INFINITY, f64::min);
+    // And read when no surge is in flight: at snapshots where no more
+    // connections were open than at the baseline (up to a handful of
+    // reconnections), so that buffers of connections still open are not
+    // taken for what they leave behind.
+    let calm: Vec<usize> = match &work.open_conns {
+        Some(o) => active.iter().copied().filter(|&i| o[i] - o[0] <= RISING_MIN_CONNECTIONS).collect(),
+        None => active.to_vec(),
+    };
+    let recent = if calm.len() >= 2 { &calm[..] } else { active };
+    let held_now = recent.iter().rev().take(2).map(|&i| held_at(i)).fold(f64::INFINITY, f64::min);
     // What stays, read the same way once the load is over.
     let retained = (!after.is_empty() && growth > 0.0).then(|| {
         let tail: Vec<f64> = after.iter().rev().take(SETTLED_TAIL).map(|&i| held_at(i) + base).collect();
