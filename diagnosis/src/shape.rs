@@ -26,6 +26,11 @@ const RISING_SHARE: f64 = 0.1;
 /// reconnections is no rise.
 const RISING_MIN_CONNECTIONS: f64 = 2.0;
 
+/// ...and their climb over the second half is a trend (Mann–Kendall p
+/// below this), as idle connections that stay open pile up: a surge caught
+/// in flight by the last snapshots is a jump, not a trend.
+const RISING_SIGNIFICANCE: f64 = 0.05;
+
 /// One site's in-use bytes over the snapshots.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Site {
@@ -328,7 +333,7 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
             let open: Vec<f64> = active.iter().map(|&i| o[i]).collect();
             let (mid, last) = (open[open.len() / 2], open[open.len() - 1]);
             let mk = mann_kendall(&open[open.len() / 2..]);
-            last - mid > (RISING_SHARE * mid).max(RISING_MIN_CONNECTIONS) && mk.s > 0
+            last - mid > (RISING_SHARE * mid).max(RISING_MIN_CONNECTIONS) && mk.s > 0 && mk.p_value < RISING_SIGNIFICANCE
         }),
         with_clients: corr(&work.clients_created),
         large_blocks: if total_gained > 0.0 { gained / total_gained } else { 0.0 },
