@@ -197,9 +197,9 @@ pub(crate) struct Shape {
     /// under load, the share that closed again by then.
     pub(crate) closed_share: Option<f64>,
     /// The share of the growth that the connections open now, beyond those
-    /// open at the baseline, account for at the bytes per connection the
-    /// site had at the baseline (a connection's own buffers and task); none
-    /// without connection metrics or connections at the baseline.
+    /// open at the baseline, account for at the site's bytes per open
+    /// connection (a connection's own buffers and task); none without
+    /// connection metrics or when their number never changed.
     pub(crate) open_share: Option<f64>,
     /// The most connections open at once under load.
     pub(crate) peak_open: Option<f64>,
@@ -314,8 +314,15 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
         with_open: corr(&work.open_conns),
         opened: work.opened_conns.as_ref().map(|o| o[peak_i] - o[0]),
         open_share: work.open_conns.as_ref().and_then(|o| {
-            let last = active.last().copied().unwrap_or(0);
-            (o[0] > 0.0 && growth > 0.0).then(|| (base / o[0]) * (o[last] - o[0]).max(0.0) / growth)
+            // Bytes per open connection: the Theil-Sen slope of the site's
+            // bytes against the connections open, over the snapshots under
+            // load (a sampled site's bytes at the baseline alone are too
+            // few samples to say).
+            // The connections open when what is held now was read.
+            let last = recent.last().copied().unwrap_or(0);
+            let xs: Vec<f64> = active.iter().map(|&i| o[i]).collect();
+            let (per_connection, _) = theil_sen(&xs, &ya)?;
+            (growth > 0.0).then(|| (per_connection.max(0.0) * (o[last] - o[0]).max(0.0) / growth).min(1.0))
         }),
         closed_share: match (&work.opened_conns, &work.open_conns) {
             (Some(opened), Some(open)) => {
