@@ -229,9 +229,9 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
     let peak_i = active.iter().copied().max_by(|a, b| y[*a].total_cmp(&y[*b])).unwrap_or(0);
     let growth = y[peak_i] - base;
     let late = &active[active.len() / 2..];
-    let late_growth = late.first().map_or(0.0, |&from| {
-        late.windows(2).map(|w| y[w[0]].min(y[w[1]])).fold(y[from], f64::max) - y[from]
-    });
+    let late_growth = late
+        .first()
+        .map_or(0.0, |&from| late.windows(2).map(|w| y[w[0]].min(y[w[1]])).fold(y[from], f64::max) - y[from]);
     let slope = theil_sen(&ta, &ya).map_or(0.0, |(s, _)| s);
     let mk = mann_kendall(&ya);
     let steps = change_points(&ya, STEP_MIN_SNAPSHOTS, None).len();

@@ -205,3 +205,59 @@ fn read_bounded(path: &Path) -> anyhow::Result<String> {
     }
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hostile_label_gets_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("label.json");
+        let err = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            format!("{:#}", Label::read(dir.path()).unwrap_err())
+        };
+        assert!(err(b"{\"format\": 1}").contains("label.json: not a leaklab label"));
+        assert!(err(b"\xff\xfe garbage").contains("label.json"));
+        let newer = err(br#"{"format": 9, "scenario": "s", "variant": "leak", "side": "server", "leak": true,
+            "kind": "none", "mechanisms": [], "onset_s": 0, "onset_at_s": null, "leak_rate": 1,
+            "background": "none", "params": {}, "phases": [], "interval_s": 0.5, "profile_rate": 1}"#);
+        assert!(newer.contains("label format 9 is newer"), "{newer}");
+        let big = vec![b' '; (MAX_RECORD_BYTES + 1) as usize];
+        assert!(err(&big).contains("more than the"), "an oversized label is refused before it is read");
+    }
+
+    #[test]
+    fn the_schemas_are_json_and_require_what_a_label_has() {
+        let schema: serde_json::Value = serde_json::from_str(LABEL_SCHEMA).unwrap();
+        let required: Vec<&str> = schema["required"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        let label = Label {
+            format: LABEL_FORMAT,
+            scenario: "s".into(),
+            variant: "leak".into(),
+            side: "server".into(),
+            leak: false,
+            kind: "none".into(),
+            mechanisms: Vec::new(),
+            onset_s: 0.0,
+            onset_at_s: None,
+            leak_rate: 1,
+            background: "none".into(),
+            params: BTreeMap::new(),
+            phases: Vec::new(),
+            interval_s: 0.5,
+            profile_rate: 1,
+            seed: Some(3),
+        };
+        let written = serde_json::to_value(&label).unwrap();
+        let fields: Vec<&str> = written.as_object().unwrap().keys().map(String::as_str).collect();
+        for r in &required {
+            assert!(fields.contains(r), "the schema requires {r}, which a label does not write");
+        }
+        for f in &fields {
+            assert!(schema["properties"].get(f).is_some(), "a label writes {f}, which the schema does not know");
+        }
+        let _: serde_json::Value = serde_json::from_str(METRICS_SCHEMA).unwrap();
+    }
+}
