@@ -924,6 +924,7 @@ impl Pool {
             frozen: 0,
             meta: ManuallyDrop::new(raw.meta),
             whole: ManuallyDrop::new(OnceLock::new()),
+            shared: AtomicBool::new(false),
         }
     }
 
@@ -1379,6 +1380,9 @@ pub struct Chunk {
     /// into frozen ranges; the owner behind it holds one of the lease's
     /// references until the last handle goes. Taken by `drop`.
     whole: ManuallyDrop<OnceLock<Bytes>>,
+    /// A [`ChunkRef`] or a `Bytes` handle was made: the lease may have
+    /// other references than this `Chunk` (see [`ChunkMeta::refs`]).
+    shared: AtomicBool,
 }
 
 // SAFETY: the raw pointer is only written through `&mut Chunk` (exclusive)
@@ -1403,6 +1407,7 @@ impl Chunk {
             // Relaxed, as `Arc`'s clone: this `Chunk`'s reference keeps the
             // lease.
             self.meta().refs.fetch_add(1, Ordering::Relaxed);
+            self.shared.store(true, Ordering::Relaxed);
             let raw = RawChunk { ptr: self.ptr, meta: self.meta().clone() };
             Bytes::from_owner(ChunkOwner { raw: Some(raw) })
         })
@@ -1478,6 +1483,7 @@ impl Chunk {
         // Relaxed, as `Arc`'s clone: this `Chunk`'s reference keeps the lease.
         meta.refs.fetch_add(1, Ordering::Relaxed);
         meta.slot_refs.fetch_add(1, Ordering::Relaxed);
+        self.shared.store(true, Ordering::Relaxed);
         ChunkRef { ptr: self.ptr, meta: ManuallyDrop::new(meta.clone()) }
     }
 
@@ -1492,24 +1498,33 @@ impl Drop for Chunk {
     fn drop(&mut self) {
         // SAFETY: `drop` runs once, and neither field is used after it.
         let (meta, whole) = unsafe { (ManuallyDrop::take(&mut self.meta), ManuallyDrop::take(&mut self.whole)) };
-        // Acquire pairs with `release_ref`: when every other reference has
-        // gone (none can be made now: that takes `&Chunk`), this was the
-        // only one, and the chunk goes back without a read-modify-write.
-        // `whole`, had it been made, would be another.
-        if meta.refs.load(Ordering::Acquire) == 1 {
+        // No other reference was ever made (that takes `&Chunk`, which
+        // `&mut self` says is over): this was the only one, and the chunk
+        // goes back without touching the count.
+        if !*self.shared.get_mut() {
             debug_assert!(whole.get().is_none(), "the owner behind handles holds a reference");
+            debug_assert_eq!(meta.refs.load(Ordering::Relaxed), 1);
+            // Nothing to drop in an empty `OnceLock`.
+            std::mem::forget(whole);
             give_back(RawChunk { ptr: self.ptr, meta });
-            return;
+        } else {
+            release_shared(self.ptr, meta, whole);
         }
-        // Handles or barrier references remain: the last gives the chunk
-        // back. Only this owner writes `state` while the chunk is leased
-        // (the last reference, which clears it, comes after this one): no
-        // read-modify-write needed.
-        let state = meta.state.load(Ordering::Relaxed);
-        meta.state.store(state | RELEASED, Ordering::Relaxed);
-        drop(whole);
-        release_ref(self.ptr, meta);
     }
+}
+
+/// [`Chunk`]'s drop when handles or barrier references remain: the last of
+/// them gives the chunk back.
+#[cold]
+#[inline(never)]
+fn release_shared(ptr: NonNull<u8>, meta: Arc<ChunkMeta>, whole: OnceLock<Bytes>) {
+    // Only the `Chunk` writes `state` while the chunk is leased (the last
+    // reference, which clears it, comes after this one): no
+    // read-modify-write needed.
+    let state = meta.state.load(Ordering::Relaxed);
+    meta.state.store(state | RELEASED, Ordering::Relaxed);
+    drop(whole);
+    release_ref(ptr, meta);
 }
 
 /// Records decoded fields on a chunk without holding it.
