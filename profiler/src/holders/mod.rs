@@ -397,3 +397,27 @@ fn wait_child(pid: i32) -> Option<i32> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubbed_buffers_keep_their_contents_across_growth_and_zero_on_scrub() {
+        let mut out = Scrubbed::<u8>::default();
+        let mut expect = Vec::new();
+        for i in 0..40_000u32 {
+            let piece = i.to_ne_bytes();
+            out.extend_from_slice(&piece);
+            expect.extend_from_slice(&piece);
+        }
+        assert_eq!(&out[..], &expect[..]);
+        let mut v = vec![0xAAu8; 100];
+        v.truncate(10);
+        let p = v.as_ptr();
+        scrub(&mut v);
+        assert!(v.is_empty());
+        // SAFETY: `v` still owns its 100-byte buffer (only its length is 0).
+        assert!(unsafe { std::slice::from_raw_parts(p, 100) }.iter().all(|&b| b == 0), "spare capacity too");
+    }
+}
