@@ -55,9 +55,12 @@
 //! Every handle, however small (`bytes.slice(..1)`), keeps the *whole* chunk
 //! out of the pool; the chunk goes back to its class when the last handle
 //! and the owner are gone. This is exactly how a one-byte slice of a request
-//! field pins a whole pooled buffer in the guide's leaks. The owner object
-//! behind the handles (one small box) is made when the first handle is cut,
-//! so a chunk that is only written and read in place costs no allocation.
+//! field pins a whole pooled buffer in the guide's leaks. The lease is
+//! counted in the chunk's own book-keeping ([`Chunk::hold`]'s references,
+//! what barrier slots keep, cost nothing); only `Bytes` handles need an
+//! owner object (one small box), made when the first one is cut, so a chunk
+//! that is written, held by a barrier slot and read in place costs no
+//! allocation.
 //!
 //! ```
 //! use rpc::{Pool, PoolConfig, Taker};
@@ -327,6 +330,10 @@ struct ChunkMeta {
     fields: AtomicU64,
     /// References held by barrier slots (see `barrier`).
     slot_refs: AtomicU32,
+    /// References that keep the current lease: the [`Chunk`] itself, each
+    /// [`ChunkRef`], and the owner behind its `Bytes` handles (one for all
+    /// of them). The last to go gives the chunk back ([`release_ref`]).
+    refs: AtomicU32,
     /// Index in the registry; written under the registry lock.
     entry: AtomicUsize,
 }
@@ -346,6 +353,7 @@ impl ChunkMeta {
     fn on_lease(&self, taker: Taker, now: u64) {
         self.fields.store(0, Ordering::Relaxed);
         self.slot_refs.store(0, Ordering::Relaxed);
+        self.refs.store(1, Ordering::Relaxed);
         self.leased_at.store(now, Ordering::Relaxed);
         // Release: `leases` that sees the chunk leased sees this lease's
         // fields and time.
@@ -380,6 +388,7 @@ impl RawChunk {
             leased_at: AtomicU64::new(0),
             fields: AtomicU64::new(0),
             slot_refs: AtomicU32::new(0),
+            refs: AtomicU32::new(0),
             entry: AtomicUsize::new(usize::MAX),
         });
         RawChunk { ptr, meta }
@@ -915,6 +924,7 @@ impl Pool {
             frozen: 0,
             meta: ManuallyDrop::new(raw.meta),
             whole: ManuallyDrop::new(OnceLock::new()),
+            shared: AtomicBool::new(false),
         }
     }
 
@@ -1304,8 +1314,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The owner behind every `Bytes` cut from a chunk; returns the memory to the
-/// pool when the last handle drops. Made when the first handle is cut.
+/// Drops one of the lease's [`ChunkMeta::refs`]; the last gives the chunk
+/// back.
+#[inline]
+fn release_ref(ptr: NonNull<u8>, meta: Arc<ChunkMeta>) {
+    // Release: what this holder did with the chunk happens before whoever
+    // gives it back (and leases it next); as `Arc`'s drop.
+    if meta.refs.fetch_sub(1, Ordering::Release) == 1 {
+        fence(Ordering::Acquire);
+        give_back(RawChunk { ptr, meta });
+    }
+}
+
+/// The owner behind every `Bytes` cut from a chunk: one of the lease's
+/// references, dropped when the last handle drops. Made when the first
+/// handle is cut.
 struct ChunkOwner {
     raw: Option<RawChunk>,
 }
@@ -1324,24 +1347,27 @@ impl AsRef<[u8]> for ChunkOwner {
 
 impl Drop for ChunkOwner {
     fn drop(&mut self) {
-        if let Some(raw) = self.raw.take() {
-            give_back(raw);
+        if let Some(RawChunk { ptr, meta }) = self.raw.take() {
+            release_ref(ptr, meta);
         }
     }
 }
 
 /// A leased chunk: written by its one owner, read through `Bytes` handles of
 /// its frozen prefix. Dropping the `Chunk` releases the owner's reference;
-/// the memory returns to the pool once no handle remains.
+/// the memory returns to the pool once no handle and no [`ChunkRef`]
+/// remains.
 ///
 /// # Memory layout
 ///
 /// ```text
 ///   Chunk { ptr, size, frozen, meta, whole }
-///            |                  |     '-- made on the first `bytes`/`hold`:
+///            |                  |     '-- made on the first `bytes`:
 ///            |                  |         Bytes -> ChunkOwner box -> (ptr, meta)
-///            |                  '-- ChunkMeta: atomics the registry reads
+///            |                  '-- ChunkMeta: atomics the registry reads,
+///            |                      with the lease's reference count
 ///            '-- the chunk's memory: [ frozen | spare ]
+///   ChunkRef { ptr, meta }  (`hold`: no allocation)
 /// ```
 pub struct Chunk {
     ptr: NonNull<u8>,
@@ -1350,10 +1376,13 @@ pub struct Chunk {
     /// Taken by `drop` (so that the drop glue has nothing left to do).
     meta: ManuallyDrop<Arc<ChunkMeta>>,
     /// A handle on the whole chunk, made when the first handle is cut. Never
-    /// dereferenced: it covers the spare region the owner writes to. Cloned
-    /// into [`ChunkRef`]s and sliced into frozen ranges. Once it exists, the
-    /// owner behind it gives the chunk back. Taken by `drop`.
+    /// dereferenced: it covers the spare region the owner writes to. Sliced
+    /// into frozen ranges; the owner behind it holds one of the lease's
+    /// references until the last handle goes. Taken by `drop`.
     whole: ManuallyDrop<OnceLock<Bytes>>,
+    /// A [`ChunkRef`] or a `Bytes` handle was made: the lease may have
+    /// other references than this `Chunk` (see [`ChunkMeta::refs`]).
+    shared: AtomicBool,
 }
 
 // SAFETY: the raw pointer is only written through `&mut Chunk` (exclusive)
@@ -1375,6 +1404,10 @@ impl Chunk {
 
     fn whole(&self) -> &Bytes {
         self.whole.get_or_init(|| {
+            // Relaxed, as `Arc`'s clone: this `Chunk`'s reference keeps the
+            // lease.
+            self.meta().refs.fetch_add(1, Ordering::Relaxed);
+            self.shared.store(true, Ordering::Relaxed);
             let raw = RawChunk { ptr: self.ptr, meta: self.meta().clone() };
             Bytes::from_owner(ChunkOwner { raw: Some(raw) })
         })
@@ -1443,9 +1476,15 @@ impl Chunk {
     }
 
     /// An opaque reference that keeps the chunk out of the pool (what a
-    /// barrier slot holds).
+    /// barrier slot holds). Allocates nothing: it counts in the chunk's own
+    /// [`ChunkMeta::refs`].
     pub fn hold(&self) -> ChunkRef {
-        ChunkRef::new(self.whole().clone(), self.meta().clone())
+        let meta = self.meta();
+        // Relaxed, as `Arc`'s clone: this `Chunk`'s reference keeps the lease.
+        meta.refs.fetch_add(1, Ordering::Relaxed);
+        meta.slot_refs.fetch_add(1, Ordering::Relaxed);
+        self.shared.store(true, Ordering::Relaxed);
+        ChunkRef { ptr: self.ptr, meta: ManuallyDrop::new(meta.clone()) }
     }
 
     /// A [`Marker`] to record decoded fields on this chunk later.
@@ -1459,21 +1498,33 @@ impl Drop for Chunk {
     fn drop(&mut self) {
         // SAFETY: `drop` runs once, and neither field is used after it.
         let (meta, whole) = unsafe { (ManuallyDrop::take(&mut self.meta), ManuallyDrop::take(&mut self.whole)) };
-        match whole.into_inner() {
-            Some(whole) => {
-                // Handles were cut: the owner behind them gives the chunk
-                // back when the last one goes (`whole` is one of them).
-                // Only this owner writes `state` while the chunk is leased
-                // (the last handle, which clears it, is still alive): no
-                // read-modify-write needed.
-                let state = meta.state.load(Ordering::Relaxed);
-                meta.state.store(state | RELEASED, Ordering::Relaxed);
-                drop((meta, whole));
-            }
-            // No handle was ever cut: this was the only owner.
-            None => give_back(RawChunk { ptr: self.ptr, meta }),
+        // No other reference was ever made (that takes `&Chunk`, which
+        // `&mut self` says is over): this was the only one, and the chunk
+        // goes back without touching the count.
+        if !*self.shared.get_mut() {
+            debug_assert!(whole.get().is_none(), "the owner behind handles holds a reference");
+            debug_assert_eq!(meta.refs.load(Ordering::Relaxed), 1);
+            // Nothing to drop in an empty `OnceLock`.
+            std::mem::forget(whole);
+            give_back(RawChunk { ptr: self.ptr, meta });
+        } else {
+            release_shared(self.ptr, meta, whole);
         }
     }
+}
+
+/// [`Chunk`]'s drop when handles or barrier references remain: the last of
+/// them gives the chunk back.
+#[cold]
+#[inline(never)]
+fn release_shared(ptr: NonNull<u8>, meta: Arc<ChunkMeta>, whole: OnceLock<Bytes>) {
+    // Only the `Chunk` writes `state` while the chunk is leased (the last
+    // reference, which clears it, comes after this one): no
+    // read-modify-write needed.
+    let state = meta.state.load(Ordering::Relaxed);
+    meta.state.store(state | RELEASED, Ordering::Relaxed);
+    drop(whole);
+    release_ref(ptr, meta);
 }
 
 /// Records decoded fields on a chunk without holding it.
@@ -1489,18 +1540,24 @@ impl Marker {
     }
 }
 
-/// A reference on a whole chunk that cannot be read, only held.
+/// A reference on a whole chunk that cannot be read, only held: one of the
+/// lease's [`ChunkMeta::refs`].
+///
+/// It keeps the chunk's address (as the `Bytes` handle it once was did), so
+/// that a heap scan finds what holds it pointing into the chunk.
 pub struct ChunkRef {
-    _whole: Bytes,
-    meta: Arc<ChunkMeta>,
+    ptr: NonNull<u8>,
+    /// Taken by `drop`.
+    meta: ManuallyDrop<Arc<ChunkMeta>>,
 }
 
-impl ChunkRef {
-    fn new(whole: Bytes, meta: Arc<ChunkMeta>) -> ChunkRef {
-        meta.slot_refs.fetch_add(1, Ordering::Relaxed);
-        ChunkRef { _whole: whole, meta }
-    }
+// SAFETY: `ptr` is never dereferenced through a `ChunkRef`; it only goes
+// back to the pool with the last reference, as a `Bytes` owner's would.
+unsafe impl Send for ChunkRef {}
+// SAFETY: `&ChunkRef` gives access to nothing but the chunk's size.
+unsafe impl Sync for ChunkRef {}
 
+impl ChunkRef {
     /// Size of the chunk it holds.
     pub fn size(&self) -> usize {
         self.meta.size
@@ -1508,8 +1565,12 @@ impl ChunkRef {
 }
 
 impl Drop for ChunkRef {
+    #[inline]
     fn drop(&mut self) {
         self.meta.slot_refs.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: `drop` runs once, and `meta` is not used after it.
+        let meta = unsafe { ManuallyDrop::take(&mut self.meta) };
+        release_ref(self.ptr, meta);
     }
 }
 
@@ -1655,6 +1716,72 @@ mod tests {
         thread.join().unwrap();
         drop(pool.lease(4096, Taker::ConnRead));
         assert_eq!(pool.stats().allocated_chunks, 1, "reused");
+    }
+
+    #[test]
+    fn a_barrier_reference_alone_keeps_the_chunk_leased() {
+        let pool = Pool::new(no_gc());
+        let mut c = pool.lease(4096, Taker::Encode);
+        c.freeze_to(10);
+        drop(c.hold());
+        let held = c.hold();
+        assert_eq!(pool.leases()[0].slot_refs, 1);
+        drop(c);
+        assert_eq!(pool.stats().leased_bytes, 4096, "the barrier reference still pins it");
+        let lease = &pool.leases()[0];
+        assert!(lease.pinned());
+        assert_eq!((lease.slot_refs, lease.taker), (1, Taker::Encode));
+        // Given back on another thread: to that thread's cache.
+        let (stop, thread) = on_live_thread(move || drop(held));
+        let s = pool.stats();
+        assert_eq!((s.leased_bytes, s.cached_bytes), (0, 4096));
+        assert!(pool.leases().is_empty());
+        drop(stop);
+        thread.join().unwrap();
+        // Reused, and its next lease starts with no reference left over.
+        let c = pool.lease(4096, Taker::ConnRead);
+        let lease = &pool.leases()[0];
+        assert_eq!((lease.slot_refs, lease.released, lease.taker), (0, false, Taker::ConnRead));
+        drop(c);
+        assert!(pool.leases().is_empty());
+        assert_eq!(pool.stats().allocated_chunks, 1);
+    }
+
+    #[test]
+    fn handles_and_barrier_references_dropped_in_any_order_return_the_chunk_once() {
+        let pool = Pool::new(no_gc());
+        for order in 0..6 {
+            let mut c = pool.lease(1024, Taker::ConnRead);
+            c.freeze_to(4);
+            let (b, h) = (c.bytes(0..2), c.hold());
+            match order {
+                0 => drop((c, b, h)),
+                1 => drop((c, h, b)),
+                2 => drop((b, c, h)),
+                3 => drop((b, h, c)),
+                4 => drop((h, c, b)),
+                _ => drop((h, b, c)),
+            }
+            let s = pool.stats();
+            assert_eq!((s.leased_bytes, s.cached_bytes), (0, 1024), "order {order}");
+        }
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..500 {
+                        let mut c = pool.lease(1024, Taker::ConnRead);
+                        c.freeze_to(4);
+                        let (b, h) = (c.bytes(0..2), c.hold());
+                        let t = std::thread::spawn(move || drop((b, h)));
+                        drop(c);
+                        t.join().unwrap();
+                    }
+                });
+            }
+        });
+        let s = pool.stats();
+        assert_eq!(s.leased_bytes, 0, "{s:?}");
+        assert_eq!(s.cached_bytes as u64, s.allocated_bytes, "{s:?}");
     }
 
     #[test]

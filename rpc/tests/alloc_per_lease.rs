@@ -1,5 +1,6 @@
 //! Heap allocations per lease of a cached chunk, counted by dhat: none,
-//! unless a `Bytes` handle is cut (then one owner box per lease).
+//! barrier references (`Chunk::hold`) included, unless a `Bytes` handle is
+//! cut (then one owner box per lease).
 //!
 //! A separate test binary with its own global allocator and a single
 //! `#[test]`, as `alloc_per_request.rs` explains.
@@ -24,10 +25,17 @@ fn leasing_a_cached_chunk_allocates_nothing_until_a_handle_is_cut() {
                 chunk.spare_mut()[0] = 1;
                 chunk.freeze_to(1);
                 let marker = chunk.marker();
+                // What a link buffer's read or write does: a barrier slot
+                // holds the chunk around the I/O...
+                drop(chunk.hold());
                 if cut {
                     drop(chunk.bytes(0..1));
                 }
+                // ...and may still hold it when the buffer lets go, as a
+                // slot does until its next I/O.
+                let held = chunk.hold();
                 drop((chunk, marker));
+                drop(held);
             }
         }
     };
@@ -37,7 +45,11 @@ fn leasing_a_cached_chunk_allocates_nothing_until_a_handle_is_cut() {
         round(false);
     }
     let after = dhat::HeapStats::get();
-    dhat::assert_eq!(after.total_blocks - before.total_blocks, 0, "allocations for leases without handles");
+    dhat::assert_eq!(
+        after.total_blocks - before.total_blocks,
+        0,
+        "allocations for leases, holds and releases without handles"
+    );
 
     let per_round = (SIZES.len() * takers.len()) as u64;
     let before = dhat::HeapStats::get();

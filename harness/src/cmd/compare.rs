@@ -18,11 +18,14 @@ use crate::compare::{
     Comparison, RunEntry, RunFigures, SideInfo, SideSettings,
 };
 use crate::report::{ratio_chart, RatioBar};
-use crate::runner::{RunPlan, ServeCommand, Timing};
+use crate::runner::{RunPlan, ServeCommand, Timing, RUN_PROFILE_RATE};
 use crate::units::{parse_bytes, parse_duration};
 
-/// The profiler's rate in a comparison's runs: every allocation.
-const COMPARE_PROFILE_RATE: usize = 1;
+/// The profiler's rate in a comparison's runs: what `leaklab run` uses, so
+/// that profiles, verdicts and the profiler's own cost are a normal run's.
+/// Allocations per call come from the profiler's exact counters, kept at
+/// any rate.
+const COMPARE_PROFILE_RATE: usize = RUN_PROFILE_RATE;
 
 /// The end of `leaklab compare --help`.
 const AFTER_HELP: &str = "\
@@ -142,9 +145,11 @@ pub struct CompareArgs {
     #[arg(long)]
     pub rps: Option<u64>,
     /// The heap profiler's sampling rate in the process under test (mean
-    /// bytes between samples). 1 records every allocation, so allocations
-    /// per call are counted, not estimated; on the Echo path its CPU cost
-    /// is within this machine's noise (`scripts/bench-profiler.sh`).
+    /// bytes between samples), as `leaklab run`'s. Allocations per call are
+    /// counted exactly at any rate (the profiler's counters); 1 records
+    /// every allocation in the heap profiles too, which costs CPU per call
+    /// and RSS, and is what counts them for a build without the counters
+    /// (`--a-bin`/`--b-bin` of an older leaklab).
     #[arg(long, default_value_t = COMPARE_PROFILE_RATE)]
     pub profile_rate: usize,
     /// The heap profiler's sampling seed, the same in every run.

@@ -29,7 +29,9 @@ pub(crate) const SUB_OBJECTS: &str = "$sub_objects$";
 
 /// The child's output, decoded.
 pub(crate) struct Parsed {
-    pub recs: Vec<Rec>,
+    /// Every live block's address: scrubbed when dropped (see
+    /// [`Scrubbed`](super::Scrubbed)).
+    pub recs: super::Scrubbed<Rec>,
     pub order: Vec<u32>,
     pub trailer: Trailer,
 }
@@ -55,11 +57,13 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         return Err(format!("the scan wrote {} bytes for {n} blocks", body.len()));
     }
     let (recs_bytes, order_bytes) = body.split_at(recs_len * r);
-    let recs = recs_bytes
-        .chunks_exact(r)
-        // SAFETY: each chunk is one `Rec` of plain integers; read unaligned.
-        .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<Rec>()) })
-        .collect();
+    let recs = super::Scrubbed(
+        recs_bytes
+            .chunks_exact(r)
+            // SAFETY: each chunk is one `Rec` of plain integers; read unaligned.
+            .map(|c| unsafe { std::ptr::read_unaligned(c.as_ptr().cast::<Rec>()) })
+            .collect(),
+    );
     let order = order_bytes.chunks_exact(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect();
     Ok(Parsed { recs, order, trailer })
 }
@@ -252,7 +256,7 @@ pub(crate) fn build(p: &Parsed, roots: &[Root], state: &State, opts: &HolderOpti
     }
 
     let mut stack_infos: HashMap<u32, &BucketInfo> = HashMap::new();
-    for r in &p.recs {
+    for r in p.recs.iter() {
         if let Some(info) = infos.get(&r.bucket) {
             stack_infos.entry(state.buckets.key(r.bucket).0).or_insert(info);
         }

@@ -39,6 +39,10 @@
 //!   addresses. They can only make more blocks reachable, never fewer, and
 //!   the breadth-first search credits a block to its shortest chain, which
 //!   is the live structure in the cases measured here.
+//!   The scan leaves none of its own: what it reads back from the child
+//!   (every live block's address) is zeroed before its memory goes back to
+//!   the allocator ([`Scrubbed`]), else a block allocated later in that
+//!   memory would hold stale addresses of every block to the next scan.
 //! - **Blocks allocated before holder mode was on** are not in the index:
 //!   they are neither reported nor scanned through. `leaklab serve
 //!   --holders` turns it on before its runtime starts.
@@ -249,6 +253,7 @@ impl<A> Profiler<A> {
                 return failed(format!("the scan failed: {e}{status}"));
             }
         };
+        drop(bytes);
         let mut stats = ScanStats {
             roots: spans.len() as u64,
             root_bytes: spans.iter().map(|s| (s.hi - s.lo) as u64).sum(),
@@ -300,11 +305,11 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// Reads the child's output until it closes the pipe; kills it past
 /// `limit`.
-fn read_child(fd: OwnedFd, pid: i32, limit: Duration) -> Result<Vec<u8>, String> {
+fn read_child(fd: OwnedFd, pid: i32, limit: Duration) -> Result<Scrubbed<u8>, String> {
     let deadline = Instant::now() + limit;
     let mut file = std::fs::File::from(fd);
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
+    let mut out = Scrubbed::<u8>::default();
+    let mut buf = Scrubbed(vec![0u8; 1 << 16]);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -319,13 +324,63 @@ fn read_child(fd: OwnedFd, pid: i32, limit: Duration) -> Result<Vec<u8>, String>
         if r == 0 {
             continue;
         }
-        match file.read(&mut buf) {
+        match file.read(&mut buf.0) {
             Ok(0) => return Ok(out),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Ok(n) => out.extend_from_slice(&buf.0[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("reading the scan's output: {e}")),
         }
     }
+}
+
+/// A `Vec` of the child's output (block addresses), zeroed before its
+/// memory goes back to the allocator, on growth too: a conservative scan
+/// reads a block's bytes whether or not its owner wrote them, and the next
+/// block allocated there must not point at every block the last scan saw.
+#[derive(Default)]
+pub(crate) struct Scrubbed<T: Copy>(pub Vec<T>);
+
+impl<T: Copy> Scrubbed<T> {
+    /// `Vec::extend_from_slice`, growing into a new buffer (doubling) and
+    /// scrubbing the old one instead of letting `realloc` free it as is.
+    fn extend_from_slice(&mut self, more: &[T]) {
+        if self.0.capacity() - self.0.len() < more.len() {
+            let want = (self.0.len() + more.len()).max(self.0.capacity() * 2).max(1 << 16);
+            let mut bigger = Vec::with_capacity(want);
+            bigger.extend_from_slice(&self.0);
+            scrub(&mut std::mem::replace(&mut self.0, bigger));
+        }
+        self.0.extend_from_slice(more);
+    }
+}
+
+impl<T: Copy> std::ops::Deref for Scrubbed<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+impl<T: Copy> Drop for Scrubbed<T> {
+    fn drop(&mut self) {
+        scrub(&mut self.0);
+    }
+}
+
+/// Zeroes all of `v`'s buffer, spare capacity included.
+fn scrub<T: Copy>(v: &mut Vec<T>) {
+    let bytes = v.capacity() * std::mem::size_of::<T>();
+    let p = v.as_mut_ptr().cast::<u8>();
+    // SAFETY: `p` is the start of `v`'s buffer of `capacity` elements
+    // (dangling but valid for zero bytes when it has none); `T: Copy` has no
+    // drop glue, and `v` is emptied so that nothing reads the zeroed values
+    // as `T`s.
+    unsafe {
+        v.set_len(0);
+        std::ptr::write_bytes(p, 0, bytes);
+    }
+    // The stores must happen although the buffer is freed next.
+    std::hint::black_box(p);
 }
 
 fn wait_child(pid: i32) -> Option<i32> {
@@ -340,5 +395,29 @@ fn wait_child(pid: i32) -> Option<i32> {
         if r < 0 && unsafe { *libc::__errno_location() } != libc::EINTR {
             return None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubbed_buffers_keep_their_contents_across_growth_and_zero_on_scrub() {
+        let mut out = Scrubbed::<u8>::default();
+        let mut expect = Vec::new();
+        for i in 0..40_000u32 {
+            let piece = i.to_ne_bytes();
+            out.extend_from_slice(&piece);
+            expect.extend_from_slice(&piece);
+        }
+        assert_eq!(&out[..], &expect[..]);
+        let mut v = vec![0xAAu8; 100];
+        v.truncate(10);
+        let p = v.as_ptr();
+        scrub(&mut v);
+        assert!(v.is_empty());
+        // SAFETY: `v` still owns its 100-byte buffer (only its length is 0).
+        assert!(unsafe { std::slice::from_raw_parts(p, 100) }.iter().all(|&b| b == 0), "spare capacity too");
     }
 }
