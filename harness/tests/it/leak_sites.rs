@@ -43,12 +43,13 @@ fn assert_grows(run: &Finished, kind: &str, site: &str, pick: Pick<'_>) -> f64 {
 
 /// Who holds it: in the holder profiles the run took, between the first
 /// one and the last one (after the drain: what stays) or, when little
-/// stays, the fullest one, the chain that gained most over the
-/// blocks allocated under `held` names `holder` (the scenario's holder, as
-/// `leaklab explain` gives it). Memory under one site can be held by several
-/// chains at once (the leaked buffers by the barrier slots, the buffers of
-/// connections still open by their tasks): the top one must still explain
-/// a quarter of the growth.
+/// stays, the fullest one, the chains that gained over the blocks
+/// allocated under `held` and name `holder` (the scenario's holder, as
+/// `leaklab explain` gives it) hold at least as much as any other chain.
+/// Memory under one site can be held by several chains at once (the leaked
+/// buffers by the barrier slots, the buffers of connections still open by
+/// their tasks): those naming the holder must still explain a quarter of
+/// the growth.
 fn assert_held_by(run: &Finished, held: &str, holder: &str) {
     let holders = run.holders();
     assert!(holders.len() >= 3, "{}: {} holder profiles", run.scenario, holders.len());
@@ -65,16 +66,24 @@ fn assert_held_by(run: &Finished, held: &str, holder: &str) {
     let total: f64 = chains.iter().map(|c| c.0.max(0.0)).sum();
     let report: Vec<String> = chains.iter().take(4).map(|(g, c)| format!("  {} {}", mib(*g), c.join(" -> "))).collect();
     eprintln!("HOLDER {}: blocks under {held}:\n{}", run.scenario, report.join("\n"));
-    let (growth, chain) = chains.first().unwrap_or_else(|| panic!("{}: no block under {held}", run.scenario));
+    assert!(!chains.is_empty(), "{}: no block under {held}", run.scenario);
+    // The chains that name the holder, together, hold at least as much as
+    // any chain that does not (blocks of one size held by several chains
+    // tie: an oversized request still in flight in its decoding task holds
+    // as many bytes as the connection buffer that keeps the last one), and
+    // explain a quarter of the growth.
+    let names = |chain: &[String]| holder.split('|').any(|part| chain.iter().any(|link| link.contains(part)));
+    let named: f64 = chains.iter().filter(|c| names(&c.1)).map(|c| c.0.max(0.0)).sum();
+    let other = chains.iter().filter(|c| !names(&c.1)).map(|c| c.0).fold(0.0, f64::max);
     assert!(
-        holder.split('|').any(|part| chain.iter().any(|link| link.contains(part))),
-        "{}: the top chain does not name {holder}:\n{}",
+        named > 0.0 && named >= other,
+        "{}: the chains naming {holder} hold less than another chain:\n{}",
         run.scenario,
         report.join("\n")
     );
     assert!(
-        *growth > 0.0 && *growth >= 0.25 * total,
-        "{}: the top chain explains too little:\n{}",
+        named >= 0.25 * total,
+        "{}: the chains naming {holder} explain too little:\n{}",
         run.scenario,
         report.join("\n")
     );
