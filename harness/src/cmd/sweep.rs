@@ -14,7 +14,8 @@
 //!   the load), the leak rate (one call in 1, 2, 4 or 8), and in 12% of
 //!   runs a second leak mechanism (`mix`) that composes with the first;
 //! - a **slow leak** (8% of leak variants): a load of at least 150 s, one
-//!   call in 16 to 128 leaking (tens of KiB/s), snapshots every second.
+//!   call in 16 to 128 leaking (50 KiB/s to MiB/s, by scenario), snapshots
+//!   every second.
 //!
 //! A modifier the scenario does not take, or a mixture it rejects, is left
 //! out rather than failing the sweep.
