@@ -8,8 +8,11 @@
 set -euo pipefail
 dir=$1
 min=${GROWTH_MIN:-1048576}
-first=$(ls "$dir"/heap-*.pb.gz | sort | head -1)
-last=$(ls "$dir"/heap-*.pb.gz | sort | tail -1)
+# The names are zero-padded, so the glob's order is the snapshots' (no
+# `ls | head`, whose early exit fails the pipeline under pipefail).
+heaps=("$dir"/heap-*.pb.gz)
+first=${heaps[0]}
+last=${heaps[${#heaps[@]}-1]}
 go tool pprof -top -nodecount=1 -sample_index=inuse_space -unit=B -diff_base "$first" "$last" 2>/dev/null |
   python3 -c '
 import re, sys
@@ -21,5 +24,5 @@ for line in sys.stdin:
     elif re.match(r"\s*-?[0-9.]+B?\s+-?[0-9.]+%", line):
         top = line.split()[-1] if not top else top
 leak = total >= float(sys.argv[1])
-print("{\"leak\": %s, \"kind\": \"%s\", \"growth_bytes\": %d, \"top\": \"%s\"}" % ("true" if leak else "false", "unknown" if leak else "none", total, top.replace("\"", "")))
+print("{\"leak\": %s, \"kind\": \"%s\", \"top_growth_bytes\": %d, \"top\": \"%s\"}" % ("true" if leak else "false", "unknown" if leak else "none", total, top.replace("\"", "")))
 ' "$min"
