@@ -157,7 +157,7 @@ pub const RATE_BANDS: [(f64, &str); 4] = [
 
 fn stats<'a>(items: impl Iterator<Item = (&'a RunResult, &'a Outcome)>) -> Stats {
     let mut s = Stats::default();
-    let (mut flagged, mut flagged_leak, mut leak_flagged, mut right) = (0usize, 0usize, 0usize, 0usize);
+    let (mut flagged, mut flagged_leak, mut right) = (0usize, 0usize, 0usize);
     let mut delays = Vec::new();
     let mut delays_s = Vec::new();
     let mut healthy_s = 0.0;
@@ -168,7 +168,6 @@ fn stats<'a>(items: impl Iterator<Item = (&'a RunResult, &'a Outcome)>) -> Stats
         if r.label.leak {
             s.leak_runs += 1;
             flagged_leak += usize::from(alarm);
-            leak_flagged += usize::from(alarm);
         }
         right += usize::from(o.right);
         delays.extend(o.delay_snapshots.map(|d| d as f64));
@@ -182,7 +181,7 @@ fn stats<'a>(items: impl Iterator<Item = (&'a RunResult, &'a Outcome)>) -> Stats
     }
     let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
     s.precision = ratio(flagged_leak, flagged);
-    s.recall = ratio(leak_flagged, s.leak_runs);
+    s.recall = ratio(flagged_leak, s.leak_runs);
     s.kind_accuracy = ratio(right, s.runs);
     s.delay_median = quantile(&mut delays, 0.5);
     s.delay_p90 = quantile(&mut delays, 0.9);
@@ -309,31 +308,11 @@ pub fn markdown(tables: &[Table]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::{Mechanism, LABEL_FORMAT};
+    use crate::dataset::trace::tests::label;
 
     fn result(kinds: &[&str], rate: f64, answer: &str, false_alarms: usize, delay: Option<usize>) -> RunResult {
         let leak = !kinds.is_empty();
-        let label = Label {
-            format: LABEL_FORMAT,
-            scenario: "s".into(),
-            variant: if leak { "leak" } else { "fix" }.into(),
-            side: "server".into(),
-            leak,
-            kind: kinds.first().copied().unwrap_or("none").into(),
-            mechanisms: kinds
-                .iter()
-                .map(|k| Mechanism { scenario: "s".into(), kind: (*k).into(), field: None, holder: String::new() })
-                .collect(),
-            onset_s: 0.0,
-            onset_at_s: leak.then_some(2.0),
-            leak_rate: 1,
-            background: "none".into(),
-            params: Default::default(),
-            phases: Vec::new(),
-            interval_s: 0.5,
-            profile_rate: 1,
-            seed: Some(1),
-        };
+        let label = Label { phases: Vec::new(), interval_s: 0.5, seed: Some(1), ..label(kinds, leak.then_some(2.0)) };
         let right = if leak { kinds.contains(&answer) } else { answer == "none" };
         let named = kinds.iter().filter(|k| **k == answer).count();
         RunResult {

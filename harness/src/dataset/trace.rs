@@ -210,12 +210,14 @@ impl Outcome {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::dataset::{Mechanism, LABEL_FORMAT};
     use crate::runner::{Phase, PhaseSpan};
 
-    fn label(kinds: &[&str], onset_at_s: Option<f64>) -> Label {
+    /// A label with these mechanisms' kinds (none: a healthy fix run) and
+    /// onset, over a 10 s load; the tests of scores build on it too.
+    pub(crate) fn label(kinds: &[&str], onset_at_s: Option<f64>) -> Label {
         Label {
             format: LABEL_FORMAT,
             scenario: "s".into(),
