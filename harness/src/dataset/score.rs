@@ -366,7 +366,7 @@ mod tests {
         assert_eq!((rfh.runs, rfh.kind_accuracy), (3, Some(2.0 / 3.0)));
         let bands: Vec<(&str, usize)> = t.by_rate.iter().map(|(b, s)| (b.as_str(), s.runs)).collect();
         assert_eq!(bands, [("< 32 KiB/s", 1), ("0.25-2 MiB/s", 1), (">= 2 MiB/s", 2)]);
-        let md = markdown(&[t.clone()]);
+        let md = markdown(std::slice::from_ref(t));
         assert!(md.contains("| d | 6 | 4 | 80% | 100% | 67% | 3.0 (6.0) |"), "{md}");
     }
 
