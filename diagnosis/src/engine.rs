@@ -45,9 +45,11 @@ pub struct Options {
     /// default). The engine also never trusts growth under four sampling
     /// periods of the profile.
     pub min_growth_bytes: f64,
-    /// A site that keeps less than this per request is bookkeeping, not a
-    /// held payload (256 bytes by default: the size of a map entry with its
-    /// key, where a held field pins a whole buffer).
+    /// A site that keeps less than this per request, and per block it
+    /// gained, is bookkeeping, not a held payload (256 bytes by default: the
+    /// size of a map entry with its key, where a held field pins a whole
+    /// buffer). Per block, so that a field held by one call in many is
+    /// still a held field.
     pub min_bytes_per_request: f64,
     /// Blocks this large may be abnormal for an RPC request (1 MiB by
     /// default), when they are also 32 times what the process allocates per

@@ -76,6 +76,17 @@ const SURGE_STEPS: usize = 2;
 /// growth at the surges below it is the slot table, not what it pins.
 const SURGE_MIN_PER_CONNECTION: f64 = 3.0 * 1024.0;
 
+/// What the surge shape is made of: each block the site gained holds at
+/// least a buffer node ([`NODE_BYTES`](crate::shape::NODE_BYTES)) on
+/// average. What lingers in the slots is buffers; what a surge leaves in
+/// a correct process is each connection's own small blocks (the slot
+/// table, which grows with the peak: 1.5 KiB slots; a task's future,
+/// 1.8 KiB; entries a handler cached; a map whose one table doubles, whose
+/// bytes over its blocks are an entry's size). Read from block sizes, it
+/// holds where the connections open at the peak are not known: surge
+/// connections live for one call, and a snapshot rarely catches them open.
+const SURGE_MIN_BLOCK: f64 = crate::shape::NODE_BYTES;
+
 /// A field held request after request grows while connections stay: less
 /// than this share of its growth came when connections were opened.
 const STEADY_SHARE: f64 = 0.3;
@@ -237,10 +248,15 @@ fn kept(s: &Shape, cx: &Context<'_>) -> bool {
     }
 }
 
-/// Keeps more per request than bookkeeping would (or the run counts no
-/// requests).
+/// Keeps more than bookkeeping would: per request done, or (when only one
+/// call in many holds something) per block it gained. A held field keeps a
+/// block of the field's size (or pins the buffer it was read into) for
+/// each call that holds it; bookkeeping keeps a small entry per call and
+/// a container whose one table doubles, so its bytes over its blocks are
+/// the entry's size. (Or the run counts no requests.)
 fn more_than_bookkeeping(s: &Shape, cx: &Context<'_>) -> bool {
     s.per_request.is_none_or(|b| b >= cx.min_bytes_per_request)
+        || s.per_block.is_some_and(|b| b >= cx.min_bytes_per_request)
 }
 
 /// Allocated under the frameworks' buffers: the pool, the read path,
@@ -449,7 +465,7 @@ fn connection_surge_barriers(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Ans
         return Answer::Next;
     }
     let per_connection = s.peak_open.filter(|&p| p > 0.0).map(|p| s.growth / p);
-    if per_connection.is_some_and(|b| b < SURGE_MIN_PER_CONNECTION) {
+    if per_connection.is_some_and(|b| b < SURGE_MIN_PER_CONNECTION) || s.per_block.is_some_and(|b| b < SURGE_MIN_BLOCK) {
         return Answer::Next;
     }
     let mut evidence = vec![format!(
@@ -609,6 +625,37 @@ mod tests {
         // Without connection metrics (a foreign process) the check is not made.
         let foreign = Shape { peak_open: None, ..surge };
         assert!(matches!(connection_surge_barriers(&f, &foreign, &CX), Answer::Leak(_)));
+    }
+
+    #[test]
+    fn small_blocks_gained_at_the_surges_are_no_surge_leak() {
+        // Growth kept at the surges made of a connection's own small blocks
+        // (a task's 1.8 KiB future, 1 KiB cache entries): connections opened
+        // in every interval, so every growth came "at openings", and the
+        // peak of open connections missed by the snapshots.
+        let f = StackFacts { handler: true, ..StackFacts::default() };
+        let surge = Shape { at_openings: Some(1.0), retained: Some(1.0), per_block: Some(262144.0), ..rising() };
+        assert!(matches!(connection_surge_barriers(&f, &surge, &CX), Answer::Leak(_)));
+        for small in [1792.0, 1024.0, 35.0] {
+            let own = Shape { per_block: Some(small), ..surge.clone() };
+            assert_eq!(connection_surge_barriers(&f, &own, &CX), Answer::Next, "{small}");
+        }
+        // Buffer nodes of 4 KiB are what lingering slots pin.
+        let nodes = Shape { per_block: Some(4096.0), ..surge };
+        assert!(matches!(connection_surge_barriers(&f, &nodes, &CX), Answer::Leak(_)));
+    }
+
+    #[test]
+    fn a_field_held_by_one_call_in_many_is_more_than_bookkeeping() {
+        // One call in 64 keeps its 8 KiB response field: 130 bytes per call
+        // done, 8 KiB per block kept.
+        let f = StackFacts { field: Some(("Response".into(), 2)), ..StackFacts::default() };
+        let diluted = Shape { per_request: Some(130.0), per_block: Some(8192.0), ..rising() };
+        let named = classify(&f, &diluted, &CX).expect("a held field");
+        assert_eq!(named.kind, Kind::ResponseFieldHeld);
+        // A map of small entries, one a call: bookkeeping by both measures.
+        let map = Shape { per_request: Some(64.0), per_block: Some(40.0), ..rising() };
+        assert_eq!(classify(&f, &map, &CX), None);
     }
 
     #[test]

@@ -33,6 +33,12 @@ const RISING_MIN_CONNECTIONS: f64 = 2.0;
 /// test, so that a short run's few snapshots can show it.)
 const RISING_STEPS_SHARE: f64 = 2.0 / 3.0;
 
+/// The smallest buffer node a connection takes: Netpoll's output nodes are
+/// at least a 4 KiB page (`rpc`'s too) and its input nodes 8 KiB. What a
+/// connection owns beyond its buffers (its barrier slot, its task, a
+/// cache entry it made) is smaller blocks.
+pub(crate) const NODE_BYTES: f64 = 4096.0;
+
 /// One site's in-use bytes over the snapshots.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Site {
@@ -116,6 +122,7 @@ pub(crate) struct Work {
     opened_conns: Option<Vec<f64>>,
     clients_created: Option<Vec<f64>>,
     pool_cached: Option<Vec<f64>>,
+    pool_leased: Option<Vec<f64>>,
     inuse: Option<Vec<f64>>,
 }
 
@@ -129,6 +136,7 @@ impl Work {
             opened_conns: aligned(input, times, "opened_conns"),
             clients_created: aligned(input, times, "clients_created"),
             pool_cached: aligned(input, times, "pool_cached_bytes"),
+            pool_leased: aligned(input, times, "pool_leased_bytes"),
             inuse: aligned(input, times, "inuse_bytes"),
         }
     }
@@ -216,6 +224,10 @@ pub(crate) struct Shape {
     pub(crate) large_blocks: f64,
     /// The largest block size at the peak.
     pub(crate) largest_block: i64,
+    /// What each block the site gained holds on average: the bytes gained
+    /// over the blocks gained, from the first snapshot to the peak (none
+    /// without block sizes).
+    pub(crate) per_block: Option<f64>,
 }
 
 /// Measures a site's shape over `span`; blocks of `large_block_bytes` or
@@ -236,17 +248,27 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
     let mk = mann_kendall(&ya);
     let steps = change_points(&ya, STEP_MIN_SNAPSHOTS, None).len();
     let plateaued = plateau(&ya).is_plateau;
+    let site_pooled = site.facts.pooled;
     // What the site holds at snapshot i, over the baseline: not what the
     // pool's cache gained by then (chunks given back and kept for reuse,
     // which its GC frees within two cycles when they are not reused, as
     // `sync.Pool` does), and never more than the whole process gained by
     // its exact count (`inuse_bytes`): a sampled site's growth that the
     // exact total does not show is sampling error, or memory moving
-    // between sites. Without those metrics (another process), the site's
-    // own bytes.
+    // between sites. A site under the pool's frames holds pool chunks, and
+    // a chunk that anything still holds (a field sliced from it, a barrier
+    // slot's reference, a connection's buffer) is leased until it is given
+    // back: such a site never holds more than the pool's leased bytes
+    // gained (`pool_leased_bytes`). What the sampled site shows beyond it
+    // is chunks the pool allocated and later freed or cached. Without
+    // those metrics (another process), the site's own bytes.
     let held_at = |i: usize| {
         let cached = work.pool_cached.as_ref().map_or(0.0, |c| (c[i] - c[0]).max(0.0));
         let site = y[i] - base - cached;
+        let site = match (&work.pool_leased, site_pooled) {
+            (Some(l), true) => site.min(l[i] - l[0]),
+            _ => site,
+        };
         work.inuse.as_ref().map_or(site, |t| site.min(t[i] - t[0] - cached))
     };
     // Held now: the smaller at the last two snapshots under load. Memory
@@ -293,15 +315,21 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
             pearson(&xs, &ya)
         })
     };
-    let gained: f64 = site
+    let gained_from = |least: f64| -> f64 {
+        site.sizes_peak
+            .iter()
+            .filter(|(size, _)| **size as f64 >= least)
+            .map(|(size, b)| (b - site.sizes_first.get(size).copied().unwrap_or(0.0)).max(0.0))
+            .sum()
+    };
+    let total_gained = gained_from(f64::NEG_INFINITY);
+    let share = |least: f64| if total_gained > 0.0 { gained_from(least) / total_gained } else { 0.0 };
+    let blocks_gained: f64 = site
         .sizes_peak
         .iter()
-        .map(|(size, b)| (size, (b - site.sizes_first.get(size).copied().unwrap_or(0.0)).max(0.0)))
-        .filter(|(size, _)| **size as f64 >= large_block_bytes)
-        .map(|(_, b)| b)
+        .filter(|(size, _)| **size > 0)
+        .map(|(size, b)| (b - site.sizes_first.get(size).copied().unwrap_or(0.0)).max(0.0) / *size as f64)
         .sum();
-    let total_gained: f64 =
-        site.sizes_peak.iter().map(|(size, b)| (b - site.sizes_first.get(size).copied().unwrap_or(0.0)).max(0.0)).sum();
     Shape {
         growth,
         late_growth,
@@ -348,7 +376,70 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
                 && rises as f64 >= RISING_STEPS_SHARE * steps as f64
         }),
         with_clients: corr(&work.clients_created),
-        large_blocks: if total_gained > 0.0 { gained / total_gained } else { 0.0 },
+        large_blocks: share(large_block_bytes),
+        per_block: (blocks_gained > 0.0).then(|| total_gained / blocks_gained),
         largest_block: site.sizes_peak.keys().next_back().copied().unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: f64 = 1024.0;
+
+    fn times(n: usize) -> Vec<SnapshotTime> {
+        (0..n).map(|i| SnapshotTime { t: i as f64 * 0.5, phase: Some("load".into()) }).collect()
+    }
+
+    /// A site that gains one block of `block` bytes a snapshot, in blocks
+    /// of that size.
+    fn growing(n: usize, block: f64, facts: StackFacts) -> Site {
+        let inuse: Vec<f64> = (0..n).map(|i| i as f64 * block).collect();
+        let peak = inuse[n - 1];
+        Site { facts, inuse, sizes_first: BTreeMap::new(), sizes_peak: BTreeMap::from([(block as i64, peak)]) }
+    }
+
+    #[test]
+    fn a_pooled_site_holds_no_more_than_the_pool_leased() {
+        // Eight input nodes of 64 KiB appear at the read path's allocation
+        // site while the pool's leased bytes stay flat: chunks the pool
+        // allocated and then cached or freed, as a connection's buffer grows
+        // to fit larger requests. Nothing holds them.
+        let n = 20;
+        let t = times(n);
+        let active: Vec<usize> = (0..n).collect();
+        let span = Span { times: &t, active: &active, after: &[] };
+        let pooled = StackFacts { pooled: true, read_path: true, ..StackFacts::default() };
+        let site = growing(n, 64.0 * KIB, pooled.clone());
+        let flat = Work { pool_leased: Some(vec![256.0 * KIB; n]), ..Work::default() };
+        let s = measure(&site, span, &flat, 1e6);
+        assert_eq!(s.held_now, 0.0, "{s:?}");
+        // The same growth, leased (fields pinning the chunks), is held.
+        let leased = Work { pool_leased: Some(site.inuse.clone()), ..Work::default() };
+        assert_eq!(measure(&site, span, &leased, 1e6).held_now, site.inuse[n - 2]);
+        // Off the pool's frames the pool's count says nothing of the site.
+        let handler = growing(n, 64.0 * KIB, StackFacts { handler: true, ..StackFacts::default() });
+        assert_eq!(measure(&handler, span, &flat, 1e6).held_now, handler.inuse[n - 2]);
+    }
+
+    #[test]
+    fn per_block_is_what_each_gained_block_holds() {
+        let n = 10;
+        let t = times(n);
+        let active: Vec<usize> = (0..n).collect();
+        let span = Span { times: &t, active: &active, after: &[] };
+        let fields = growing(n, 8.0 * KIB, StackFacts::default());
+        assert_eq!(measure(&fields, span, &Work::default(), 1e6).per_block, Some(8.0 * KIB));
+        // A map of one-byte copies: its table (one block that doubled, 1 MiB)
+        // and 30 000 one-byte blocks hold 35 bytes a block.
+        let mut map = growing(n, 1.0, StackFacts::default());
+        map.sizes_peak = BTreeMap::from([(1, 30_000.0), (1 << 20, 1048576.0)]);
+        let b = measure(&map, span, &Work::default(), 1e6).per_block.expect("block sizes");
+        assert!((30.0..40.0).contains(&b), "{b}");
+        // Blocks already there at the first snapshot are no gain.
+        let mut steady = fields.clone();
+        steady.sizes_first = steady.sizes_peak.clone();
+        assert_eq!(measure(&steady, span, &Work::default(), 1e6).per_block, None);
     }
 }

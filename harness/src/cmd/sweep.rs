@@ -13,9 +13,11 @@
 //! - for a leak variant, the onset (none half the time, else 20–50% into
 //!   the load), the leak rate (one call in 1, 2, 4 or 8), and in 12% of
 //!   runs a second leak mechanism (`mix`) that composes with the first;
-//! - a **slow leak** (8% of leak variants): a load of at least 150 s, one
-//!   call in 16 to 128 leaking (50 KiB/s to MiB/s, by scenario), snapshots
-//!   every second.
+//! - a **slow leak** (20% of the leak variants of the scenarios that leak a
+//!   little at a time, [`SLOW_SCENARIOS`]): a load of at least 150 s,
+//!   snapshots every second, and a leak rate aimed at 10–80 KiB/s
+//!   (log-uniform): one call (or connection) in `full / target` leaking,
+//!   where `full` is the scenario's median rate at one in one.
 //!
 //! A modifier the scenario does not take, or a mixture it rejects, is left
 //! out rather than failing the sweep.
@@ -161,8 +163,23 @@ pub fn run_seed(seed: u64, index: usize) -> u64 {
 const LEAK_SHARE: f64 = 0.55;
 /// Share of fix variants.
 const FIX_SHARE: f64 = 0.25;
-/// Share of leak variants that are slow leaks.
-const SLOW_SHARE: f64 = 0.08;
+/// Share of the leak variants of [`SLOW_SCENARIOS`] that are slow leaks.
+const SLOW_SHARE: f64 = 0.2;
+/// The scenarios that can leak slowly, with what each leaks at
+/// `leak_rate=1` (KiB/s, the median of the reference sweep's runs of one
+/// mechanism with no onset, `results/sweep-summary.md`). Their leaks come
+/// a held field (a few KiB) or an idle connection (8 KiB) at a time, so
+/// one call in N leaking is a steady trickle. A surge, a duplicate client
+/// or an oversized request leaks MiB at once: one in N of those is a rare
+/// step, not a slow leak.
+pub const SLOW_SCENARIOS: [(&str, f64); 4] = [
+    ("request-field-hold", 7663.0),
+    ("response-field-hold", 9115.0),
+    ("sonic-string-hold", 13512.0),
+    ("idle-connections", 3154.0),
+];
+/// What slow leaks aim at (KiB/s): tens of KiB a second, drawn log-uniform.
+const SLOW_TARGET_KIB_S: (f64, f64) = (10.0, 80.0);
 /// Share of leak variants with a second mechanism.
 const MIX_SHARE: f64 = 0.12;
 /// The shortest load of a slow leak: two minutes to find it, and a margin.
@@ -210,15 +227,23 @@ pub fn draw(index: usize, seed: u64, load: Duration) -> Drawn {
     take(&mut set, modifier::BACKGROUND, background.to_owned());
     let (mut run_load, mut interval) = (load, INTERVAL);
     if leaks {
-        let slow = rng.random_bool(SLOW_SHARE);
+        let full = SLOW_SCENARIOS.iter().find(|(name, _)| *name == info.name).map(|(_, full)| *full);
+        let slow = rng.random_bool(SLOW_SHARE) && full.is_some();
         if slow {
             run_load = load.max(SLOW_LOAD);
             interval = SLOW_INTERVAL;
         }
         let onset = if rng.random_bool(0.5) { 0.0 } else { run_load.as_secs_f64() * rng.random_range(0.2..0.5) };
         take(&mut set, modifier::ONSET, format!("{:.1}s", onset));
-        let rates: &[u64] = if slow { &[16, 32, 64, 128] } else { &[1, 2, 4, 8] };
-        take(&mut set, modifier::LEAK_RATE, rates[rng.random_range(0..rates.len())].to_string());
+        let rate = match full.filter(|_| slow) {
+            Some(full) => {
+                let (lo, hi) = SLOW_TARGET_KIB_S;
+                let target = (lo.ln() + rng.random::<f64>() * (hi / lo).ln()).exp();
+                (full / target).round().max(2.0) as u64
+            }
+            None => [1, 2, 4, 8][rng.random_range(0..4)],
+        };
+        take(&mut set, modifier::LEAK_RATE, rate.to_string());
         if rng.random_bool(MIX_SHARE) {
             // The first other leak, from a random start, that this scenario
             // accepts as a mixture.
@@ -422,5 +447,12 @@ mod tests {
         assert!((180..=260).contains(&leaks), "{leaks} leaks of 400");
         assert!((50..=110).contains(&controls), "{controls} controls of 400");
         assert!((5..=35).contains(&slow), "{slow} slow leaks of 400");
+        // Slow leaks aim at tens of KiB/s from their scenario's full rate.
+        for d in p.iter().filter(|d| d.load >= SLOW_LOAD) {
+            let (_, full) = SLOW_SCENARIOS.iter().find(|(n, _)| *n == d.info.name).expect("a slow scenario");
+            let rate: f64 = d.set.iter().find(|(k, _)| k == modifier::LEAK_RATE).expect("a leak rate").1.parse().unwrap();
+            let aimed = full / rate;
+            assert!((SLOW_TARGET_KIB_S.0 * 0.9..=SLOW_TARGET_KIB_S.1 * 1.1).contains(&aimed), "{}: {aimed} KiB/s", d.info.name);
+        }
     }
 }
