@@ -36,7 +36,8 @@ pub(crate) const ABNORMAL_FACTOR: f64 = 32.0;
 
 /// Abnormally sized requests arrive on connections that were already open:
 /// less than this share of the growth came in intervals where connections
-/// were opened (more, and it is a connection surge).
+/// were opened (more, and it is a connection surge), unless every interval
+/// opened connections (then the share says nothing of surges).
 const ALREADY_OPEN_SHARE: f64 = 0.5;
 
 /// "lbcache is only created once for each client": more clients than this
@@ -88,7 +89,8 @@ const SURGE_MIN_PER_CONNECTION: f64 = 3.0 * 1024.0;
 const SURGE_MIN_BLOCK: f64 = crate::shape::NODE_BYTES;
 
 /// A field held request after request grows while connections stay: less
-/// than this share of its growth came when connections were opened.
+/// than this share of its growth came when connections were opened (unless
+/// every interval opened connections).
 const STEADY_SHARE: f64 = 0.3;
 
 /// Growth of no documented kind must reach this many times the growth floor
@@ -274,7 +276,7 @@ fn oversized_request(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
     let abnormal = cx.typical_request.is_some_and(|t| s.largest_block as f64 >= ABNORMAL_FACTOR * t);
     let oversized = s.large_blocks >= LARGE_SHARE
         && abnormal
-        && s.at_openings.is_none_or(|o| o < ALREADY_OPEN_SHARE)
+        && (s.at_openings.is_none_or(|o| o < ALREADY_OPEN_SHARE) || s.quiet_intervals == Some(false))
         && (f.read_path || f.pooled || f.field.is_some());
     if !oversized {
         return Answer::Next;
@@ -465,7 +467,8 @@ fn connection_surge_barriers(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Ans
         return Answer::Next;
     }
     let per_connection = s.peak_open.filter(|&p| p > 0.0).map(|p| s.growth / p);
-    if per_connection.is_some_and(|b| b < SURGE_MIN_PER_CONNECTION) || s.per_block.is_some_and(|b| b < SURGE_MIN_BLOCK) {
+    if per_connection.is_some_and(|b| b < SURGE_MIN_PER_CONNECTION) || s.per_block.is_some_and(|b| b < SURGE_MIN_BLOCK)
+    {
         return Answer::Next;
     }
     let mut evidence = vec![format!(
@@ -509,7 +512,7 @@ fn request_field_pinned_on_read_path(f: &StackFacts, s: &Shape, cx: &Context<'_>
         && more_than_bookkeeping(s, cx)
         && trending(s)
         && !s.plateaued
-        && at_openings < STEADY_SHARE
+        && (at_openings < STEADY_SHARE || s.quiet_intervals == Some(false))
     {
         let evidence = vec!["read buffers pinned request after request: a field sliced without a copy".to_owned()];
         return leak(Kind::RequestFieldHeld, SCORE_FIELD_UNNAMED, evidence);
@@ -656,6 +659,27 @@ mod tests {
         // A map of small entries, one a call: bookkeeping by both measures.
         let map = Shape { per_request: Some(64.0), per_block: Some(40.0), ..rising() };
         assert_eq!(classify(&f, &map, &CX), None);
+    }
+
+    #[test]
+    fn growth_at_openings_says_nothing_when_every_interval_opened_connections() {
+        // 8 MiB requests on a server that also takes idle connections in
+        // every interval: all growth came "at openings".
+        let cx = Context { typical_request: Some(4096.0), ..CX };
+        let f = StackFacts { read_path: true, pooled: true, ..StackFacts::default() };
+        let big = Shape { large_blocks: 1.0, largest_block: 8 << 20, at_openings: Some(1.0), ..rising() };
+        assert_eq!(oversized_request(&f, &Shape { quiet_intervals: Some(true), ..big.clone() }, &cx), Answer::Next);
+        let busy = Shape { quiet_intervals: Some(false), ..big };
+        let Answer::Leak(named) = oversized_request(&f, &busy, &cx) else { panic!("oversized") };
+        assert_eq!(named.kind, Kind::OversizedRequest);
+        // The read path's pinned fields, the same way.
+        let pinned = Shape { at_openings: Some(1.0), per_request: Some(4096.0), ..rising() };
+        assert_eq!(
+            request_field_pinned_on_read_path(&f, &Shape { quiet_intervals: Some(true), ..pinned.clone() }, &CX),
+            Answer::Next
+        );
+        let busy = Shape { quiet_intervals: Some(false), ..pinned };
+        assert!(matches!(request_field_pinned_on_read_path(&f, &busy, &CX), Answer::Leak(_)));
     }
 
     #[test]

@@ -199,6 +199,11 @@ pub(crate) struct Shape {
     pub(crate) per_request: Option<f64>,
     /// Fraction of the growth made in intervals where connections opened.
     pub(crate) at_openings: Option<f64>,
+    /// Whether some interval under load opened no connection: when every
+    /// interval opened some (a process that keeps taking connections), all
+    /// growth came "at openings", and [`at_openings`](Self::at_openings)
+    /// tells nothing of surges.
+    pub(crate) quiet_intervals: Option<bool>,
     /// Correlation with the connections open now.
     pub(crate) with_open: Option<f64>,
     /// Connections opened from the first snapshot to the peak.
@@ -341,6 +346,7 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
         held_now,
         per_request,
         at_openings,
+        quiet_intervals: work.opened_conns.as_ref().map(|o| active.windows(2).any(|w| o[w[1]] <= o[w[0]])),
         with_open: corr(&work.open_conns),
         opened: work.opened_conns.as_ref().map(|o| o[peak_i] - o[0]),
         open_share: work.open_conns.as_ref().and_then(|o| {

@@ -450,9 +450,14 @@ mod tests {
         // Slow leaks aim at tens of KiB/s from their scenario's full rate.
         for d in p.iter().filter(|d| d.load >= SLOW_LOAD) {
             let (_, full) = SLOW_SCENARIOS.iter().find(|(n, _)| *n == d.info.name).expect("a slow scenario");
-            let rate: f64 = d.set.iter().find(|(k, _)| k == modifier::LEAK_RATE).expect("a leak rate").1.parse().unwrap();
+            let rate: f64 =
+                d.set.iter().find(|(k, _)| k == modifier::LEAK_RATE).expect("a leak rate").1.parse().unwrap();
             let aimed = full / rate;
-            assert!((SLOW_TARGET_KIB_S.0 * 0.9..=SLOW_TARGET_KIB_S.1 * 1.1).contains(&aimed), "{}: {aimed} KiB/s", d.info.name);
+            assert!(
+                (SLOW_TARGET_KIB_S.0 * 0.9..=SLOW_TARGET_KIB_S.1 * 1.1).contains(&aimed),
+                "{}: {aimed} KiB/s",
+                d.info.name
+            );
         }
     }
 }
