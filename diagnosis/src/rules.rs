@@ -88,6 +88,12 @@ const SURGE_MIN_PER_CONNECTION: f64 = 3.0 * 1024.0;
 /// connections live for one call, and a snapshot rarely catches them open.
 const SURGE_MIN_BLOCK: f64 = crate::shape::NODE_BYTES;
 
+/// ...and it is many blocks: a surge opens many connections, and the slots
+/// pin a buffer of each. One or two large blocks gained at the surges are a
+/// table that doubled (a handler's map, whose entries are allocated
+/// elsewhere) or a single buffer, whatever the timing.
+const SURGE_MIN_BLOCKS: f64 = 4.0;
+
 /// A field held request after request grows while connections stay: less
 /// than this share of its growth came when connections were opened (unless
 /// every interval opened connections).
@@ -460,14 +466,13 @@ fn connection_surge_barriers(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Ans
     // is theirs.
     // Nor while the connections open now, at what each held at the
     // baseline, account for most of the growth.
-    if s.retained.is_none()
-        && (s.closed_share.is_some_and(|c| c < SURGE_CLOSED_SHARE)
-            || s.open_share.is_some_and(|o| o > 1.0 - KEPT_SHARE))
-    {
+    if s.retained.is_none() && (s.closed_share.is_some_and(|c| c < SURGE_CLOSED_SHARE) || connections_hold_it(s)) {
         return Answer::Next;
     }
     let per_connection = s.peak_open.filter(|&p| p > 0.0).map(|p| s.growth / p);
-    if per_connection.is_some_and(|b| b < SURGE_MIN_PER_CONNECTION) || s.per_block.is_some_and(|b| b < SURGE_MIN_BLOCK)
+    if per_connection.is_some_and(|b| b < SURGE_MIN_PER_CONNECTION)
+        || s.per_block.is_some_and(|b| b < SURGE_MIN_BLOCK)
+        || s.per_block.is_some() && s.blocks_gained < SURGE_MIN_BLOCKS
     {
         return Answer::Next;
     }
@@ -512,12 +517,18 @@ fn request_field_pinned_on_read_path(f: &StackFacts, s: &Shape, cx: &Context<'_>
         && more_than_bookkeeping(s, cx)
         && trending(s)
         && !s.plateaued
-        && (at_openings < STEADY_SHARE || s.quiet_intervals == Some(false))
+        && (at_openings < STEADY_SHARE || s.quiet_intervals == Some(false) && !connections_hold_it(s))
     {
         let evidence = vec!["read buffers pinned request after request: a field sliced without a copy".to_owned()];
         return leak(Kind::RequestFieldHeld, SCORE_FIELD_UNNAMED, evidence);
     }
     Answer::Next
+}
+
+/// The connections open now, at the site's bytes per open connection,
+/// account for most of the growth: their own buffers.
+fn connections_hold_it(s: &Shape) -> bool {
+    s.open_share.is_some_and(|o| o > 1.0 - KEPT_SHARE)
 }
 
 /// Growth no documented case explains, named only when it is large enough
@@ -637,15 +648,24 @@ mod tests {
         // in every interval, so every growth came "at openings", and the
         // peak of open connections missed by the snapshots.
         let f = StackFacts { handler: true, ..StackFacts::default() };
-        let surge = Shape { at_openings: Some(1.0), retained: Some(1.0), per_block: Some(262144.0), ..rising() };
+        let surge = Shape {
+            at_openings: Some(1.0),
+            retained: Some(1.0),
+            per_block: Some(262144.0),
+            blocks_gained: 400.0,
+            ..rising()
+        };
         assert!(matches!(connection_surge_barriers(&f, &surge, &CX), Answer::Leak(_)));
         for small in [1792.0, 1024.0, 35.0] {
             let own = Shape { per_block: Some(small), ..surge.clone() };
             assert_eq!(connection_surge_barriers(&f, &own, &CX), Answer::Next, "{small}");
         }
         // Buffer nodes of 4 KiB are what lingering slots pin.
-        let nodes = Shape { per_block: Some(4096.0), ..surge };
+        let nodes = Shape { per_block: Some(4096.0), ..surge.clone() };
         assert!(matches!(connection_surge_barriers(&f, &nodes, &CX), Answer::Leak(_)));
+        // One large block is a map's table that doubled.
+        let table = Shape { per_block: Some(802832.0), blocks_gained: 1.0, ..surge };
+        assert_eq!(connection_surge_barriers(&f, &table, &CX), Answer::Next);
     }
 
     #[test]

@@ -33,6 +33,13 @@ const RISING_MIN_CONNECTIONS: f64 = 2.0;
 /// test, so that a short run's few snapshots can show it.)
 const RISING_STEPS_SHARE: f64 = 2.0 / 3.0;
 
+/// ...or, when the second half has at least this many snapshots, the open
+/// connections rose with a Mann–Kendall trend at this significance. (Under
+/// twenty points the test cannot tell a climb from a surge caught in
+/// flight.)
+const RISING_TREND_POINTS: usize = 20;
+const RISING_TREND_SIGNIFICANCE: f64 = 0.01;
+
 /// The smallest buffer node a connection takes: Netpoll's output nodes are
 /// at least a 4 KiB page (`rpc`'s too) and its input nodes 8 KiB. What a
 /// connection owns beyond its buffers (its barrier slot, its task, a
@@ -233,6 +240,9 @@ pub(crate) struct Shape {
     /// over the blocks gained, from the first snapshot to the peak (none
     /// without block sizes).
     pub(crate) per_block: Option<f64>,
+    /// How many blocks the site gained from the first snapshot to the peak
+    /// (estimated from the sampled bytes per block size).
+    pub(crate) blocks_gained: f64,
 }
 
 /// Measures a site's shape over `span`; blocks of `large_block_bytes` or
@@ -378,12 +388,20 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
             let half = &open[open.len() / 2..];
             let rises = half.windows(2).filter(|w| w[1] > w[0]).count();
             let steps = half.len().saturating_sub(1).max(1);
+            // Or, over a long second half, a significant upward trend:
+            // periodic bursts of connections that come and go put falls
+            // between the rises, and a slow climb under them still shows.
+            let climbs = half.len() >= RISING_TREND_POINTS && {
+                let mk = mann_kendall(half);
+                mk.p_value < RISING_TREND_SIGNIFICANCE && mk.s > 0
+            };
             last - mid > (RISING_SHARE * mid).max(RISING_MIN_CONNECTIONS)
-                && rises as f64 >= RISING_STEPS_SHARE * steps as f64
+                && (rises as f64 >= RISING_STEPS_SHARE * steps as f64 || climbs)
         }),
         with_clients: corr(&work.clients_created),
         large_blocks: share(large_block_bytes),
         per_block: (blocks_gained > 0.0).then(|| total_gained / blocks_gained),
+        blocks_gained,
         largest_block: site.sizes_peak.keys().next_back().copied().unwrap_or(0),
     }
 }
@@ -447,5 +465,24 @@ mod tests {
         let mut steady = fields.clone();
         steady.sizes_first = steady.sizes_peak.clone();
         assert_eq!(measure(&steady, span, &Work::default(), 1e6).per_block, None);
+    }
+
+    #[test]
+    fn idle_connections_climbing_under_bursts_keep_rising() {
+        // 80 one-second snapshots: bursts of 16 connections every other
+        // second over 150 open, so that half the steps fall; with a leak,
+        // 1.8 more stay open each second.
+        let n = 80;
+        let t = times(n);
+        let active: Vec<usize> = (0..n).collect();
+        let span = Span { times: &t, active: &active, after: &[] };
+        let site = growing(n, 8.0 * KIB, StackFacts { conn_setup: true, ..StackFacts::default() });
+        let open = |leak: f64| -> Vec<f64> {
+            (0..n).map(|i| 150.0 + if i % 2 == 0 { 16.0 } else { 0.0 } + leak * i as f64).collect()
+        };
+        let rising =
+            |o: Vec<f64>| measure(&site, span, &Work { open_conns: Some(o), ..Work::default() }, 1e6).open_rising;
+        assert_eq!(rising(open(1.8)), Some(true));
+        assert_eq!(rising(open(0.0)), Some(false));
     }
 }

@@ -17,7 +17,8 @@
 //!   little at a time, [`SLOW_SCENARIOS`]): a load of at least 150 s,
 //!   snapshots every second, and a leak rate aimed at 10–80 KiB/s
 //!   (log-uniform): one call (or connection) in `full / target` leaking,
-//!   where `full` is the scenario's median rate at one in one.
+//!   where `full` is what the run's parameters leak at one in one
+//!   ([`full_rate`]).
 //!
 //! A modifier the scenario does not take, or a mixture it rejects, is left
 //! out rather than failing the sweep.
@@ -165,19 +166,44 @@ const LEAK_SHARE: f64 = 0.55;
 const FIX_SHARE: f64 = 0.25;
 /// Share of the leak variants of [`SLOW_SCENARIOS`] that are slow leaks.
 const SLOW_SHARE: f64 = 0.2;
-/// The scenarios that can leak slowly, with what each leaks at
-/// `leak_rate=1` (KiB/s, the median of the reference sweep's runs of one
-/// mechanism with no onset, `results/sweep-summary.md`). Their leaks come
-/// a held field (a few KiB) or an idle connection (8 KiB) at a time, so
-/// one call in N leaking is a steady trickle. A surge, a duplicate client
-/// or an oversized request leaks MiB at once: one in N of those is a rare
-/// step, not a slow leak.
-pub const SLOW_SCENARIOS: [(&str, f64); 4] = [
-    ("request-field-hold", 7663.0),
-    ("response-field-hold", 9115.0),
-    ("sonic-string-hold", 13512.0),
-    ("idle-connections", 3154.0),
-];
+/// The scenarios that can leak slowly: their leaks come a held field or an
+/// idle connection at a time, so one call (or connection) in N leaking is a
+/// steady trickle. A surge, a duplicate client or an oversized request
+/// leaks MiB at once: one in N of those is a rare step, not a slow leak.
+pub const SLOW_SCENARIOS: [&str; 4] =
+    ["request-field-hold", "response-field-hold", "sonic-string-hold", "idle-connections"];
+
+/// The smallest input node a held slice pins (`rpc::linkbuf`'s first node).
+const INPUT_NODE: f64 = 8192.0;
+
+/// What a slow-leak scenario leaks with these parameters at `leak_rate=1`
+/// (bytes/s), from what one leaking call or connection keeps:
+/// - a held request or response field: the field's bytes (`payload`), or
+///   with `decode=nocopy` the input node the slice pins (at least 8 KiB);
+/// - a held JSON string: the whole document it was parsed from
+///   (`json_size`);
+/// - an idle connection left open: its first input node (`initial_input`).
+///
+/// Calls come at `rps`, idle connections at `idle_rate`.
+fn full_rate(info: &Info, set: &[(String, String)]) -> Option<f64> {
+    let p = Params::parse(info, set).ok()?;
+    let size = |name: &str| p.usize(name).ok().map(|b| b as f64);
+    let per_call = match info.name {
+        "request-field-hold" | "response-field-hold" => {
+            let field = size("payload")?;
+            if p.string("decode").ok()? == "nocopy" {
+                field.max(INPUT_NODE).log2().ceil().exp2()
+            } else {
+                field
+            }
+        }
+        "sonic-string-hold" => size("json_size")?,
+        "idle-connections" => return Some(p.f64("idle_rate").ok()? * size("initial_input")?),
+        _ => return None,
+    };
+    Some(p.f64("rps").ok()? * per_call)
+}
+
 /// What slow leaks aim at (KiB/s): tens of KiB a second, drawn log-uniform.
 const SLOW_TARGET_KIB_S: (f64, f64) = (10.0, 80.0);
 /// Share of leak variants with a second mechanism.
@@ -227,7 +253,7 @@ pub fn draw(index: usize, seed: u64, load: Duration) -> Drawn {
     take(&mut set, modifier::BACKGROUND, background.to_owned());
     let (mut run_load, mut interval) = (load, INTERVAL);
     if leaks {
-        let full = SLOW_SCENARIOS.iter().find(|(name, _)| *name == info.name).map(|(_, full)| *full);
+        let full = SLOW_SCENARIOS.contains(&info.name).then(|| full_rate(info, &set)).flatten();
         let slow = rng.random_bool(SLOW_SHARE) && full.is_some();
         if slow {
             run_load = load.max(SLOW_LOAD);
@@ -238,7 +264,7 @@ pub fn draw(index: usize, seed: u64, load: Duration) -> Drawn {
         let rate = match full.filter(|_| slow) {
             Some(full) => {
                 let (lo, hi) = SLOW_TARGET_KIB_S;
-                let target = (lo.ln() + rng.random::<f64>() * (hi / lo).ln()).exp();
+                let target = 1024.0 * (lo.ln() + rng.random::<f64>() * (hi / lo).ln()).exp();
                 (full / target).round().max(2.0) as u64
             }
             None => [1, 2, 4, 8][rng.random_range(0..4)],
@@ -449,10 +475,10 @@ mod tests {
         assert!((5..=35).contains(&slow), "{slow} slow leaks of 400");
         // Slow leaks aim at tens of KiB/s from their scenario's full rate.
         for d in p.iter().filter(|d| d.load >= SLOW_LOAD) {
-            let (_, full) = SLOW_SCENARIOS.iter().find(|(n, _)| *n == d.info.name).expect("a slow scenario");
+            let full = full_rate(d.info, &d.set).expect("a slow scenario");
             let rate: f64 =
                 d.set.iter().find(|(k, _)| k == modifier::LEAK_RATE).expect("a leak rate").1.parse().unwrap();
-            let aimed = full / rate;
+            let aimed = full / rate / 1024.0;
             assert!(
                 (SLOW_TARGET_KIB_S.0 * 0.9..=SLOW_TARGET_KIB_S.1 * 1.1).contains(&aimed),
                 "{}: {aimed} KiB/s",
