@@ -88,11 +88,12 @@ const SURGE_MIN_PER_CONNECTION: f64 = 3.0 * 1024.0;
 /// connections live for one call, and a snapshot rarely catches them open.
 const SURGE_MIN_BLOCK: f64 = crate::shape::NODE_BYTES;
 
-/// ...and it is many blocks: a surge opens many connections, and the slots
-/// pin a buffer of each. One or two large blocks gained at the surges are a
-/// table that doubled (a handler's map, whose entries are allocated
-/// elsewhere) or a single buffer, whatever the timing.
-const SURGE_MIN_BLOCKS: f64 = 4.0;
+/// Fewer blocks than this gained are a table that doubled, not many held
+/// things: a Rust `Vec` or `HashMap` keeps its entries in one table, so a
+/// map's growth is one block (or two while the old one is freed), whatever
+/// its size. A surge opens many connections and the slots pin a buffer of
+/// each; held fields are a block per holding call.
+const MIN_BLOCKS: f64 = 4.0;
 
 /// A field held request after request grows while connections stay: less
 /// than this share of its growth came when connections were opened (unless
@@ -259,12 +260,13 @@ fn kept(s: &Shape, cx: &Context<'_>) -> bool {
 /// Keeps more than bookkeeping would: per request done, or (when only one
 /// call in many holds something) per block it gained. A held field keeps a
 /// block of the field's size (or pins the buffer it was read into) for
-/// each call that holds it; bookkeeping keeps a small entry per call and
-/// a container whose one table doubles, so its bytes over its blocks are
-/// the entry's size. (Or the run counts no requests.)
+/// each call that holds it, and many calls hold; bookkeeping keeps a small
+/// entry per call (its bytes over its blocks are the entry's size), or
+/// grows one table that doubles (one block: [`MIN_BLOCKS`]). (Or the run
+/// counts no requests.)
 fn more_than_bookkeeping(s: &Shape, cx: &Context<'_>) -> bool {
     s.per_request.is_none_or(|b| b >= cx.min_bytes_per_request)
-        || s.per_block.is_some_and(|b| b >= cx.min_bytes_per_request)
+        || s.per_block.is_some_and(|b| b >= cx.min_bytes_per_request) && s.blocks_gained >= MIN_BLOCKS
 }
 
 /// Allocated under the frameworks' buffers: the pool, the read path,
@@ -288,10 +290,15 @@ fn oversized_request(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
         return Answer::Next;
     }
     let mut evidence = vec![format!(
-        "{:.0}% of the growth is blocks of {} or more (largest {}), on connections that were already open",
+        "{:.0}% of the growth is blocks of {} or more (largest {}), {}",
         s.large_blocks * 100.0,
         mib(cx.large_block_bytes),
-        mib(s.largest_block as f64)
+        mib(s.largest_block as f64),
+        if s.quiet_intervals == Some(false) {
+            "while connections were opened in every interval (when it came does not tell a surge)"
+        } else {
+            "on connections that were already open"
+        }
     )];
     if let Some(t) = cx.typical_request {
         evidence.push(format!(
@@ -472,7 +479,7 @@ fn connection_surge_barriers(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Ans
     let per_connection = s.peak_open.filter(|&p| p > 0.0).map(|p| s.growth / p);
     if per_connection.is_some_and(|b| b < SURGE_MIN_PER_CONNECTION)
         || s.per_block.is_some_and(|b| b < SURGE_MIN_BLOCK)
-        || s.per_block.is_some() && s.blocks_gained < SURGE_MIN_BLOCKS
+        || s.per_block.is_some() && s.blocks_gained < MIN_BLOCKS
     {
         return Answer::Next;
     }
@@ -673,12 +680,15 @@ mod tests {
         // One call in 64 keeps its 8 KiB response field: 130 bytes per call
         // done, 8 KiB per block kept.
         let f = StackFacts { field: Some(("Response".into(), 2)), ..StackFacts::default() };
-        let diluted = Shape { per_request: Some(130.0), per_block: Some(8192.0), ..rising() };
+        let diluted = Shape { per_request: Some(130.0), per_block: Some(8192.0), blocks_gained: 600.0, ..rising() };
         let named = classify(&f, &diluted, &CX).expect("a held field");
         assert_eq!(named.kind, Kind::ResponseFieldHeld);
         // A map of small entries, one a call: bookkeeping by both measures.
-        let map = Shape { per_request: Some(64.0), per_block: Some(40.0), ..rising() };
+        let map = Shape { per_request: Some(64.0), per_block: Some(40.0), blocks_gained: 30_000.0, ..rising() };
         assert_eq!(classify(&f, &map, &CX), None);
+        // A map's table alone (its entries allocated elsewhere): one block.
+        let table = Shape { per_request: Some(64.0), per_block: Some(1048576.0), blocks_gained: 1.0, ..rising() };
+        assert_eq!(classify(&f, &table, &CX), None);
     }
 
     #[test]
@@ -700,6 +710,9 @@ mod tests {
         );
         let busy = Shape { quiet_intervals: Some(false), ..pinned };
         assert!(matches!(request_field_pinned_on_read_path(&f, &busy, &CX), Answer::Leak(_)));
+        // Unless the connections open now hold it, at their bytes each.
+        let theirs = Shape { open_share: Some(0.76), ..busy };
+        assert_eq!(request_field_pinned_on_read_path(&f, &theirs, &CX), Answer::Next);
     }
 
     #[test]

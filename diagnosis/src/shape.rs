@@ -209,7 +209,8 @@ pub(crate) struct Shape {
     /// Whether some interval under load opened no connection: when every
     /// interval opened some (a process that keeps taking connections), all
     /// growth came "at openings", and [`at_openings`](Self::at_openings)
-    /// tells nothing of surges.
+    /// tells nothing of surges. (Under load only: warm-up and settle open
+    /// none, and say nothing of how the load opens them.)
     pub(crate) quiet_intervals: Option<bool>,
     /// Correlation with the connections open now.
     pub(crate) with_open: Option<f64>,
@@ -237,8 +238,8 @@ pub(crate) struct Shape {
     /// The largest block size at the peak.
     pub(crate) largest_block: i64,
     /// What each block the site gained holds on average: the bytes gained
-    /// over the blocks gained, from the first snapshot to the peak (none
-    /// without block sizes).
+    /// in blocks of known size over the blocks gained, from the first
+    /// snapshot to the peak (none without block sizes).
     pub(crate) per_block: Option<f64>,
     /// How many blocks the site gained from the first snapshot to the peak
     /// (estimated from the sampled bytes per block size).
@@ -281,7 +282,7 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
         let cached = work.pool_cached.as_ref().map_or(0.0, |c| (c[i] - c[0]).max(0.0));
         let site = y[i] - base - cached;
         let site = match (&work.pool_leased, site_pooled) {
-            (Some(l), true) => site.min(l[i] - l[0]),
+            (Some(l), true) => site.min((l[i] - l[0]).max(0.0)),
             _ => site,
         };
         work.inuse.as_ref().map_or(site, |t| site.min(t[i] - t[0] - cached))
@@ -356,7 +357,11 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
         held_now,
         per_request,
         at_openings,
-        quiet_intervals: work.opened_conns.as_ref().map(|o| active.windows(2).any(|w| o[w[1]] <= o[w[0]])),
+        quiet_intervals: work
+            .opened_conns
+            .as_ref()
+            .filter(|_| active.len() >= 2)
+            .map(|o| active.windows(2).any(|w| o[w[1]] <= o[w[0]])),
         with_open: corr(&work.open_conns),
         opened: work.opened_conns.as_ref().map(|o| o[peak_i] - o[0]),
         open_share: work.open_conns.as_ref().and_then(|o| {
@@ -400,7 +405,7 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
         }),
         with_clients: corr(&work.clients_created),
         large_blocks: share(large_block_bytes),
-        per_block: (blocks_gained > 0.0).then(|| total_gained / blocks_gained),
+        per_block: (blocks_gained > 0.0).then(|| gained_from(1.0) / blocks_gained),
         blocks_gained,
         largest_block: site.sizes_peak.keys().next_back().copied().unwrap_or(0),
     }
@@ -484,5 +489,11 @@ mod tests {
             |o: Vec<f64>| measure(&site, span, &Work { open_conns: Some(o), ..Work::default() }, 1e6).open_rising;
         assert_eq!(rising(open(1.8)), Some(true));
         assert_eq!(rising(open(0.0)), Some(false));
+        // A surge caught in flight by the last two snapshots: the second
+        // half ends far above its middle, but does not climb.
+        let mut caught = open(0.0);
+        caught[n - 1] += 60.0;
+        caught[n - 2] += 60.0;
+        assert_eq!(rising(caught), Some(false));
     }
 }
