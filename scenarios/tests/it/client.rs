@@ -26,14 +26,32 @@ fn run(name: &str, variant: Variant, sets: &[(&str, &str)], length: Duration) ->
     let params = Params::parse(info, &set(sets)).unwrap();
     let echo = find("steady").unwrap();
     let server_pool = Pool::new(PoolConfig::default());
-    let peer = server(echo, Variant::Leak, &Params::defaults(echo).unwrap(), server_pool.clone()).unwrap();
+    let peer = || server(echo, Variant::Leak, &Params::defaults(echo).unwrap(), server_pool.clone()).unwrap();
     let client_pool = Pool::new(PoolConfig::default());
     let calls = Arc::new(AtomicU64::new(0));
     let entries_before = client_cached_entries();
     let before = heap_in_use();
     let rt = runtime();
     let addr = rt.block_on(async {
-        let running = Running::start(peer.config, peer.handler).await;
+        // The balancer registry lives as long as the process, and a client's
+        // factory is keyed by its server's address: a factory that an
+        // earlier test left for a server on the same port would be taken
+        // for this run's. Servers on used ports stay bound until one gets a
+        // fresh port.
+        let fresh =
+            |addr: std::net::SocketAddr| registry_dump().iter().all(|f| !f.key.resolver.ends_with(&addr.to_string()));
+        let mut used = Vec::new();
+        let running = loop {
+            let p = peer();
+            let running = Running::start(p.config, p.handler).await;
+            if fresh(running.addr) {
+                break running;
+            }
+            used.push(running);
+        };
+        for r in used {
+            r.shutdown().await;
+        }
         let stop = tokio::time::sleep(length);
         run_client(info, variant, &params, running.addr, client_pool.clone(), calls.clone(), stop).await.unwrap();
         running.wait_closed().await;
