@@ -77,15 +77,14 @@ const SURGE_STEPS: usize = 2;
 /// growth at the surges below it is the slot table, not what it pins.
 const SURGE_MIN_PER_CONNECTION: f64 = 3.0 * 1024.0;
 
-/// What the surge shape is made of: each block the site gained holds at
-/// least a buffer node ([`NODE_BYTES`](crate::shape::NODE_BYTES)) on
-/// average. What lingers in the slots is buffers; what a surge leaves in
-/// a correct process is each connection's own small blocks (the slot
-/// table, which grows with the peak: 1.5 KiB slots; a task's future,
-/// 1.8 KiB; entries a handler cached; a map whose one table doubles, whose
-/// bytes over its blocks are an entry's size). Read from block sizes, it
-/// holds where the connections open at the peak are not known: surge
-/// connections live for one call, and a snapshot rarely catches them open.
+/// What the surge shape is made of: many blocks ([`MIN_BLOCKS`]) that
+/// hold at least a buffer node ([`NODE_BYTES`](crate::shape::NODE_BYTES))
+/// each on average. What lingers in the slots is buffers; what a surge
+/// leaves in a correct process is each connection's own small blocks (the
+/// slot table, which grows with the peak: 1.5 KiB slots; a task's future,
+/// 1.8 KiB; entries a handler cached). Read from block sizes, it holds
+/// where the connections open at the peak are not known: surge connections
+/// live for one call, and a snapshot rarely catches them open.
 const SURGE_MIN_BLOCK: f64 = crate::shape::NODE_BYTES;
 
 /// Fewer blocks than this gained are a table that doubled, not many held
@@ -266,7 +265,7 @@ fn kept(s: &Shape, cx: &Context<'_>) -> bool {
 /// counts no requests.)
 fn more_than_bookkeeping(s: &Shape, cx: &Context<'_>) -> bool {
     s.per_request.is_none_or(|b| b >= cx.min_bytes_per_request)
-        || s.per_block.is_some_and(|b| b >= cx.min_bytes_per_request) && s.blocks_gained >= MIN_BLOCKS
+        || many_blocks_of(s, cx.min_bytes_per_request) == Some(true)
 }
 
 /// Allocated under the frameworks' buffers: the pool, the read path,
@@ -284,7 +283,7 @@ fn oversized_request(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
     let abnormal = cx.typical_request.is_some_and(|t| s.largest_block as f64 >= ABNORMAL_FACTOR * t);
     let oversized = s.large_blocks >= LARGE_SHARE
         && abnormal
-        && (s.at_openings.is_none_or(|o| o < ALREADY_OPEN_SHARE) || s.quiet_intervals == Some(false))
+        && (s.at_openings.is_none_or(|o| o < ALREADY_OPEN_SHARE) || openings_tell_nothing(s))
         && (f.read_path || f.pooled || f.field.is_some());
     if !oversized {
         return Answer::Next;
@@ -294,7 +293,7 @@ fn oversized_request(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
         s.large_blocks * 100.0,
         mib(cx.large_block_bytes),
         mib(s.largest_block as f64),
-        if s.quiet_intervals == Some(false) {
+        if openings_tell_nothing(s) {
             "while connections were opened in every interval (when it came does not tell a surge)"
         } else {
             "on connections that were already open"
@@ -477,9 +476,7 @@ fn connection_surge_barriers(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Ans
         return Answer::Next;
     }
     let per_connection = s.peak_open.filter(|&p| p > 0.0).map(|p| s.growth / p);
-    if per_connection.is_some_and(|b| b < SURGE_MIN_PER_CONNECTION)
-        || s.per_block.is_some_and(|b| b < SURGE_MIN_BLOCK)
-        || s.per_block.is_some() && s.blocks_gained < MIN_BLOCKS
+    if per_connection.is_some_and(|b| b < SURGE_MIN_PER_CONNECTION) || many_blocks_of(s, SURGE_MIN_BLOCK) == Some(false)
     {
         return Answer::Next;
     }
@@ -524,12 +521,24 @@ fn request_field_pinned_on_read_path(f: &StackFacts, s: &Shape, cx: &Context<'_>
         && more_than_bookkeeping(s, cx)
         && trending(s)
         && !s.plateaued
-        && (at_openings < STEADY_SHARE || s.quiet_intervals == Some(false) && !connections_hold_it(s))
+        && (at_openings < STEADY_SHARE || openings_tell_nothing(s) && !connections_hold_it(s))
     {
         let evidence = vec!["read buffers pinned request after request: a field sliced without a copy".to_owned()];
         return leak(Kind::RequestFieldHeld, SCORE_FIELD_UNNAMED, evidence);
     }
     Answer::Next
+}
+
+/// Whether the site gained many blocks ([`MIN_BLOCKS`]) of at least `least`
+/// bytes each on average; none without block sizes.
+fn many_blocks_of(s: &Shape, least: f64) -> Option<bool> {
+    s.per_block.map(|b| b >= least && s.blocks_gained >= MIN_BLOCKS)
+}
+
+/// Every interval under load opened connections: then all growth came "at
+/// openings", and when it came tells nothing of surges.
+fn openings_tell_nothing(s: &Shape) -> bool {
+    s.quiet_intervals == Some(false)
 }
 
 /// The connections open now, at the site's bytes per open connection,

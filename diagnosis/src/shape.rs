@@ -264,7 +264,6 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
     let mk = mann_kendall(&ya);
     let steps = change_points(&ya, STEP_MIN_SNAPSHOTS, None).len();
     let plateaued = plateau(&ya).is_plateau;
-    let site_pooled = site.facts.pooled;
     // What the site holds at snapshot i, over the baseline: not what the
     // pool's cache gained by then (chunks given back and kept for reuse,
     // which its GC frees within two cycles when they are not reused, as
@@ -280,12 +279,12 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
     // those metrics (another process), the site's own bytes.
     let held_at = |i: usize| {
         let cached = work.pool_cached.as_ref().map_or(0.0, |c| (c[i] - c[0]).max(0.0));
-        let site = y[i] - base - cached;
-        let site = match (&work.pool_leased, site_pooled) {
-            (Some(l), true) => site.min((l[i] - l[0]).max(0.0)),
-            _ => site,
+        let held = y[i] - base - cached;
+        let held = match (&work.pool_leased, site.facts.pooled) {
+            (Some(l), true) => held.min((l[i] - l[0]).max(0.0)),
+            _ => held,
         };
-        work.inuse.as_ref().map_or(site, |t| site.min(t[i] - t[0] - cached))
+        work.inuse.as_ref().map_or(held, |t| held.min(t[i] - t[0] - cached))
     };
     // Held now: the smaller at the last two snapshots under load. Memory
     // one snapshot caught in calls or connections in flight (a surge's
@@ -331,21 +330,15 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
             pearson(&xs, &ya)
         })
     };
-    let gained_from = |least: f64| -> f64 {
-        site.sizes_peak
-            .iter()
-            .filter(|(size, _)| **size as f64 >= least)
-            .map(|(size, b)| (b - site.sizes_first.get(size).copied().unwrap_or(0.0)).max(0.0))
-            .sum()
-    };
-    let total_gained = gained_from(f64::NEG_INFINITY);
-    let share = |least: f64| if total_gained > 0.0 { gained_from(least) / total_gained } else { 0.0 };
-    let blocks_gained: f64 = site
+    // Bytes gained per block size, from the first snapshot to the peak.
+    let gains: Vec<(i64, f64)> = site
         .sizes_peak
         .iter()
-        .filter(|(size, _)| **size > 0)
-        .map(|(size, b)| (b - site.sizes_first.get(size).copied().unwrap_or(0.0)).max(0.0) / *size as f64)
-        .sum();
+        .map(|(&size, b)| (size, (b - site.sizes_first.get(&size).copied().unwrap_or(0.0)).max(0.0)))
+        .collect();
+    let gained_from = |least: f64| -> f64 { gains.iter().filter(|(size, _)| *size as f64 >= least).map(|g| g.1).sum() };
+    let total_gained = gained_from(f64::NEG_INFINITY);
+    let blocks_gained: f64 = gains.iter().filter(|(size, _)| *size > 0).map(|(size, b)| b / *size as f64).sum();
     Shape {
         growth,
         late_growth,
@@ -404,7 +397,7 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
                 && (rises as f64 >= RISING_STEPS_SHARE * steps as f64 || climbs)
         }),
         with_clients: corr(&work.clients_created),
-        large_blocks: share(large_block_bytes),
+        large_blocks: if total_gained > 0.0 { gained_from(large_block_bytes) / total_gained } else { 0.0 },
         per_block: (blocks_gained > 0.0).then(|| gained_from(1.0) / blocks_gained),
         blocks_gained,
         largest_block: site.sizes_peak.keys().next_back().copied().unwrap_or(0),
@@ -419,6 +412,14 @@ mod tests {
 
     fn times(n: usize) -> Vec<SnapshotTime> {
         (0..n).map(|i| SnapshotTime { t: i as f64 * 0.5, phase: Some("load".into()) }).collect()
+    }
+
+    /// `site` measured over a load of as many snapshots as it has.
+    fn measured(site: &Site, work: &Work) -> Shape {
+        let n = site.inuse.len();
+        let t = times(n);
+        let active: Vec<usize> = (0..n).collect();
+        measure(site, Span { times: &t, active: &active, after: &[] }, work, 1e6)
     }
 
     /// A site that gains one block of `block` bytes a snapshot, in blocks
@@ -436,40 +437,34 @@ mod tests {
         // allocated and then cached or freed, as a connection's buffer grows
         // to fit larger requests. Nothing holds them.
         let n = 20;
-        let t = times(n);
-        let active: Vec<usize> = (0..n).collect();
-        let span = Span { times: &t, active: &active, after: &[] };
         let pooled = StackFacts { pooled: true, read_path: true, ..StackFacts::default() };
         let site = growing(n, 64.0 * KIB, pooled.clone());
         let flat = Work { pool_leased: Some(vec![256.0 * KIB; n]), ..Work::default() };
-        let s = measure(&site, span, &flat, 1e6);
+        let s = measured(&site, &flat);
         assert_eq!(s.held_now, 0.0, "{s:?}");
         // The same growth, leased (fields pinning the chunks), is held.
         let leased = Work { pool_leased: Some(site.inuse.clone()), ..Work::default() };
-        assert_eq!(measure(&site, span, &leased, 1e6).held_now, site.inuse[n - 2]);
+        assert_eq!(measured(&site, &leased).held_now, site.inuse[n - 2]);
         // Off the pool's frames the pool's count says nothing of the site.
         let handler = growing(n, 64.0 * KIB, StackFacts { handler: true, ..StackFacts::default() });
-        assert_eq!(measure(&handler, span, &flat, 1e6).held_now, handler.inuse[n - 2]);
+        assert_eq!(measured(&handler, &flat).held_now, handler.inuse[n - 2]);
     }
 
     #[test]
     fn per_block_is_what_each_gained_block_holds() {
         let n = 10;
-        let t = times(n);
-        let active: Vec<usize> = (0..n).collect();
-        let span = Span { times: &t, active: &active, after: &[] };
         let fields = growing(n, 8.0 * KIB, StackFacts::default());
-        assert_eq!(measure(&fields, span, &Work::default(), 1e6).per_block, Some(8.0 * KIB));
+        assert_eq!(measured(&fields, &Work::default()).per_block, Some(8.0 * KIB));
         // A map of one-byte copies: its table (one block that doubled, 1 MiB)
         // and 30 000 one-byte blocks hold 35 bytes a block.
         let mut map = growing(n, 1.0, StackFacts::default());
         map.sizes_peak = BTreeMap::from([(1, 30_000.0), (1 << 20, 1048576.0)]);
-        let b = measure(&map, span, &Work::default(), 1e6).per_block.expect("block sizes");
+        let b = measured(&map, &Work::default()).per_block.expect("block sizes");
         assert!((30.0..40.0).contains(&b), "{b}");
         // Blocks already there at the first snapshot are no gain.
         let mut steady = fields.clone();
         steady.sizes_first = steady.sizes_peak.clone();
-        assert_eq!(measure(&steady, span, &Work::default(), 1e6).per_block, None);
+        assert_eq!(measured(&steady, &Work::default()).per_block, None);
     }
 
     #[test]
@@ -478,15 +473,11 @@ mod tests {
         // second over 150 open, so that half the steps fall; with a leak,
         // 1.8 more stay open each second.
         let n = 80;
-        let t = times(n);
-        let active: Vec<usize> = (0..n).collect();
-        let span = Span { times: &t, active: &active, after: &[] };
         let site = growing(n, 8.0 * KIB, StackFacts { conn_setup: true, ..StackFacts::default() });
         let open = |leak: f64| -> Vec<f64> {
             (0..n).map(|i| 150.0 + if i % 2 == 0 { 16.0 } else { 0.0 } + leak * i as f64).collect()
         };
-        let rising =
-            |o: Vec<f64>| measure(&site, span, &Work { open_conns: Some(o), ..Work::default() }, 1e6).open_rising;
+        let rising = |o: Vec<f64>| measured(&site, &Work { open_conns: Some(o), ..Work::default() }).open_rising;
         assert_eq!(rising(open(1.8)), Some(true));
         assert_eq!(rising(open(0.0)), Some(false));
         // A surge caught in flight by the last two snapshots: the second
