@@ -14,7 +14,7 @@
 //!   the load), the leak rate (one call in 1, 2, 4 or 8), and in 12% of
 //!   runs a second leak mechanism (`mix`) that composes with the first;
 //! - a **slow leak** (20% of the leak variants of the scenarios that leak a
-//!   little at a time, [`SLOW_SCENARIOS`]): a load of at least 150 s,
+//!   little at a time, those [`full_rate`] knows): a load of at least 150 s,
 //!   snapshots every second, and a leak rate aimed at 10–80 KiB/s
 //!   (log-uniform): one call (or connection) in `full / target` leaking,
 //!   where `full` is what the run's parameters leak at one in one
@@ -164,23 +164,21 @@ pub fn run_seed(seed: u64, index: usize) -> u64 {
 const LEAK_SHARE: f64 = 0.55;
 /// Share of fix variants.
 const FIX_SHARE: f64 = 0.25;
-/// Share of the leak variants of [`SLOW_SCENARIOS`] that are slow leaks.
+/// Share of the leak variants that can leak slowly ([`full_rate`]) that are
+/// slow leaks.
 const SLOW_SHARE: f64 = 0.2;
-/// The scenarios that can leak slowly: their leaks come a held field or an
-/// idle connection at a time, so one call (or connection) in N leaking is a
-/// steady trickle. A surge, a duplicate client or an oversized request
-/// leaks MiB at once: one in N of those is a rare step, not a slow leak.
-pub const SLOW_SCENARIOS: [&str; 4] =
-    ["request-field-hold", "response-field-hold", "sonic-string-hold", "idle-connections"];
-
-/// The smallest input node a held slice pins (`rpc::linkbuf`'s first node).
-const INPUT_NODE: f64 = 8192.0;
+/// The smallest input node a held slice pins.
+const INPUT_NODE: f64 = rpc::DEFAULT_INPUT_NODE as f64;
 /// What a framed message takes beyond its field: the frame and message
 /// headers, the method name, the other fields (a generous bound).
 const MESSAGE_OVERHEAD: f64 = 256.0;
 
-/// What a slow-leak scenario leaks with these parameters at `leak_rate=1`
-/// (bytes/s), from what one leaking call or connection keeps:
+/// What a scenario that can leak slowly leaks with these parameters at
+/// `leak_rate=1` (bytes/s); `None` for the others. Those that can leak a
+/// held field or an idle connection at a time, so one call (or connection)
+/// in N leaking is a steady trickle; a surge, a duplicate client or an
+/// oversized request leaks MiB at once, and one in N of those is a rare
+/// step, not a slow leak. From what one leaking call or connection keeps:
 /// - a held request or response field: the field's bytes (`payload`), or
 ///   with `decode=nocopy` the input node the slice pins (the message's
 ///   size class, at least 8 KiB);
@@ -188,8 +186,7 @@ const MESSAGE_OVERHEAD: f64 = 256.0;
 ///   (`json_size`);
 /// - an idle connection left open: its first input node (`initial_input`).
 ///
-/// Calls come at `rps`, idle connections at `idle_rate`. `None` for the
-/// scenarios not in [`SLOW_SCENARIOS`].
+/// Calls come at `rps`, idle connections at `idle_rate`.
 fn full_rate(info: &Info, set: &[(String, String)]) -> Option<f64> {
     let p = Params::parse(info, set).ok()?;
     let size = |name: &str| p.usize(name).ok().map(|b| b as f64);
@@ -204,10 +201,7 @@ fn full_rate(info: &Info, set: &[(String, String)]) -> Option<f64> {
         }
         "sonic-string-hold" => size("json_size")?,
         "idle-connections" => return Some(p.f64("idle_rate").ok()? * size("initial_input")?),
-        other => {
-            debug_assert!(!SLOW_SCENARIOS.contains(&other), "{other} has no full rate");
-            return None;
-        }
+        _ => return None,
     };
     Some(p.f64("rps").ok()? * per_call)
 }
@@ -485,10 +479,11 @@ mod tests {
         assert!((180..=260).contains(&leaks), "{leaks} leaks of 400");
         assert!((50..=110).contains(&controls), "{controls} controls of 400");
         assert!((5..=35).contains(&slow), "{slow} slow leaks of 400");
-        // Every slow scenario has a full rate, and only they have one.
-        for info in scenarios::catalogue() {
-            assert_eq!(full_rate(info, &[]).is_some(), SLOW_SCENARIOS.contains(&info.name), "{}", info.name);
-        }
+        // The scenarios that leak a field or a connection at a time, and
+        // only they, have a full rate (with their default parameters).
+        let slow: Vec<&str> =
+            scenarios::catalogue().iter().filter(|i| full_rate(i, &[]).is_some()).map(|i| i.name).collect();
+        assert_eq!(slow, ["request-field-hold", "response-field-hold", "idle-connections", "sonic-string-hold"]);
         // Slow leaks run alone, and aim at tens of KiB/s from their full rate.
         for d in p.iter().filter(|d| d.load >= SLOW_LOAD) {
             assert!(d.set.iter().all(|(k, _)| k != modifier::MIX), "{}", d.command());
