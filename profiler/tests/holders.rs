@@ -12,6 +12,10 @@ use profiler::{HolderOptions, Profiler, SampleType};
 #[global_allocator]
 static PROFILER: Profiler = Profiler::new();
 
+/// Boxes on the chain, and the bytes each holds.
+const HOLDERS: i64 = 8;
+const HELD: usize = 100_000;
+
 /// static → Vec → Box → block.
 #[allow(clippy::vec_box)] // the Box is the point: one more block on the chain
 static CHAIN: Mutex<Vec<Box<Holder>>> = Mutex::new(Vec::new());
@@ -45,8 +49,8 @@ fn held_block(n: usize) -> Box<[u8]> {
 #[inline(never)]
 fn build_chain() {
     let mut v = CHAIN.lock().unwrap();
-    for _ in 0..4 {
-        v.push(Box::new(Holder { held: held_block(100_000) }));
+    for _ in 0..HOLDERS {
+        v.push(Box::new(Holder { held: held_block(HELD) }));
     }
 }
 
@@ -183,7 +187,7 @@ fn who_holds_each_block() {
             && has(st, "Vec in holders::build_chain")
             && has(st, "Box in holders::build_chain")
     });
-    assert_eq!(chained, 4 * 100_000, "{all:#?}");
+    held_along(&all, chained);
 
     // An interior pointer holds its whole block.
     assert_eq!(bytes_where(&all, "interior_block", |st| has(st, "static holders::INTERIOR")), 50_000, "{all:#?}");
@@ -245,5 +249,28 @@ fn budgets_give_partial_profiles_that_say_so() {
     let all = samples(&shallow.profile);
     // static CHAIN -> Vec -> Box -> held: the Box is past one hop.
     let cut = bytes_where(&all, "held_block", |st| st.iter().any(|f| f == "$sub_objects$") && st.len() == 4);
-    assert_eq!(cut, 4 * 100_000, "{all:#?}");
+    held_along(&all, cut);
+}
+
+/// The held blocks: `along` bytes of them on the structure's chain, every
+/// one of them reached, and the others, if any, credited to a stale word on
+/// a thread's stack.
+///
+/// A conservative scan takes every word that falls in a block for an edge,
+/// and the breadth-first search credits a block to its shortest chain. A
+/// dead slot in a live frame, or the spare capacity of a block allocated on
+/// a stack, can point at a block the allocator gave out again: under load,
+/// one box in about two runs was credited to a slot of the main thread's
+/// stack (the harness's), once a held block to a buffer on the test's own.
+/// That is what the scan is (`holders` module, "False references"), so the
+/// test allows it for a quarter of the blocks and names where it must come
+/// from; every other block must be named along the full chain.
+fn held_along(all: &[(Vec<String>, i64)], along: i64) {
+    let every = HOLDERS * HELD as i64;
+    assert!(along >= every * 3 / 4, "{along} of {every} bytes along the chain: {all:#?}");
+    let stale = bytes_where(all, "held_block", |st| {
+        st.last().is_some_and(|r| r.starts_with("thread ") && r.ends_with(" stack"))
+            && !st.iter().any(|f| f.contains("holders::CHAIN"))
+    });
+    assert_eq!(along + stale, every, "{all:#?}");
 }

@@ -38,7 +38,11 @@
 //!   below another thread's stack pointer, integers that look like
 //!   addresses. They can only make more blocks reachable, never fewer, and
 //!   the breadth-first search credits a block to its shortest chain, which
-//!   is the live structure in the cases measured here.
+//!   is the live structure in the cases measured here. Not always: a dead
+//!   slot in a live frame still holds an address the allocator has since
+//!   given out again, and the block there is credited to that stack (one
+//!   block in eight, in about half the runs of `tests/holders.rs` on a
+//!   loaded machine).
 //!   The scan leaves none of its own: what it reads back from the child
 //!   (every live block's address) is zeroed before its memory goes back to
 //!   the allocator ([`Scrubbed`]), else a block allocated later in that
