@@ -12,7 +12,9 @@
 //!   `burst` or `all` (15% each);
 //! - for a leak variant, the onset (none half the time, else 20–50% into
 //!   the load), the leak rate (one call in 1, 2, 4 or 8), and in 12% of
-//!   runs a second leak mechanism (`mix`) that composes with the first;
+//!   runs a second leak mechanism (`mix`) that composes with the first
+//!   and leaks at least eight sampling periods of the heap profile after
+//!   the onset ([`MIX_MIN_PERIODS`]);
 //! - a **slow leak** (20% of the leak variants of the scenarios that leak a
 //!   little at a time, those [`full_rate`] knows): a load of at least 150 s,
 //!   snapshots every second, and a leak rate aimed at 10–80 KiB/s
@@ -35,7 +37,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use scenarios::{Info, Params, Variant};
+use scenarios::{Info, Params, Side, Variant};
 use serde::Serialize;
 
 use crate::dataset::score::{self, RunResult};
@@ -206,6 +208,40 @@ fn full_rate(info: &Info, set: &[(String, String)]) -> Option<f64> {
     Some(p.f64("rps").ok()? * per_call)
 }
 
+/// The fewest bytes a mixed-in mechanism leaks over the load after its
+/// onset, in sampling periods of the heap profile (`RUN_PROFILE_RATE`).
+///
+/// A sampling profiler sees B bytes of blocks smaller than its period as
+/// about B / period samples (Poisson). At eight, the chance of fewer than
+/// four (the engine's fewest blocks for a trend, and about what a person
+/// reading the profile needs) is 4%. Below that a mechanism is present but
+/// invisible to any heap profile: a second leak of a light load (a held
+/// 512 B field at 39 calls/s, one call in two, leaks 59 KiB in 6 s, one
+/// sample) is not a mixture a detector can be scored on.
+const MIX_MIN_PERIODS: f64 = 8.0;
+
+/// The run's parameters that a mixed-in server mechanism shares: the calls
+/// it handles are the run's.
+const HOST_LOAD: [&str; 2] = ["rps", "payload"];
+
+/// Whether `other`, mixed into a run of `set` at one call in `rate`, leaks
+/// at least [`MIX_MIN_PERIODS`] over `leaking_s` seconds. A mechanism
+/// [`full_rate`] does not know leaks a connection's buffers or a client's
+/// pool at once, MiB at any rate.
+///
+/// A mixed-in mechanism runs with its own defaults (`scenarios::mix_params`
+/// gives it only the onset and the leak rate): a client leak makes its own
+/// calls, while a server leak handles the run's calls, so it takes the
+/// run's `rps` and `payload` ([`HOST_LOAD`]).
+fn mix_leaks_enough(other: &Info, set: &[(String, String)], leaking_s: f64, rate: u64) -> bool {
+    let own: Vec<(String, String)> = match other.side {
+        Side::Client => Vec::new(),
+        Side::Server => set.iter().filter(|(k, _)| HOST_LOAD.contains(&k.as_str())).cloned().collect(),
+    };
+    full_rate(other, &own)
+        .is_none_or(|full| full / rate as f64 * leaking_s >= MIX_MIN_PERIODS * RUN_PROFILE_RATE as f64)
+}
+
 /// What slow leaks aim at (KiB/s): tens of KiB a second, drawn log-uniform.
 const SLOW_TARGET_KIB_S: (f64, f64) = (10.0, 80.0);
 /// Share of leak variants with a second mechanism.
@@ -284,7 +320,10 @@ pub fn draw(index: usize, seed: u64, load: Duration) -> Drawn {
             for other in others.iter().cycle().skip(start).take(others.len()) {
                 let mut with = set.clone();
                 with.push((modifier::MIX.to_owned(), other.name.to_owned()));
-                if info.param(modifier::MIX).is_some() && Params::parse(info, &with).is_ok() {
+                if info.param(modifier::MIX).is_some()
+                    && Params::parse(info, &with).is_ok()
+                    && mix_leaks_enough(other, &with, run_load.as_secs_f64() - onset, rate)
+                {
                     set = with;
                     break;
                 }
@@ -496,6 +535,39 @@ mod tests {
                 "{}: {aimed} KiB/s",
                 d.info.name
             );
+        }
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_mixed_in_leak_leaks_enough_to_be_seen() {
+        let find = |n: &str| scenarios::find(n).unwrap();
+        // A held 512 B field at 39 calls/s, one in two, for 5.9 s: 59 KiB,
+        // one sampling period. Ten times the calls: ten periods.
+        let light = pairs(&[("rps", "39"), ("payload", "512"), ("idle_rate", "143")]);
+        assert!(!mix_leaks_enough(find("request-field-hold"), &light, 5.9, 2));
+        let busy = pairs(&[("rps", "390"), ("payload", "512")]);
+        assert!(mix_leaks_enough(find("request-field-hold"), &busy, 5.9, 2));
+        // A client leak makes its own calls: the run's light load is not its.
+        let own_calls = full_rate(find("response-field-hold"), &[]).unwrap();
+        assert_eq!(
+            mix_leaks_enough(find("response-field-hold"), &light, 5.9, 2),
+            own_calls / 2.0 * 5.9 >= MIX_MIN_PERIODS * RUN_PROFILE_RATE as f64
+        );
+        // Mechanisms that leak MiB at once have no floor.
+        assert!(mix_leaks_enough(find("duplicate-clients"), &light, 0.1, 8));
+
+        // Every mixture of a plan clears the floor.
+        for d in plan(400, 11, Duration::from_secs(8), None) {
+            let Some(mix) = d.set.iter().find(|(k, _)| k == modifier::MIX).map(|(_, v)| v.clone()) else { continue };
+            let get = |key: &str| d.set.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap();
+            let onset: f64 = get(modifier::ONSET).trim_end_matches('s').parse().unwrap();
+            let rate: u64 = get(modifier::LEAK_RATE).parse().unwrap();
+            let leaking = d.load.as_secs_f64() - onset;
+            assert!(mix_leaks_enough(find(&mix), &d.set, leaking, rate), "{}", d.command());
         }
     }
 }
