@@ -81,6 +81,11 @@ fn name_holder(f: &mut Finding, holder: &str) {
     }
 }
 
+/// A finding whose site names no decoded field.
+fn unnamed_field(f: &Finding) -> bool {
+    frames::field_of(&f.site).is_none() && !f.site.contains(" field ")
+}
+
 /// Confirms, renames or adds findings by who holds the pinned chunks.
 pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_growth: f64) {
     for (holder, growth, kind) in pool_findings(pools, min_growth) {
@@ -90,7 +95,11 @@ pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_g
         if let Some(f) =
             findings.iter_mut().filter(|f| f.kind == kind).max_by(|a, b| a.growth_bytes.total_cmp(&b.growth_bytes))
         {
-            f.score = (f.score + SCORE_POOL_CONFIRMS).min(1.0);
+            // A field the heap profile could not name, now named by the
+            // pool: at least what renaming it would score.
+            let named_now = holder.contains("field") && unnamed_field(f);
+            let floor = if named_now { SCORE_POOL_RENAMED } else { 0.0 };
+            f.score = (f.score + SCORE_POOL_CONFIRMS).max(floor).min(1.0);
             f.evidence.extend(evidence);
             name_holder(f, &holder);
             continue;
@@ -98,11 +107,9 @@ pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_g
         // Only a finding made from pooled memory without a decoded field
         // (the read path's "pinned request after request", or growth
         // of no known shape) is renamed by who holds the chunks.
-        if let Some(f) = findings.iter_mut().find(|f| {
-            matches!(f.kind, Kind::RequestFieldHeld | Kind::Unknown)
-                && frames::field_of(&f.site).is_none()
-                && !f.site.contains(" field ")
-        }) {
+        if let Some(f) =
+            findings.iter_mut().find(|f| matches!(f.kind, Kind::RequestFieldHeld | Kind::Unknown) && unnamed_field(f))
+        {
             f.kind = kind;
             f.remedy = kind.remedy().to_owned();
             f.score = SCORE_POOL_RENAMED;

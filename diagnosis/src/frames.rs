@@ -28,6 +28,10 @@ pub(crate) enum Role {
     Json,
     /// The server's dispatch to a handler.
     Dispatch,
+    /// The framework's client making a call (`rpc::client::`, Kitex's
+    /// `client.(*kClient)` and `remotecli`): a read path below it reads
+    /// responses.
+    Caller,
     /// Anything else: business code, by default.
     Other,
 }
@@ -125,6 +129,9 @@ pub(crate) fn role(name: &str) -> Role {
     {
         return Role::Infrastructure;
     }
+    if b.starts_with("rpc::client::") || name.contains("kitex/client.") || name.contains("/remotecli.") {
+        return Role::Caller;
+    }
     Role::Other
 }
 
@@ -145,6 +152,10 @@ pub(crate) struct StackFacts {
     /// Allocated below the server's dispatch, outside the framework:
     /// business code.
     pub handler: bool,
+    /// Allocated under the framework's client call: its read path reads
+    /// responses. (Netpoll reads in its poller's goroutines, under no
+    /// caller: a Go stack says this only with Kitex's blocking transports.)
+    pub calling: bool,
 }
 
 /// The site of a call stack (leaf first) as the engine names it: the frame
@@ -209,6 +220,12 @@ pub(crate) fn facts(functions: &[&str]) -> StackFacts {
                     f.handler = true;
                 }
             }
+            Role::Caller => {
+                // Named as before (as business code would be): the flag
+                // only says whose read it is.
+                f.calling = true;
+                first_other.get_or_insert(name);
+            }
             Role::Other => {
                 first_other.get_or_insert(name);
             }
@@ -217,7 +234,10 @@ pub(crate) fn facts(functions: &[&str]) -> StackFacts {
     // A trait adapter (`<T as Display>::fmt`) is less telling than the
     // function that called it.
     let plain_meaningful = functions.iter().copied().filter(|n| !n.starts_with('<')).find(|n| {
-        !matches!(role(n), Role::Infrastructure | Role::Pool | Role::Other | Role::Dispatch | Role::Field { .. })
+        !matches!(
+            role(n),
+            Role::Infrastructure | Role::Pool | Role::Other | Role::Caller | Role::Dispatch | Role::Field { .. }
+        )
     });
     f.site = field_frame
         .or(plain_meaningful)
@@ -293,5 +313,19 @@ mod tests {
             |f| f.handler && f.site == "scenarios::handler::build_response",
         );
         check(&["runtime.mallocgc", "github.com/cloudwego/netpoll.(*LinkBuffer).book"], |f| f.read_path);
+        // A client's call reading its response: the flag, and the same site.
+        check(
+            &[
+                "rpc::pool::Pool::lease",
+                "rpc::linkbuf::InputBuffer::new_node",
+                "rpc::linkbuf::InputBuffer::book",
+                "rpc::client::Client::call_addr::{{closure}}",
+                "rpc::client::Client::call::{{closure}}",
+                "scenarios::caller::drive::{{closure}}",
+            ],
+            |f| f.calling && f.read_path && f.site == "rpc::linkbuf::InputBuffer::new_node",
+        );
+        check(&["runtime.mallocgc", "github.com/cloudwego/kitex/client.(*kClient).Call"], |f| f.calling);
+        check(&["rpc::server::Shared<H>::dispatch", "rpc::linkbuf::InputBuffer::book"], |f| !f.calling);
     }
 }

@@ -513,7 +513,9 @@ fn connection_surge_barriers(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Ans
 /// A request field held, seen from the pool's side: "Memory allocation in
 /// the Request is done in the netpoll function stack, so it may appear that
 /// the objects created by netpoll are leaking memory." Read buffers pinned
-/// request after request, while connections stay.
+/// request after request, while connections stay. Under the client's
+/// call, the buffers read are responses: *Persistent Holding of a Field in
+/// Response*, seen the same way.
 fn request_field_pinned_on_read_path(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
     let at_openings = s.at_openings.unwrap_or(0.0);
     if f.read_path
@@ -523,8 +525,16 @@ fn request_field_pinned_on_read_path(f: &StackFacts, s: &Shape, cx: &Context<'_>
         && !s.plateaued
         && (at_openings < STEADY_SHARE || openings_tell_nothing(s) && !connections_hold_it(s))
     {
-        let evidence = vec!["read buffers pinned request after request: a field sliced without a copy".to_owned()];
-        return leak(Kind::RequestFieldHeld, SCORE_FIELD_UNNAMED, evidence);
+        // A client reads responses into its buffers, a server requests.
+        let (kind, evidence) = if f.calling {
+            (
+                Kind::ResponseFieldHeld,
+                "read buffers of the client's calls pinned call after call: a response field sliced without a copy",
+            )
+        } else {
+            (Kind::RequestFieldHeld, "read buffers pinned request after request: a field sliced without a copy")
+        };
+        return leak(kind, SCORE_FIELD_UNNAMED, vec![evidence.to_owned()]);
     }
     Answer::Next
 }
@@ -722,6 +732,18 @@ mod tests {
         // Unless the connections open now hold it, at their bytes each.
         let theirs = Shape { open_share: Some(0.76), ..busy };
         assert_eq!(request_field_pinned_on_read_path(&f, &theirs, &CX), Answer::Next);
+    }
+
+    #[test]
+    fn a_read_path_pinned_under_the_clients_call_holds_responses() {
+        let pinned = Shape { per_request: Some(4096.0), ..rising() };
+        let server = StackFacts { read_path: true, pooled: true, ..StackFacts::default() };
+        let Answer::Leak(named) = request_field_pinned_on_read_path(&server, &pinned, &CX) else { panic!("a leak") };
+        assert_eq!(named.kind, Kind::RequestFieldHeld);
+        let client = StackFacts { calling: true, ..server };
+        let Answer::Leak(named) = request_field_pinned_on_read_path(&client, &pinned, &CX) else { panic!("a leak") };
+        assert_eq!(named.kind, Kind::ResponseFieldHeld);
+        assert!(named.evidence[0].contains("client's calls"), "{:?}", named.evidence);
     }
 
     #[test]
