@@ -53,21 +53,17 @@ impl Conn {
 
     /// Answers every whole call buffered; returns the reply bytes.
     fn serve(&mut self) -> usize {
-        loop {
-            match self.decoder.decode_within(&self.input, usize::MAX).expect("valid stream") {
-                Progress::Complete(frame) => {
-                    self.input.skip(frame.header_len);
-                    let (body, marker) = self.input.next(frame.len);
-                    let (header, mut r) = codec::read_message_header(&body).expect("valid header");
-                    let ctx = DecodeCtx { mode: self.mode, marker: Some(&marker), limits: Limits::default() };
-                    let req = codec::decode_echo_args(&mut r, &ctx).expect("valid args");
-                    drop(body);
-                    let resp = Response { id: req.id, msg: req.msg, json: req.json };
-                    codec::encode_reply(&mut self.output, frame.transport, header.seqid, &resp).expect("encodable");
-                    self.output.flush();
-                }
-                Progress::Incomplete | Progress::Paused => break,
-            }
+        while let Progress::Complete(frame) = self.decoder.decode_within(&self.input, usize::MAX).expect("valid stream")
+        {
+            self.input.skip(frame.header_len);
+            let (body, marker) = self.input.next(frame.len);
+            let (header, mut r) = codec::read_message_header(&body).expect("valid header");
+            let ctx = DecodeCtx { mode: self.mode, marker: Some(&marker), limits: Limits::default() };
+            let req = codec::decode_echo_args(&mut r, &ctx).expect("valid args");
+            drop(body);
+            let resp = Response { id: req.id, msg: req.msg, json: req.json };
+            codec::encode_reply(&mut self.output, frame.transport, header.seqid, &resp).expect("encodable");
+            self.output.flush();
         }
         let sent = self.output.len();
         self.output.consume(sent);
