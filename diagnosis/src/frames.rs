@@ -15,7 +15,9 @@ pub(crate) enum Role {
     /// A connection's read path into the pool (`LinkBuffer.book`,
     /// `InputBuffer::book`, spanning reads).
     ReadPath,
-    /// A connection's setup (its first input node).
+    /// A connection's setup (its first input node), and the poller's
+    /// record for each connection open at once (a barrier slot: Netpoll's
+    /// `barriers`, sized by the batch of connections it serves).
     ConnSetup,
     /// Serialization into the output buffer.
     Encode,
@@ -101,6 +103,8 @@ pub(crate) fn role(name: &str) -> Role {
     }
     if name.contains("InputBuffer::new") && !name.contains("InputBuffer::new_node")
         || name.contains("(*connection).init")
+        || b.starts_with("rpc::barrier::")
+        || name.contains("netpoll.(*defaultPoll).Reset")
         || name.contains("newLinkBuffer") && !name.contains("newLinkBufferNode") && !name.contains("(*LinkBuffer)")
     {
         return Role::ConnSetup;
@@ -298,6 +302,10 @@ mod tests {
         );
         check(&["rpc::pool::RawChunk::alloc", "rpc::pool::Pool::lease", "rpc::linkbuf::InputBuffer::new"], |f| {
             f.conn_setup && !f.read_path
+        });
+        // The poller's slot for each connection open at once.
+        check(&["alloc::sync::Arc<T>::new", "rpc::barrier::new_slot", "rpc::barrier::Barriers::acquire"], |f| {
+            f.conn_setup && f.site == "rpc::barrier::new_slot"
         });
         check(
             &["alloc::fmt::format", "rpc::lbcache::format_instances", "rpc::lbcache::EventQueue::on_rebalance"],
