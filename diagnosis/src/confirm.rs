@@ -105,11 +105,12 @@ pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_g
             continue;
         }
         // Only a finding made from pooled memory without a decoded field
-        // (the read path's "pinned request after request", or growth
-        // of no known shape) is renamed by who holds the chunks.
-        if let Some(f) =
-            findings.iter_mut().find(|f| matches!(f.kind, Kind::RequestFieldHeld | Kind::Unknown) && unnamed_field(f))
-        {
+        // (the read path's "pinned call after call", whose side the stacks
+        // guessed, or growth of no known shape) is renamed by who holds
+        // the chunks.
+        if let Some(f) = findings.iter_mut().find(|f| {
+            matches!(f.kind, Kind::RequestFieldHeld | Kind::ResponseFieldHeld | Kind::Unknown) && unnamed_field(f)
+        }) {
             f.kind = kind;
             f.remedy = kind.remedy().to_owned();
             f.score = SCORE_POOL_RENAMED;

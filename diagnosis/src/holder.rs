@@ -172,21 +172,10 @@ fn gained(series: &[f64], k: usize) -> f64 {
 mod tests {
     use super::*;
     use crate::kind::{Kind, Mode};
-    use crate::profile::{Frame, HeapSample};
+    use crate::profile::HeapSample;
 
     fn sample(chain_leaf_first: &[&str], stack: &str, bytes: f64) -> HeapSample {
-        HeapSample {
-            frames: chain_leaf_first
-                .iter()
-                .map(|f| Frame { function: (*f).into(), file: "".into(), line: 0 })
-                .collect(),
-            alloc_objects: 1.0,
-            alloc_bytes: bytes,
-            inuse_objects: 1.0,
-            inuse_bytes: bytes,
-            block_size: None,
-            labels: vec![("stack".into(), stack.into())],
-        }
+        HeapSample { labels: vec![("stack".into(), stack.into())], ..HeapSample::of(chain_leaf_first, bytes) }
     }
 
     fn snapshot(samples: Vec<HeapSample>) -> HeapSnapshot {

@@ -246,6 +246,23 @@ pub struct HeapSnapshot {
     pub samples: Vec<HeapSample>,
 }
 
+#[cfg(test)]
+impl HeapSample {
+    /// One live block of `bytes` allocated at `frames` (leaf first), for
+    /// tests.
+    pub(crate) fn of(frames: &[&str], bytes: f64) -> HeapSample {
+        HeapSample {
+            frames: frames.iter().map(|f| Frame { function: (*f).into(), file: "".into(), line: 0 }).collect(),
+            alloc_objects: 1.0,
+            alloc_bytes: bytes,
+            inuse_objects: 1.0,
+            inuse_bytes: bytes,
+            block_size: None,
+            labels: Vec::new(),
+        }
+    }
+}
+
 impl HeapSnapshot {
     /// Reads and decodes the profile at `path`, within the default
     /// [`DecodeLimits`].

@@ -56,6 +56,12 @@ pub(crate) struct Site {
     /// In-use bytes per block size, first and peak snapshot.
     sizes_first: BTreeMap<i64, f64>,
     sizes_peak: BTreeMap<i64, f64>,
+    /// In-use bytes summed over the snapshots, of stacks under a client's
+    /// call and of the others: a site's reads are the client's when most
+    /// of its bytes are (a process may both serve and call, and read into
+    /// the same function).
+    calling_bytes: f64,
+    other_bytes: f64,
 }
 
 /// Sums a snapshot's in-use bytes per site.
@@ -80,7 +86,15 @@ pub(crate) fn sites(heaps: &[HeapSnapshot]) -> Vec<Site> {
             });
             merge_facts(&mut site.facts, &facts);
             site.inuse[i] += s.inuse_bytes;
+            if facts.calling {
+                site.calling_bytes += s.inuse_bytes;
+            } else {
+                site.other_bytes += s.inuse_bytes;
+            }
         }
+    }
+    for site in by_site.values_mut() {
+        site.facts.calling = site.calling_bytes > site.other_bytes;
     }
     // Block sizes at the first snapshot and at each site's peak.
     let mut out: Vec<Site> = by_site.into_values().collect();
@@ -407,6 +421,32 @@ pub(crate) fn measure(site: &Site, span: Span<'_>, work: &Work, large_block_byte
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::HeapSample;
+
+    /// A read into a pooled node, under a client's call or a server's.
+    fn read_into_node(calling: bool, bytes: f64) -> HeapSample {
+        let caller =
+            if calling { "rpc::client::Client::call::{{closure}}" } else { "rpc::server::Shared<H>::serve_conn" };
+        HeapSample::of(&["rpc::pool::Pool::lease", "rpc::linkbuf::InputBuffer::new_node", caller], bytes)
+    }
+
+    #[test]
+    fn a_site_reads_for_the_side_that_holds_most_of_its_bytes() {
+        let side = |client: f64, server: f64| {
+            let heap = HeapSnapshot {
+                time_s: None,
+                period: 1,
+                samples: vec![read_into_node(true, client), read_into_node(false, server)],
+            };
+            let all = sites(&[heap.clone(), heap]);
+            assert_eq!(all.len(), 1, "one site: {:?}", all.iter().map(|s| &s.facts.site).collect::<Vec<_>>());
+            all[0].facts.calling
+        };
+        assert!(side(8.0e6, 1.0e5));
+        assert!(!side(1.0e5, 8.0e6));
+        // Not the first stack listed (the client's, here).
+        assert!(!side(0.0, 1.0));
+    }
 
     const KIB: f64 = 1024.0;
 
@@ -427,7 +467,7 @@ mod tests {
     fn growing(n: usize, block: f64, facts: StackFacts) -> Site {
         let inuse: Vec<f64> = (0..n).map(|i| i as f64 * block).collect();
         let peak = inuse[n - 1];
-        Site { facts, inuse, sizes_first: BTreeMap::new(), sizes_peak: BTreeMap::from([(block as i64, peak)]) }
+        Site { facts, inuse, sizes_peak: BTreeMap::from([(block as i64, peak)]), ..Site::default() }
     }
 
     #[test]

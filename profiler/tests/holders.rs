@@ -248,7 +248,9 @@ fn budgets_give_partial_profiles_that_say_so() {
     assert!(shallow.stats.partial.iter().any(|p| p.contains("$sub_objects$")), "{:?}", shallow.stats);
     let all = samples(&shallow.profile);
     // static CHAIN -> Vec -> Box -> held: the Box is past one hop.
-    let cut = bytes_where(&all, "held_block", |st| st.iter().any(|f| f == "$sub_objects$") && st.len() == 4);
+    let cut = bytes_where(&all, "held_block", |st| {
+        st.iter().any(|f| f == "$sub_objects$") && st.len() == 4 && st.iter().any(|f| f == "static holders::CHAIN")
+    });
     held_along(&all, cut);
 }
 
