@@ -93,12 +93,10 @@ pub(crate) fn sites(heaps: &[HeapSnapshot]) -> Vec<Site> {
             }
         }
     }
-    for site in by_site.values_mut() {
-        site.facts.calling = site.calling_bytes > site.other_bytes;
-    }
     // Block sizes at the first snapshot and at each site's peak.
     let mut out: Vec<Site> = by_site.into_values().collect();
     for site in &mut out {
+        site.facts.calling = site.calling_bytes > site.other_bytes;
         let peak = argmax(&site.inuse);
         for (idx, target) in [(0usize, 0u8), (peak, 1u8)] {
             let mut map = BTreeMap::new();

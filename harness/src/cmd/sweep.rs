@@ -169,11 +169,9 @@ const FIX_SHARE: f64 = 0.25;
 /// Share of the leak variants that can leak slowly ([`full_rate`]) that are
 /// slow leaks.
 const SLOW_SHARE: f64 = 0.2;
-/// The smallest input node a held slice pins.
-const INPUT_NODE: f64 = rpc::DEFAULT_INPUT_NODE as f64;
 /// What a framed message takes beyond its field: the frame and message
 /// headers, the method name, the other fields (a generous bound).
-const MESSAGE_OVERHEAD: f64 = 256.0;
+const MESSAGE_OVERHEAD: usize = 256;
 
 /// What a scenario that can leak slowly leaks with these parameters at
 /// `leak_rate=1` (bytes/s); `None` for the others. Those that can leak a
@@ -194,11 +192,12 @@ fn full_rate(info: &Info, set: &[(String, String)]) -> Option<f64> {
     let size = |name: &str| p.usize(name).ok().map(|b| b as f64);
     let per_call = match info.name {
         "request-field-hold" | "response-field-hold" => {
-            let field = size("payload")?;
+            let field = p.usize("payload").ok()?;
             if p.string("decode").ok()? == "nocopy" {
-                (field + MESSAGE_OVERHEAD).max(INPUT_NODE).log2().ceil().exp2()
+                // The pool's size class of the node the message was read into.
+                (1usize << rpc::class_of((field + MESSAGE_OVERHEAD).max(rpc::DEFAULT_INPUT_NODE))) as f64
             } else {
-                field
+                field as f64
             }
         }
         "sonic-string-hold" => size("json_size")?,
