@@ -7,24 +7,23 @@
 
 use std::hint::black_box;
 
-use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use rpc::codec::{self, DecodeCtx, DecodeMode, Limits, Request, Response, Transport};
-use rpc::{OutputBuffer, Pool, PoolConfig, Taker};
+use rpc::{Binary, OutputBuffer, Pool, PoolConfig, Taker};
 
 const SIZES: [usize; 5] = [64, 1 << 10, 16 << 10, 256 << 10, 1 << 20];
 
 /// `data` written into a chunk leased from `pool` and handed out as a
-/// `Bytes` of it, as the server's input buffer does with a socket read.
-fn pooled(pool: &Pool, data: &[u8]) -> (Bytes, rpc::Marker) {
+/// slice of it, as the server's input buffer does with a socket read.
+fn pooled(pool: &Pool, data: &[u8]) -> Binary {
     let mut chunk = pool.lease(data.len(), Taker::User("bench"));
     chunk.spare_mut()[..data.len()].copy_from_slice(data);
     chunk.freeze_to(data.len());
-    (chunk.bytes(0..data.len()), chunk.marker())
+    Binary::from(chunk.slice(0..data.len()))
 }
 
-fn payload(size: usize) -> Bytes {
-    Bytes::from((0..size).map(|i| i as u8).collect::<Vec<u8>>())
+fn payload(size: usize) -> Binary {
+    Binary::from((0..size).map(|i| i as u8).collect::<Vec<u8>>())
 }
 
 pub fn decode(c: &mut Criterion) {
@@ -37,11 +36,11 @@ pub fn decode(c: &mut Criterion) {
         // The frame header is consumed by `probe`/`skip`; the body is what
         // the server decodes.
         let header_len = Transport::Framed.header_len();
-        let (framed, marker) = pooled(&pool, &wire);
+        let framed = pooled(&pool, &wire);
         let body = framed.slice(header_len..);
         group.throughput(Throughput::Bytes(body.len() as u64));
         for (name, mode) in [("copy", DecodeMode::Copy), ("nocopy", DecodeMode::NoCopy)] {
-            let ctx = DecodeCtx { mode, marker: Some(&marker), limits: Limits::default() };
+            let ctx = DecodeCtx { mode, limits: Limits::default() };
             group.bench_with_input(BenchmarkId::new(name, size), &body, |b, body| {
                 b.iter(|| {
                     let (header, mut r) = codec::read_message_header(black_box(body)).expect("valid header");
@@ -60,7 +59,7 @@ pub fn encode(c: &mut Criterion) {
     for size in SIZES {
         // An echo handler returns the request's `msg`: a slice of a pooled
         // read buffer.
-        let (msg, _) = pooled(&pool, &payload(size));
+        let msg = pooled(&pool, &payload(size));
         let resp = Response { id: 42, msg, json: None };
         let len = codec::encoded_len_reply(Transport::Framed, &resp);
         group.throughput(Throughput::Bytes(len as u64));

@@ -14,10 +14,9 @@
 
 use std::hint::black_box;
 
-use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use rpc::codec::{self, DecodeCtx, DecodeMode, FrameDecoder, Limits, Progress, Request, Response, Transport};
-use rpc::{InputBuffer, OutputBuffer, Pool, PoolConfig, DEFAULT_INPUT_NODE};
+use rpc::{Binary, InputBuffer, OutputBuffer, Pool, PoolConfig, DEFAULT_INPUT_NODE};
 
 const SIZES: [usize; 3] = [1 << 10, 16 << 10, 256 << 10];
 
@@ -56,9 +55,9 @@ impl Conn {
         while let Progress::Complete(frame) = self.decoder.decode_within(&self.input, usize::MAX).expect("valid stream")
         {
             self.input.skip(frame.header_len);
-            let (body, marker) = self.input.next(frame.len);
+            let body = self.input.next(frame.len);
             let (header, mut r) = codec::read_message_header(&body).expect("valid header");
-            let ctx = DecodeCtx { mode: self.mode, marker: Some(&marker), limits: Limits::default() };
+            let ctx = DecodeCtx { mode: self.mode, limits: Limits::default() };
             let req = codec::decode_echo_args(&mut r, &ctx).expect("valid args");
             drop(body);
             let resp = Response { id: req.id, msg: req.msg, json: req.json };
@@ -76,7 +75,7 @@ pub fn echo(c: &mut Criterion) {
     let mut group = c.benchmark_group("echo_path");
     let pool = Pool::new(PoolConfig::default());
     for size in SIZES {
-        let req = Request { id: 42, msg: Bytes::from((0..size).map(|i| i as u8).collect::<Vec<u8>>()), json: None };
+        let req = Request { id: 42, msg: Binary::from((0..size).map(|i| i as u8).collect::<Vec<u8>>()), json: None };
         let mut wire = Vec::new();
         codec::encode_call(&mut wire, Transport::Framed, 1, &req).expect("encodable");
         let reply_len =

@@ -6,8 +6,9 @@
 //!   `1t` runs on the bench thread; `2t` runs the same loop on two threads at
 //!   once (each doing every iteration) and reports the slower thread's time
 //!   per iteration, so contention on shared state shows.
-//! - `pool_lease_slice_release`: the same with a one-byte `Bytes` cut from
-//!   the chunk (`chunk.bytes(0..1)`), against a `Vec` turned into `Bytes`.
+//! - `pool_lease_slice_release`: the same with a one-byte slice cut from
+//!   the chunk (`chunk.slice(0..1)`, what a decoded field is), against a
+//!   `Vec` turned into `Bytes`.
 //!
 //! Compare the ratio pool/vec at each size within one run: the machine may
 //! be shared, absolute times are not.
@@ -81,7 +82,7 @@ pub fn lease_slice_release(c: &mut Criterion) {
                 let mut chunk = pool.lease(black_box(size), Taker::User("bench"));
                 chunk.spare_mut()[0] = 1;
                 chunk.freeze_to(1);
-                black_box(chunk.bytes(0..1))
+                black_box(chunk.slice(0..1))
             })
         });
         group.bench_with_input(BenchmarkId::new("vec", size), &size, |b, &size| {

@@ -6,8 +6,6 @@
 //! confirms a finding, renames one that the heap profile could only place
 //! on the read path, or adds one the heap profile does not show.
 
-use std::collections::BTreeMap;
-
 use crate::frames;
 use crate::kind::Kind;
 use crate::profile::HeapSnapshot;
@@ -26,10 +24,11 @@ const SCORE_POOL_RENAMED: f64 = 0.9;
 /// which the heap profile also saw grow.
 const SCORE_POOL_ONLY: f64 = 0.8;
 
-/// Pinned bytes per holder in the pool profiles: holder -> series.
-fn pool_holders(pools: &[HeapSnapshot]) -> BTreeMap<String, Vec<f64>> {
+/// Pinned bytes per holder in the pool profiles: (holder, series), in the
+/// order holders first appear (a sample's fields in the pool's order).
+fn pool_holders(pools: &[HeapSnapshot]) -> Vec<(String, Vec<f64>)> {
     let n = pools.len();
-    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
     for (i, p) in pools.iter().enumerate() {
         for s in &p.samples {
             let pinned = s.labels.iter().any(|(k, v)| k == "pinned" && v == "true");
@@ -37,17 +36,55 @@ fn pool_holders(pools: &[HeapSnapshot]) -> BTreeMap<String, Vec<f64>> {
                 continue;
             }
             let holder = s.frames.first().map_or("unknown holder", |f| f.function.as_str());
-            out.entry(holder.to_owned()).or_insert_with(|| vec![0.0; n])[i] += s.inuse_bytes;
+            let holders = holders_of(holder);
+            let share = s.inuse_bytes / holders.len() as f64;
+            for h in holders {
+                let at = match out.iter().position(|(name, _)| name == h) {
+                    Some(at) => at,
+                    None => {
+                        out.push((h.to_owned(), vec![0.0; n]));
+                        out.len() - 1
+                    }
+                };
+                out[at].1[i] += share;
+            }
         }
     }
     out
 }
 
-/// The case a holder's name shows: a barrier slot, or a field of a
-/// response or a request.
-fn holder_kind(holder: &str) -> Option<Kind> {
+/// The holders one pool sample names: the pool lists every field that
+/// still references a chunk (`held by A + held by B`), and each is a
+/// holder of its own, so that two mechanisms keeping two fields of the
+/// same calls are both seen. They share the chunks' bytes in equal parts,
+/// as a page mapped by N processes counts 1/N to each in Linux's
+/// proportional set size: the holders' sum stays the pinned bytes.
+///
+/// A chunk a barrier slot holds stays the slot's, whole: a slot keeps its
+/// references past the call that made them, and pools that list every
+/// field ever cut from a chunk (not only the live ones) name such fields
+/// beside the slot that pins it.
+fn holders_of(holder: &str) -> Vec<&str> {
+    if holder.contains("barrier slot") {
+        return vec![holder];
+    }
+    holder.split(" + ").collect()
+}
+
+/// The case a holder's name shows: a barrier slot; a `string` field in a
+/// process that parses JSON; or a field of a response or a request.
+///
+/// *Caching Objects by Parsing String Fields in Request/Response Using
+/// Sonic*: sonic's values parsed from a string field reuse the field's
+/// memory, so a held `string` field of a JSON-parsing process is held
+/// through what was parsed from it. The pool names each field with its
+/// Thrift type (`Request.json (field 3, string)`); a `binary` field is no
+/// JSON text and stays a held field of its message.
+fn holder_kind(holder: &str, parses_json: bool) -> Option<Kind> {
     if holder.contains("barrier slot") {
         Some(Kind::ConnectionSurgeBarriers)
+    } else if parses_json && holder.contains(", string)") {
+        Some(Kind::ZeroCopyStringHeld)
     } else if holder.contains("Response.") {
         Some(Kind::ResponseFieldHeld)
     } else if holder.contains("Request.") {
@@ -59,37 +96,52 @@ fn holder_kind(holder: &str) -> Option<Kind> {
 
 /// Holders whose pinned bytes grew by at least `min_growth`: (holder,
 /// growth, kind).
-fn pool_findings(pools: &[HeapSnapshot], min_growth: f64) -> Vec<(String, f64, Kind)> {
+fn pool_findings(pools: &[HeapSnapshot], min_growth: f64, parses_json: bool) -> Vec<(String, f64, Kind)> {
     let mut out = Vec::new();
     for (holder, series) in pool_holders(pools) {
         let growth = series.iter().copied().fold(0.0, f64::max) - series[0];
         if growth < min_growth {
             continue;
         }
-        let Some(kind) = holder_kind(&holder) else { continue };
+        let Some(kind) = holder_kind(&holder, parses_json) else { continue };
         out.push((holder, growth, kind));
     }
     out
 }
 
-/// A held field named by the pool ("held by Request.msg (field 2)") is
-/// what a person needs: it goes first in the site.
+/// The evidence line of a pool holder.
+const POOL_EVIDENCE: &str = "pool profile: ";
+
+/// Between the fields a site names and where their chunks were taken.
+const PINNED_AT: &str = ", pinned in pooled buffers taken at ";
+
+/// A held field named by the pool ("held by Request.msg (field 2,
+/// binary)") is what a person needs: it goes first in the site, after the
+/// fields already named there.
 fn name_holder(f: &mut Finding, holder: &str) {
-    if holder.contains("field") && !f.site.contains(holder) {
-        let field = holder.trim_start_matches("held by ");
-        f.site = format!("{field}, pinned in pooled buffers taken at {}", f.site);
+    let field = holder.trim_start_matches("held by ");
+    if !holder.contains("field") || f.site.contains(field) {
+        return;
     }
+    f.site = match f.site.split_once(PINNED_AT) {
+        Some((named, at)) => format!("{named} + {field}{PINNED_AT}{at}"),
+        None => format!("{field}{PINNED_AT}{}", f.site),
+    };
 }
 
 /// A finding whose site names no decoded field.
 fn unnamed_field(f: &Finding) -> bool {
-    frames::field_of(&f.site).is_none() && !f.site.contains(" field ")
+    frames::field_of(&f.site).is_none() && !f.site.contains(" field ") && !f.site.contains("(field ")
 }
 
 /// Confirms, renames or adds findings by who holds the pinned chunks.
-pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_growth: f64) {
-    for (holder, growth, kind) in pool_findings(pools, min_growth) {
-        let evidence = vec![format!("pool profile: {} pinned in pooled chunks {holder}", mib(growth))];
+pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_growth: f64, parses_json: bool) {
+    let mut holders = pool_findings(pools, min_growth, parses_json);
+    // Holders that confirm a finding of their kind go first, so that a
+    // co-holder of the same chunks cannot rename that finding away.
+    holders.sort_by_key(|(_, _, kind)| !findings.iter().any(|f| f.kind == *kind));
+    for (holder, growth, kind) in holders {
+        let evidence = vec![format!("{POOL_EVIDENCE}{} pinned in pooled chunks {holder}", mib(growth))];
         // The largest finding of the kind: the pool's holder confirms the
         // bulk of the growth, not a connection's small buffer beside it.
         if let Some(f) =
@@ -99,7 +151,10 @@ pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_g
             // pool: at least what renaming it would score.
             let named_now = holder.contains("field") && unnamed_field(f);
             let floor = if named_now { SCORE_POOL_RENAMED } else { 0.0 };
-            f.score = (f.score + SCORE_POOL_CONFIRMS).max(floor).min(1.0);
+            // One confirmation per finding, however many holders agree.
+            let confirmed = f.evidence.iter().any(|e| e.starts_with(POOL_EVIDENCE));
+            let bonus = if confirmed { 0.0 } else { SCORE_POOL_CONFIRMS };
+            f.score = (f.score + bonus).max(floor).min(1.0);
             f.evidence.extend(evidence);
             name_holder(f, &holder);
             continue;
@@ -128,5 +183,84 @@ pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_g
             remedy: kind.remedy().to_owned(),
             holder: None,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::HeapSample;
+
+    const MIB_F: f64 = 1024.0 * 1024.0;
+
+    /// Pool snapshots where `holder` pins `mib(i)` MiB in snapshot i.
+    fn pools(holder: &str, mib: impl Fn(usize) -> f64) -> Vec<HeapSnapshot> {
+        (0..6)
+            .map(|i| {
+                let mut s = HeapSample::of(&[holder, "rpc::linkbuf::InputBuffer::book"], mib(i) * MIB_F);
+                s.labels.push(("pinned".into(), "true".into()));
+                HeapSnapshot { time_s: Some(i as f64), period: 0, samples: vec![s] }
+            })
+            .collect()
+    }
+
+    fn read_path_finding(kind: Kind) -> Finding {
+        Finding {
+            kind,
+            score: 0.6,
+            site: "rpc::linkbuf::InputBuffer::new_node".into(),
+            growth_bytes_per_s: MIB_F,
+            growth_bytes: 40.0 * MIB_F,
+            evidence: Vec::new(),
+            remedy: String::new(),
+            holder: None,
+        }
+    }
+
+    #[test]
+    fn two_live_fields_of_the_same_chunks_are_two_holders_sharing_the_bytes() {
+        let held = "held by Request.msg (field 2, binary) + held by Request.json (field 3, string)";
+        let p = pools(held, |i| 8.0 * i as f64);
+        // The read path's finding stays the request field's; sonic's
+        // string is added beside it, with half the chunks' bytes.
+        let mut findings = vec![read_path_finding(Kind::RequestFieldHeld)];
+        by_pool(&mut findings, &p, MIB_F, true);
+        let kinds: Vec<Kind> = findings.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, [Kind::RequestFieldHeld, Kind::ZeroCopyStringHeld]);
+        assert!(findings[0].site.starts_with("Request.msg (field 2, binary), pinned"), "{}", findings[0].site);
+        assert_eq!(findings[1].growth_bytes, 20.0 * MIB_F);
+        assert!(findings[1].site.contains("Request.json (field 3, string)"));
+        // Without JSON parsing a string field is a held request field.
+        let mut findings = vec![read_path_finding(Kind::RequestFieldHeld)];
+        by_pool(&mut findings, &p, MIB_F, false);
+        let kinds: Vec<Kind> = findings.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, [Kind::RequestFieldHeld], "both fields confirm the one finding");
+        assert_eq!(
+            (findings[0].site.as_str(), findings[0].score),
+            (
+                "Request.msg (field 2, binary) + Request.json (field 3, string), pinned in pooled buffers taken at \
+                 rpc::linkbuf::InputBuffer::new_node",
+                SCORE_POOL_RENAMED
+            ),
+            "named once each, confirmed once"
+        );
+    }
+
+    #[test]
+    fn a_string_field_alone_in_a_json_parsing_process_renames_the_read_path() {
+        let p = pools("held by Request.json (field 3, string)", |i| 8.0 * i as f64);
+        let mut findings = vec![read_path_finding(Kind::RequestFieldHeld)];
+        by_pool(&mut findings, &p, MIB_F, true);
+        assert_eq!(findings.len(), 1);
+        assert_eq!((findings[0].kind, findings[0].score), (Kind::ZeroCopyStringHeld, SCORE_POOL_RENAMED));
+    }
+
+    #[test]
+    fn a_barrier_slot_keeps_the_whole_sample_with_fields_beside_it() {
+        let p = pools("held by Request.msg (field 2) + held by a barrier slot", |i| 8.0 * i as f64);
+        let mut findings = Vec::new();
+        by_pool(&mut findings, &p, MIB_F, false);
+        assert_eq!(findings.len(), 1);
+        assert_eq!((findings[0].kind, findings[0].growth_bytes), (Kind::ConnectionSurgeBarriers, 40.0 * MIB_F));
     }
 }

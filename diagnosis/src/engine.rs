@@ -233,7 +233,7 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
         });
     }
     if mode == Mode::Full {
-        confirm::by_pool(&mut findings, &input.pools, min_growth);
+        confirm::by_pool(&mut findings, &input.pools, min_growth, cx.parses_json);
     }
     let findings = merge_by_kind(findings);
     let kind = findings.first().map_or(Kind::None, |f| f.kind);

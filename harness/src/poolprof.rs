@@ -7,14 +7,15 @@
 //! "stack" (leaf first) is:
 //!
 //! ```text
-//!   held by Request.msg (field 2)        <- who still references it
-//!   rpc::linkbuf::InputBuffer::book      <- who took it from the pool
+//!   held by Request.msg (field 2, binary)  <- who still references it
+//!   rpc::linkbuf::InputBuffer::book        <- who took it from the pool
 //!   rpc::pool::Pool::lease
 //! ```
 //!
-//! Holders: a decoded field cut from the chunk without a copy, a barrier
-//! slot, the connection buffer that took it (not pinned: in use), or
-//! `unknown holder` (a slice kept after its buffer let go). Cached chunks
+//! Holders: each decoded field cut from the chunk without a copy that still
+//! references it, named with its Thrift type (several are joined by
+//! ` + `); a barrier slot; the connection buffer that took it (not pinned:
+//! in use); or `unknown holder` (a slice kept after its buffer let go). Cached chunks
 //! appear as `cached in the free list`. Values: `inuse_space` = chunk
 //! bytes, `inuse_objects` = chunks (alloc values equal them). Labels:
 //! `bytes` (chunk size), `pinned` (`true` when the buffer that took it has
@@ -90,11 +91,12 @@ mod tests {
     #[test]
     fn pinned_chunks_are_attributed_to_their_holders() {
         let pool = Pool::new(PoolConfig::default());
-        let field = rpc::FieldId::intern("Request.msg (field 2)");
+        let field = rpc::FieldId::intern("Request.msg (field 2, binary)");
         let mut chunk = pool.lease(8192, Taker::ConnRead);
         chunk.freeze_to(10);
-        chunk.mark_field(field);
-        let slice = chunk.bytes(0..1);
+        let mut slice = chunk.slice(0..1);
+        slice.mark_field(field);
+        let unnamed = chunk.slice(1..2);
         drop(chunk);
         let in_use = pool.lease(4096, Taker::Encode);
         drop(pool.lease(1024, Taker::Encode));
@@ -116,9 +118,12 @@ mod tests {
                 proto.string_table[f.name as usize].clone()
             })
             .collect();
-        assert!(names.contains(&"held by Request.msg (field 2)".to_owned()), "{names:?}");
+        assert!(names.contains(&"held by Request.msg (field 2, binary)".to_owned()), "{names:?}");
         assert!(names.contains(&"held by its connection buffer".to_owned()), "{names:?}");
         assert!(names.contains(&"cached in the free list".to_owned()), "{names:?}");
-        drop((slice, in_use));
+        drop(slice);
+        let names: Vec<String> = pool.leases().iter().filter(|l| l.pinned()).map(holder).collect();
+        assert_eq!(names, ["unknown holder"], "a field that let go names the chunk no more");
+        drop((unnamed, in_use));
     }
 }

@@ -279,9 +279,9 @@ impl Client {
             }
         };
         conn.input.skip(frame.header_len);
-        let (body, marker) = conn.input.next(frame.len);
+        let body = conn.input.next(frame.len);
         let (header, mut reader) = codec::read_message_header(&body).map_err(codec_err)?;
-        let ctx = DecodeCtx { mode: cfg.decode, marker: Some(&marker), limits: cfg.limits };
+        let ctx = DecodeCtx { mode: cfg.decode, limits: cfg.limits };
         let result = match header.mtype {
             _ if header.seqid != seq => {
                 Err(ClientError::Mismatch { addr, reason: format!("seqid {} answers call {seq}", header.seqid) })

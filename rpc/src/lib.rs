@@ -2,7 +2,8 @@
 //! are built, so that their memory leaks can be reproduced faithfully:
 //!
 //! - [`Pool`]: the size-class buffer pool (Netpoll's `mcache`), whose
-//!   handles are `bytes::Bytes`: any slice keeps its whole chunk leased.
+//!   handles are reference-counted [`Slice`]s: any slice keeps its whole
+//!   chunk leased, and a decoded field ([`Binary`]) is one.
 //! - [`InputBuffer`] / [`OutputBuffer`]: the per-connection linked buffers
 //!   (Netpoll's `LinkBuffer`), with zero-copy reads and NoCopy writes.
 //! - [`Barriers`]: the poller's per-slot scratch records for vectored I/O,
@@ -29,9 +30,10 @@ mod server;
 
 pub use barrier::{BarrierMode, Barriers, BarriersStats, Held, SlotGuard, SLOT_REFS};
 pub use client::{client_counts, Client, ClientConfig, ClientCounts, ClientError};
+pub use codec::Binary;
 pub use linkbuf::{InputBuffer, OutputBuffer, SpanCopy, DEFAULT_INPUT_NODE, MALLOC_MAX, NOCOPY_THRESHOLD};
 pub use pool::{
-    class_of, Chunk, ChunkRef, ClassStats, FieldId, Lease, Marker, Pool, PoolConfig, PoolStats, Taker, MAX_POOLED,
+    class_of, Chunk, ChunkRef, ClassStats, FieldId, Lease, Pool, PoolConfig, PoolStats, Slice, Taker, MAX_POOLED,
     NUM_CLASSES,
 };
 pub use server::{

@@ -21,8 +21,8 @@
 //!
 //! Writes `malloc` space in a tail node of at least 4 KiB and `flush`
 //! commits it. With NoCopy writing on, a binary value over
-//! [`NOCOPY_THRESHOLD`] is linked into the list as the caller's own `Bytes`
-//! instead of being copied; the part of the tail node written before it is
+//! [`NOCOPY_THRESHOLD`] is linked into the list as the caller's own
+//! [`Binary`] instead of being copied; the part of the tail node written before it is
 //! cut off in front of it and the rest of the node goes on behind it, so
 //! the next small write needs no new node. The buffer holds nothing until
 //! the first write, then keeps its tail node.
@@ -31,13 +31,12 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 
-use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::barrier::{Held, SlotGuard, SLOT_REFS};
-use crate::codec::{Segments, Sink};
-use crate::pool::{Chunk, Marker, Pool, Taker};
+use crate::codec::{Binary, Segments, Sink};
+use crate::pool::{Chunk, Pool, Taker};
 
 /// The first input node of every connection (Netpoll: 8 KiB).
 pub const DEFAULT_INPUT_NODE: usize = 8 << 10;
@@ -265,30 +264,31 @@ impl InputBuffer {
         }
     }
 
-    /// Consumes `n` bytes. Within one node the result aliases the pooled
-    /// node (no copy) and comes with a [`Marker`] to record which decoded
-    /// fields reference it; across nodes it is copied into a fresh chunk.
+    /// Consumes `n` bytes. Within one node the result is a slice of the
+    /// pooled node (no copy, no allocation); across nodes it is copied into
+    /// a fresh chunk. Either way the fields decoded from it without a copy
+    /// are slices of a pooled chunk.
     ///
     /// # Panics
     /// If fewer than `n` bytes are buffered.
-    pub fn next(&mut self, n: usize) -> (Bytes, Marker) {
+    pub fn next(&mut self, n: usize) -> Binary {
         assert!(n <= self.len, "next({n}) beyond {} buffered bytes", self.len);
         let first = self.nodes.iter().position(|node| node.readable() > 0);
         match first {
             Some(i) if self.nodes[i].readable() >= n => {
                 let node = &mut self.nodes[i];
-                let out = node.chunk.bytes(node.read..node.read + n);
+                let out = node.chunk.slice(node.read..node.read + n);
                 node.read += n;
                 self.len -= n;
                 self.last_message = n;
-                (out, node.chunk.marker())
+                Binary::from(out)
             }
             _ => self.next_span(n),
         }
     }
 
     #[inline(never)]
-    fn next_span(&mut self, n: usize) -> (Bytes, Marker) {
+    fn next_span(&mut self, n: usize) -> Binary {
         let mut span = self.begin_span(n);
         span.copy_from(self, usize::MAX);
         self.finish_span(span)
@@ -320,7 +320,7 @@ impl InputBuffer {
     /// while !span.copy_from(&input, 4) {
     ///     steps += 1;
     /// }
-    /// let (msg, _marker) = input.finish_span(span);
+    /// let msg = input.finish_span(span);
     /// assert_eq!((&msg[..], steps, input.len()), (&b"123456789a"[..], 3, 2));
     /// ```
     ///
@@ -336,13 +336,13 @@ impl InputBuffer {
     ///
     /// # Panics
     /// If the copy is not complete.
-    pub fn finish_span(&mut self, span: SpanCopy) -> (Bytes, Marker) {
+    pub fn finish_span(&mut self, span: SpanCopy) -> Binary {
         let SpanCopy { mut chunk, len, copied } = span;
         assert_eq!(copied, len, "finish_span before the copy is complete");
         chunk.freeze_to(len);
         self.skip(len);
         self.last_message = len;
-        (chunk.bytes(0..len), chunk.marker())
+        Binary::from(chunk.slice(0..len))
     }
 
     /// Gives consumed nodes back (to the pool, once nothing else references
@@ -407,7 +407,7 @@ enum OutNode {
     /// Bytes linked in whole: a NoCopy value, or the written part of a node
     /// cut off in front of one (the node itself moves behind the value).
     /// `[sent, commit)` is committed and unsent.
-    Linked { bytes: Bytes, sent: usize, commit: usize },
+    Linked { bytes: Binary, sent: usize, commit: usize },
 }
 
 impl OutNode {
@@ -521,7 +521,7 @@ impl OutputBuffer {
     /// front of the linked value and the rest of the node goes on behind it,
     /// so that what is written next fills that rest instead of leasing a
     /// new node.
-    pub fn write_binary(&mut self, data: &Bytes) {
+    pub fn write_binary(&mut self, data: &Binary) {
         if !(self.nocopy && data.len() > NOCOPY_THRESHOLD) {
             self.write_slice(data);
             return;
@@ -538,7 +538,7 @@ impl OutputBuffer {
             // written); whether it is committed stays in `commit`.
             chunk.freeze_to(write);
             if write > sent {
-                let bytes = chunk.bytes(sent..write);
+                let bytes = Binary::from(chunk.slice(sent..write));
                 self.nodes.push_back(OutNode::Linked { bytes, sent: 0, commit: commit - sent });
             }
             self.nodes.push_back(value);
@@ -611,7 +611,10 @@ impl OutputBuffer {
             iov[n_iov] = IoSlice::new(node.unsent_slice());
             held[n_iov] = Some(match node {
                 OutNode::Chunk { chunk, .. } => Held::Chunk(chunk.hold()),
-                OutNode::Linked { bytes, .. } => Held::Bytes(bytes.clone()),
+                OutNode::Linked { bytes, .. } => match bytes.as_pooled() {
+                    Some(slice) => Held::Chunk(slice.hold()),
+                    None => Held::Bytes(bytes.to_bytes()),
+                },
             });
             n_iov += 1;
         }
@@ -681,7 +684,7 @@ impl Sink for OutputBuffer {
         self.write_slice(s);
     }
 
-    fn put_binary(&mut self, b: &Bytes) {
+    fn put_binary(&mut self, b: &Binary) {
         self.write_binary(b);
     }
 }
@@ -719,10 +722,10 @@ mod tests {
         let data: Vec<u8> = (0..40u8).collect();
         fill_with(&mut buf, &data);
         assert_eq!(buf.len(), 40);
-        let (a, _) = buf.next(10);
+        let a = buf.next(10);
         assert_eq!(&a[..], &data[..10]);
         let span_before = pool.stats().allocated_chunks;
-        let (b, _) = buf.next(20);
+        let b = buf.next(20);
         assert_eq!(&b[..], &data[10..30]);
         assert!(pool.stats().allocated_chunks > span_before, "the spanning read copied into a new chunk");
         let mut rest = [0u8; 10];
@@ -739,7 +742,7 @@ mod tests {
         let (book, max) = buf.high_water();
         assert!(book > DEFAULT_INPUT_NODE, "book_size doubled: {book}");
         assert_eq!(max, 1 << 20, "max_size follows the buffered length");
-        let (whole, _) = buf.next(1 << 20);
+        let whole = buf.next(1 << 20);
         assert_eq!(whole.len(), 1 << 20);
         drop(whole);
         buf.release();
@@ -752,7 +755,7 @@ mod tests {
         let mut buf = InputBuffer::new(pool.clone(), 1024);
         fill_with(&mut buf, &[1u8; 1024]);
         fill_with(&mut buf, &[2u8; 100]);
-        let (first, _) = buf.next(1024);
+        let first = buf.next(1024);
         let one = first.slice(..1);
         drop(first);
         buf.skip(100);
@@ -774,7 +777,7 @@ mod tests {
         // Two messages fit in the 8 KiB node; a third would straddle it.
         for left in [1, 0] {
             fill_with(&mut buf, &msg);
-            let (m, _) = buf.next(msg.len());
+            let m = buf.next(msg.len());
             assert_eq!(m.len(), msg.len());
             buf.release();
             assert_eq!(buf.nodes.len(), left);
@@ -784,14 +787,14 @@ mod tests {
         fill_with(&mut buf, &msg);
         assert!(!buf.spans(msg.len()));
         let chunks = pool.stats().allocated_chunks;
-        let (m, _) = buf.next(msg.len());
+        let m = buf.next(msg.len());
         assert_eq!((&m[..], pool.stats().allocated_chunks), (&msg[..], chunks));
     }
 
     #[test]
     fn output_reuses_the_rest_of_a_node_after_a_linked_value() {
         let pool = Pool::new(PoolConfig::default());
-        let big = Bytes::from(vec![9u8; 10_000]);
+        let big = Binary::from(vec![9u8; 10_000]);
         let mut out = OutputBuffer::new(pool.clone(), true);
         out.write_slice(b"head");
         out.write_binary(&big);
@@ -842,7 +845,7 @@ mod tests {
     #[test]
     fn output_links_large_binaries_only_with_nocopy() {
         let pool = Pool::new(PoolConfig::default());
-        let big = Bytes::from(vec![9u8; 10_000]);
+        let big = Binary::from(vec![9u8; 10_000]);
         for nocopy in [false, true] {
             let mut out = OutputBuffer::new(pool.clone(), nocopy);
             out.write_slice(b"head");

@@ -1,4 +1,5 @@
-//! The size-class buffer pool: Netpoll's `mcache`, with `Bytes` handles.
+//! The size-class buffer pool: Netpoll's `mcache`, with reference-counted
+//! slices.
 //!
 //! Requests are rounded up to a power of two; each class keeps cached chunks
 //! of exactly that size. Sizes above [`PoolConfig::max_pooled`] (8 MiB by
@@ -45,22 +46,22 @@
 //! # Sharing
 //!
 //! A leased [`Chunk`] is written by its single owner (a link buffer) and read
-//! through `Bytes` handles cut from its written prefix:
+//! through [`Slice`]s cut from its written prefix:
 //!
 //! ```text
-//!   chunk  [ frozen: read-only, shared as Bytes | spare: owner writes here ]
-//!          0                                 frozen                     cap
+//!   chunk  [ frozen: read-only, shared as slices | spare: owner writes here ]
+//!          0                                  frozen                     cap
 //! ```
 //!
-//! Every handle, however small (`bytes.slice(..1)`), keeps the *whole* chunk
-//! out of the pool; the chunk goes back to its class when the last handle
+//! Every slice, however small (`slice.slice(0..1)`), keeps the *whole* chunk
+//! out of the pool; the chunk goes back to its class when the last slice
 //! and the owner are gone. This is exactly how a one-byte slice of a request
-//! field pins a whole pooled buffer in the guide's leaks. The lease is
-//! counted in the chunk's own book-keeping ([`Chunk::hold`]'s references,
-//! what barrier slots keep, cost nothing); only `Bytes` handles need an
-//! owner object (one small box), made when the first one is cut, so a chunk
-//! that is written, held by a barrier slot and read in place costs no
-//! allocation.
+//! field pins a whole pooled buffer in the guide's leaks. Every reference
+//! is counted in the chunk's own book-keeping (a slice, what a barrier slot
+//! keeps, the owner), so cutting, cloning and dropping them allocates
+//! nothing, as Netpoll's `LinkBuffer` nodes count theirs. Only a `Bytes`
+//! handle ([`Slice::into_bytes`], for APIs that take `Bytes`) needs an owner
+//! box.
 //!
 //! ```
 //! use rpc::{Pool, PoolConfig, Taker};
@@ -69,7 +70,7 @@
 //! assert_eq!(chunk.capacity(), 1024);
 //! chunk.spare_mut()[..5].copy_from_slice(b"hello");
 //! chunk.freeze_to(5);
-//! let one = chunk.bytes(0..1);
+//! let one = chunk.slice(0..1);
 //! drop(chunk);
 //! assert_eq!(pool.stats().leased_bytes, 1024); // one byte pins 1 KiB
 //! drop(one);
@@ -251,7 +252,7 @@ fn intern_user(name: &'static str) -> u32 {
 }
 
 /// A decoded field that was cut from a chunk without a copy (see
-/// [`Chunk::mark_field`]). Interned once; at most 64 distinct fields.
+/// [`Slice::mark_field`]). Interned once; at most 64 distinct fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FieldId(u8);
 
@@ -326,13 +327,17 @@ struct ChunkMeta {
     /// When it was leased: [`coarse_now`], or a thread cache's clock (see
     /// [`Shard::now`]).
     leased_at: AtomicU64,
-    /// Bit i set: field `FieldId(i)` was cut from this chunk without a copy.
-    fields: AtomicU64,
+    /// Fields that reference the chunk now: up to [`FIELD_SLOTS`] at once,
+    /// each slot the field's id plus one in the top byte and the count of
+    /// its live [`Slice`]s below (see [`ChunkMeta::field_acquire`]). A
+    /// count is back at 0 when the chunk returns (every slice is gone), so
+    /// a lease starts with nothing to reset.
+    fields: [AtomicU64; FIELD_SLOTS],
     /// References held by barrier slots (see `barrier`).
     slot_refs: AtomicU32,
     /// References that keep the current lease: the [`Chunk`] itself, each
-    /// [`ChunkRef`], and the owner behind its `Bytes` handles (one for all
-    /// of them). The last to go gives the chunk back ([`release_ref`]).
+    /// [`ChunkRef`] and each [`Slice`] (a `Bytes` handle holds a slice).
+    /// The last to go gives the chunk back ([`release_ref`]).
     refs: AtomicU32,
     /// Index in the registry; written under the registry lock.
     entry: AtomicUsize,
@@ -351,7 +356,6 @@ impl ChunkMeta {
     /// Plain stores: the chunk is this thread's alone until it is handed out.
     #[inline]
     fn on_lease(&self, taker: Taker, now: u64) {
-        self.fields.store(0, Ordering::Relaxed);
         self.slot_refs.store(0, Ordering::Relaxed);
         self.refs.store(1, Ordering::Relaxed);
         self.leased_at.store(now, Ordering::Relaxed);
@@ -359,7 +363,62 @@ impl ChunkMeta {
         // fields and time.
         self.state.store(LEASED | taker.encode(), Ordering::Release);
     }
+
+    /// Counts one more live slice of `field`, in the slot that has it or a
+    /// free one (count 0); the slot's index, or [`NO_FIELD`] when
+    /// [`FIELD_SLOTS`] other fields hold the chunk (the slice then pins it
+    /// unnamed, as an `unknown holder`).
+    fn field_acquire(&self, field: FieldId) -> u8 {
+        let tag = (u64::from(field.0) + 1) << FIELD_TAG_SHIFT;
+        for (i, slot) in self.fields.iter().enumerate() {
+            let mut v = slot.load(Ordering::Relaxed);
+            loop {
+                let count = v & FIELD_COUNT;
+                let next = match v & !FIELD_COUNT {
+                    t if t == tag => v + 1,
+                    _ if count == 0 => tag | 1,
+                    _ => break,
+                };
+                // Relaxed: the counts are statistics the registry reads; the
+                // lease itself is kept by `refs`.
+                match slot.compare_exchange_weak(v, next, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => return i as u8,
+                    Err(seen) => v = seen,
+                }
+            }
+        }
+        NO_FIELD
+    }
+
+    fn field_release(&self, slot: u8) {
+        if let Some(s) = self.fields.get(usize::from(slot)) {
+            s.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The fields with a live slice now.
+    fn live_fields(&self) -> Vec<FieldId> {
+        let mut out: Vec<FieldId> = self
+            .fields
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|v| v & FIELD_COUNT != 0)
+            .map(|v| FieldId(((v >> FIELD_TAG_SHIFT) - 1) as u8))
+            .collect();
+        out.sort_by_key(|f| f.0);
+        out.dedup();
+        out
+    }
 }
+
+/// Distinct fields a chunk counts at once ([`ChunkMeta::fields`]): a
+/// message's fields that are kept past its call. Four covers a request's
+/// and a response's two of the echo service.
+const FIELD_SLOTS: usize = 4;
+/// A slice counted in no field slot.
+const NO_FIELD: u8 = u8::MAX;
+const FIELD_TAG_SHIFT: u32 = 56;
+const FIELD_COUNT: u64 = (1 << FIELD_TAG_SHIFT) - 1;
 
 /// Memory of one chunk: a raw allocation of `meta.size` bytes. Freed only by
 /// [`RawChunk::free`] (dropping it would leak the memory).
@@ -386,7 +445,7 @@ impl RawChunk {
             pool,
             state: AtomicU64::new(0),
             leased_at: AtomicU64::new(0),
-            fields: AtomicU64::new(0),
+            fields: Default::default(),
             slot_refs: AtomicU32::new(0),
             refs: AtomicU32::new(0),
             entry: AtomicUsize::new(usize::MAX),
@@ -923,7 +982,6 @@ impl Pool {
             size: raw.meta.size,
             frozen: 0,
             meta: ManuallyDrop::new(raw.meta),
-            whole: ManuallyDrop::new(OnceLock::new()),
             shared: AtomicBool::new(false),
         }
     }
@@ -978,7 +1036,7 @@ impl Pool {
             state: u64,
             leased_at: u64,
             slot_refs: u32,
-            fields: u64,
+            fields: Vec<FieldId>,
         }
         let seen: Vec<Seen> = {
             let reg = lock(&self.shared.registry);
@@ -994,7 +1052,7 @@ impl Pool {
                         state,
                         leased_at: m.leased_at.load(Ordering::Relaxed),
                         slot_refs: m.slot_refs.load(Ordering::Relaxed),
-                        fields: m.fields.load(Ordering::Relaxed),
+                        fields: m.live_fields(),
                     })
                 })
                 .collect()
@@ -1009,7 +1067,7 @@ impl Pool {
                 age: Duration::from_nanos(now.saturating_sub(s.leased_at)),
                 released: s.state & RELEASED != 0,
                 slot_refs: s.slot_refs,
-                fields: (0..64).filter(|i| s.fields & (1 << i) != 0).map(|i| FieldId(i as u8)).collect(),
+                fields: s.fields,
             })
             .collect()
     }
@@ -1326,48 +1384,20 @@ fn release_ref(ptr: NonNull<u8>, meta: Arc<ChunkMeta>) {
     }
 }
 
-/// The owner behind every `Bytes` cut from a chunk: one of the lease's
-/// references, dropped when the last handle drops. Made when the first
-/// handle is cut.
-struct ChunkOwner {
-    raw: Option<RawChunk>,
-}
-
-impl AsRef<[u8]> for ChunkOwner {
-    fn as_ref(&self) -> &[u8] {
-        let raw = self.raw.as_ref().expect("present until drop");
-        // SAFETY: `ptr` points to `size` initialised (zeroed at allocation)
-        // bytes owned by this owner. `Bytes::from_owner` calls this once to
-        // learn the pointer and length; every handle then only dereferences
-        // its own sub-range, which `Chunk` guarantees lies in the frozen
-        // prefix that is never written again.
-        unsafe { std::slice::from_raw_parts(raw.ptr.as_ptr(), raw.meta.size) }
-    }
-}
-
-impl Drop for ChunkOwner {
-    fn drop(&mut self) {
-        if let Some(RawChunk { ptr, meta }) = self.raw.take() {
-            release_ref(ptr, meta);
-        }
-    }
-}
-
-/// A leased chunk: written by its one owner, read through `Bytes` handles of
-/// its frozen prefix. Dropping the `Chunk` releases the owner's reference;
-/// the memory returns to the pool once no handle and no [`ChunkRef`]
-/// remains.
+/// A leased chunk: written by its one owner, read through [`Slice`]s of its
+/// frozen prefix. Dropping the `Chunk` releases the owner's reference; the
+/// memory returns to the pool once no slice and no [`ChunkRef`] remains.
 ///
 /// # Memory layout
 ///
 /// ```text
-///   Chunk { ptr, size, frozen, meta, whole }
-///            |                  |     '-- made on the first `bytes`:
-///            |                  |         Bytes -> ChunkOwner box -> (ptr, meta)
+///   Chunk { ptr, size, frozen, meta }
 ///            |                  '-- ChunkMeta: atomics the registry reads,
-///            |                      with the lease's reference count
+///            |                      with the lease's reference count and
+///            |                      the fields that hold it
 ///            '-- the chunk's memory: [ frozen | spare ]
-///   ChunkRef { ptr, meta }  (`hold`: no allocation)
+///   Slice { ptr, start, len, meta, field slot }   (`slice`: no allocation)
+///   ChunkRef { ptr, meta }                        (`hold`: no allocation)
 /// ```
 pub struct Chunk {
     ptr: NonNull<u8>,
@@ -1375,20 +1405,15 @@ pub struct Chunk {
     frozen: usize,
     /// Taken by `drop` (so that the drop glue has nothing left to do).
     meta: ManuallyDrop<Arc<ChunkMeta>>,
-    /// A handle on the whole chunk, made when the first handle is cut. Never
-    /// dereferenced: it covers the spare region the owner writes to. Sliced
-    /// into frozen ranges; the owner behind it holds one of the lease's
-    /// references until the last handle goes. Taken by `drop`.
-    whole: ManuallyDrop<OnceLock<Bytes>>,
-    /// A [`ChunkRef`] or a `Bytes` handle was made: the lease may have
-    /// other references than this `Chunk` (see [`ChunkMeta::refs`]).
+    /// A [`ChunkRef`] or a [`Slice`] was made: the lease may have other
+    /// references than this `Chunk` (see [`ChunkMeta::refs`]).
     shared: AtomicBool,
 }
 
 // SAFETY: the raw pointer is only written through `&mut Chunk` (exclusive)
-// and only in the spare region no `Bytes` handle reads.
+// and only in the spare region no slice reads.
 unsafe impl Send for Chunk {}
-// SAFETY: `&Chunk` allows no writes to the memory; `whole` is a `OnceLock`.
+// SAFETY: `&Chunk` allows no writes to the memory.
 unsafe impl Sync for Chunk {}
 
 impl fmt::Debug for Chunk {
@@ -1402,15 +1427,13 @@ impl Chunk {
         &self.meta
     }
 
-    fn whole(&self) -> &Bytes {
-        self.whole.get_or_init(|| {
-            // Relaxed, as `Arc`'s clone: this `Chunk`'s reference keeps the
-            // lease.
-            self.meta().refs.fetch_add(1, Ordering::Relaxed);
-            self.shared.store(true, Ordering::Relaxed);
-            let raw = RawChunk { ptr: self.ptr, meta: self.meta().clone() };
-            Bytes::from_owner(ChunkOwner { raw: Some(raw) })
-        })
+    /// Takes one more of the lease's references for a handle.
+    fn share(&self) -> Arc<ChunkMeta> {
+        let meta = self.meta();
+        // Relaxed, as `Arc`'s clone: this `Chunk`'s reference keeps the lease.
+        meta.refs.fetch_add(1, Ordering::Relaxed);
+        self.shared.store(true, Ordering::Relaxed);
+        meta.clone()
     }
 
     /// Bytes in the chunk.
@@ -1425,10 +1448,9 @@ impl Chunk {
 
     /// The writable region `[frozen, capacity)`.
     pub fn spare_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `[frozen, size)` lies inside the allocation, and no `Bytes`
-        // handle covers it: `bytes()` only cuts ranges below `frozen`, which
-        // never decreases, and `whole` is never dereferenced. `&mut self`
-        // makes this the only writer.
+        // SAFETY: `[frozen, size)` lies inside the allocation, and no slice
+        // covers it: `slice()` only cuts ranges below `frozen`, which never
+        // decreases. `&mut self` makes this the only writer.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.frozen), self.size - self.frozen) }
     }
 
@@ -1441,17 +1463,33 @@ impl Chunk {
         self.frozen = end;
     }
 
-    /// A handle on a frozen range. Keeps the whole chunk leased.
+    /// A read-only handle on a frozen range, without an allocation. Keeps
+    /// the whole chunk leased.
     ///
     /// # Panics
     /// If the range reaches past the frozen point.
-    pub fn bytes(&self, range: Range<usize>) -> Bytes {
+    pub fn slice(&self, range: Range<usize>) -> Slice {
         assert!(
             range.start <= range.end && range.end <= self.frozen,
             "{range:?} is not frozen (frozen {})",
             self.frozen
         );
-        self.whole().slice(range)
+        Slice {
+            ptr: self.ptr,
+            start: range.start,
+            len: range.len(),
+            meta: ManuallyDrop::new(self.share()),
+            slot: NO_FIELD,
+        }
+    }
+
+    /// A `Bytes` handle on a frozen range: a [`Slice`] behind
+    /// `Bytes::from_owner`, which allocates its small owner box.
+    ///
+    /// # Panics
+    /// If the range reaches past the frozen point.
+    pub fn bytes(&self, range: Range<usize>) -> Bytes {
+        self.slice(range).into_bytes()
     }
 
     /// A borrowed view of a frozen range.
@@ -1469,81 +1507,170 @@ impl Chunk {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(range.start), range.len()) }
     }
 
-    /// Records that `field` was decoded as a slice of this chunk; the pool
-    /// profile then names it as a holder once the buffer lets go.
-    pub fn mark_field(&self, field: FieldId) {
-        self.meta().fields.fetch_or(1 << field.0, Ordering::Relaxed);
-    }
-
     /// An opaque reference that keeps the chunk out of the pool (what a
     /// barrier slot holds). Allocates nothing: it counts in the chunk's own
     /// [`ChunkMeta::refs`].
     pub fn hold(&self) -> ChunkRef {
-        let meta = self.meta();
-        // Relaxed, as `Arc`'s clone: this `Chunk`'s reference keeps the lease.
-        meta.refs.fetch_add(1, Ordering::Relaxed);
+        let meta = self.share();
         meta.slot_refs.fetch_add(1, Ordering::Relaxed);
-        self.shared.store(true, Ordering::Relaxed);
-        ChunkRef { ptr: self.ptr, meta: ManuallyDrop::new(meta.clone()) }
-    }
-
-    /// A [`Marker`] to record decoded fields on this chunk later.
-    pub fn marker(&self) -> Marker {
-        Marker { meta: self.meta().clone() }
+        ChunkRef { ptr: self.ptr, meta: ManuallyDrop::new(meta) }
     }
 }
 
 impl Drop for Chunk {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: `drop` runs once, and neither field is used after it.
-        let (meta, whole) = unsafe { (ManuallyDrop::take(&mut self.meta), ManuallyDrop::take(&mut self.whole)) };
+        // SAFETY: `drop` runs once, and `meta` is not used after it.
+        let meta = unsafe { ManuallyDrop::take(&mut self.meta) };
         // No other reference was ever made (that takes `&Chunk`, which
         // `&mut self` says is over): this was the only one, and the chunk
         // goes back without touching the count.
         if !*self.shared.get_mut() {
-            debug_assert!(whole.get().is_none(), "the owner behind handles holds a reference");
             debug_assert_eq!(meta.refs.load(Ordering::Relaxed), 1);
-            // Nothing to drop in an empty `OnceLock`.
-            std::mem::forget(whole);
             give_back(RawChunk { ptr: self.ptr, meta });
         } else {
-            release_shared(self.ptr, meta, whole);
+            release_shared(self.ptr, meta);
         }
     }
 }
 
-/// [`Chunk`]'s drop when handles or barrier references remain: the last of
+/// [`Chunk`]'s drop when slices or barrier references remain: the last of
 /// them gives the chunk back.
 #[cold]
 #[inline(never)]
-fn release_shared(ptr: NonNull<u8>, meta: Arc<ChunkMeta>, whole: OnceLock<Bytes>) {
+fn release_shared(ptr: NonNull<u8>, meta: Arc<ChunkMeta>) {
     // Only the `Chunk` writes `state` while the chunk is leased (the last
     // reference, which clears it, comes after this one): no
     // read-modify-write needed.
     let state = meta.state.load(Ordering::Relaxed);
     meta.state.store(state | RELEASED, Ordering::Relaxed);
-    drop(whole);
     release_ref(ptr, meta);
 }
 
-/// Records decoded fields on a chunk without holding it.
-#[derive(Clone, Debug)]
-pub struct Marker {
-    meta: Arc<ChunkMeta>,
+/// A read-only range of a leased chunk ([`Chunk::slice`]): one of the
+/// lease's [`ChunkMeta::refs`], so making, cloning and dropping one
+/// allocates nothing (a `Bytes` handle needs an owner box).
+///
+/// A slice marked as a decoded field ([`mark_field`](Slice::mark_field))
+/// is counted under that field on its chunk for as long as it (or a clone
+/// or sub-slice of it) lives: the pool profile names the fields that hold
+/// a chunk *now*, not every field ever cut from it.
+pub struct Slice {
+    /// The chunk's memory (so that a heap scan finds what holds a slice
+    /// pointing at the chunk).
+    ptr: NonNull<u8>,
+    start: usize,
+    len: usize,
+    /// Taken by `drop`.
+    meta: ManuallyDrop<Arc<ChunkMeta>>,
+    /// The field slot it is counted in ([`ChunkMeta::fields`]), or
+    /// [`NO_FIELD`].
+    slot: u8,
 }
 
-impl Marker {
-    /// See [`Chunk::mark_field`].
-    pub fn mark_field(&self, field: FieldId) {
-        self.meta.fields.fetch_or(1 << field.0, Ordering::Relaxed);
+// SAFETY: a slice only reads `[start, start + len)`, which lies in the
+// chunk's frozen prefix, never written again while the lease lives; the
+// counts it touches are atomics.
+unsafe impl Send for Slice {}
+// SAFETY: as above: `&Slice` reads immutable bytes.
+unsafe impl Sync for Slice {}
+
+impl Slice {
+    /// A sub-range, relative to this slice; counted under the same field.
+    ///
+    /// # Panics
+    /// If the range reaches past the slice's end.
+    pub fn slice(&self, range: Range<usize>) -> Slice {
+        assert!(range.start <= range.end && range.end <= self.len, "{range:?} outside a slice of {}", self.len);
+        let mut out = self.clone();
+        out.start += range.start;
+        out.len = range.len();
+        out
+    }
+
+    /// Counts this slice (and its clones) as `field` of the chunk until it
+    /// drops, for the pool profile's holders.
+    pub fn mark_field(&mut self, field: FieldId) {
+        self.meta.field_release(self.slot);
+        self.slot = self.meta.field_acquire(field);
+    }
+
+    /// The field it is counted as, if a slot was free for it.
+    pub fn field(&self) -> Option<FieldId> {
+        let v = self.meta.fields.get(usize::from(self.slot))?.load(Ordering::Relaxed);
+        Some(FieldId(((v >> FIELD_TAG_SHIFT) - 1) as u8))
+    }
+
+    /// A reference on the whole chunk for a barrier slot (as
+    /// [`Chunk::hold`]).
+    pub fn hold(&self) -> ChunkRef {
+        self.meta.refs.fetch_add(1, Ordering::Relaxed);
+        self.meta.slot_refs.fetch_add(1, Ordering::Relaxed);
+        ChunkRef { ptr: self.ptr, meta: ManuallyDrop::new(Arc::clone(&self.meta)) }
+    }
+
+    /// A `Bytes` handle over the same range, for APIs that take `Bytes`
+    /// (`faststr`, `sonic-rs`). Allocates the owner box of
+    /// `Bytes::from_owner`; the slice inside it keeps its field count.
+    pub fn into_bytes(self) -> Bytes {
+        Bytes::from_owner(self)
+    }
+
+    /// Size of the chunk it pins.
+    pub fn chunk_size(&self) -> usize {
+        self.meta.size
+    }
+}
+
+impl Deref for Slice {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `[start, start + len)` was frozen when the slice was cut
+        // (`Chunk::slice` checks), so it is initialised and never written
+        // again while a reference, this one among them, keeps the lease.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(self.start), self.len) }
+    }
+}
+
+impl AsRef<[u8]> for Slice {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Clone for Slice {
+    fn clone(&self) -> Slice {
+        // Relaxed, as `Arc`'s clone: this slice's reference keeps the lease.
+        self.meta.refs.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.meta.fields.get(usize::from(self.slot)) {
+            slot.fetch_add(1, Ordering::Relaxed);
+        }
+        Slice { ptr: self.ptr, start: self.start, len: self.len, meta: self.meta.clone(), slot: self.slot }
+    }
+}
+
+impl Drop for Slice {
+    #[inline]
+    fn drop(&mut self) {
+        self.meta.field_release(self.slot);
+        // SAFETY: `drop` runs once, and `meta` is not used after it.
+        let meta = unsafe { ManuallyDrop::take(&mut self.meta) };
+        release_ref(self.ptr, meta);
+    }
+}
+
+impl fmt::Debug for Slice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slice").field("len", &self.len).field("chunk", &self.meta.size).finish()
     }
 }
 
 /// A reference on a whole chunk that cannot be read, only held: one of the
 /// lease's [`ChunkMeta::refs`].
 ///
-/// It keeps the chunk's address (as the `Bytes` handle it once was did), so
+/// It keeps the chunk's address (as a [`Slice`] does), so
 /// that a heap scan finds what holds it pointing into the chunk.
 pub struct ChunkRef {
     ptr: NonNull<u8>,
@@ -1552,7 +1679,7 @@ pub struct ChunkRef {
 }
 
 // SAFETY: `ptr` is never dereferenced through a `ChunkRef`; it only goes
-// back to the pool with the last reference, as a `Bytes` owner's would.
+// back to the pool with the last reference, as a slice's would.
 unsafe impl Send for ChunkRef {}
 // SAFETY: `&ChunkRef` gives access to nothing but the chunk's size.
 unsafe impl Sync for ChunkRef {}
@@ -1632,7 +1759,8 @@ pub struct Lease {
     pub released: bool,
     /// References held by barrier slots.
     pub slot_refs: u32,
-    /// Fields decoded from it without a copy.
+    /// Fields decoded from it without a copy that still reference it (a
+    /// [`Slice`] marked with [`Slice::mark_field`] and not yet dropped).
     pub fields: Vec<FieldId>,
 }
 
@@ -1684,9 +1812,11 @@ mod tests {
         let mut c = pool.lease(8 << 10, Taker::ConnRead);
         c.spare_mut()[..3].copy_from_slice(b"abc");
         c.freeze_to(3);
-        let b = c.bytes(1..2);
-        assert_eq!(&b[..], b"b");
+        let b = c.slice(1..2);
+        let as_bytes = c.bytes(2..3);
+        assert_eq!((&b[..], &as_bytes[..]), (&b"b"[..], &b"c"[..]));
         drop(c);
+        drop(as_bytes);
         assert_eq!(pool.stats().leased_bytes, 8 << 10);
         let leases = pool.leases();
         assert_eq!(leases.len(), 1);
@@ -1703,7 +1833,7 @@ mod tests {
         let pool = Pool::new(no_gc());
         let mut c = pool.lease(4096, Taker::ConnRead);
         c.freeze_to(10);
-        let slice = c.bytes(0..1);
+        let slice = c.slice(0..1);
         let held = c.hold();
         drop(c);
         let (stop, thread) = on_live_thread(move || drop(slice));
@@ -1771,7 +1901,7 @@ mod tests {
                     for _ in 0..500 {
                         let mut c = pool.lease(1024, Taker::ConnRead);
                         c.freeze_to(4);
-                        let (b, h) = (c.bytes(0..2), c.hold());
+                        let (b, h) = (c.slice(0..2), c.hold());
                         let t = std::thread::spawn(move || drop((b, h)));
                         drop(c);
                         t.join().unwrap();
@@ -1947,7 +2077,7 @@ mod tests {
         });
         let mut kept = pool.lease(4096, Taker::ConnRead);
         kept.freeze_to(1);
-        let slice = kept.bytes(0..1);
+        let slice = kept.slice(0..1);
         drop(kept);
         drop(pool.lease(64, Taker::Encode));
         drop(pool);
@@ -2008,7 +2138,9 @@ mod tests {
         let f = FieldId::intern("Test.pool (field 9)");
         let mut c = pool.lease(100, Taker::ConnRead);
         c.freeze_to(10);
-        c.mark_field(f);
+        let mut field = c.slice(2..6);
+        field.mark_field(f);
+        assert_eq!(field.field(), Some(f));
         let held = c.hold();
         let lease = &pool.leases()[0];
         assert_eq!(lease.fields, vec![f]);
@@ -2018,8 +2150,55 @@ mod tests {
         assert!(lease.age < Duration::from_secs(5), "{:?}", lease.age);
         drop(c);
         assert!(pool.leases()[0].released);
+        drop(field);
+        assert_eq!(pool.leases()[0].fields, vec![], "a field that let go no longer holds the chunk");
         drop(held);
         assert!(pool.leases().is_empty());
+    }
+
+    #[test]
+    fn a_field_holds_its_chunk_while_any_clone_or_sub_slice_lives() {
+        let pool = Pool::new(PoolConfig::default());
+        let names =
+            ["Test.a (field 1)", "Test.b (field 2)", "Test.c (field 3)", "Test.d (field 4)", "Test.e (field 5)"];
+        let ids: Vec<FieldId> = names.iter().map(|n| FieldId::intern(n)).collect();
+        let mut c = pool.lease(100, Taker::ConnRead);
+        c.freeze_to(50);
+        let mut slices: Vec<Slice> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let mut s = c.slice(i * 10..i * 10 + 10);
+                s.mark_field(*id);
+                s
+            })
+            .collect();
+        drop(c);
+        // Four slots: the fifth field is counted nowhere, and says so.
+        assert_eq!(pool.leases()[0].fields, ids[..4]);
+        assert_eq!(slices[4].field(), None);
+        let a = slices.remove(0);
+        let (kept, copy) = (a.slice(3..4), a.clone());
+        drop(a);
+        drop(copy);
+        assert_eq!(kept.field(), Some(ids[0]), "a sub-slice is the same field");
+        assert_eq!(pool.leases()[0].fields, ids[..4], "a one-byte sub-slice still holds field a");
+        drop(kept);
+        assert_eq!(pool.leases()[0].fields, ids[1..4]);
+        // Slot a is free again: a re-marked slice takes it.
+        let mut e = slices.pop().unwrap();
+        e.mark_field(ids[4]);
+        assert_eq!(pool.leases()[0].fields, ids[1..5]);
+        drop(slices);
+        assert_eq!(pool.leases()[0].fields, ids[4..5]);
+        drop(e);
+        assert!(pool.leases().is_empty());
+        // The next lease of the same memory starts with no field.
+        let mut again = pool.lease(100, Taker::ConnRead);
+        again.freeze_to(1);
+        let s = again.slice(0..1);
+        assert_eq!((pool.leases()[0].fields.len(), pool.stats().allocated_chunks), (0, 1));
+        drop((s, again));
     }
 
     #[test]
@@ -2128,6 +2307,6 @@ mod tests {
     fn slicing_the_spare_region_panics() {
         let pool = Pool::new(PoolConfig::default());
         let c = pool.lease(100, Taker::ConnRead);
-        let _ = c.bytes(0..1);
+        let _ = c.slice(0..1);
     }
 }

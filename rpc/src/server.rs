@@ -104,7 +104,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use crate::codec::Binary;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -116,7 +116,7 @@ use crate::codec::{
     Request, Response, Transport,
 };
 use crate::linkbuf::{InputBuffer, OutputBuffer, DEFAULT_INPUT_NODE};
-use crate::pool::{class_of, Marker, Pool};
+use crate::pool::{class_of, Pool};
 
 /// What a service does with a request.
 pub trait Handler: Send + Sync + 'static {
@@ -769,7 +769,7 @@ impl<H: Handler> Shared<H> {
                         }
                         self.stats.note_request(frame.len, peer);
                         conn.input.skip(frame.header_len);
-                        let (body, marker) = if frame.len > WORK_QUANTUM && conn.input.spans(frame.len) {
+                        let body = if frame.len > WORK_QUANTUM && conn.input.spans(frame.len) {
                             let mut span = conn.input.begin_span(frame.len);
                             while !span.copy_from(&conn.input, WORK_QUANTUM) {
                                 self.give_way().await;
@@ -778,7 +778,7 @@ impl<H: Handler> Shared<H> {
                         } else {
                             conn.input.next(frame.len)
                         };
-                        let r = self.dispatch(body, &marker, frame.transport, &mut conn.output).await;
+                        let r = self.dispatch(body, frame.transport, &mut conn.output).await;
                         self.stats.requests.fetch_add(1, Ordering::Relaxed);
                         if let Err(e) = r {
                             break Err(e);
@@ -866,20 +866,14 @@ impl<H: Handler> Shared<H> {
     }
 
     /// Decodes one message, calls the handler, encodes the answer.
-    async fn dispatch(
-        &self,
-        body: Bytes,
-        marker: &Marker,
-        transport: Transport,
-        output: &mut OutputBuffer,
-    ) -> Result<(), ConnError> {
+    async fn dispatch(&self, body: Binary, transport: Transport, output: &mut OutputBuffer) -> Result<(), ConnError> {
         let (header, mut reader) = codec::read_message_header(&body)?;
         let seqid = header.seqid;
         // What an exception repeats of the name is bounded.
         let name = clip_name(&header.name);
         match header.mtype {
             MessageType::Call | MessageType::Oneway if &header.name[..] == b"echo" => {
-                let ctx = DecodeCtx { mode: self.config.decode, marker: Some(marker), limits: self.config.limits };
+                let ctx = DecodeCtx { mode: self.config.decode, limits: self.config.limits };
                 let mut decode = || codec::decode_echo_args(&mut reader, &ctx);
                 let offload = body.len() >= OFFLOAD_DECODE
                     && tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;

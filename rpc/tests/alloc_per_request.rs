@@ -17,14 +17,16 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rpc::codec::{self, DecodeMode, Request, Response, Transport};
-use rpc::{Handler, HandlerError, Pool, PoolConfig, Server, ServerConfig};
+use rpc::{Binary, Handler, HandlerError, Pool, PoolConfig, Server, ServerConfig};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-const PAYLOAD: usize = 1 << 10;
+/// A small call, several to an input node, and a large one, a node of its
+/// own each (the sizes at which the nocopy path made 0.144 and 1.0
+/// allocations per call while a field was a `Bytes` handle).
+const PAYLOADS: [usize; 2] = [1 << 10, 64 << 10];
 const WARM_UP: u64 = 2_000;
 const MEASURED: u64 = 5_000;
 
@@ -45,13 +47,35 @@ fn calls(stream: &mut TcpStream, request: &[u8], reply: &mut [u8], calls: u64) {
 }
 
 #[test]
-fn echo_allocates_at_most_once_per_request_in_steady_state() {
+fn echo_allocates_nothing_per_request_in_steady_state() {
     // On failure, dhat saves the profile of the run here: open it in dhat's
     // viewer to see the allocation sites.
     let profile = concat!(env!("CARGO_TARGET_TMPDIR"), "/alloc_per_request-heap.json");
     let _profiler = dhat::Profiler::builder().testing().file_name(profile).build();
+    for payload in PAYLOADS {
+        let (blocks, bytes) = steady_state(payload);
+        let per_request = blocks as f64 / MEASURED as f64;
+        println!(
+            "steady state, {payload} B payload, {MEASURED} calls: {blocks} allocations ({per_request:.3} per \
+             request), {bytes} bytes ({:.0} per request)",
+            bytes as f64 / MEASURED as f64
+        );
+        // Decoded fields are slices of the pooled input node, counted in
+        // the chunk's own book-keeping, and NoCopy writes link them the
+        // same way: nothing on the path allocates per call. A `Bytes`
+        // handle made one owner box per node (0.144 per call at 1 KiB,
+        // one at 64 KiB). A few allocations of the runtime's own (a timer
+        // entry, a waker) may fall in the window: the bound is 0.1 per
+        // call, where one allocation per node would be 0.14 at 1 KiB.
+        dhat::assert!(per_request <= 0.1, "{payload} B: {per_request:.3} allocations per request, expected about 0");
+    }
+}
 
-    let msg = Bytes::from((0..PAYLOAD).map(|i| i as u8).collect::<Vec<u8>>());
+/// Runs an Echo server and one client for `WARM_UP` and then `MEASURED`
+/// calls of `payload` bytes; the allocations and bytes of the measured
+/// calls.
+fn steady_state(payload: usize) -> (u64, u64) {
+    let msg = Binary::from((0..payload).map(|i| i as u8).collect::<Vec<u8>>());
     let req = Request { id: 7, msg: msg.clone(), json: None };
     let mut request = Vec::new();
     codec::encode_call(&mut request, Transport::Framed, 1, &req).expect("encodable");
@@ -95,22 +119,5 @@ fn echo_allocates_at_most_once_per_request_in_steady_state() {
     .expect("server ran");
     let (before, after) = client.join().expect("client thread");
     assert_eq!(stats.counts().requests, WARM_UP + MEASURED);
-
-    let blocks = after.total_blocks - before.total_blocks;
-    let bytes = after.total_bytes - before.total_bytes;
-    let per_request = blocks as f64 / MEASURED as f64;
-    println!(
-        "steady state, {PAYLOAD} B payload, {MEASURED} calls: {blocks} allocations ({per_request:.3} per request), \
-         {bytes} bytes ({:.0} per request)",
-        bytes as f64 / MEASURED as f64
-    );
-    // What remains (0.40 per request at 1 KiB, was 0.593) is the 32-byte
-    // owner box `Bytes::from_owner` makes for each leased chunk the first
-    // time a handle is cut from it (every chunk on this path: a socket read
-    // or write holds it in a barrier slot): a new 4 KiB output node every
-    // fourth reply or so (`OutputBuffer::grow`) and a new 8 KiB input node
-    // when the tail has no room for a message (`InputBuffer::new_node`); no
-    // request straddles two input nodes any more (`InputBuffer::release`).
-    // The chunks' memory itself is recycled by the pool.
-    dhat::assert!(blocks <= MEASURED, "{per_request:.3} allocations per request, expected at most 1");
+    (after.total_blocks - before.total_blocks, after.total_bytes - before.total_bytes)
 }

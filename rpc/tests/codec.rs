@@ -14,6 +14,7 @@ use rpc::codec::{
     ApplicationExceptionKind, CodecError, DecodeCtx, DecodeMode, Frame, FrameDecoder, Limits, MessageType, Request,
     Response, TType, Transport,
 };
+use rpc::Binary;
 
 // ---------------------------------------------------------------------------
 // A global allocator that remembers, per thread, the largest allocation made
@@ -80,8 +81,8 @@ fn stack_of_allocation<R>(size: usize, f: impl FnOnce() -> R) -> (R, String) {
 const MODES: [DecodeMode; 2] = [DecodeMode::Copy, DecodeMode::NoCopy];
 const TRANSPORTS: [Transport; 2] = [Transport::Framed, Transport::Unframed];
 
-fn b(s: &'static [u8]) -> Bytes {
-    Bytes::from_static(s)
+fn b(s: &'static [u8]) -> Binary {
+    Binary::from_static(s)
 }
 
 /// An unframed message `name` of type `mtype` whose struct's fields are
@@ -117,7 +118,7 @@ fn hi() -> Request {
     Request { id: 7, msg: b(b"hi"), json: None }
 }
 
-fn decode_args(body: &Bytes, mode: DecodeMode) -> Result<Request, CodecError> {
+fn decode_args(body: &Binary, mode: DecodeMode) -> Result<Request, CodecError> {
     let (_, mut r) = read_message_header(body)?;
     decode_echo_args(&mut r, &DecodeCtx::new(mode))
 }
@@ -125,7 +126,7 @@ fn decode_args(body: &Bytes, mode: DecodeMode) -> Result<Request, CodecError> {
 /// Decodes an unframed call both ways, checks that the unframed scan agrees
 /// on where it ends when it decodes, and returns the result.
 fn check_call(body: &[u8]) -> Result<Request, CodecError> {
-    let body = Bytes::copy_from_slice(body);
+    let body = Binary::copy_from_slice(body);
     let copy = decode_args(&body, DecodeMode::Copy);
     let nocopy = decode_args(&body, DecodeMode::NoCopy);
     assert_eq!(copy, nocopy, "modes disagree");
@@ -149,7 +150,7 @@ fn split(buf: &[u8], cuts: &[usize]) -> Vec<Bytes> {
     out
 }
 
-fn within(inner: &Bytes, outer: &Bytes) -> bool {
+fn within(inner: &Binary, outer: &Binary) -> bool {
     let o = outer.as_ptr_range();
     let i = inner.as_ptr_range();
     !inner.is_empty() && o.start <= i.start && i.end <= o.end
@@ -219,12 +220,12 @@ fn encode_reply_and_exception_match_apache_thrift_bytes() {
 
 #[test]
 fn apache_thrift_bytes_decode() {
-    let wire = Bytes::from_static(ECHO_CALL_FRAMED);
+    let wire = Binary::from_static(ECHO_CALL_FRAMED);
     let f = probe(&wire, None, &Limits::default()).unwrap().unwrap();
     assert_eq!(f, Frame { transport: Transport::Framed, header_len: 4, len: 41 });
     assert_eq!(decode_args(&wire.slice(f.body()), DecodeMode::Copy).unwrap(), hi());
 
-    let wire = Bytes::from_static(UNKNOWN_METHOD_EXCEPTION);
+    let wire = Binary::from_static(UNKNOWN_METHOD_EXCEPTION);
     let (h, mut r) = read_message_header(&wire).unwrap();
     assert_eq!((&h.name[..], h.mtype, h.seqid), (&b"foo"[..], MessageType::Exception, 9));
     let e = decode_exception(&mut r, &DecodeCtx::default()).unwrap();
@@ -237,8 +238,8 @@ fn apache_thrift_bytes_decode() {
 fn requests() -> Vec<Request> {
     vec![
         hi(),
-        Request { id: i64::MIN, msg: Bytes::new(), json: Some(Bytes::new()) },
-        Request { id: -1, msg: Bytes::from(vec![0xa5; 70_000]), json: Some(b("{\"k\":\"välue\"}".as_bytes())) },
+        Request { id: i64::MIN, msg: Binary::new(), json: Some(Binary::new()) },
+        Request { id: -1, msg: Binary::from(vec![0xa5; 70_000]), json: Some(b("{\"k\":\"välue\"}".as_bytes())) },
     ]
 }
 
@@ -252,7 +253,7 @@ fn calls_and_replies_round_trip_in_every_transport_and_mode() {
                 let mut wire = BytesMut::new();
                 encode_call(&mut wire, transport, 3, &req).unwrap();
                 encode_reply(&mut wire, transport, 4, &resp).unwrap();
-                let wire = wire.freeze();
+                let wire = Binary::from(wire.freeze());
 
                 let f = probe(&wire, None, &Limits::default()).unwrap().expect("call complete");
                 assert_eq!((f.transport, f.header_len), (transport, transport.header_len()));
@@ -276,18 +277,16 @@ fn calls_and_replies_round_trip_in_every_transport_and_mode() {
 
 #[test]
 fn copy_mode_owns_its_fields_and_nocopy_slices_the_input() {
-    let req = Request { id: 1, msg: Bytes::from(vec![1; 4096]), json: Some(b(b"{\"a\":[1,2,3]}")) };
+    let req = Request { id: 1, msg: Binary::from(vec![1; 4096]), json: Some(b(b"{\"a\":[1,2,3]}")) };
     let mut v = Vec::new();
     encode_call(&mut v, Transport::Unframed, 1, &req).unwrap();
-    let body = Bytes::from(v);
+    let body = Binary::from(v);
 
     let copied = decode_args(&body, DecodeMode::Copy).unwrap();
     assert!(!within(&copied.msg, &body) && !within(copied.json.as_ref().unwrap(), &body));
-    assert!(copied.msg.is_unique(), "a copied field shares nothing");
 
     let sliced = decode_args(&body, DecodeMode::NoCopy).unwrap();
     assert!(within(&sliced.msg, &body) && within(sliced.json.as_ref().unwrap(), &body));
-    assert!(!sliced.msg.is_unique(), "a sliced field shares the input");
     assert_eq!((copied.clone(), sliced), (req.clone(), req));
 
     // A copy keeps nothing of the input alive; it is exactly the field.
@@ -297,10 +296,10 @@ fn copy_mode_owns_its_fields_and_nocopy_slices_the_input() {
 
 #[test]
 fn copy_mode_allocates_each_field_at_its_size() {
-    let req = Request { id: 1, msg: Bytes::from(vec![1; 100_000]), json: None };
+    let req = Request { id: 1, msg: Binary::from(vec![1; 100_000]), json: None };
     let mut v = Vec::new();
     encode_call(&mut v, Transport::Unframed, 1, &req).unwrap();
-    let body = Bytes::from(v);
+    let body = Binary::from(v);
     let (r, largest) = largest_allocation(|| decode_args(&body, DecodeMode::Copy));
     assert_eq!(r.unwrap().msg.len(), 100_000);
     assert_eq!(largest, 100_000);
@@ -314,10 +313,10 @@ fn a_copied_field_is_allocated_under_a_frame_that_names_it() {
     // Sizes nothing else allocates, to find the copies.
     let (msg_size, json_size) = (777_777, 333_333);
     let resp =
-        Response { id: 1, msg: Bytes::from(vec![b'm'; msg_size]), json: Some(Bytes::from(vec![b'j'; json_size])) };
+        Response { id: 1, msg: Binary::from(vec![b'm'; msg_size]), json: Some(Binary::from(vec![b'j'; json_size])) };
     let mut v = Vec::new();
     encode_reply(&mut v, Transport::Unframed, 1, &resp).unwrap();
-    let body = Bytes::from(v);
+    let body = Binary::from(v);
     let decode = || {
         let (_, mut r) = read_message_header(&body).unwrap();
         decode_echo_result(&mut r, &DecodeCtx::default()).unwrap()
@@ -336,9 +335,9 @@ fn a_copied_field_is_allocated_under_a_frame_that_names_it() {
     }
     // A request's field 2, as in the guide's flame graphs.
     let mut v = Vec::new();
-    encode_call(&mut v, Transport::Framed, 1, &Request { id: 1, msg: Bytes::from(vec![0; msg_size]), json: None })
+    encode_call(&mut v, Transport::Framed, 1, &Request { id: 1, msg: Binary::from(vec![0; msg_size]), json: None })
         .unwrap();
-    let body = Bytes::from(v).slice(4..);
+    let body = Binary::from(v).slice(4..);
     let (_, stack) = stack_of_allocation(msg_size, || decode_args(&body, DecodeMode::Copy).unwrap());
     let frames = frame_names(&stack);
     assert!(frame_index(&frames, "Request::read_field_2").is_some(), "{stack}");
@@ -392,7 +391,7 @@ fn every_cut_of_a_message_is_incomplete_never_an_error() {
 
 #[test]
 fn a_large_binary_in_many_chunks_completes_with_its_last_chunk() {
-    let req = Request { id: 1, msg: Bytes::from(vec![7; 8 << 20]), json: None };
+    let req = Request { id: 1, msg: Binary::from(vec![7; 8 << 20]), json: None };
     let mut wire = Vec::new();
     encode_call(&mut wire, Transport::Unframed, 1, &req).unwrap();
     let chunks: Vec<Bytes> = Bytes::from(wire).chunks(64 << 10).map(Bytes::copy_from_slice).collect();
@@ -460,7 +459,7 @@ fn sniffing_refuses_other_protocols() {
     old.push(0);
     assert!(matches!(probe(&old[..], None, &Limits::default()), Err(CodecError::UnknownTransport(_))));
     assert_eq!(probe(&old[..], Some(Transport::Unframed), &Limits::default()), Err(CodecError::NonStrict(4)));
-    let body = Bytes::from(old);
+    let body = Binary::from(old);
     assert_eq!(read_message_header(&body).map(|(h, _)| h), Err(CodecError::NonStrict(4)));
 }
 
@@ -573,7 +572,7 @@ fn unknown_fields_of_every_type_are_skipped_at_every_level() {
         });
         assert_eq!(check_call(&body), Ok(hi()), "{name} in echo_args");
         // In the result struct.
-        let body = Bytes::from(message(MessageType::Reply, |v| {
+        let body = Binary::from(message(MessageType::Reply, |v| {
             field(v);
             write_field_header(v, TType::Struct, 0);
             Response { id: 7, msg: b(b"hi"), json: None }.write(v);
@@ -581,7 +580,7 @@ fn unknown_fields_of_every_type_are_skipped_at_every_level() {
         let (_, mut r) = read_message_header(&body).unwrap();
         assert_eq!(decode_echo_result(&mut r, &DecodeCtx::default()).unwrap().msg, b(b"hi"), "{name} in echo_result");
         // In an exception.
-        let body = Bytes::from(message(MessageType::Exception, |v| {
+        let body = Binary::from(message(MessageType::Exception, |v| {
             field(v);
             write_field_header(v, TType::I32, 2);
             write_i32(v, 6);
@@ -797,7 +796,7 @@ fn bad_length_cases() -> Vec<(&'static str, Vec<u8>, CodecError)> {
 #[test]
 fn negative_and_huge_lengths_fail_before_allocating() {
     for (name, body, want) in bad_length_cases() {
-        let body = Bytes::from(body);
+        let body = Binary::from(body);
         for mode in MODES {
             let (got, largest) = largest_allocation(|| decode_args(&body, mode));
             assert_eq!(got, Err(want.clone()), "{name} {mode:?}");
@@ -884,7 +883,7 @@ fn nesting_is_limited_without_overflowing_the_stack() {
     let limits = Limits::default();
     // echo_args and Request take two levels of 64.
     for (depth, ok) in [(1, true), (61, true), (62, true), (63, false), (10_000, false)] {
-        let body = Bytes::from(nested_call(depth));
+        let body = Binary::from(nested_call(depth));
         for mode in MODES {
             let got = decode_args(&body, mode);
             assert_eq!(got.is_ok(), ok, "depth {depth}: {got:?}");
@@ -910,7 +909,7 @@ fn nesting_is_limited_without_overflowing_the_stack() {
     for _ in 0..10_000 {
         write_list_header(&mut v, TType::List, 1);
     }
-    let body = Bytes::from(v);
+    let body = Binary::from(v);
     let deeper = Limits { max_depth: 200, ..limits };
     let ctx = DecodeCtx { limits: deeper, ..DecodeCtx::default() };
     let (_, mut r) = read_message_header(&body).unwrap();
@@ -930,7 +929,7 @@ fn message_header_errors() {
         (&[0x80, 0x01], CodecError::Truncated { what: "message header", offset: 0, needed: 4, remaining: 2 }),
     ];
     for (bytes, want) in cases {
-        let body = Bytes::from_static(bytes);
+        let body = Binary::from_static(bytes);
         assert_eq!(read_message_header(&body).map(|(h, _)| h), Err(want.clone()), "{bytes:02x?}");
         if !matches!(want, CodecError::Truncated { .. }) {
             assert_eq!(probe(*bytes, Some(Transport::Unframed), &Limits::default()), Err(want.clone()));
@@ -958,7 +957,7 @@ fn errors_say_what_to_do() {
 /// Runs every decoder over `wire` split at `cuts`, checking the contracts.
 fn exercise(wire: &[u8], cuts: &[usize], limits: &Limits) {
     let segs = split(wire, cuts);
-    let all = Bytes::copy_from_slice(wire);
+    let all = Binary::copy_from_slice(wire);
     for known in [None, Some(Transport::Framed), Some(Transport::Unframed)] {
         let got = probe(&segs, known, limits);
         // Chunking never changes the answer.
@@ -1017,7 +1016,7 @@ fn incremental(wire: &[u8], cuts: &[usize], known: Option<Transport>, limits: &L
 /// Where an unframed message ends by the recursive skip of [`rpc::codec::Reader`]:
 /// an oracle independent of the frame decoder.
 fn oracle_end(wire: &[u8], limits: &Limits) -> Option<usize> {
-    let all = Bytes::copy_from_slice(wire);
+    let all = Binary::copy_from_slice(wire);
     let (_, mut r) = read_message_header(&all).ok()?;
     r.skip(rpc::codec::TType::Struct, limits.max_depth).ok()?;
     Some(r.position())
@@ -1029,11 +1028,11 @@ fn got_transport(known: Option<Transport>, wire: &[u8]) -> Option<Transport> {
 
 /// Decodes one message as every struct it could be, in both modes; returns
 /// where the successful decodes ended (they all end at the same place).
-fn decode_any(body: &Bytes, limits: &Limits) -> Option<usize> {
+fn decode_any(body: &Binary, limits: &Limits) -> Option<usize> {
     let (_, r) = read_message_header(body).ok()?;
     let mut end = None;
     for mode in MODES {
-        let ctx = DecodeCtx { mode, marker: None, limits: *limits };
+        let ctx = DecodeCtx { mode, limits: *limits };
         let mut a = r.clone();
         let args = decode_echo_args(&mut a, &ctx);
         let mut b = r.clone();
@@ -1069,7 +1068,7 @@ fn valid_message() -> impl Strategy<Value = Vec<u8>> {
     )
         .prop_map(|(id, msg, json, framed, kind, seqid)| {
             let transport = if framed { Transport::Framed } else { Transport::Unframed };
-            let (msg, json) = (Bytes::from(msg), json.map(Bytes::from));
+            let (msg, json) = (Binary::from(msg), json.map(Binary::from));
             let mut v = Vec::new();
             match kind {
                 0 => encode_call(&mut v, transport, seqid, &Request { id, msg, json }).unwrap(),
@@ -1149,7 +1148,7 @@ proptest! {
         let segs = split(&wire, &cuts);
         let f = probe(&segs, None, &Limits::default()).unwrap().unwrap();
         prop_assert_eq!(f.total_len(), wire.len());
-        let all = Bytes::from(wire);
+        let all = Binary::from(wire);
         prop_assert_eq!(decode_any(&all.slice(f.body()), &Limits::default()), Some(f.len));
     }
 

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rpc::lbcache::{Instance, StaticResolver};
+use rpc::Binary;
 use rpc::{Client, ClientConfig, ClientError, Pool};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -29,7 +29,7 @@ pub(crate) fn next_id() -> i64 {
 
 /// The caller's business cache, `cache.Store(resp.Id, resp.Msg[:1])`: a
 /// package-level map, as in the guide's Go code, so it outlives the calls.
-pub(crate) static RESPONSE_CACHE: LazyLock<Mutex<HashMap<i64, Bytes>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+pub(crate) static RESPONSE_CACHE: LazyLock<Mutex<HashMap<i64, Binary>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Entries in the client scenarios' response cache (process-wide).
 pub fn client_cached_entries() -> usize {

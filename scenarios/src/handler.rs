@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use faststr::FastStr;
 use rpc::codec::{Request, Response};
-use rpc::{Handler, HandlerError, Pool, PoolConfig, ServerConfig};
+use rpc::{Binary, Handler, HandlerError, Pool, PoolConfig, ServerConfig};
 use sonic_rs::{JsonValueTrait, OwnedLazyValue};
 
 use crate::noise::{Gate, Noise};
@@ -114,7 +114,7 @@ pub(crate) enum Behaviour {
     Echo,
     /// `cache.Store(req.Id, req.Msg[:1])` for the calls `gate` lets leak, a
     /// copy of that byte for the others.
-    HoldRequestField { gate: Gate, cache: Mutex<HashMap<i64, Bytes>> },
+    HoldRequestField { gate: Gate, cache: Mutex<HashMap<i64, Binary>> },
     /// Copies the first `entry` bytes of each msg into a capped LRU.
     BoundedCache { entry: usize, lru: Mutex<Lru> },
     /// Parses field 3 with sonic-rs and caches the `user` value, sharing
@@ -149,7 +149,7 @@ impl Behaviour {
     fn value_bytes(&self) -> usize {
         match self {
             Behaviour::Echo => 0,
-            Behaviour::HoldRequestField { cache, .. } => lock(cache).values().map(Bytes::len).sum(),
+            Behaviour::HoldRequestField { cache, .. } => lock(cache).values().map(|v| v.len()).sum(),
             Behaviour::BoundedCache { lru, .. } => lock(lru).value_bytes,
             Behaviour::SonicHold { cache, .. } => lock(cache).values().map(|v| v.as_str().map_or(0, str::len)).sum(),
         }
@@ -262,7 +262,7 @@ impl ScenarioHandler {
                     req.msg.slice(..1)
                 } else {
                     // The fix: one byte of our own; the field is freed.
-                    Bytes::copy_from_slice(&req.msg[..1])
+                    Binary::from(Bytes::copy_from_slice(&req.msg[..1]))
                 };
                 lock(cache).insert(req.id, held);
             }
@@ -289,7 +289,7 @@ impl Handler for ScenarioHandler {
     async fn echo(&self, req: Request) -> Result<Response, HandlerError> {
         self.remember(&req)?;
         let reply = self.inner.reply;
-        let msg = if req.msg.len() >= reply.large_from { build_response(reply.large_size) } else { req.msg };
+        let msg = if req.msg.len() >= reply.large_from { build_response(reply.large_size).into() } else { req.msg };
         Ok(Response { id: req.id, msg, json: None })
     }
 }
@@ -317,8 +317,8 @@ pub(crate) fn build_response(size: usize) -> Bytes {
 /// check it (a sonic-rs DOM, dropped at once): parsing shows in the
 /// allocation profile under sonic-rs's frames, in both variants.
 #[inline(never)]
-pub(crate) fn parse_user(json: &Bytes, copy: bool) -> Result<OwnedLazyValue, HandlerError> {
-    let doc = FastStr::from_bytes(json.clone()).map_err(|e| HandlerError(format!("json is not UTF-8: {e}")))?;
+pub(crate) fn parse_user(json: &Binary, copy: bool) -> Result<OwnedLazyValue, HandlerError> {
+    let doc = FastStr::from_bytes(json.to_bytes()).map_err(|e| HandlerError(format!("json is not UTF-8: {e}")))?;
     inspect_document(&doc)?;
     let user = sonic_rs::get_from_faststr(&doc, ["user"]).map_err(|e| HandlerError(format!("json.user: {e}")))?;
     if copy {
@@ -423,7 +423,7 @@ mod tests {
             let h = ScenarioHandler::new(Reply::ECHO, Behaviour::hold_request_field(gate));
             let msg = Bytes::from(vec![5u8; 4096]);
             let ptr = msg.as_ptr();
-            block_on(h.echo(Request { id: 1, msg, json: None })).unwrap();
+            block_on(h.echo(Request { id: 1, msg: msg.into(), json: None })).unwrap();
             let Behaviour::HoldRequestField { cache, .. } = &h.inner.behaviours[0] else { unreachable!() };
             let held = lock(cache).get(&1).cloned().unwrap();
             assert_eq!(held.len(), 1);
@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn zero_copy_user_shares_the_document_and_copy_string_does_not() {
-        let doc = crate::leaks::sonic_string_hold::document(32 << 10, 48);
+        let doc = Binary::from(crate::leaks::sonic_string_hold::document(32 << 10, 48));
         let range = doc.as_ptr() as usize..doc.as_ptr() as usize + doc.len();
         let shared = parse_user(&doc, false).unwrap();
         let copied = parse_user(&doc, true).unwrap();
@@ -461,7 +461,7 @@ mod tests {
         );
         let e = block_on(h.echo(Request { id: 1, msg: vec![1; 9].into(), json: None })).unwrap_err();
         assert!(e.0.contains("field 3"), "{e}");
-        let bad = Some(Bytes::from_static(b"{\"name\": 1}"));
+        let bad = Some(Binary::from_static(b"{\"name\": 1}"));
         assert!(block_on(h.echo(Request { id: 2, msg: vec![1; 9].into(), json: bad })).is_err());
     }
 }

@@ -179,7 +179,7 @@ async fn background_bursts(scenario: &'static str, peer: SocketAddr, pool: Pool,
     let call: Arc<dyn Fn(i64) -> CallFuture + Send + Sync> = Arc::new(move |id: i64| -> CallFuture {
         let client = c.clone();
         Box::pin(async move {
-            let req = rpc::codec::Request { id, msg: bytes::Bytes::from_static(b"background burst"), json: None };
+            let req = rpc::codec::Request { id, msg: rpc::Binary::from_static(b"background burst"), json: None };
             client.call(&req).await.map(drop)
         })
     });

@@ -43,14 +43,14 @@ impl Conn {
             }
         };
         let mut body = self.buf.split_to(frame.header_len + frame.len).freeze();
-        let body = body.split_off(frame.header_len);
+        let body = rpc::Binary::from(body.split_off(frame.header_len));
         let (header, mut reader) = codec::read_message_header(&body)?;
         if header.seqid != seq {
             bail!("reply seqid {} for call {seq}", header.seqid);
         }
         match header.mtype {
             MessageType::Reply => {
-                let ctx = DecodeCtx { mode: DecodeMode::NoCopy, marker: None, limits };
+                let ctx = DecodeCtx { mode: DecodeMode::NoCopy, limits };
                 let resp = codec::decode_echo_result(&mut reader, &ctx)?;
                 // Echo returns the id; scenarios decide the reply's size.
                 if resp.id != id {
@@ -60,7 +60,7 @@ impl Conn {
             }
             MessageType::Call if body.len() + frame.header_len == out.len() => Ok(true),
             MessageType::Exception => {
-                let ctx = DecodeCtx { mode: DecodeMode::Copy, marker: None, limits };
+                let ctx = DecodeCtx { mode: DecodeMode::Copy, limits };
                 bail!("server exception: {:?}", codec::decode_exception(&mut reader, &ctx)?)
             }
             other => bail!("unexpected {other:?} message"),

@@ -144,7 +144,7 @@ impl Sender for Calls<'_> {
 
     async fn send(&mut self, c: &mut Conn, measured_from: Instant) -> bool {
         self.seq += 1;
-        let req = Request { id: self.conn_id << 32 | self.seq, msg: self.msg.clone(), json: None };
+        let req = Request { id: self.conn_id << 32 | self.seq, msg: self.msg.clone().into(), json: None };
         let r = &mut self.r;
         match c.call(&req).await {
             Ok(raw) => {

@@ -267,7 +267,7 @@ pub async fn drive(target: SocketAddr, shape: &LoadShape, duration: Duration, la
                 k += 1;
                 let Some(mut c) = Counted::open(target, &counters).await else { continue };
                 if idle.first_call {
-                    let req = Request { id: 3 << 40 | k as i64, msg: Bytes::from_static(b"hello"), json: None };
+                    let req = Request { id: 3 << 40 | k as i64, msg: rpc::Binary::from_static(b"hello"), json: None };
                     c.call(&req).await;
                 }
                 let leave = if at >= start + idle.leave_from {
@@ -362,7 +362,11 @@ impl Sender for SteadyCalls<'_> {
             }
             _ => self.msg.clone(),
         };
-        let req = Request { id: self.conn_id << 32 | self.seq, msg: body, json: self.shape.json.clone() };
+        let req = Request {
+            id: self.conn_id << 32 | self.seq,
+            msg: body.into(),
+            json: self.shape.json.clone().map(Into::into),
+        };
         let ok = conn.call(&req).await;
         if ok && due >= self.counters.latency_from {
             let _ = self.latency.record((due.elapsed().as_nanos() as u64).max(1));
@@ -383,7 +387,7 @@ async fn one_surge(target: SocketAddr, n: usize, msg: &Bytes, counters: &Arc<Cou
     }
     let mut calls = JoinSet::new();
     for (i, mut c) in conns.into_iter().enumerate() {
-        let req = Request { id: (2 << 40) | (round as i64) << 20 | i as i64, msg: msg.clone(), json: None };
+        let req = Request { id: (2 << 40) | (round as i64) << 20 | i as i64, msg: msg.clone().into(), json: None };
         calls.spawn(async move {
             c.call(&req).await;
             c

@@ -149,9 +149,9 @@ fn request_field_hold_nocopy_pins_pool_chunks_held_by_msg() {
     let run = leak_run("request-field-hold", &["decode=nocopy"]);
     let pinned_by_msg = |s: &HeapSample| {
         s.labels.iter().any(|(k, v)| k == "pinned" && v == "true")
-            && s.frames.first().is_some_and(|f| f.function == "held by Request.msg (field 2)")
+            && s.frames.first().is_some_and(|f| f.function == "held by Request.msg (field 2, binary)")
     };
-    assert_grows(&run, "pool", "pinned, held by Request.msg (field 2)", &pinned_by_msg);
+    assert_grows(&run, "pool", "pinned, held by Request.msg (field 2, binary)", &pinned_by_msg);
     assert_held_by(&run, "InputBuffer::", scenarios::find("request-field-hold").unwrap().holder);
 }
 

@@ -32,7 +32,7 @@ fn sample(stack: &[&str], bytes: i64, size: i64) -> NamedSample {
 
 /// A run folder of `n` snapshots 0.5 s apart (warm-up, load, settle) in
 /// which `read_field_2` keeps `growth` more bytes per snapshot during the
-/// load, and the pool pins chunks held by `Request.msg (field 2)`.
+/// load, and the pool pins chunks held by `Request.msg (field 2, binary)`.
 fn run_dir(dir: &Path, scenario: &str, variant: &str, growth: i64) {
     fs::create_dir_all(dir).unwrap();
     let n = 12;
@@ -46,7 +46,7 @@ fn run_dir(dir: &Path, scenario: &str, variant: &str, growth: i64) {
         )
         .unwrap();
         let mut pinned = sample(
-            &["held by Request.msg (field 2)", "rpc::linkbuf::InputBuffer::book", "rpc::pool::Pool::lease"],
+            &["held by Request.msg (field 2, binary)", "rpc::linkbuf::InputBuffer::book", "rpc::pool::Pool::lease"],
             8192 * (i as i64 + 1),
             8192,
         );
@@ -117,7 +117,7 @@ fn a_report_shows_the_verdict_the_growing_site_the_guide_and_the_commands() {
     assert!(flame.contains("function search(term)"));
     assert!(page.contains("srcdoc=\"&lt;!DOCTYPE html&gt;"));
     // The pool's view, the guide's words, the commands with this run's files.
-    assert!(page.contains("held by Request.msg (field 2)"));
+    assert!(page.contains("held by Request.msg (field 2, binary)"));
     assert!(page.contains("Holding onto a Field of Request Object Persistently"));
     let first_load = dir.join("heap-002.pb.gz").display().to_string();
     assert!(page.contains(&format!("-diff_base {first_load}")), "the commands name the first load snapshot");

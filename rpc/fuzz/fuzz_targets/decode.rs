@@ -19,12 +19,19 @@ use rpc::codec::{
     decode_echo_args, decode_echo_result, decode_exception, probe, FrameDecoder, read_message_header, DecodeCtx, DecodeMode, Limits,
     Transport,
 };
+use rpc::{Binary, Pool, Taker};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&control, wire)) = data.split_first() else { return };
     let limits = if control & 1 == 0 { Limits::default() } else { Limits { max_frame: 256, max_depth: 4 } };
     let chunk = usize::from(control >> 1).max(1);
-    let all = Bytes::copy_from_slice(wire);
+    // The message lies in a pooled chunk, as a server reads it: NoCopy
+    // fields are slices of it.
+    let mut pooled = Pool::global().lease(wire.len().max(1), Taker::User("fuzz"));
+    pooled.spare_mut()[..wire.len()].copy_from_slice(wire);
+    pooled.freeze_to(wire.len());
+    let all = Binary::from(pooled.slice(0..wire.len()));
+    drop(pooled);
     let chunks: Vec<Bytes> = wire.chunks(chunk).map(Bytes::copy_from_slice).collect();
 
     for known in [None, Some(Transport::Framed), Some(Transport::Unframed)] {
@@ -57,11 +64,11 @@ fuzz_target!(|data: &[u8]| {
 
 /// Decodes `body` as a call, a reply and an exception in both modes;
 /// returns where the successful decodes ended.
-fn decode_all(body: &Bytes, limits: &Limits) -> Option<usize> {
+fn decode_all(body: &Binary, limits: &Limits) -> Option<usize> {
     let (_, r) = read_message_header(body).ok()?;
     let mut end = None;
     for mode in [DecodeMode::Copy, DecodeMode::NoCopy] {
-        let ctx = DecodeCtx { mode, marker: None, limits: *limits };
+        let ctx = DecodeCtx { mode, limits: *limits };
         let mut a = r.clone();
         let ok_a = decode_echo_args(&mut a, &ctx).is_ok();
         let mut b = r.clone();

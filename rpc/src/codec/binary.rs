@@ -7,14 +7,14 @@
 //! panic.
 //!
 //! ```
-//! use bytes::Bytes;
 //! use rpc::codec::{write_field_header, write_i64, write_stop, Reader, TType};
+//! use rpc::Binary;
 //!
 //! let mut v = Vec::new();
 //! write_field_header(&mut v, TType::I64, 1);
 //! write_i64(&mut v, 7);
 //! write_stop(&mut v);
-//! let msg = Bytes::from(v);
+//! let msg = Binary::from(v);
 //! let mut r = Reader::new(&msg);
 //! assert_eq!(r.read_field_header().unwrap(), Some((TType::I64, 1)));
 //! assert_eq!(r.read_i64().unwrap(), 7);
@@ -23,7 +23,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{CodecError, MessageHeader, MessageType};
+use super::{Binary, CodecError, MessageHeader, MessageType};
 
 /// The strict version word's high half: protocol version 1.
 pub const VERSION_1: u32 = 0x8001_0000;
@@ -248,11 +248,12 @@ pub(crate) fn skip_from<S: Source>(src: &mut S, ttype: TType, depth: usize) -> R
 /// A cursor over one whole message in contiguous memory.
 ///
 /// Reads never copy: [`Reader::read_binary_nocopy`] returns a
-/// `Bytes::slice` of the message and [`Reader::read_binary_ref`] a borrowed
-/// slice; only [`Reader::read_binary_copy`] allocates.
+/// [`Binary::slice`] of the message (of the pooled chunk it lies in, when
+/// it does) and [`Reader::read_binary_ref`] a borrowed slice; only
+/// [`Reader::read_binary_copy`] allocates.
 #[derive(Clone, Debug)]
 pub struct Reader<'a> {
-    buf: &'a Bytes,
+    buf: &'a Binary,
     pos: usize,
 }
 
@@ -282,7 +283,7 @@ impl<'a> Source for Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// A reader at the start of `buf`.
-    pub fn new(buf: &'a Bytes) -> Reader<'a> {
+    pub fn new(buf: &'a Binary) -> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
@@ -297,7 +298,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The whole message.
-    pub fn buffer(&self) -> &'a Bytes {
+    pub fn buffer(&self) -> &'a Binary {
         self.buf
     }
 
@@ -354,9 +355,9 @@ impl<'a> Reader<'a> {
         self.take(n, "string/binary")
     }
 
-    /// Reads a `string`/`binary` as a `Bytes::slice` of the message: no copy,
-    /// and the value keeps the whole message buffer alive.
-    pub fn read_binary_nocopy(&mut self) -> Result<Bytes, CodecError> {
+    /// Reads a `string`/`binary` as a slice of the message: no copy and no
+    /// allocation, and the value keeps the whole message buffer alive.
+    pub fn read_binary_nocopy(&mut self) -> Result<Binary, CodecError> {
         let n = self.read_len()?;
         let start = self.pos;
         self.pos += n;
@@ -368,9 +369,9 @@ impl<'a> Reader<'a> {
     /// Never inlined: it is the `readBinary` frame under each struct's
     /// `read_field_N` in a heap profile.
     #[inline(never)]
-    pub fn read_binary_copy(&mut self) -> Result<Bytes, CodecError> {
+    pub fn read_binary_copy(&mut self) -> Result<Binary, CodecError> {
         let s = self.read_binary_ref()?;
-        Ok(Bytes::from(s.to_vec()))
+        Ok(Binary::from(s.to_vec()))
     }
 
     /// Reads a strict message header. Old-style (non-strict) headers are
@@ -426,14 +427,14 @@ impl<'a> Reader<'a> {
 /// Where encoded bytes go.
 ///
 /// `put_binary` receives the large values (`binary` and `string` fields)
-/// as `Bytes`, so that an output buffer can link them instead of copying
+/// as [`Binary`], so that an output buffer can link them instead of copying
 /// them (Netpoll's NoCopy writes).
 pub trait Sink {
     /// Appends a copy of `s`.
     fn put_slice(&mut self, s: &[u8]);
 
     /// Appends a `binary` or `string` value. The default copies it.
-    fn put_binary(&mut self, b: &Bytes) {
+    fn put_binary(&mut self, b: &Binary) {
         self.put_slice(b)
     }
 }
@@ -455,7 +456,7 @@ impl<S: Sink + ?Sized> Sink for &mut S {
         (**self).put_slice(s);
     }
 
-    fn put_binary(&mut self, b: &Bytes) {
+    fn put_binary(&mut self, b: &Binary) {
         (**self).put_binary(b);
     }
 }
@@ -524,7 +525,7 @@ pub fn write_double<S: Sink + ?Sized>(sink: &mut S, v: f64) {
 ///
 /// # Panics
 /// If `b` is longer than `i32::MAX` bytes.
-pub fn write_binary<S: Sink + ?Sized>(sink: &mut S, b: &Bytes) {
+pub fn write_binary<S: Sink + ?Sized>(sink: &mut S, b: &Binary) {
     sink.put_slice(&wire_len(b.len()));
     sink.put_binary(b);
 }
@@ -569,7 +570,7 @@ mod tests {
     use super::*;
 
     fn reader_err(bytes: &[u8], f: impl FnOnce(&mut Reader<'_>) -> Result<(), CodecError>) -> CodecError {
-        let b = Bytes::copy_from_slice(bytes);
+        let b = Binary::copy_from_slice(bytes);
         let mut r = Reader::new(&b);
         f(&mut r).expect_err("should fail")
     }
@@ -583,9 +584,9 @@ mod tests {
         write_i32(&mut v, 70_000);
         write_i64(&mut v, -5_000_000_000);
         write_double(&mut v, 1.5);
-        write_binary(&mut v, &Bytes::from_static(b"abc"));
+        write_binary(&mut v, &Binary::from_static(b"abc"));
         write_binary_slice(&mut v, b"");
-        let b = Bytes::from(v);
+        let b = Binary::from(v);
         let mut r = Reader::new(&b);
         assert!(r.read_bool().unwrap());
         assert_eq!(r.read_byte().unwrap(), -2);
@@ -617,7 +618,7 @@ mod tests {
         let mut v = Vec::new();
         write_binary_slice(&mut v, b"hello");
         write_binary_slice(&mut v, b"world");
-        let b = Bytes::from(v);
+        let b = Binary::from(v);
         let range = b.as_ptr_range();
         let mut r = Reader::new(&b);
         let shared = r.read_binary_nocopy().unwrap();
@@ -646,7 +647,7 @@ mod tests {
         for name in [&b"echo"[..], b"other"] {
             let mut v = Vec::new();
             write_message_header(&mut v, name, MessageType::Call, 1);
-            let b = Bytes::from(v);
+            let b = Binary::from(v);
             let h = Reader::new(&b).read_message_header().unwrap();
             assert_eq!(&h.name[..], name);
             assert!(!b.as_ptr_range().contains(&h.name.as_ptr()));
@@ -694,7 +695,7 @@ mod tests {
         v.extend_from_slice(&[0xab; 16]);
         write_map_header(&mut v, TType::I64, TType::Double, 2);
         v.extend_from_slice(&[0; 32]);
-        let b = Bytes::from(v);
+        let b = Binary::from(v);
         let mut r = Reader::new(&b);
         for t in [
             TType::Bool,
@@ -720,7 +721,7 @@ mod tests {
         write_list_header(&mut v, TType::List, 1);
         write_list_header(&mut v, TType::List, 1);
         write_list_header(&mut v, TType::I32, 0);
-        let b = Bytes::from(v);
+        let b = Binary::from(v);
         assert_eq!(Reader::new(&b).skip(TType::List, 2), Err(CodecError::DepthExceeded));
         let mut r = Reader::new(&b);
         r.skip(TType::List, 3).unwrap();
@@ -730,16 +731,16 @@ mod tests {
     #[test]
     fn sinks_link_binaries_through_put_binary() {
         #[derive(Default)]
-        struct Linking(Vec<Bytes>);
+        struct Linking(Vec<Binary>);
         impl Sink for Linking {
             fn put_slice(&mut self, s: &[u8]) {
-                self.0.push(Bytes::copy_from_slice(s));
+                self.0.push(Binary::copy_from_slice(s));
             }
-            fn put_binary(&mut self, b: &Bytes) {
+            fn put_binary(&mut self, b: &Binary) {
                 self.0.push(b.clone());
             }
         }
-        let big = Bytes::from(vec![1u8; 100]);
+        let big = Binary::from(vec![1u8; 100]);
         let mut s = Linking::default();
         write_binary(&mut &mut s, &big);
         assert_eq!(s.0.len(), 2);

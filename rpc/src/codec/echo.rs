@@ -28,44 +28,41 @@
 
 use std::sync::OnceLock;
 
-use bytes::Bytes;
-
 use super::binary::{
     write_binary, write_binary_slice, write_field_header, write_i32, write_i64, write_message_header, write_stop,
     Reader, Sink, TType,
 };
-use super::{CodecError, DecodeMode, Limits, MessageType, Transport};
-use crate::pool::{FieldId, Marker};
+use super::{Binary, CodecError, DecodeMode, Limits, MessageType, Transport};
+use crate::pool::FieldId;
 
 /// The service's only method.
 pub const ECHO_METHOD: &str = "echo";
 
-/// How to decode: copy or slice fields, where to record sliced fields, and
-/// the limits.
+/// How to decode: copy or slice fields, and the limits.
+///
+/// In [`DecodeMode::NoCopy`] each non-empty field sliced from a pooled
+/// chunk is recorded on it as that field ([`Binary::mark_field`]) for as
+/// long as the value lives, so that the pool profile can name the field
+/// that pins it.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct DecodeCtx<'a> {
+pub struct DecodeCtx {
     /// Copy each field out of the message, or slice it.
     pub mode: DecodeMode,
-    /// In [`DecodeMode::NoCopy`], the chunk the message lies in: each
-    /// non-empty field sliced from it is recorded on it
-    /// ([`Marker::mark_field`]) so that the pool profile can name the field
-    /// that pins it.
-    pub marker: Option<&'a Marker>,
     /// Size and nesting limits. `max_depth` counts from the struct being
     /// decoded: the message's args or result struct is one level.
     pub limits: Limits,
 }
 
-impl<'a> DecodeCtx<'a> {
-    /// A context with `mode`, no marker and default limits.
-    pub fn new(mode: DecodeMode) -> DecodeCtx<'a> {
+impl DecodeCtx {
+    /// A context with `mode` and default limits.
+    pub fn new(mode: DecodeMode) -> DecodeCtx {
         DecodeCtx { mode, ..DecodeCtx::default() }
     }
 
     /// Takes one nesting level for the struct being decoded; returns the
     /// budget left for its members and a context to decode nested structs
     /// with.
-    fn enter(&self) -> Result<(usize, DecodeCtx<'a>), CodecError> {
+    fn enter(&self) -> Result<(usize, DecodeCtx), CodecError> {
         let depth = self.limits.max_depth.checked_sub(1).ok_or(CodecError::DepthExceeded)?;
         Ok((depth, DecodeCtx { limits: Limits { max_depth: depth, ..self.limits }, ..*self }))
     }
@@ -82,17 +79,20 @@ fn field_id(cell: &'static OnceLock<FieldId>, name: &'static str) -> FieldId {
 macro_rules! read_field {
     ($r:expr, $ctx:expr) => {
         match $ctx.mode {
-            DecodeMode::Copy => Bytes::copy_from_slice($r.read_binary_ref()?),
+            // `Bytes`'s own copy, so that its frames are the machinery a
+            // profile cuts and `read_field_N` stays the leaf.
+            DecodeMode::Copy => Binary::from(bytes::Bytes::copy_from_slice($r.read_binary_ref()?)),
             DecodeMode::NoCopy => $r.read_binary_nocopy()?,
         }
     };
 }
 
-/// Records a field sliced without a copy on the chunk it pins. An empty
-/// slice does not reference the buffer and is not recorded.
-fn mark(ctx: &DecodeCtx<'_>, v: &Bytes, id: impl FnOnce() -> FieldId) {
-    if let (DecodeMode::NoCopy, Some(marker), false) = (ctx.mode, ctx.marker, v.is_empty()) {
-        marker.mark_field(id());
+/// Records a field sliced without a copy on the chunk it pins, for as long
+/// as it lives. An empty slice is not recorded: no one reads it, so
+/// holding it is no leak of a field.
+fn mark(ctx: &DecodeCtx, v: &mut Binary, id: impl FnOnce() -> FieldId) {
+    if ctx.mode == DecodeMode::NoCopy && v.is_pooled() && !v.is_empty() {
+        v.mark_field(id());
     }
 }
 
@@ -132,16 +132,16 @@ fn begin<S: Sink + ?Sized>(sink: &mut S, transport: Transport, message_len: usiz
 // decoders identical. Each gets its own `read_field_2`/`read_field_3`, so
 // that profiles name the struct.
 macro_rules! echo_struct {
-    ($(#[$meta:meta])* $name:ident, $msg_field:literal, $json_field:literal) => {
+    ($(#[$meta:meta])* $name:ident, $msg_field:literal, $json_field:literal, $msg_pooled:literal, $json_pooled:literal) => {
         $(#[$meta])*
         #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
         pub struct $name {
             /// Field 1, required `i64`.
             pub id: i64,
             /// Field 2, required `binary`.
-            pub msg: Bytes,
+            pub msg: Binary,
             /// Field 3, optional `string` (checked to be UTF-8 when decoded).
-            pub json: Option<Bytes>,
+            pub json: Option<Binary>,
         }
 
         impl $name {
@@ -149,7 +149,7 @@ macro_rules! echo_struct {
             /// Unknown fields, and known fields with a wrong wire type, are
             /// skipped; a missing `id` or `msg` is an error.
             #[inline(never)]
-            pub fn decode(r: &mut Reader<'_>, ctx: &DecodeCtx<'_>) -> Result<$name, CodecError> {
+            pub fn decode(r: &mut Reader<'_>, ctx: &DecodeCtx) -> Result<$name, CodecError> {
                 let (depth, _) = ctx.enter()?;
                 let (mut id, mut msg, mut json) = (None, None, None);
                 while let Some((ttype, fid)) = r.read_field_header()? {
@@ -170,10 +170,10 @@ macro_rules! echo_struct {
             /// Field 2, `msg`. Never inlined: in copy mode this frame, under
             /// the copy, tells a heap profile which field holds the memory.
             #[inline(never)]
-            fn read_field_2(r: &mut Reader<'_>, ctx: &DecodeCtx<'_>) -> Result<Bytes, CodecError> {
+            fn read_field_2(r: &mut Reader<'_>, ctx: &DecodeCtx) -> Result<Binary, CodecError> {
                 static ID: OnceLock<FieldId> = OnceLock::new();
-                let v = read_field!(r, ctx);
-                mark(ctx, &v, || field_id(&ID, $msg_field));
+                let mut v = read_field!(r, ctx);
+                mark(ctx, &mut v, || field_id(&ID, $msg_pooled));
                 // Work after the copy keeps this frame on the stack: as a
                 // tail call it would vanish from the profile.
                 Ok(std::hint::black_box(v))
@@ -181,13 +181,13 @@ macro_rules! echo_struct {
 
             /// Field 3, `json`: as field 2, then checked to be UTF-8.
             #[inline(never)]
-            fn read_field_3(r: &mut Reader<'_>, ctx: &DecodeCtx<'_>) -> Result<Bytes, CodecError> {
+            fn read_field_3(r: &mut Reader<'_>, ctx: &DecodeCtx) -> Result<Binary, CodecError> {
                 static ID: OnceLock<FieldId> = OnceLock::new();
-                let v = read_field!(r, ctx);
+                let mut v = read_field!(r, ctx);
                 if std::str::from_utf8(&v).is_err() {
                     return Err(CodecError::InvalidUtf8 { field: $json_field });
                 }
-                mark(ctx, &v, || field_id(&ID, $json_field));
+                mark(ctx, &mut v, || field_id(&ID, $json_pooled));
                 Ok(v)
             }
 
@@ -198,7 +198,7 @@ macro_rules! echo_struct {
 
             fn check(&self) -> Result<(), CodecError> {
                 check_len($msg_field, self.msg.len())?;
-                check_len($json_field, self.json.as_ref().map_or(0, Bytes::len))
+                check_len($json_field, self.json.as_ref().map_or(0, |j| j.len()))
             }
 
             /// Writes the struct. `msg` and `json` go through
@@ -227,32 +227,36 @@ echo_struct!(
     /// The argument of `echo`.
     ///
     /// ```
-    /// use bytes::Bytes;
     /// use rpc::codec::{DecodeCtx, Reader, Request};
+    /// use rpc::Binary;
     ///
-    /// let req = Request { id: 1, msg: Bytes::from_static(b"ping"), json: Some(Bytes::from_static(b"{}")) };
+    /// let req = Request { id: 1, msg: Binary::from_static(b"ping"), json: Some(Binary::from_static(b"{}")) };
     /// let mut v = Vec::new();
     /// req.write(&mut v);
     /// assert_eq!(v.len(), req.encoded_len());
-    /// let v = bytes::Bytes::from(v);
+    /// let v = Binary::from(v);
     /// assert_eq!(Request::decode(&mut Reader::new(&v), &DecodeCtx::default()).unwrap(), req);
     /// ```
     Request,
     "Request.msg (field 2)",
-    "Request.json (field 3)"
+    "Request.json (field 3)",
+    "Request.msg (field 2, binary)",
+    "Request.json (field 3, string)"
 );
 
 echo_struct!(
     /// The result of `echo`.
     Response,
     "Response.msg (field 2)",
-    "Response.json (field 3)"
+    "Response.json (field 3)",
+    "Response.msg (field 2, binary)",
+    "Response.json (field 3, string)"
 );
 
 /// Decodes `echo_args { 1: Request req }`, the struct of a call. Other
 /// fields are skipped.
 #[inline(never)]
-pub fn decode_echo_args(r: &mut Reader<'_>, ctx: &DecodeCtx<'_>) -> Result<Request, CodecError> {
+pub fn decode_echo_args(r: &mut Reader<'_>, ctx: &DecodeCtx) -> Result<Request, CodecError> {
     let (depth, inner) = ctx.enter()?;
     let mut req = None;
     while let Some((ttype, fid)) = r.read_field_header()? {
@@ -268,7 +272,7 @@ pub fn decode_echo_args(r: &mut Reader<'_>, ctx: &DecodeCtx<'_>) -> Result<Reque
 /// Other fields are skipped; a result without `success` is an error (what
 /// Apache Thrift clients report as `MISSING_RESULT`).
 #[inline(never)]
-pub fn decode_echo_result(r: &mut Reader<'_>, ctx: &DecodeCtx<'_>) -> Result<Response, CodecError> {
+pub fn decode_echo_result(r: &mut Reader<'_>, ctx: &DecodeCtx) -> Result<Response, CodecError> {
     let (depth, inner) = ctx.enter()?;
     let mut resp = None;
     while let Some((ttype, fid)) = r.read_field_header()? {
@@ -420,7 +424,7 @@ pub fn encode_exception<S: Sink + ?Sized>(
 /// Decodes the struct of an exception reply. Missing fields take Apache
 /// Thrift's defaults (empty message, [`ApplicationExceptionKind::Unknown`]);
 /// other fields are skipped.
-pub fn decode_exception(r: &mut Reader<'_>, ctx: &DecodeCtx<'_>) -> Result<ApplicationException, CodecError> {
+pub fn decode_exception(r: &mut Reader<'_>, ctx: &DecodeCtx) -> Result<ApplicationException, CodecError> {
     let (depth, _) = ctx.enter()?;
     let mut e = ApplicationException { kind: ApplicationExceptionKind::Unknown, message: String::new() };
     while let Some((ttype, fid)) = r.read_field_header()? {
@@ -441,8 +445,8 @@ pub fn decode_exception(r: &mut Reader<'_>, ctx: &DecodeCtx<'_>) -> Result<Appli
 mod tests {
     use super::*;
 
-    fn msg(b: &'static [u8]) -> Bytes {
-        Bytes::from_static(b)
+    fn msg(b: &'static [u8]) -> Binary {
+        Binary::from_static(b)
     }
 
     #[test]
@@ -473,10 +477,10 @@ mod tests {
         write_field_header(&mut v, TType::String, 2);
         write_binary_slice(&mut v, b"x");
         write_stop(&mut v);
-        let b = Bytes::from(v);
+        let b = Binary::from(v);
         let e = Request::decode(&mut Reader::new(&b), &DecodeCtx::default()).unwrap_err();
         assert_eq!(e, CodecError::MissingRequired { field: "Request.id (field 1)" });
-        let b = Bytes::from_static(&[0]);
+        let b = Binary::from_static(&[0]);
         let e = decode_echo_result(&mut Reader::new(&b), &DecodeCtx::default()).unwrap_err();
         assert_eq!(e, CodecError::MissingRequired { field: "echo_result.success (field 0)" });
     }
@@ -486,7 +490,7 @@ mod tests {
         let r = Response { id: 1, msg: msg(b"m"), json: Some(msg(b"\xff")) };
         let mut v = Vec::new();
         r.write(&mut v);
-        let b = Bytes::from(v);
+        let b = Binary::from(v);
         for mode in [DecodeMode::Copy, DecodeMode::NoCopy] {
             let e = Response::decode(&mut Reader::new(&b), &DecodeCtx::new(mode)).unwrap_err();
             assert_eq!(e, CodecError::InvalidUtf8 { field: "Response.json (field 3)" });
@@ -494,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn nocopy_marks_the_fields_it_slices() {
+    fn nocopy_marks_the_fields_it_slices_while_they_live() {
         let pool = crate::Pool::new(crate::PoolConfig::default());
         let req = Request { id: 1, msg: msg(b"hello"), json: Some(msg(b"")) };
         let mut v = Vec::new();
@@ -502,15 +506,22 @@ mod tests {
         let mut chunk = pool.lease(v.len(), crate::Taker::User("test"));
         chunk.spare_mut()[..v.len()].copy_from_slice(&v);
         chunk.freeze_to(v.len());
-        let body = chunk.bytes(0..v.len());
-        let marker = chunk.marker();
-        let ctx = DecodeCtx { mode: DecodeMode::NoCopy, marker: Some(&marker), limits: Limits::default() };
+        let body = Binary::from(chunk.slice(0..v.len()));
+        drop(chunk);
+        let ctx = DecodeCtx { mode: DecodeMode::NoCopy, limits: Limits::default() };
         let (_, mut r) = crate::codec::read_message_header(&body).unwrap();
         let got = decode_echo_args(&mut r, &ctx).unwrap();
         assert_eq!(got, req);
-        let fields: Vec<_> = pool.leases()[0].fields.iter().map(|f| f.name()).collect();
+        assert!(got.msg.is_pooled());
+        let fields = || -> Vec<&str> { pool.leases()[0].fields.iter().map(|f| f.name()).collect() };
         // The empty json slice pins nothing and is not recorded.
-        assert_eq!(fields, ["Request.msg (field 2)"]);
+        assert_eq!(fields(), ["Request.msg (field 2, binary)"]);
+        drop(body);
+        let kept = got.msg.slice(..1);
+        drop(got);
+        assert_eq!(fields(), ["Request.msg (field 2, binary)"], "a byte of the field still holds it");
+        drop(kept);
+        assert!(pool.leases().is_empty());
     }
 
     #[test]
@@ -518,7 +529,7 @@ mod tests {
         let mut v = Vec::new();
         encode_exception(&mut v, Transport::Unframed, b"echo", 5, ApplicationExceptionKind::InternalError, "boom")
             .unwrap();
-        let b = Bytes::from(v);
+        let b = Binary::from(v);
         let (h, mut r) = crate::codec::read_message_header(&b).unwrap();
         assert_eq!((h.mtype, h.seqid), (MessageType::Exception, 5));
         let e = decode_exception(&mut r, &DecodeCtx::default()).unwrap();

@@ -110,6 +110,12 @@ impl Segments for Bytes {
     }
 }
 
+impl Segments for super::Binary {
+    fn segments(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&self[..])
+    }
+}
+
 impl Segments for BytesMut {
     fn segments(&self) -> impl Iterator<Item = &[u8]> {
         std::iter::once(&self[..])

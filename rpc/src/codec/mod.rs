@@ -14,16 +14,16 @@
 //!   [`encode_reply`], [`encode_exception`], [`decode_exception`].
 //!
 //! ```
-//! use bytes::Bytes;
 //! use rpc::codec::{self, DecodeCtx, Limits, MessageType, Request, Transport};
+//! use rpc::Binary;
 //!
-//! let req = Request { id: 7, msg: Bytes::from_static(b"hi"), json: None };
+//! let req = Request { id: 7, msg: Binary::from_static(b"hi"), json: None };
 //! let mut wire = Vec::new();
 //! codec::encode_call(&mut wire, Transport::Framed, 1, &req).unwrap();
 //!
 //! let frame = codec::probe(&wire[..], None, &Limits::default()).unwrap().expect("complete");
 //! assert_eq!(frame.transport, Transport::Framed);
-//! let body = Bytes::from(wire).slice(frame.header_len..frame.header_len + frame.len);
+//! let body = Binary::from(wire).slice(frame.header_len..frame.header_len + frame.len);
 //! let (header, mut r) = codec::read_message_header(&body).unwrap();
 //! assert_eq!((&header.name[..], header.mtype, header.seqid), (&b"echo"[..], MessageType::Call, 1));
 //! let decoded = codec::decode_echo_args(&mut r, &DecodeCtx::default()).unwrap();
@@ -37,10 +37,11 @@
 //! a function named after the struct and the field tag
 //! (`rpc::codec::echo::Request::read_field_2`): holding a slice of the field
 //! pins that copy, and a heap profile names the field. With
-//! [`DecodeMode::NoCopy`] a field is a `Bytes::slice` of the message: holding
-//! it pins the whole (pooled) buffer the message was read into, which a heap
-//! profile cannot show; [`DecodeCtx::marker`] records the field on that
-//! buffer for the pool's own profile instead.
+//! [`DecodeMode::NoCopy`] a field is a [`Binary`] slice of the message:
+//! holding it pins the whole (pooled) buffer the message was read into,
+//! which a heap profile cannot show; the field is recorded by name on that
+//! buffer ([`Binary::mark_field`]) for as long as it lives, for the pool's
+//! own profile instead.
 //!
 //! # Wrong wire types
 //!
@@ -52,6 +53,7 @@
 pub mod binary;
 mod echo;
 pub mod frame;
+mod value;
 
 use bytes::Bytes;
 
@@ -66,6 +68,7 @@ pub use echo::{
     DecodeCtx, Request, Response, ECHO_METHOD,
 };
 pub use frame::{probe, Frame, FrameDecoder, Progress, Segments, Transport};
+pub use value::Binary;
 
 /// Size limits a decoder enforces before it allocates or recurses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,7 +243,7 @@ pub enum CodecError {
 
 /// Reads the strict header of a message (without its frame header) and
 /// returns a reader positioned on the message's struct.
-pub fn read_message_header(body: &Bytes) -> Result<(MessageHeader, Reader<'_>), CodecError> {
+pub fn read_message_header(body: &Binary) -> Result<(MessageHeader, Reader<'_>), CodecError> {
     let mut r = Reader::new(body);
     let header = r.read_message_header()?;
     Ok((header, r))
@@ -270,7 +273,7 @@ mod tests {
         let mut v = Vec::new();
         write_message_header(&mut v, b"echo", MessageType::Oneway, -3);
         v.push(0);
-        let body = Bytes::from(v);
+        let body = Binary::from(v);
         let (h, r) = read_message_header(&body).unwrap();
         assert_eq!(h, MessageHeader { name: Bytes::from_static(b"echo"), mtype: MessageType::Oneway, seqid: -3 });
         assert_eq!(r.position(), 16);

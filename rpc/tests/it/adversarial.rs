@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rpc::codec::{self, DecodeMode, Limits, MessageType, Request, Transport};
 use rpc::lbcache::{Instance, StaticResolver};
+use rpc::Binary;
 use rpc::{Client, ClientConfig, Pool, PoolConfig, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,14 +47,14 @@ impl GoodClient {
         cfg.pool = Pool::new(PoolConfig::default());
         let client = Client::new(cfg).unwrap();
         // Connected before any attack.
-        client.call(&Request { id: 0, msg: Bytes::from_static(b"hello"), json: None }).await.unwrap();
+        client.call(&Request { id: 0, msg: Binary::from_static(b"hello"), json: None }).await.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let task = tokio::spawn(async move {
             let (mut ok, mut errors) = (0u64, Vec::new());
             let mut i = 1;
             while !stop2.load(Ordering::Relaxed) {
-                let req = Request { id: i, msg: Bytes::from(vec![b'g'; 100]), json: None };
+                let req = Request { id: i, msg: Binary::from(vec![b'g'; 100]), json: None };
                 match client.call(&req).await {
                     Ok(resp) if resp.id == i && resp.msg == req.msg => ok += 1,
                     Ok(resp) => errors.push(format!("wrong reply {}", resp.id)),
@@ -137,7 +137,7 @@ fn unframed_list_call(n: usize) -> Vec<u8> {
 
 /// Reads one unframed reply message of a call whose reply is small: the
 /// whole stream up to its end is the reply.
-async fn read_unframed_reply(stream: &mut TcpStream) -> Bytes {
+async fn read_unframed_reply(stream: &mut TcpStream) -> Binary {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -145,7 +145,7 @@ async fn read_unframed_reply(stream: &mut TcpStream) -> Bytes {
         assert!(n > 0, "closed before the reply");
         buf.extend_from_slice(&chunk[..n]);
         if let Some(f) = codec::probe(&buf[..], Some(Transport::Unframed), &Limits::default()).unwrap() {
-            return Bytes::from(buf).slice(f.body());
+            return Binary::from(buf).slice(f.body());
         }
     }
 }
@@ -224,7 +224,7 @@ async fn a_huge_unknown_method_name_is_not_repeated() {
         assert!(len < 1024, "reply of {len} bytes");
         let mut body = vec![0u8; len];
         s.read_exact(&mut body).await.unwrap();
-        let body = Bytes::from(body);
+        let body = Binary::from(body);
         let (header, mut r) = codec::read_message_header(&body).unwrap();
         assert_eq!((header.mtype, header.seqid), (MessageType::Exception, seq));
         let cut = std::str::from_utf8(&header.name).expect("cut on a character boundary");
@@ -393,7 +393,7 @@ async fn a_peer_that_never_reads_is_closed() {
     let good = GoodClient::start(server.addr, "adv-noread", &pool).await;
     let mut s = TcpStream::connect(server.addr).await.unwrap();
     let (mut rd, mut wr) = s.split();
-    let req = Request { id: 1, msg: Bytes::from(vec![b'r'; 256 << 10]), json: None };
+    let req = Request { id: 1, msg: Binary::from(vec![b'r'; 256 << 10]), json: None };
     let mut call = Vec::new();
     codec::encode_call(&mut call, Transport::Framed, 1, &req).unwrap();
     // 64 calls of 256 KiB: 16 MiB of replies that are never read.
@@ -432,7 +432,7 @@ async fn a_trickle_is_closed_by_the_frame_timeout() {
     let server = start(ServerConfig { frame_timeout: Some(Duration::from_millis(300)), ..config(&pool) }).await;
     let good = GoodClient::start(server.addr, "adv-trickle", &pool).await;
     let mut s = TcpStream::connect(server.addr).await.unwrap();
-    let req = Request { id: 1, msg: Bytes::from_static(b"slow"), json: None };
+    let req = Request { id: 1, msg: Binary::from_static(b"slow"), json: None };
     let mut call = Vec::new();
     codec::encode_call(&mut call, Transport::Framed, 1, &req).unwrap();
     // One byte every 100 ms: each read comes well within any per-read

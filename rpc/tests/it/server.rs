@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rpc::codec::{self, DecodeMode, Limits, Request, Transport};
 use rpc::lbcache::{Instance, StaticResolver};
+use rpc::Binary;
 use rpc::{BarrierMode, Barriers, Client, ClientConfig, Pool, PoolConfig, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,12 +35,12 @@ fn frame_of(req: &Request, transport: Transport, seq: i32) -> Vec<u8> {
 }
 
 /// Reads one framed reply and returns its message bytes.
-async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Bytes> {
+async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Binary> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
     stream.read_exact(&mut body).await?;
-    Ok(Bytes::from(body))
+    Ok(Binary::from(body))
 }
 
 /// The server closes the connection: reading reaches the end (or a reset)
@@ -61,8 +61,8 @@ async fn round_trips_every_transport_and_mode() {
                 let name = format!("rt-{decode:?}-{transport:?}-{client_decode:?}");
                 let client = client_for(server.addr, &name, transport, client_decode);
                 for (i, size) in [0usize, 1, 4096, 4097, 100_000, 3 << 20].into_iter().enumerate() {
-                    let msg = Bytes::from((0..size).map(|j| (j % 251) as u8).collect::<Vec<_>>());
-                    let json = (i % 2 == 0).then(|| Bytes::from(format!("{{\"n\":{size}}}")));
+                    let msg = Binary::from((0..size).map(|j| (j % 251) as u8).collect::<Vec<_>>());
+                    let json = (i % 2 == 0).then(|| Binary::from(format!("{{\"n\":{size}}}")));
                     let req = Request { id: i as i64 - 3, msg: msg.clone(), json: json.clone() };
                     let resp = client.call(&req).await.unwrap();
                     assert_eq!((resp.id, &resp.msg, &resp.json), (req.id, &msg, &json), "{name} size {size}");
@@ -79,14 +79,14 @@ async fn handler_errors_and_unknown_methods_become_application_exceptions() {
     let pool = Pool::new(PoolConfig::default());
     let server = start(test_config(&pool)).await;
     let client = client_for(server.addr, "exc", Transport::Framed, DecodeMode::Copy);
-    let err = client.call(&Request { id: 1, msg: Bytes::from_static(b"fail"), json: None }).await.unwrap_err();
+    let err = client.call(&Request { id: 1, msg: Binary::from_static(b"fail"), json: None }).await.unwrap_err();
     assert!(err.to_string().contains("asked to fail"), "{err}");
     // The connection went back to the pool and still works.
-    let ok = client.call(&Request { id: 2, msg: Bytes::from_static(b"ok"), json: None }).await.unwrap();
+    let ok = client.call(&Request { id: 2, msg: Binary::from_static(b"ok"), json: None }).await.unwrap();
     assert_eq!(ok.id, 2);
 
     let mut raw = TcpStream::connect(server.addr).await.unwrap();
-    let mut msg = frame_of(&Request { id: 3, msg: Bytes::new(), json: None }, Transport::Framed, 77);
+    let mut msg = frame_of(&Request { id: 3, msg: Binary::new(), json: None }, Transport::Framed, 77);
     msg[12..16].copy_from_slice(b"nope"); // method name "echo" -> "nope"
     raw.write_all(&msg).await.unwrap();
     let reply = read_framed(&mut raw).await.unwrap();
@@ -120,20 +120,20 @@ async fn a_corrupt_or_partial_message_leaves_other_connections_alone() {
 
     // A partial frame left idle on one connection ...
     let mut partial = TcpStream::connect(server.addr).await.unwrap();
-    let whole = frame_of(&Request { id: 9, msg: Bytes::from(vec![1u8; 5000]), json: None }, Transport::Framed, 1);
+    let whole = frame_of(&Request { id: 9, msg: Binary::from(vec![1u8; 5000]), json: None }, Transport::Framed, 1);
     partial.write_all(&whole[..whole.len() / 2]).await.unwrap();
     // ... garbage on another, and a negative string length on a third.
     let mut garbage = TcpStream::connect(server.addr).await.unwrap();
     garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut negative = TcpStream::connect(server.addr).await.unwrap();
-    let mut neg = frame_of(&Request { id: 1, msg: Bytes::from_static(b"abcd"), json: None }, Transport::Framed, 2);
+    let mut neg = frame_of(&Request { id: 1, msg: Binary::from_static(b"abcd"), json: None }, Transport::Framed, 2);
     let at = neg.len() - 4 - 1 - 1 - 4; // msg length: before the 4 bytes, the struct stop and the args stop
     neg[at..at + 4].copy_from_slice(&(-5i32).to_be_bytes());
     negative.write_all(&neg).await.unwrap();
 
     assert_closed(&mut garbage).await;
     for i in 0..50 {
-        let resp = good.call(&Request { id: i, msg: Bytes::from_static(b"still here"), json: None }).await.unwrap();
+        let resp = good.call(&Request { id: i, msg: Binary::from_static(b"still here"), json: None }).await.unwrap();
         assert_eq!(resp.id, i);
     }
     // The negative length is answered with a protocol exception, then closed.
@@ -164,7 +164,7 @@ async fn shutdown_waits_for_connections_and_returns_their_buffers() {
     let pool = Pool::new(PoolConfig::default());
     let server = start(test_config(&pool)).await;
     let client = client_for(server.addr, "shutdown", Transport::Framed, DecodeMode::Copy);
-    client.call(&Request { id: 1, msg: Bytes::from_static(b"x"), json: None }).await.unwrap();
+    client.call(&Request { id: 1, msg: Binary::from_static(b"x"), json: None }).await.unwrap();
     assert_eq!(server.stats.counts().open_conns, 1);
     server.shutdown().await;
     assert_eq!(pool.stats().leased_bytes, 0, "every connection's buffers went back");
@@ -180,7 +180,7 @@ async fn pinned_after_surge(mode: BarrierMode) -> usize {
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
             let client = client_for(addr, &format!("surge-{mode:?}-{i}"), Transport::Framed, DecodeMode::Copy);
-            let req = Request { id: i, msg: Bytes::from(vec![7u8; 256 << 10]), json: None };
+            let req = Request { id: i, msg: Binary::from(vec![7u8; 256 << 10]), json: None };
             client.call(&req).await.unwrap();
             client.close();
         }));

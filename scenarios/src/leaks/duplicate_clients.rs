@@ -4,10 +4,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rpc::codec::Request;
 use rpc::lbcache::{Instance, Options};
-use rpc::{Client, Pool};
+use rpc::{Binary, Client, Pool};
 
 use crate::caller::{self, CallFuture, Caller};
 use crate::error::ScenarioError;
@@ -94,7 +93,7 @@ impl Calls for DuplicateClients {
         let common = p.common();
         let mut config = caller::client_config(NAME, peer, instances(peer, p.usize("instances")?), pool, common.conns);
         config.lb_options = Options { refresh_interval: p.duration("refresh")?, expire_interval: Duration::ZERO };
-        let msg = Bytes::from(vec![b'x'; common.payload]);
+        let msg = Binary::from(vec![b'x'; common.payload]);
         let gate = p.gate(v == Variant::Leak);
         Ok(match v {
             Variant::Leak if gate.opens_at_once() => {

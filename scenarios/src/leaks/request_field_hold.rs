@@ -45,7 +45,7 @@ pub(crate) const INFO: Info = Info {
         `Request` in rpc/idl/echo.thrift (msg) - the guide's `ReadField2` - while the pool profile stays flat. \
         With decode=nocopy the field is a slice of the pooled input node, which the heap profile cannot show (the \
         node was allocated long ago); the pool profile shows the pinned nodes instead, taken by \
-        `InputBuffer::book`/`next_span` and held by `Request.msg (field 2)`.",
+        `InputBuffer::book`/`next_span` and held by `Request.msg (field 2, binary)`.",
     fix: "Do not keep a slice of a request field beyond the call: copy what you keep. The fix variant stores \
         `Bytes::copy_from_slice(&req.msg[..1])`, one byte of its own, so each request's field is freed when the \
         call ends; the cache still holds one tiny entry per request (about 50 bytes), which is the business's \

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rpc::codec::Request;
 use rpc::lbcache::Instance;
+use rpc::Binary;
 use rpc::{Client, Pool};
 
 use crate::caller::{self, CallFuture, Caller, RESPONSE_CACHE};
@@ -39,7 +40,7 @@ pub(crate) const INFO: Info = Info {
         by `rpc::codec::echo::Response::read_field_2` (under `Response::decode` <- `decode_echo_result` <- \
         `rpc::Client::call`): inuse_space grows under Response::read_field_2, field tag 2 of `Response` in \
         rpc/idl/echo.thrift (msg). With decode=nocopy the field slices the client connection's pooled input node \
-        instead: the heap profile cannot show it, the pool profile shows nodes held by `Response.msg (field 2)`.",
+        instead: the heap profile cannot show it, the pool profile shows nodes held by `Response.msg (field 2, binary)`.",
     fix: "Copy what you keep out of a response. The fix variant stores `Bytes::copy_from_slice(&resp.msg[..1])`, \
         so each response is freed when the call returns; the cache still holds one tiny entry per call.",
     params: &[
@@ -87,7 +88,7 @@ impl Calls for ResponseFieldHold {
         let mut config = caller::client_config(NAME, peer, vec![Instance::new(peer, 10)], pool, common.conns);
         config.decode = p.decode()?;
         let client = Client::new(config).map_err(|source| ScenarioError::Client { scenario: NAME, source })?;
-        let msg = Bytes::from(vec![b'x'; common.payload]);
+        let msg = Binary::from(vec![b'x'; common.payload]);
         let gate = Arc::new(p.gate(v == Variant::Leak));
         let c = client.clone();
         let call = Arc::new(move |id: i64| -> CallFuture {
@@ -97,7 +98,8 @@ impl Calls for ResponseFieldHold {
                 if !resp.msg.is_empty() {
                     // One call in `leak_rate` from the onset on keeps a
                     // slice; the others (and the fix) keep a copy.
-                    let held = if gate.leaks() { resp.msg.slice(..1) } else { Bytes::copy_from_slice(&resp.msg[..1]) };
+                    let held =
+                        if gate.leaks() { resp.msg.slice(..1) } else { Bytes::copy_from_slice(&resp.msg[..1]).into() };
                     RESPONSE_CACHE.lock().unwrap_or_else(|e| e.into_inner()).insert(resp.id, held);
                 }
                 Ok(())

@@ -46,7 +46,8 @@ impl Conn {
                 Err(e) => return Err(e.to_string()),
             }
         };
-        let body = self.buf.split_to(frame.header_len + frame.len).freeze().slice(frame.header_len..);
+        let body =
+            rpc::Binary::from(self.buf.split_to(frame.header_len + frame.len).freeze().slice(frame.header_len..));
         let (header, mut r) = codec::read_message_header(&body).map_err(|e| e.to_string())?;
         match header.mtype {
             MessageType::Reply => codec::decode_echo_result(&mut r, &DecodeCtx::default()).map_err(|e| e.to_string()),
@@ -56,7 +57,7 @@ impl Conn {
 }
 
 pub fn request(id: i64, size: usize, json: Option<Bytes>) -> Request {
-    Request { id, msg: Bytes::from(vec![b'x'; size]), json }
+    Request { id, msg: rpc::Binary::from(vec![b'x'; size]), json: json.map(Into::into) }
 }
 
 /// A running server.

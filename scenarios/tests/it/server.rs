@@ -117,7 +117,7 @@ fn request_field_hold_nocopy_pins_pooled_nodes_under_field_2() {
     for l in &leak.leases {
         assert!(l.pinned(), "every lease left is pinned once the connections closed: {l:?}");
         let fields: Vec<&str> = l.fields.iter().map(|f| f.name()).collect();
-        assert_eq!(fields, ["Request.msg (field 2)"], "{l:?}");
+        assert_eq!(fields, ["Request.msg (field 2, binary)"], "{l:?}");
         assert!(matches!(l.taker, Taker::ConnRead | Taker::ReadSpan), "{l:?}");
     }
     assert!(leak.pinned_bytes() >= CALLS * (16 << 10) / 2, "pinned {}", kib(leak.pinned_bytes() as isize));
