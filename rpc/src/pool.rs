@@ -1615,11 +1615,6 @@ impl Slice {
     pub fn into_bytes(self) -> Bytes {
         Bytes::from_owner(self)
     }
-
-    /// Size of the chunk it pins.
-    pub fn chunk_size(&self) -> usize {
-        self.meta.size
-    }
 }
 
 impl Deref for Slice {
