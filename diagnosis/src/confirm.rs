@@ -115,12 +115,28 @@ const POOL_EVIDENCE: &str = "pool profile: ";
 /// Between the fields a site names and where their chunks were taken.
 const PINNED_AT: &str = ", pinned in pooled buffers taken at ";
 
+/// Whether a holder is a decoded field (a barrier slot's holder stays the
+/// slot's, whatever fields are listed beside it: see [`holders_of`]).
+fn names_field(holder: &str) -> bool {
+    holder.contains("field") && !holder.contains("barrier slot")
+}
+
+/// A finding the pool alone made: its site is a holder.
+fn pool_only(f: &Finding) -> bool {
+    f.site.starts_with("held by ")
+}
+
 /// A held field named by the pool ("held by Request.msg (field 2,
 /// binary)") is what a person needs: it goes first in the site, after the
-/// fields already named there.
+/// fields already named there. A finding the pool alone made lists its
+/// holders.
 fn name_holder(f: &mut Finding, holder: &str) {
     let field = holder.trim_start_matches("held by ");
-    if !holder.contains("field") || f.site.contains(field) {
+    if !names_field(holder) || f.site.contains(field) {
+        return;
+    }
+    if pool_only(f) {
+        f.site = format!("{} + {holder}", f.site);
         return;
     }
     f.site = match f.site.split_once(PINNED_AT) {
@@ -149,12 +165,17 @@ pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_g
         {
             // A field the heap profile could not name, now named by the
             // pool: at least what renaming it would score.
-            let named_now = holder.contains("field") && unnamed_field(f);
+            let named_now = names_field(&holder) && unnamed_field(f);
             let floor = if named_now { SCORE_POOL_RENAMED } else { 0.0 };
             // One confirmation per finding, however many holders agree.
             let confirmed = f.evidence.iter().any(|e| e.starts_with(POOL_EVIDENCE));
             let bonus = if confirmed { 0.0 } else { SCORE_POOL_CONFIRMS };
             f.score = (f.score + bonus).max(floor).min(1.0);
+            // A finding the pool alone made has only the pool's bytes: a
+            // co-holder's share adds to them.
+            if pool_only(f) && !f.site.contains(holder.trim_start_matches("held by ")) {
+                f.growth_bytes += growth;
+            }
             f.evidence.extend(evidence);
             name_holder(f, &holder);
             continue;
@@ -262,5 +283,27 @@ mod tests {
         by_pool(&mut findings, &p, MIB_F, false);
         assert_eq!(findings.len(), 1);
         assert_eq!((findings[0].kind, findings[0].growth_bytes), (Kind::ConnectionSurgeBarriers, 40.0 * MIB_F));
+        // A barrier finding the heap profile made is confirmed, not named
+        // after the field beside the slot.
+        let mut barrier = read_path_finding(Kind::ConnectionSurgeBarriers);
+        barrier.site = "rpc::barrier::new_slot".into();
+        let mut findings = vec![barrier];
+        by_pool(&mut findings, &p, MIB_F, false);
+        assert_eq!(
+            (findings.len(), findings[0].site.as_str(), findings[0].score),
+            (1, "rpc::barrier::new_slot", 0.6 + SCORE_POOL_CONFIRMS)
+        );
+    }
+
+    #[test]
+    fn fields_only_the_pool_sees_are_one_finding_with_all_their_bytes() {
+        let held = "held by Response.msg (field 2, binary) + held by Response.json (field 3, string)";
+        let p = pools(held, |i| 8.0 * i as f64);
+        let mut findings = Vec::new();
+        by_pool(&mut findings, &p, MIB_F, false);
+        assert_eq!(findings.len(), 1);
+        let f = &findings[0];
+        assert_eq!((f.kind, f.score, f.growth_bytes), (Kind::ResponseFieldHeld, SCORE_POOL_ONLY, 40.0 * MIB_F));
+        assert_eq!(f.site, held);
     }
 }

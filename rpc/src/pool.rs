@@ -364,26 +364,43 @@ impl ChunkMeta {
         self.state.store(LEASED | taker.encode(), Ordering::Release);
     }
 
-    /// Counts one more live slice of `field`, in the slot that has it or a
-    /// free one (count 0); the slot's index, or [`NO_FIELD`] when
-    /// [`FIELD_SLOTS`] other fields hold the chunk (the slice then pins it
-    /// unnamed, as an `unknown holder`).
+    /// One more reference on the lease. Relaxed, as `Arc`'s clone: the
+    /// caller's own reference keeps the lease. Aborts before the count
+    /// could wrap (as `Arc` does): `mem::forget` of clones in a loop must
+    /// not give the chunk back under live slices.
+    #[inline]
+    fn add_ref(&self) {
+        if self.refs.fetch_add(1, Ordering::Relaxed) > u32::MAX / 2 {
+            std::process::abort();
+        }
+    }
+
+    /// Counts one more live slice of `field`: in the slot that has it
+    /// (looked for first, so that a field takes one slot), else in a free
+    /// one (count 0). The slot's index, or [`NO_FIELD`] when [`FIELD_SLOTS`]
+    /// other fields hold the chunk (the slice then pins it unnamed, as an
+    /// `unknown holder`).
     fn field_acquire(&self, field: FieldId) -> u8 {
         let tag = (u64::from(field.0) + 1) << FIELD_TAG_SHIFT;
-        for (i, slot) in self.fields.iter().enumerate() {
-            let mut v = slot.load(Ordering::Relaxed);
-            loop {
-                let count = v & FIELD_COUNT;
-                let next = match v & !FIELD_COUNT {
-                    t if t == tag => v + 1,
-                    _ if count == 0 => tag | 1,
-                    _ => break,
-                };
-                // Relaxed: the counts are statistics the registry reads; the
-                // lease itself is kept by `refs`.
-                match slot.compare_exchange_weak(v, next, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => return i as u8,
-                    Err(seen) => v = seen,
+        // A live count never changes its slot's tag (a slot is re-tagged
+        // only at count 0), so a slot seen with this tag and a count keeps
+        // it while the increment below retries.
+        for take_free in [false, true] {
+            for (i, slot) in self.fields.iter().enumerate() {
+                let mut v = slot.load(Ordering::Relaxed);
+                loop {
+                    let next = match (v & !FIELD_COUNT == tag, v & FIELD_COUNT) {
+                        (true, FIELD_COUNT) => std::process::abort(),
+                        (true, count) if count > 0 || take_free => v + 1,
+                        (false, 0) if take_free => tag | 1,
+                        _ => break,
+                    };
+                    // Relaxed: the counts are statistics the registry reads;
+                    // the lease itself is kept by `refs`.
+                    match slot.compare_exchange_weak(v, next, Ordering::Relaxed, Ordering::Relaxed) {
+                        Ok(_) => return i as u8,
+                        Err(seen) => v = seen,
+                    }
                 }
             }
         }
@@ -1430,8 +1447,7 @@ impl Chunk {
     /// Takes one more of the lease's references for a handle.
     fn share(&self) -> Arc<ChunkMeta> {
         let meta = self.meta();
-        // Relaxed, as `Arc`'s clone: this `Chunk`'s reference keeps the lease.
-        meta.refs.fetch_add(1, Ordering::Relaxed);
+        meta.add_ref();
         self.shared.store(true, Ordering::Relaxed);
         meta.clone()
     }
@@ -1604,7 +1620,7 @@ impl Slice {
     /// A reference on the whole chunk for a barrier slot (as
     /// [`Chunk::hold`]).
     pub fn hold(&self) -> ChunkRef {
-        self.meta.refs.fetch_add(1, Ordering::Relaxed);
+        self.meta.add_ref();
         self.meta.slot_refs.fetch_add(1, Ordering::Relaxed);
         ChunkRef { ptr: self.ptr, meta: ManuallyDrop::new(Arc::clone(&self.meta)) }
     }
@@ -1637,9 +1653,9 @@ impl AsRef<[u8]> for Slice {
 
 impl Clone for Slice {
     fn clone(&self) -> Slice {
-        // Relaxed, as `Arc`'s clone: this slice's reference keeps the lease.
-        self.meta.refs.fetch_add(1, Ordering::Relaxed);
+        self.meta.add_ref();
         if let Some(slot) = self.meta.fields.get(usize::from(self.slot)) {
+            // Held by this slice: the slot keeps its tag.
             slot.fetch_add(1, Ordering::Relaxed);
         }
         Slice { ptr: self.ptr, start: self.start, len: self.len, meta: self.meta.clone(), slot: self.slot }

@@ -513,6 +513,7 @@ mod tests {
         let got = decode_echo_args(&mut r, &ctx).unwrap();
         assert_eq!(got, req);
         assert!(got.msg.is_pooled());
+        assert!(!got.json.as_ref().unwrap().is_pooled(), "an empty field pins nothing");
         let fields = || -> Vec<&str> { pool.leases()[0].fields.iter().map(|f| f.name()).collect() };
         // The empty json slice pins nothing and is not recorded.
         assert_eq!(fields(), ["Request.msg (field 2, binary)"]);

@@ -52,27 +52,31 @@ impl Binary {
     }
 
     /// A sub-range without a copy; a pooled value stays pooled (and counted
-    /// as the same field).
+    /// as the same field). An empty range is a plain empty value, which
+    /// pins nothing (as `Bytes::slice` gives).
     ///
     /// # Panics
-    /// If the range reaches past the end.
+    /// If the range reaches past the end, or ends before it starts.
     pub fn slice(&self, range: impl RangeBounds<usize>) -> Binary {
-        match &self.0 {
-            Repr::Bytes(b) => Binary(Repr::Bytes(b.slice(range))),
-            Repr::Pooled(s) => {
-                let start = match range.start_bound() {
-                    Bound::Included(&n) => n,
-                    Bound::Excluded(&n) => n + 1,
-                    Bound::Unbounded => 0,
-                };
-                let end = match range.end_bound() {
-                    Bound::Included(&n) => n + 1,
-                    Bound::Excluded(&n) => n,
-                    Bound::Unbounded => s.len(),
-                };
-                Binary(Repr::Pooled(s.slice(start..end)))
-            }
+        let s = match &self.0 {
+            Repr::Bytes(b) => return Binary(Repr::Bytes(b.slice(range))),
+            Repr::Pooled(s) => s,
+        };
+        let start = match range.start_bound() {
+            Bound::Included(&n) => n,
+            Bound::Excluded(&n) => n.checked_add(1).expect("range start out of bounds"),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&n) => n.checked_add(1).expect("range end out of bounds"),
+            Bound::Excluded(&n) => n,
+            Bound::Unbounded => s.len(),
+        };
+        assert!(start <= end && end <= s.len(), "range {start}..{end} out of bounds of {} bytes", s.len());
+        if start == end {
+            return Binary::new();
         }
+        Binary(Repr::Pooled(s.slice(start..end)))
     }
 
     /// Whether it lies in a pooled chunk (and so pins that chunk).
@@ -229,6 +233,7 @@ impl fmt::Debug for Binary {
         write!(f, "b\"")?;
         for &b in self.iter() {
             match b {
+                b'\0' => write!(f, "\\0")?,
                 b'\n' => write!(f, "\\n")?,
                 b'\r' => write!(f, "\\r")?,
                 b'\t' => write!(f, "\\t")?,
@@ -260,11 +265,24 @@ mod tests {
         assert_eq!((one.is_pooled(), &one[..]), (true, &b"e"[..]));
         assert_eq!(v, Binary::from_static(b"hello"));
         assert_eq!(v, Bytes::from_static(b"hello"));
-        assert_eq!(format!("{:?}", Binary::from_static(b"a\"\x01")), r#"b"a\"\x01""#);
+        for text in [&b"a\"\x01\0\n\\\x7f"[..], b"", b"plain"] {
+            assert_eq!(format!("{:?}", Binary::from_static(text)), format!("{:?}", Bytes::from_static(text)));
+        }
+        let empty = v.slice(2..2);
+        assert!(empty.is_empty() && !empty.is_pooled(), "an empty slice pins nothing");
         let bytes = v.to_bytes();
         drop((v, one));
         assert_eq!(pool.leases()[0].fields, vec![f], "the Bytes handle still holds the field");
         drop(bytes);
         assert!(pool.leases().is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn a_range_past_usize_max_panics_as_bytes_does() {
+        let pool = Pool::new(PoolConfig::default());
+        let mut c = pool.lease(64, Taker::ConnRead);
+        c.freeze_to(4);
+        let _ = Binary::from(c.slice(0..4)).slice(..=usize::MAX);
     }
 }
