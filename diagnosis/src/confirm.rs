@@ -109,9 +109,6 @@ fn pool_findings(pools: &[HeapSnapshot], min_growth: f64, parses_json: bool) -> 
     out
 }
 
-/// The evidence line of a pool holder.
-const POOL_EVIDENCE: &str = "pool profile: ";
-
 /// Between the fields a site names and where their chunks were taken.
 const PINNED_AT: &str = ", pinned in pooled buffers taken at ";
 
@@ -121,21 +118,16 @@ fn names_field(holder: &str) -> bool {
     holder.contains("field") && !holder.contains("barrier slot")
 }
 
-/// A finding the pool alone made: its site is a holder.
-fn pool_only(f: &Finding) -> bool {
-    f.site.starts_with("held by ")
-}
-
 /// A held field named by the pool ("held by Request.msg (field 2,
 /// binary)") is what a person needs: it goes first in the site, after the
-/// fields already named there. A finding the pool alone made lists its
-/// holders.
-fn name_holder(f: &mut Finding, holder: &str) {
+/// fields already named there. A finding the pool alone made (`pool_only`)
+/// lists its holders.
+fn name_holder(f: &mut Finding, holder: &str, pool_only: bool) {
     let field = holder.trim_start_matches("held by ");
     if !names_field(holder) || f.site.contains(field) {
         return;
     }
-    if pool_only(f) {
+    if pool_only {
         f.site = format!("{} + {holder}", f.site);
         return;
     }
@@ -156,42 +148,55 @@ pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_g
     // Holders that confirm a finding of their kind go first, so that a
     // co-holder of the same chunks cannot rename that finding away.
     holders.sort_by_key(|(_, _, kind)| !findings.iter().any(|f| f.kind == *kind));
+    // Findings a holder already confirmed, and those the pool alone made
+    // (pushed at the end: indices below stay valid).
+    let (mut confirmed, first_pool_only) = (vec![false; findings.len()], findings.len());
     for (holder, growth, kind) in holders {
-        let evidence = vec![format!("{POOL_EVIDENCE}{} pinned in pooled chunks {holder}", mib(growth))];
+        let evidence = vec![format!("pool profile: {} pinned in pooled chunks {holder}", mib(growth))];
         // The largest finding of the kind: the pool's holder confirms the
         // bulk of the growth, not a connection's small buffer beside it.
-        if let Some(f) =
-            findings.iter_mut().filter(|f| f.kind == kind).max_by(|a, b| a.growth_bytes.total_cmp(&b.growth_bytes))
-        {
+        let largest = findings
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.kind == kind)
+            .max_by(|(_, a), (_, b)| a.growth_bytes.total_cmp(&b.growth_bytes))
+            .map(|(i, _)| i);
+        if let Some(i) = largest {
+            let f = &mut findings[i];
+            let pool_only = i >= first_pool_only;
             // A field the heap profile could not name, now named by the
             // pool: at least what renaming it would score.
             let named_now = names_field(&holder) && unnamed_field(f);
             let floor = if named_now { SCORE_POOL_RENAMED } else { 0.0 };
             // One confirmation per finding, however many holders agree.
-            let confirmed = f.evidence.iter().any(|e| e.starts_with(POOL_EVIDENCE));
-            let bonus = if confirmed { 0.0 } else { SCORE_POOL_CONFIRMS };
+            let bonus = if pool_only || std::mem::replace(&mut confirmed[i], true) { 0.0 } else { SCORE_POOL_CONFIRMS };
             f.score = (f.score + bonus).max(floor).min(1.0);
             // A finding the pool alone made has only the pool's bytes: a
             // co-holder's share adds to them.
-            if pool_only(f) && !f.site.contains(holder.trim_start_matches("held by ")) {
+            if pool_only {
                 f.growth_bytes += growth;
             }
             f.evidence.extend(evidence);
-            name_holder(f, &holder);
+            name_holder(f, &holder, pool_only);
             continue;
         }
         // Only a finding made from pooled memory without a decoded field
         // (the read path's "pinned call after call", whose side the stacks
         // guessed, or growth of no known shape) is renamed by who holds
         // the chunks.
-        if let Some(f) = findings.iter_mut().find(|f| {
+        if let Some(i) = findings.iter().position(|f| {
             matches!(f.kind, Kind::RequestFieldHeld | Kind::ResponseFieldHeld | Kind::Unknown) && unnamed_field(f)
         }) {
+            // Renamed: the pool's word is in its score already.
+            if let Some(c) = confirmed.get_mut(i) {
+                *c = true;
+            }
+            let f = &mut findings[i];
             f.kind = kind;
             f.remedy = kind.remedy().to_owned();
             f.score = SCORE_POOL_RENAMED;
             f.evidence.extend(evidence);
-            name_holder(f, &holder);
+            name_holder(f, &holder, false);
             continue;
         }
         findings.push(Finding {
@@ -274,6 +279,15 @@ mod tests {
         by_pool(&mut findings, &p, MIB_F, true);
         assert_eq!(findings.len(), 1);
         assert_eq!((findings[0].kind, findings[0].score), (Kind::ZeroCopyStringHeld, SCORE_POOL_RENAMED));
+        // A second string field of the same chunks confirms the renamed
+        // finding without raising its score again.
+        let p =
+            pools("held by Request.json (field 3, string) + held by Request.doc (field 4, string)", |i| 8.0 * i as f64);
+        let mut findings = vec![read_path_finding(Kind::RequestFieldHeld)];
+        by_pool(&mut findings, &p, MIB_F, true);
+        assert_eq!(findings.len(), 1);
+        assert_eq!((findings[0].kind, findings[0].score), (Kind::ZeroCopyStringHeld, SCORE_POOL_RENAMED));
+        assert!(findings[0].site.contains("Request.json (field 3, string) + Request.doc (field 4, string), pinned"));
     }
 
     #[test]

@@ -384,13 +384,14 @@ impl ChunkMeta {
         let tag = (u64::from(field.0) + 1) << FIELD_TAG_SHIFT;
         // A live count never changes its slot's tag (a slot is re-tagged
         // only at count 0), so a slot seen with this tag and a count keeps
-        // it while the increment below retries.
+        // it while the increment below retries. A count cannot overflow:
+        // each one is a live slice, which holds one of `refs` (below
+        // 2^31, `add_ref`).
         for take_free in [false, true] {
             for (i, slot) in self.fields.iter().enumerate() {
                 let mut v = slot.load(Ordering::Relaxed);
                 loop {
                     let next = match (v & !FIELD_COUNT == tag, v & FIELD_COUNT) {
-                        (true, FIELD_COUNT) => std::process::abort(),
                         (true, count) if count > 0 || take_free => v + 1,
                         (false, 0) if take_free => tag | 1,
                         _ => break,
@@ -413,14 +414,16 @@ impl ChunkMeta {
         }
     }
 
-    /// The fields with a live slice now.
+    /// The fields with a live slice now. Sorted and without repeats: two
+    /// threads that count a field's first slices at once may each claim a
+    /// free slot for it.
     fn live_fields(&self) -> Vec<FieldId> {
         let mut out: Vec<FieldId> = self
             .fields
             .iter()
             .map(|s| s.load(Ordering::Relaxed))
             .filter(|v| v & FIELD_COUNT != 0)
-            .map(|v| FieldId(((v >> FIELD_TAG_SHIFT) - 1) as u8))
+            .map(slot_field)
             .collect();
         out.sort_by_key(|f| f.0);
         out.dedup();
@@ -436,6 +439,11 @@ const FIELD_SLOTS: usize = 4;
 const NO_FIELD: u8 = u8::MAX;
 const FIELD_TAG_SHIFT: u32 = 56;
 const FIELD_COUNT: u64 = (1 << FIELD_TAG_SHIFT) - 1;
+
+/// The field a tagged slot of [`ChunkMeta::fields`] counts.
+fn slot_field(v: u64) -> FieldId {
+    FieldId(((v >> FIELD_TAG_SHIFT) - 1) as u8)
+}
 
 /// Memory of one chunk: a raw allocation of `meta.size` bytes. Freed only by
 /// [`RawChunk::free`] (dropping it would leak the memory).
@@ -1527,9 +1535,7 @@ impl Chunk {
     /// barrier slot holds). Allocates nothing: it counts in the chunk's own
     /// [`ChunkMeta::refs`].
     pub fn hold(&self) -> ChunkRef {
-        let meta = self.share();
-        meta.slot_refs.fetch_add(1, Ordering::Relaxed);
-        ChunkRef { ptr: self.ptr, meta: ManuallyDrop::new(meta) }
+        ChunkRef::for_slot(self.ptr, self.share())
     }
 }
 
@@ -1613,16 +1619,14 @@ impl Slice {
 
     /// The field it is counted as, if a slot was free for it.
     pub fn field(&self) -> Option<FieldId> {
-        let v = self.meta.fields.get(usize::from(self.slot))?.load(Ordering::Relaxed);
-        Some(FieldId(((v >> FIELD_TAG_SHIFT) - 1) as u8))
+        Some(slot_field(self.meta.fields.get(usize::from(self.slot))?.load(Ordering::Relaxed)))
     }
 
     /// A reference on the whole chunk for a barrier slot (as
     /// [`Chunk::hold`]).
     pub fn hold(&self) -> ChunkRef {
         self.meta.add_ref();
-        self.meta.slot_refs.fetch_add(1, Ordering::Relaxed);
-        ChunkRef { ptr: self.ptr, meta: ManuallyDrop::new(Arc::clone(&self.meta)) }
+        ChunkRef::for_slot(self.ptr, Arc::clone(&self.meta))
     }
 
     /// A `Bytes` handle over the same range, for APIs that take `Bytes`
@@ -1696,6 +1700,13 @@ unsafe impl Send for ChunkRef {}
 unsafe impl Sync for ChunkRef {}
 
 impl ChunkRef {
+    /// The barrier slot's reference, from one of the lease's references
+    /// already taken (`meta`, with its count raised).
+    fn for_slot(ptr: NonNull<u8>, meta: Arc<ChunkMeta>) -> ChunkRef {
+        meta.slot_refs.fetch_add(1, Ordering::Relaxed);
+        ChunkRef { ptr, meta: ManuallyDrop::new(meta) }
+    }
+
     /// Size of the chunk it holds.
     pub fn size(&self) -> usize {
         self.meta.size

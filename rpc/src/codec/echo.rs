@@ -88,10 +88,11 @@ macro_rules! read_field {
 }
 
 /// Records a field sliced without a copy on the chunk it pins, for as long
-/// as it lives. An empty slice is not recorded: no one reads it, so
-/// holding it is no leak of a field.
-fn mark(ctx: &DecodeCtx, v: &mut Binary, id: impl FnOnce() -> FieldId) {
-    if ctx.mode == DecodeMode::NoCopy && v.is_pooled() && !v.is_empty() {
+/// as it lives. Only a NoCopy field is pooled, and never an empty one
+/// (`Binary::slice` of an empty range pins nothing): nothing else to
+/// record.
+fn mark(v: &mut Binary, id: impl FnOnce() -> FieldId) {
+    if v.is_pooled() {
         v.mark_field(id());
     }
 }
@@ -132,7 +133,7 @@ fn begin<S: Sink + ?Sized>(sink: &mut S, transport: Transport, message_len: usiz
 // decoders identical. Each gets its own `read_field_2`/`read_field_3`, so
 // that profiles name the struct.
 macro_rules! echo_struct {
-    ($(#[$meta:meta])* $name:ident, $msg_field:literal, $json_field:literal, $msg_pooled:literal, $json_pooled:literal) => {
+    ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
         #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
         pub struct $name {
@@ -162,7 +163,7 @@ macro_rules! echo_struct {
                 }
                 Ok($name {
                     id: id.ok_or(CodecError::MissingRequired { field: concat!(stringify!($name), ".id (field 1)") })?,
-                    msg: msg.ok_or(CodecError::MissingRequired { field: $msg_field })?,
+                    msg: msg.ok_or(CodecError::MissingRequired { field: concat!(stringify!($name), ".msg (field 2)") })?,
                     json,
                 })
             }
@@ -173,7 +174,7 @@ macro_rules! echo_struct {
             fn read_field_2(r: &mut Reader<'_>, ctx: &DecodeCtx) -> Result<Binary, CodecError> {
                 static ID: OnceLock<FieldId> = OnceLock::new();
                 let mut v = read_field!(r, ctx);
-                mark(ctx, &mut v, || field_id(&ID, $msg_pooled));
+                mark(&mut v, || field_id(&ID, concat!(stringify!($name), ".msg (field 2, binary)")));
                 // Work after the copy keeps this frame on the stack: as a
                 // tail call it would vanish from the profile.
                 Ok(std::hint::black_box(v))
@@ -185,9 +186,9 @@ macro_rules! echo_struct {
                 static ID: OnceLock<FieldId> = OnceLock::new();
                 let mut v = read_field!(r, ctx);
                 if std::str::from_utf8(&v).is_err() {
-                    return Err(CodecError::InvalidUtf8 { field: $json_field });
+                    return Err(CodecError::InvalidUtf8 { field: concat!(stringify!($name), ".json (field 3)") });
                 }
-                mark(ctx, &mut v, || field_id(&ID, $json_pooled));
+                mark(&mut v, || field_id(&ID, concat!(stringify!($name), ".json (field 3, string)")));
                 Ok(v)
             }
 
@@ -197,8 +198,8 @@ macro_rules! echo_struct {
             }
 
             fn check(&self) -> Result<(), CodecError> {
-                check_len($msg_field, self.msg.len())?;
-                check_len($json_field, self.json.as_ref().map_or(0, |j| j.len()))
+                check_len(concat!(stringify!($name), ".msg (field 2)"), self.msg.len())?;
+                check_len(concat!(stringify!($name), ".json (field 3)"), self.json.as_ref().map_or(0, |j| j.len()))
             }
 
             /// Writes the struct. `msg` and `json` go through
@@ -237,20 +238,12 @@ echo_struct!(
     /// let v = Binary::from(v);
     /// assert_eq!(Request::decode(&mut Reader::new(&v), &DecodeCtx::default()).unwrap(), req);
     /// ```
-    Request,
-    "Request.msg (field 2)",
-    "Request.json (field 3)",
-    "Request.msg (field 2, binary)",
-    "Request.json (field 3, string)"
+    Request
 );
 
 echo_struct!(
     /// The result of `echo`.
-    Response,
-    "Response.msg (field 2)",
-    "Response.json (field 3)",
-    "Response.msg (field 2, binary)",
-    "Response.json (field 3, string)"
+    Response
 );
 
 /// Decodes `echo_args { 1: Request req }`, the struct of a call. Other

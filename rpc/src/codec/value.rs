@@ -81,7 +81,7 @@ impl Binary {
 
     /// Whether it lies in a pooled chunk (and so pins that chunk).
     pub fn is_pooled(&self) -> bool {
-        matches!(self.0, Repr::Pooled(_))
+        self.as_pooled().is_some()
     }
 
     /// The pooled slice it is, if it is one.
