@@ -48,6 +48,8 @@ pub enum BarrierMode {
     /// Netpoll before v0.2.5: references stay until the slot is reused.
     Legacy,
     /// Netpoll since v0.2.5: the slot is cleared right after each syscall.
+    /// Nothing can look at a slot during its syscall, so a fixed slot here
+    /// takes no reference at all (see [`SlotGuard::io`]).
     #[default]
     Fixed,
 }
@@ -203,50 +205,35 @@ impl SlotGuard {
         self.index
     }
 
-    /// Runs one vectored syscall `io` with the slot referencing `held`, as
-    /// Netpoll's `readv`/`sendmsg` did: the references go into the first
-    /// positions of the record, overwriting what those positions held; the
-    /// positions after them keep what earlier, longer syscalls left there.
-    /// In fixed mode every position is cleared right after the syscall.
+    /// Runs one vectored syscall `io` with the slot referencing the buffers
+    /// `held` gives, as Netpoll's `readv`/`sendmsg` did: the references go
+    /// into the first positions of the record, overwriting what those
+    /// positions held; the positions after them keep what earlier, longer
+    /// syscalls left there.
     ///
     /// ```text
     ///   writev of a reply   [hdr node][256 KiB body][ - ]...
     ///   then a readv        [in node ][256 KiB body][ - ]...   legacy: body stays
     /// ```
-    pub fn io<R>(&self, held: impl IntoIterator<Item = Held>, io: impl FnOnce() -> R) -> R {
+    ///
+    /// A slot that [`clears`](Self::clears) would hold the references only
+    /// while the syscall runs, under the record's lock, where nothing can
+    /// see them ([`Barriers::stats`] takes the same lock): the caller keeps
+    /// the buffers alive for the syscall anyway. So it takes neither the
+    /// lock nor the references, and `held` is not called: a fixed slot
+    /// costs nothing per syscall, as Netpoll's fixed slot costs a store of
+    /// `nil` per position.
+    #[inline]
+    pub fn io<R, I: IntoIterator<Item = Held>>(&self, held: impl FnOnce() -> I, io: impl FnOnce() -> R) -> R {
+        if self.clears() {
+            return io();
+        }
         let mut slot = lock(&self.slot);
-        let mut used = 0;
-        for (position, h) in slot.held.iter_mut().zip(held) {
+        for (position, h) in slot.held.iter_mut().zip(held()) {
             *position = Some(h);
-            used += 1;
         }
-        let r = io();
-        let fixed = self.barriers.as_ref().is_none_or(|b| b.inner.mode == BarrierMode::Fixed);
-        if fixed {
-            for i in 0..used {
-                clear_position(&mut slot.held, i);
-            }
-        }
-        r
+        io()
     }
-}
-
-/// Empties position `i` and zeroes its bytes, as Go's `bs[i] = nil` does:
-/// `*p = None` alone would leave the old reference's address in the slot's
-/// memory, where a conservative scan (the holder scan) still sees it.
-fn clear_position(held: &mut [Option<Held>], i: usize) {
-    let Some(position) = held.get_mut(i) else { return };
-    let old = position.take();
-    let p: *mut Option<Held> = position;
-    // SAFETY: `p` points to a live, exclusively borrowed `Option<Held>` that
-    // holds `None` (so nothing is leaked by overwriting it); its bytes are
-    // zeroed and at once a valid `None` is written back, before anything can
-    // read the position again.
-    unsafe {
-        std::ptr::write_bytes(p.cast::<u8>(), 0, std::mem::size_of::<Option<Held>>());
-        std::ptr::write(p, None);
-    }
-    drop(old);
 }
 
 impl Drop for SlotGuard {
@@ -280,7 +267,7 @@ mod tests {
         let slots: Vec<_> = (0..4).map(|_| b.acquire()).collect();
         for s in &slots {
             let chunk = pool.lease(1 << 20, Taker::ConnRead);
-            s.io([Held::Chunk(chunk.hold())], || ());
+            s.io(|| [Held::Chunk(chunk.hold())], || ());
         }
         drop(slots);
         (b.stats().held_bytes, pool.stats().leased_bytes)
@@ -297,15 +284,40 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_slot_takes_no_reference_and_no_lock() {
+        let pool = Pool::new(PoolConfig::default());
+        let chunk = pool.lease(4096, Taker::ConnRead);
+        let fixed = Barriers::new(BarrierMode::Fixed);
+        let s = fixed.acquire();
+        let mut asked = false;
+        // `stats` takes the record's lock: it would wait forever inside a
+        // syscall that held it.
+        let during = s.io(
+            || {
+                asked = true;
+                [Held::Chunk(chunk.hold())]
+            },
+            || (fixed.stats().held_refs, pool.leases()[0].slot_refs),
+        );
+        assert_eq!(during, (0, 0));
+        assert!(!asked, "the references are not even made");
+
+        let legacy = Barriers::new(BarrierMode::Legacy);
+        let s = legacy.acquire();
+        s.io(|| [Held::Chunk(chunk.hold())], || ());
+        assert_eq!((legacy.stats().held_refs, pool.leases()[0].slot_refs), (1, 1));
+    }
+
+    #[test]
     fn a_shorter_syscall_overwrites_only_the_positions_it_uses() {
         let pool = Pool::new(PoolConfig::default());
         let b = Barriers::new(BarrierMode::Legacy);
         let s = b.acquire();
         let header = pool.lease(4096, Taker::Encode);
         let body = bytes::Bytes::from(vec![1u8; 256 << 10]);
-        s.io([Held::Chunk(header.hold()), Held::Bytes(body)], || ());
+        s.io(|| [Held::Chunk(header.hold()), Held::Bytes(body)], || ());
         drop(header);
-        s.io([Held::Chunk(pool.lease(8192, Taker::ConnRead).hold())], || ());
+        s.io(|| [Held::Chunk(pool.lease(8192, Taker::ConnRead).hold())], || ());
         let stats = b.stats();
         assert_eq!(stats.held_refs, 2);
         assert_eq!(stats.held_bytes, 8192 + (256 << 10), "the reply body survives the next read");
@@ -316,10 +328,10 @@ mod tests {
         let pool = Pool::new(PoolConfig::default());
         let b = Barriers::new(BarrierMode::Legacy);
         let s = b.acquire();
-        s.io([Held::Chunk(pool.lease(1 << 20, Taker::ConnRead).hold())], || ());
+        s.io(|| [Held::Chunk(pool.lease(1 << 20, Taker::ConnRead).hold())], || ());
         drop(s);
         let s = b.acquire();
-        s.io([Held::Chunk(pool.lease(4096, Taker::ConnRead).hold())], || ());
+        s.io(|| [Held::Chunk(pool.lease(4096, Taker::ConnRead).hold())], || ());
         assert_eq!(pool.stats().leased_bytes, 4096);
     }
 }

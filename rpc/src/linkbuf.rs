@@ -185,7 +185,8 @@ impl InputBuffer {
             };
             let want = booked.min(max);
             let chunk = self.book();
-            let held = Held::Chunk(chunk.hold());
+            // Legacy slots keep a reference to the node (fixed ones take none).
+            let held = (!slot.clears()).then(|| chunk.hold());
             let spare = &mut chunk.spare_mut()[..want];
             let mut short = 0;
             // A read that returns fewer bytes than asked for has drained the
@@ -195,15 +196,18 @@ impl InputBuffer {
             // slots keep the failing read, as Netpoll's poller made it: it
             // is what leaves the input node in the slot after a reply.
             let clear_short = slot.clears();
-            let read = slot.io([held], || {
-                stream.try_io(Interest::READABLE, || match stream.try_read(spare) {
-                    Ok(n) if clear_short && n > 0 && n < want => {
-                        short = n;
-                        Err(io::ErrorKind::WouldBlock.into())
-                    }
-                    r => r,
-                })
-            });
+            let read = slot.io(
+                || held.map(Held::Chunk),
+                || {
+                    stream.try_io(Interest::READABLE, || match stream.try_read(spare) {
+                        Ok(n) if clear_short && n > 0 && n < want => {
+                            short = n;
+                            Err(io::ErrorKind::WouldBlock.into())
+                        }
+                        r => r,
+                    })
+                },
+            );
             let read = match read {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => Ok(short),
                 r => r,
@@ -498,7 +502,26 @@ impl OutputBuffer {
     /// fills that room, and only the rest goes into a new node: a reply
     /// whose value just fits a size class would otherwise leave the node
     /// full and take another one for its last bytes.
-    pub fn write_slice(&mut self, mut data: &[u8]) {
+    #[inline]
+    pub fn write_slice(&mut self, data: &[u8]) {
+        // The common case, inlined into the encoders (whose small writes
+        // then copy a few bytes with no call): it fits the tail node.
+        if let Some(OutNode::Chunk { chunk, write, .. }) = self.nodes.back_mut() {
+            let start = *write - chunk.frozen();
+            if let Some(dst) = chunk.spare_mut().get_mut(start..start + data.len()) {
+                dst.copy_from_slice(data);
+                *write += data.len();
+                self.pending += data.len();
+                return;
+            }
+        }
+        self.write_slice_new_node(data);
+    }
+
+    /// [`write_slice`](Self::write_slice) of what does not fit the tail
+    /// node.
+    #[inline(never)]
+    fn write_slice_new_node(&mut self, mut data: &[u8]) {
         if data.len() > MIN_SPLIT {
             if let Some(OutNode::Chunk { chunk, write, .. }) = self.nodes.back_mut() {
                 let room = chunk.capacity() - *write;
@@ -602,29 +625,29 @@ impl OutputBuffer {
         Ok(())
     }
 
+    /// The nodes with unsent bytes that one `writev` takes, in order.
+    fn unsent_nodes(&self) -> impl Iterator<Item = &OutNode> + '_ {
+        self.nodes.iter().filter(|n| n.unsent() > 0).take(SLOT_REFS)
+    }
+
     /// One `writev` of up to 32 unsent pieces (a plain `send` for one).
     fn write_once(&self, stream: &TcpStream, slot: &SlotGuard) -> io::Result<usize> {
         let mut iov = [IoSlice::new(&[]); SLOT_REFS];
         let mut n_iov = 0;
-        let mut held: [Option<Held>; SLOT_REFS] = std::array::from_fn(|_| None);
-        for node in self.nodes.iter().filter(|n| n.unsent() > 0).take(SLOT_REFS) {
+        for node in self.unsent_nodes() {
             iov[n_iov] = IoSlice::new(node.unsent_slice());
-            held[n_iov] = Some(match node {
+            n_iov += 1;
+        }
+        let held = || {
+            self.unsent_nodes().map(|node| match node {
                 OutNode::Chunk { chunk, .. } => Held::Chunk(chunk.hold()),
                 OutNode::Linked { bytes, .. } => match bytes.as_pooled() {
                     Some(slice) => Held::Chunk(slice.hold()),
                     None => Held::Bytes(bytes.to_bytes()),
                 },
-            });
-            n_iov += 1;
-        }
-        slot.io(held.into_iter().flatten(), || {
-            if n_iov == 1 {
-                stream.try_write(&iov[0])
-            } else {
-                stream.try_write_vectored(&iov[..n_iov])
-            }
-        })
+            })
+        };
+        slot.io(held, || if n_iov == 1 { stream.try_write(&iov[0]) } else { stream.try_write_vectored(&iov[..n_iov]) })
     }
 
     fn advance(&mut self, mut n: usize) {
@@ -680,6 +703,7 @@ impl Segments for InputBuffer {
 }
 
 impl Sink for OutputBuffer {
+    #[inline]
     fn put_slice(&mut self, s: &[u8]) {
         self.write_slice(s);
     }

@@ -102,11 +102,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use crate::codec::Binary;
+use atomic_waker::AtomicWaker;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -371,6 +373,9 @@ struct Shared<H> {
     handler: H,
     stats: Arc<ServerStats>,
     budget: InputBudget,
+    /// Set once the server stops accepting: each connection finishes what
+    /// it has read and closes.
+    stopping: AtomicBool,
 }
 
 impl<H> fmt::Debug for Server<H> {
@@ -411,8 +416,29 @@ struct ConnSlot {
     reserved: AtomicUsize,
     /// Chosen to be closed; not chosen again.
     doomed: AtomicBool,
-    /// Wakes the connection to close.
-    kill: Notify,
+    /// The connection's task while it waits for its socket: woken to look
+    /// at `doomed` and at the server's `stopping`. One waker and two
+    /// flags, where a `Notify` per condition took a lock to register and
+    /// another to deregister on every read.
+    waker: AtomicWaker,
+}
+
+impl ConnSlot {
+    /// Marks the connection to close and wakes it; false if it was marked
+    /// already.
+    fn doom(&self) -> bool {
+        let first = !self.doomed.swap(true, Ordering::AcqRel);
+        self.waker.wake();
+        first
+    }
+}
+
+/// Why a connection waiting on its socket must stop waiting.
+enum Signal {
+    /// Chosen to close by the input budget ([`ConnSlot::doom`]).
+    Doomed,
+    /// The server stops.
+    Stopping,
 }
 
 /// The input memory of all connections ([`ServerConfig::max_input_bytes`]).
@@ -443,10 +469,17 @@ impl InputBudget {
             peer,
             reserved: AtomicUsize::new(0),
             doomed: AtomicBool::new(false),
-            kill: Notify::new(),
+            waker: AtomicWaker::new(),
         });
         self.conns.lock().unwrap_or_else(|e| e.into_inner()).insert(id, slot.clone());
         (id, slot)
+    }
+
+    /// Wakes every connection (to see that the server stops).
+    fn wake_all(&self) {
+        for slot in self.conns.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            slot.waker.wake();
+        }
     }
 
     fn unregister(&self, id: u64, slot: &ConnSlot) {
@@ -537,7 +570,8 @@ impl<H: Handler> Server<H> {
     /// A server calling `handler`.
     pub fn new(config: ServerConfig, handler: H) -> Server<H> {
         let budget = InputBudget::new(config.max_input_bytes);
-        Server { shared: Arc::new(Shared { config, handler, stats: Arc::new(ServerStats::default()), budget }) }
+        let stats = Arc::new(ServerStats::default());
+        Server { shared: Arc::new(Shared { config, handler, stats, budget, stopping: AtomicBool::new(false) }) }
     }
 
     /// Its counters (share them with a metrics endpoint).
@@ -549,7 +583,6 @@ impl<H: Handler> Server<H> {
     /// lets each connection finish the requests it has read, and waits up to
     /// the grace period for them to close.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
         let stats = &self.shared.stats;
@@ -582,8 +615,7 @@ impl<H: Handler> Server<H> {
                         stats.open_conns.fetch_add(1, Ordering::Relaxed);
                         stats.opened_conns.fetch_add(1, Ordering::Relaxed);
                         let shared = self.shared.clone();
-                        let stop = stop_rx.clone();
-                        conns.spawn(async move { shared.connection(stream, peer, stop).await });
+                        conns.spawn(async move { shared.connection(stream, peer).await });
                     }
                     Err(e) => {
                         // Out of descriptors and the like: back off, keep serving.
@@ -595,7 +627,11 @@ impl<H: Handler> Server<H> {
             }
         }
         drop(listener);
-        let _ = stop_tx.send(true);
+        // A connection registers its slot before it first looks at the
+        // flag, and looks again after each registration of its waker: each
+        // one either is woken here or sees the flag itself.
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.budget.wake_all();
         let grace = self.shared.config.grace;
         let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
         if drained.is_err() {
@@ -653,7 +689,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 impl<H: Handler> Shared<H> {
-    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let stats = &self.stats;
         let _ = stream.set_nodelay(true);
         let slot = self.config.barriers.acquire();
@@ -665,7 +701,7 @@ impl<H: Handler> Shared<H> {
                 share: Share { budget: &self.budget, stats, id, slot: share },
             };
             conn.sync();
-            match self.serve_conn(&stream, peer, &slot, &mut conn, &mut stop).await {
+            match self.serve_conn(&stream, peer, &slot, &mut conn).await {
                 Ok(()) => {}
                 Err(ConnError::Codec(e)) => {
                     stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
@@ -692,6 +728,10 @@ impl<H: Handler> Shared<H> {
     /// `wants` bytes: closes the greediest connection when the budget is
     /// spent, and waits (at most [`BUDGET_WAIT`]) for its memory.
     async fn admit(&self, conn: &Conn<'_>, wants: usize) -> Result<(), ConnError> {
+        // Most reads fit the budget: they read no clock.
+        if self.budget.try_reserve(&conn.share.slot, wants) {
+            return Ok(());
+        }
         let deadline = Instant::now() + BUDGET_WAIT;
         loop {
             if self.budget.try_reserve(&conn.share.slot, wants) {
@@ -705,9 +745,8 @@ impl<H: Handler> Shared<H> {
                 conn.share.slot.doomed.store(true, Ordering::Release);
                 return Err(ConnError::Closed(Close::InputBudget));
             }
-            if !victim.doomed.swap(true, Ordering::AcqRel) {
+            if victim.doom() {
                 tracing::debug!(peer = %victim.peer, by = %conn.share.slot.peer, "input budget spent: closing the greediest");
-                victim.kill.notify_one();
             }
             let now = Instant::now();
             if now >= deadline {
@@ -728,7 +767,7 @@ impl<H: Handler> Shared<H> {
             let before = conn.output.len();
             let sent = tokio::select! {
                 r = tokio::time::timeout(self.config.write_timeout, conn.output.send(stream, slot)) => Some(r),
-                _ = conn.share.slot.kill.notified() => None,
+                _ = self.signalled(&conn.share.slot, false) => None,
             };
             match sent {
                 None => return Err(ConnError::Closed(Close::InputBudget)),
@@ -747,7 +786,6 @@ impl<H: Handler> Shared<H> {
         peer: SocketAddr,
         slot: &SlotGuard,
         conn: &mut Conn<'_>,
-        stop: &mut watch::Receiver<bool>,
     ) -> Result<(), ConnError> {
         let mut decoder = FrameDecoder::new(self.config.limits);
         // When the first byte of the message in progress arrived.
@@ -801,7 +839,7 @@ impl<H: Handler> Shared<H> {
             conn.input.release();
             conn.sync();
             outcome?;
-            if *stop.borrow() {
+            if self.stopping.load(Ordering::Acquire) {
                 return Ok(());
             }
             if conn.input.is_empty() {
@@ -823,16 +861,21 @@ impl<H: Handler> Shared<H> {
                 }
             };
             let n = tokio::select! {
-                r = read => r,
+                // The cheap checks first, in a fixed order: no random
+                // number per read.
+                biased;
+                signal = self.signalled(&conn.share.slot, true) => {
+                    conn.sync();
+                    return match signal {
+                        Signal::Doomed => Err(ConnError::Closed(Close::InputBudget)),
+                        Signal::Stopping => Ok(()),
+                    };
+                }
                 _ = sleep_until(deadline) => {
                     conn.sync();
                     return Err(ConnError::Closed(Close::FrameTimeout));
                 }
-                _ = conn.share.slot.kill.notified() => {
-                    conn.sync();
-                    return Err(ConnError::Closed(Close::InputBudget));
-                }
-                _ = stop.changed() => return Ok(()),
+                r = read => r,
             };
             conn.sync();
             let n = match n {
@@ -857,6 +900,23 @@ impl<H: Handler> Shared<H> {
             }
             // `started` is set after decoding, if a message stays partial.
         }
+    }
+
+    /// Completes when the connection `slot` is chosen to close, or (if
+    /// `stop` counts) when the server stops.
+    fn signalled<'a>(&'a self, slot: &'a ConnSlot, stop: bool) -> impl Future<Output = Signal> + 'a {
+        std::future::poll_fn(move |cx| {
+            // Registered before the flags are read: a `doom` or a stop
+            // after this sees the waker; one before, its flag.
+            slot.waker.register(cx.waker());
+            if slot.doomed.load(Ordering::Acquire) {
+                Poll::Ready(Signal::Doomed)
+            } else if stop && self.stopping.load(Ordering::Acquire) {
+                Poll::Ready(Signal::Stopping)
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     /// Lets the runtime's other tasks run before this connection goes on.

@@ -452,10 +452,12 @@ impl Sink for BytesMut {
 }
 
 impl<S: Sink + ?Sized> Sink for &mut S {
+    #[inline]
     fn put_slice(&mut self, s: &[u8]) {
         (**self).put_slice(s);
     }
 
+    #[inline]
     fn put_binary(&mut self, b: &Binary) {
         (**self).put_binary(b);
     }

@@ -170,6 +170,25 @@ async fn shutdown_waits_for_connections_and_returns_their_buffers() {
     assert_eq!(pool.stats().leased_bytes, 0, "every connection's buffers went back");
 }
 
+#[tokio::test]
+async fn shutdown_wakes_connections_waiting_for_input_at_once() {
+    // With a minute of grace, the shutdown below (which gives up after 10
+    // s) only completes if each idle connection is woken to see it.
+    let pool = Pool::new(PoolConfig::default());
+    let server = start(ServerConfig { grace: Duration::from_secs(60), ..test_config(&pool) }).await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    let client = client_for(server.addr, "shutdown-idle", Transport::Framed, DecodeMode::NoCopy);
+    client.call(&Request { id: 1, msg: Binary::from_static(b"x"), json: None }).await.unwrap();
+    server.shutdown().await;
+    for mut s in idle {
+        assert_closed(&mut s).await;
+    }
+    assert_eq!(pool.stats().leased_bytes, 0);
+}
+
 /// A surge of connections with large requests, then all close: legacy
 /// slots keep the read buffers, fixed slots do not.
 async fn pinned_after_surge(mode: BarrierMode) -> usize {
