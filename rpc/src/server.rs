@@ -102,7 +102,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use crate::codec::Binary;
@@ -656,6 +656,10 @@ struct Share<'a> {
     stats: &'a ServerStats,
     id: u64,
     slot: Arc<ConnSlot>,
+    /// The waker last registered in `slot.waker`: registering it again is a
+    /// compare-and-swap on a line other threads may touch, twice per call,
+    /// for a waker that has not changed.
+    registered: Option<Waker>,
 }
 
 impl Drop for Share<'_> {
@@ -698,7 +702,7 @@ impl<H: Handler> Shared<H> {
             let mut conn = Conn {
                 input: InputBuffer::new(self.config.pool.clone(), self.config.initial_input),
                 output: OutputBuffer::new(self.config.pool.clone(), self.config.nocopy_write),
-                share: Share { budget: &self.budget, stats, id, slot: share },
+                share: Share { budget: &self.budget, stats, id, slot: share, registered: None },
             };
             conn.sync();
             match self.serve_conn(&stream, peer, &slot, &mut conn).await {
@@ -767,7 +771,7 @@ impl<H: Handler> Shared<H> {
             let before = conn.output.len();
             let sent = tokio::select! {
                 r = tokio::time::timeout(self.config.write_timeout, conn.output.send(stream, slot)) => Some(r),
-                _ = self.signalled(&conn.share.slot, false) => None,
+                _ = self.signalled(&conn.share.slot, &mut conn.share.registered, false) => None,
             };
             match sent {
                 None => return Err(ConnError::Closed(Close::InputBudget)),
@@ -864,7 +868,7 @@ impl<H: Handler> Shared<H> {
                 // The cheap checks first, in a fixed order: no random
                 // number per read.
                 biased;
-                signal = self.signalled(&conn.share.slot, true) => {
+                signal = self.signalled(&conn.share.slot, &mut conn.share.registered, true) => {
                     conn.sync();
                     return match signal {
                         Signal::Doomed => Err(ConnError::Closed(Close::InputBudget)),
@@ -903,12 +907,23 @@ impl<H: Handler> Shared<H> {
     }
 
     /// Completes when the connection `slot` is chosen to close, or (if
-    /// `stop` counts) when the server stops.
-    fn signalled<'a>(&'a self, slot: &'a ConnSlot, stop: bool) -> impl Future<Output = Signal> + 'a {
+    /// `stop` counts) when the server stops; `registered` is the waker
+    /// last registered in the slot ([`Share::registered`]).
+    fn signalled<'a>(
+        &'a self,
+        slot: &'a ConnSlot,
+        registered: &'a mut Option<Waker>,
+        stop: bool,
+    ) -> impl Future<Output = Signal> + 'a {
         std::future::poll_fn(move |cx| {
             // Registered before the flags are read: a `doom` or a stop
-            // after this sees the waker; one before, its flag.
-            slot.waker.register(cx.waker());
+            // after this sees the waker; one before, its flag. A waker
+            // registered earlier stays until a `doom` or a stop takes it,
+            // after its flag is set: then the flag is seen below.
+            if registered.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
+                slot.waker.register(cx.waker());
+                *registered = Some(cx.waker().clone());
+            }
             if slot.doomed.load(Ordering::Acquire) {
                 Poll::Ready(Signal::Doomed)
             } else if stop && self.stopping.load(Ordering::Acquire) {
