@@ -919,8 +919,12 @@ impl<H: Handler> Shared<H> {
             // Registered before the flags are read: a `doom` or a stop
             // after this sees the waker; one before, its flag. A waker
             // registered earlier stays until a `doom` or a stop takes it,
-            // after its flag is set: then the flag is seen below.
-            if registered.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
+            // after setting its flag. A doom is seen below for good; a
+            // stop is not when `stop` does not count (a reply still
+            // going out), so once the server stops the waker is
+            // registered anew, for a doom that may follow.
+            let stale = registered.as_ref().is_none_or(|w| !w.will_wake(cx.waker()));
+            if stale || self.stopping.load(Ordering::Acquire) {
                 slot.waker.register(cx.waker());
                 *registered = Some(cx.waker().clone());
             }
