@@ -38,12 +38,8 @@ if [ "$allocs" != 0 ] && ! command -v go >/dev/null; then
   allocs=0
 fi
 
-if [ -n "${LEAKLAB:-}" ]; then
-  bin=$LEAKLAB
-else
-  (cd "$root" && cargo build --release -q -p harness)
-  bin=$root/target/release/leaklab
-fi
+# shellcheck source=scripts/echo-servers.sh
+. "$here/echo-servers.sh"
 
 work=$(mktemp -d)
 pids=()
@@ -54,16 +50,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
-names=(raw copy nocopy ncw)
-titles=("raw echo" "serve (copy)" "--decode nocopy" "nocopy+nocopy-write")
-declare -A flags=(
-  [raw]="--raw-echo"
-  [copy]=""
-  [nocopy]="--decode nocopy"
-  [ncw]="--decode nocopy --nocopy-write"
-)
 declare -A port pid admin
 
 # start NAME RATE FLAGS...: runs `leaklab serve` in the background and waits
@@ -162,7 +148,7 @@ printf '|---|---|---|---|---|\n'
 for row in $rows; do
   payload=${row%:*}
   conns=${row#*:}
-  if [ "$payload" -ge 1048576 ]; then size="$((payload >> 20)) MiB"; elif [ "$payload" -ge 1024 ]; then size="$((payload >> 10)) KiB"; else size="$payload B"; fi
+  size=$(size_label "$payload")
   raw=$(median <"$work/us.raw.$row")
   line="| $size, $conns | $(printf '%.1f' "$raw") µs |"
   for n in copy nocopy ncw; do

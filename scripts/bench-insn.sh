@@ -32,12 +32,8 @@ for tool in valgrind callgrind_control python3; do
   command -v "$tool" >/dev/null || { echo "bench-insn: $tool missing (Debian: valgrind, python3)" >&2; exit 1; }
 done
 
-if [ -n "${LEAKLAB:-}" ]; then
-  bin=$LEAKLAB
-else
-  (cd "$root" && cargo build --release -q -p harness)
-  bin=$root/target/release/leaklab
-fi
+# shellcheck source=scripts/echo-servers.sh
+. "$here/echo-servers.sh"
 
 work=$(mktemp -d)
 vpid=
@@ -48,16 +44,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
-names=(raw copy nocopy ncw)
-titles=("raw echo" "serve (copy)" "--decode nocopy" "nocopy+nocopy-write")
-declare -A flags=(
-  [raw]="--raw-echo"
-  [copy]=""
-  [nocopy]="--decode nocopy"
-  [ncw]="--decode nocopy --nocopy-write"
-)
 
 # calls PORT PAYLOAD CONNS DURATION: one closed-loop run; prints the calls answered.
 calls() {
@@ -100,7 +86,7 @@ printf '|---|---|---|---|---|\n'
 for row in $rows; do
   payload=${row%:*}
   conns=${row#*:}
-  if [ "$payload" -ge 1048576 ]; then size="$((payload >> 20)) MiB"; elif [ "$payload" -ge 1024 ]; then size="$((payload >> 10)) KiB"; else size="$payload B"; fi
+  size=$(size_label "$payload")
   raw=$(measure raw "$payload" "$conns")
   line="| $size, $conns | $raw |"
   for n in copy nocopy ncw; do

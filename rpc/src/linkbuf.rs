@@ -480,11 +480,28 @@ impl OutputBuffer {
     /// new node of at least 4 KiB.
     #[inline(never)]
     pub fn malloc(&mut self, n: usize) -> &mut [u8] {
-        let fits =
-            matches!(self.nodes.back(), Some(OutNode::Chunk { chunk, write, .. }) if chunk.capacity() - write >= n);
-        if !fits {
+        if self.tail_room() < n {
             self.grow(n);
         }
+        self.reserve_tail(n)
+    }
+
+    /// Bytes the tail node has left to write into: 0 when the tail is a
+    /// linked value, or there is none.
+    #[inline]
+    fn tail_room(&self) -> usize {
+        match self.nodes.back() {
+            Some(OutNode::Chunk { chunk, write, .. }) => chunk.capacity() - write,
+            _ => 0,
+        }
+    }
+
+    /// The next `n` bytes of the tail node, written (not yet committed).
+    ///
+    /// # Panics
+    /// If the tail node has less room ([`tail_room`](Self::tail_room)).
+    #[inline]
+    fn reserve_tail(&mut self, n: usize) -> &mut [u8] {
         let Some(OutNode::Chunk { chunk, write, .. }) = self.nodes.back_mut() else { unreachable!("tail is a chunk") };
         let start = *write - chunk.frozen();
         *write += n;
@@ -506,33 +523,21 @@ impl OutputBuffer {
     pub fn write_slice(&mut self, data: &[u8]) {
         // The common case, inlined into the encoders (whose small writes
         // then copy a few bytes with no call): it fits the tail node.
-        if let Some(OutNode::Chunk { chunk, write, .. }) = self.nodes.back_mut() {
-            let start = *write - chunk.frozen();
-            if let Some(dst) = chunk.spare_mut().get_mut(start..start + data.len()) {
-                dst.copy_from_slice(data);
-                *write += data.len();
-                self.pending += data.len();
-                return;
-            }
+        if self.tail_room() >= data.len() {
+            self.reserve_tail(data.len()).copy_from_slice(data);
+        } else {
+            self.write_slice_new_node(data);
         }
-        self.write_slice_new_node(data);
     }
 
     /// [`write_slice`](Self::write_slice) of what does not fit the tail
     /// node.
     #[inline(never)]
     fn write_slice_new_node(&mut self, mut data: &[u8]) {
-        if data.len() > MIN_SPLIT {
-            if let Some(OutNode::Chunk { chunk, write, .. }) = self.nodes.back_mut() {
-                let room = chunk.capacity() - *write;
-                if room > 0 && room < data.len() {
-                    let start = *write - chunk.frozen();
-                    chunk.spare_mut()[start..start + room].copy_from_slice(&data[..room]);
-                    *write += room;
-                    self.pending += room;
-                    data = &data[room..];
-                }
-            }
+        let room = self.tail_room();
+        if data.len() > MIN_SPLIT && room > 0 {
+            self.reserve_tail(room).copy_from_slice(&data[..room]);
+            data = &data[room..];
         }
         self.malloc(data.len()).copy_from_slice(data);
     }
@@ -551,9 +556,7 @@ impl OutputBuffer {
         }
         let len = data.len();
         let value = OutNode::Linked { bytes: data.clone(), sent: 0, commit: 0 };
-        let has_room =
-            matches!(self.nodes.back(), Some(OutNode::Chunk { chunk, write, .. }) if *write < chunk.capacity());
-        if has_room {
+        if self.tail_room() > 0 {
             let Some(OutNode::Chunk { mut chunk, sent, commit, write }) = self.nodes.pop_back() else {
                 unreachable!("the tail is a chunk with room")
             };

@@ -732,15 +732,13 @@ impl<H: Handler> Shared<H> {
     /// `wants` bytes: closes the greediest connection when the budget is
     /// spent, and waits (at most [`BUDGET_WAIT`]) for its memory.
     async fn admit(&self, conn: &Conn<'_>, wants: usize) -> Result<(), ConnError> {
-        // Most reads fit the budget: they read no clock.
-        if self.budget.try_reserve(&conn.share.slot, wants) {
-            return Ok(());
-        }
-        let deadline = Instant::now() + BUDGET_WAIT;
+        // Set at the first refusal: most reads fit and read no clock.
+        let mut deadline = None;
         loop {
             if self.budget.try_reserve(&conn.share.slot, wants) {
                 return Ok(());
             }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + BUDGET_WAIT);
             let freed = self.budget.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
