@@ -189,6 +189,27 @@ async fn shutdown_wakes_connections_waiting_for_input_at_once() {
     assert_eq!(pool.stats().leased_bytes, 0);
 }
 
+#[tokio::test]
+async fn a_peer_that_waits_for_each_reply_never_makes_the_server_give_way() {
+    // 40 calls of 16 KiB read 640 KiB from one connection, ten times the
+    // work quantum; but the connection waits for each next request, so the
+    // runtime runs other tasks between them anyway. Counting the bytes
+    // across those waits made it yield every fourth call.
+    let pool = Pool::new(PoolConfig::default());
+    let server = start(test_config(&pool)).await;
+    let client = client_for(server.addr, "waits", Transport::Framed, DecodeMode::NoCopy);
+    let msg = Binary::from(vec![7u8; 16 << 10]);
+    for id in 0..40 {
+        let resp = client.call(&Request { id, msg: msg.clone(), json: None }).await.unwrap();
+        assert_eq!(resp.msg.len(), 16 << 10);
+    }
+    // A next request can land before the server reads again (the client
+    // runs on the other worker); it takes four in a row to give way once.
+    let yields = server.stats.counts().yields;
+    assert!(yields <= 2, "{yields} yields for 40 calls");
+    server.shutdown().await;
+}
+
 /// A surge of connections with large requests, then all close: legacy
 /// slots keep the read buffers, fixed slots do not.
 async fn pinned_after_surge(mode: BarrierMode) -> usize {

@@ -17,7 +17,13 @@ pub(crate) const INFO: Info = Info {
     side: Side::Server,
     control: false,
     expected: "oversized-request",
-    holder: "rpc::pool::|rpc::linkbuf::InputBuffer",
+    // Three holders, each a part of the guide's case: the pool's cache
+    // (what stays after the drain), the connection that keeps its
+    // high-water node (its input buffer, reached through the connection's
+    // task when the node list is inline in it), and the task decoding an
+    // abnormal request still in flight ("these abnormally sized requests
+    // themselves require a large amount of memory").
+    holder: "rpc::pool::|rpc::linkbuf::InputBuffer|tokio task spawned in rpc::server::",
     guide: "Large Request with Abnormal Size\n\
         First, make sure that github.com/cloudwego/netpoll\n\
         is >= v0.2.5 or Kitex >= v0.3.3. If not, it could be the bug mentioned earlier, caused by a sudden \
