@@ -680,7 +680,15 @@ fn holder_scan(agent: &ureq::Agent, admin: SocketAddr, dir: &Path, n: usize, pha
         partial: String::new(),
     };
     let url = format!("http://{admin}/debug/pprof/holders");
-    let result = agent.get(&url).call().map_err(anyhow::Error::from).and_then(|mut resp| {
+    // The endpoint starts one scan a second at most (429): the load's first
+    // scan can come less than a second after the baseline's, and is asked
+    // again at the next snapshot (the others are further apart).
+    let mut refused = false;
+    let result = agent.get(&url).call().map_err(|e| {
+        refused = matches!(e, ureq::Error::StatusCode(429));
+        anyhow::Error::from(e)
+    });
+    let result = result.and_then(|mut resp| {
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (pause, scan, total, blocks, partial) = (
             header("x-holders-pause-us"),
@@ -704,7 +712,11 @@ fn holder_scan(agent: &ureq::Agent, admin: SocketAddr, dir: &Path, n: usize, pha
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, "holder scan failed");
+            if refused {
+                tracing::debug!("holder scan refused (one a second at most); asked again at the next snapshot");
+            } else {
+                tracing::warn!(error = %e, "holder scan failed");
+            }
             rec.partial = format!("no profile: {e}");
         }
     }
