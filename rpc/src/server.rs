@@ -48,7 +48,9 @@
 //! - **No connection holds a thread for long.** One read takes at most
 //!   [`MAX_READ`] bytes, and a connection gives way to
 //!   the others (`tokio::task::yield_now`, counted in `yields`) after each
-//!   [`WORK_QUANTUM`] of bytes read, scanned by its [`FrameDecoder`]
+//!   [`WORK_QUANTUM`] of bytes read without waiting for its socket (a
+//!   peer that waits for each reply never makes it give way), scanned by
+//!   its [`FrameDecoder`]
 //!   ([`FrameDecoder::decode_within`]) or copied out of several nodes into
 //!   one message ([`InputBuffer::begin_span`]); a message of
 //!   [`OFFLOAD_DECODE`] bytes or more is decoded with
