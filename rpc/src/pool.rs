@@ -1397,7 +1397,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Drops one of the lease's [`ChunkMeta::refs`]; the last gives the chunk
+/// Drops one of the lease's `ChunkMeta::refs`; the last gives the chunk
 /// back.
 #[inline]
 fn release_ref(ptr: NonNull<u8>, meta: Arc<ChunkMeta>) {
@@ -1431,7 +1431,7 @@ pub struct Chunk {
     /// Taken by `drop` (so that the drop glue has nothing left to do).
     meta: ManuallyDrop<Arc<ChunkMeta>>,
     /// A [`ChunkRef`] or a [`Slice`] was made: the lease may have other
-    /// references than this `Chunk` (see [`ChunkMeta::refs`]).
+    /// references than this `Chunk` (see `ChunkMeta::refs`).
     shared: AtomicBool,
 }
 
@@ -1533,7 +1533,7 @@ impl Chunk {
 
     /// An opaque reference that keeps the chunk out of the pool (what a
     /// barrier slot holds). Allocates nothing: it counts in the chunk's own
-    /// [`ChunkMeta::refs`].
+    /// `ChunkMeta::refs`.
     pub fn hold(&self) -> ChunkRef {
         ChunkRef::for_slot(self.ptr, self.share())
     }
@@ -1570,7 +1570,7 @@ fn release_shared(ptr: NonNull<u8>, meta: Arc<ChunkMeta>) {
 }
 
 /// A read-only range of a leased chunk ([`Chunk::slice`]): one of the
-/// lease's [`ChunkMeta::refs`], so making, cloning and dropping one
+/// lease's `ChunkMeta::refs`, so making, cloning and dropping one
 /// allocates nothing (a `Bytes` handle needs an owner box).
 ///
 /// A slice marked as a decoded field ([`mark_field`](Slice::mark_field))
@@ -1683,7 +1683,7 @@ impl fmt::Debug for Slice {
 }
 
 /// A reference on a whole chunk that cannot be read, only held: one of the
-/// lease's [`ChunkMeta::refs`].
+/// lease's `ChunkMeta::refs`.
 ///
 /// It keeps the chunk's address (as a [`Slice`] does), so
 /// that a heap scan finds what holds it pointing into the chunk.

@@ -91,7 +91,7 @@ pub(crate) fn write(run_dir: &Path, compare: Option<&Path>) -> anyhow::Result<Pa
     Ok(path)
 }
 
-/// [`write`] at the end of a run: a failure is logged, never fatal, and
+/// [`write()`] at the end of a run: a failure is logged, never fatal, and
 /// neither is a panic of a drawing library (the run's files are written).
 pub(crate) fn write_or_warn(run_dir: &Path) -> Option<PathBuf> {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(run_dir, None)))

@@ -183,8 +183,8 @@ impl<A> Profiler<A> {
         self.holder_mode.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Scans the process for who holds each live block; see the
-    /// [module documentation](self).
+    /// Scans the process for who holds each live block; see the module
+    /// documentation of `holders`.
     pub fn holders_profile(&self, opts: &HolderOptions) -> Result<HolderScan, HolderError> {
         if !self.holder_mode() {
             return Err(HolderError::Off);
