@@ -56,6 +56,7 @@ pub fn rss_trend(input: &RunInput, min_growth_bytes: f64) -> Verdict {
                 evidence: vec![format!("RSS rises {:.0} B/s (Mann-Kendall p = {:.4})", slope, mk.p_value)],
                 remedy: Kind::Unknown.remedy().into(),
                 holder: None,
+                also_held_by: Vec::new(),
             }],
             mode: Mode::RssTrend,
             snapshots: y.len(),

@@ -208,6 +208,7 @@ pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_g
             evidence,
             remedy: kind.remedy().to_owned(),
             holder: None,
+            also_held_by: Vec::new(),
         });
     }
 }
@@ -240,6 +241,7 @@ mod tests {
             evidence: Vec::new(),
             remedy: String::new(),
             holder: None,
+            also_held_by: Vec::new(),
         }
     }
 

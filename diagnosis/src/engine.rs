@@ -230,6 +230,7 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
             evidence,
             remedy: named.kind.remedy().to_owned(),
             holder: None,
+            also_held_by: Vec::new(),
         });
     }
     if mode == Mode::Full {

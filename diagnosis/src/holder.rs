@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use crate::frames;
 use crate::profile::HeapSnapshot;
-use crate::verdict::{Finding, Holder, Verdict};
+use crate::verdict::{Finding, Holder, Verdict, ALSO_HELD};
 
 /// Growth of held bytes per (site, chain).
 struct Chains {
@@ -102,11 +102,12 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
         let fullest = (1..n).map(at).max_by(|a, b| positive(a).total_cmp(&positive(b))).unwrap_or_default();
         let growth = if positive(&last) >= STAYS * positive(&fullest) { last } else { fullest };
         let total: f64 = growth.values().filter(|g| **g > 0.0).sum();
-        let Some((chain, best)) = by_holding(growth) else { continue };
+        let mut groups = by_holding(growth).into_iter();
+        let Some((chain, best)) = groups.next() else { continue };
         if best <= 0.0 || total <= 0.0 {
             continue;
         }
-        let holder = Holder { chain: chain.clone(), share: best / total, growth_bytes: best };
+        let holder = Holder { chain, share: best / total, growth_bytes: best };
         f.evidence.push(format!(
             "held by {} ({:.0}% of the held growth, +{:.1} MiB); chain: {}",
             holder.describe(),
@@ -114,6 +115,20 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
             best / 1048576.0,
             holder.chain.join(" -> ")
         ));
+        f.also_held_by = groups
+            .take_while(|(_, g)| *g >= ALSO_HELD * best)
+            .take(3)
+            .map(|(chain, g)| Holder { chain, share: g / total, growth_bytes: g })
+            .collect();
+        for h in &f.also_held_by {
+            f.evidence.push(format!(
+                "also held by {} ({:.0}% of the held growth, +{:.1} MiB); chain: {}",
+                h.describe(),
+                h.share * 100.0,
+                h.growth_bytes / 1048576.0,
+                h.chain.join(" -> ")
+            ));
+        }
         f.holder = Some(holder);
     }
     if let Some(h) = v.findings.first().and_then(|f| f.holder.as_ref()) {
@@ -123,7 +138,8 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
 
 /// The chains that hold through the same blocks, whatever thread's stack
 /// the scan reached them from, as one: the largest member's chain and the
-/// group's growth, for the group that gained most.
+/// group's growth, for each group, the one that gained most first (ties in
+/// the groups' order).
 ///
 /// Mechanism: a block that a runtime shares between threads (a tokio task,
 /// a goroutine's objects) is reached from the stack of whichever thread held
@@ -132,7 +148,7 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
 /// each thread's copy apart splits one holder into as many chains as there
 /// are worker threads, and lets a smaller holder reached from one root win.
 /// Statics and chains that are only a root stay as they are.
-fn by_holding(growth: BTreeMap<&Vec<String>, f64>) -> Option<(Vec<String>, f64)> {
+fn by_holding(growth: BTreeMap<&Vec<String>, f64>) -> Vec<(Vec<String>, f64)> {
     let mut groups: BTreeMap<&[String], (f64, &Vec<String>, f64)> = BTreeMap::new();
     for (chain, g) in growth {
         let key = match chain.split_first() {
@@ -146,7 +162,12 @@ fn by_holding(growth: BTreeMap<&Vec<String>, f64>) -> Option<(Vec<String>, f64)>
             e.2 = g;
         }
     }
-    groups.into_values().max_by(|a, b| a.0.total_cmp(&b.0)).map(|(sum, chain, _)| (chain.clone(), sum))
+    let mut out: Vec<(Vec<String>, f64)> = groups.into_values().map(|(sum, chain, _)| (chain.clone(), sum)).collect();
+    // Stable, in reverse: of equal groups the last in the map's order comes
+    // first, as `max_by` picked it before there was a list.
+    out.reverse();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
 }
 
 /// `thread NAME stack`, the root leaklab's holder profiles give a thread's
@@ -182,6 +203,11 @@ mod tests {
         HeapSnapshot { time_s: None, period: 1, samples }
     }
 
+    /// A leak verdict of one finding at `site`, from `snapshots` snapshots.
+    fn leak_verdict(kind: Kind, site: &str, snapshots: usize) -> Verdict {
+        Verdict { leak: true, kind, findings: vec![finding(site)], mode: Mode::Full, snapshots, summary: "leak".into() }
+    }
+
     fn finding(site: &str) -> Finding {
         Finding {
             kind: Kind::RequestFieldHeld,
@@ -192,6 +218,7 @@ mod tests {
             evidence: Vec::new(),
             remedy: String::new(),
             holder: None,
+            also_held_by: Vec::new(),
         }
     }
 
@@ -217,20 +244,52 @@ mod tests {
             sample(&inflight, stack, 1.5e6),
             sample(&other, "app::log_line", 9e6),
         ]);
-        let mut v = Verdict {
-            leak: true,
-            kind: Kind::RequestFieldHeld,
-            findings: vec![finding("rpc::codec::echo::Request::read_field_2")],
-            mode: Mode::Full,
-            snapshots: 2,
-            summary: "leak".into(),
-        };
+        let mut v = leak_verdict(Kind::RequestFieldHeld, "rpc::codec::echo::Request::read_field_2", 2);
         attribute_holders(&mut v, &[h0, h1]);
         let h = v.findings[0].holder.as_ref().expect("a holder");
         assert_eq!(h.chain, vec!["thread main stack", "hashbrown table in app::remember"]);
         assert!((h.share - 8.0 / 9.0).abs() < 1e-9, "{}", h.share);
         assert_eq!(h.describe(), "hashbrown table in app::remember (from thread main stack)");
         assert!(v.summary.ends_with("held by hashbrown table in app::remember (from thread main stack)"));
+        // The task in flight gained an eighth of what the cache gained: one
+        // block among many, not another place to look.
+        assert!(v.findings[0].also_held_by.is_empty());
+    }
+
+    #[test]
+    fn a_leak_held_in_several_places_lists_each_holder() {
+        // One 8 MiB chunk in a pool's cache, one kept by a connection, one
+        // in a request in flight; and a smaller holder below a quarter.
+        let stack = "rpc::pool::Pool::lease\nrpc::linkbuf::InputBuffer::new_node";
+        let leaf = "rpc::pool::Pool::lease";
+        let cache = [leaf, "Vec in rpc::pool::Shared::flush", "static rpc::pool::GLOBAL"];
+        let conn = [leaf, "tokio task spawned in rpc::server::Server<H>::serve", "thread w1 stack"];
+        let inflight = [leaf, "tokio task spawned in rpc::server::Shared<H>::dispatch", "thread w2 stack"];
+        let small = [leaf, "Box in app::Counted::new", "thread w1 stack"];
+        let mib = 1048576.0;
+        let h0 = snapshot(vec![]);
+        let h1 = snapshot(vec![
+            sample(&cache, stack, 8.0 * mib),
+            sample(&conn, stack, 8.0 * mib),
+            sample(&inflight, stack, 7.0 * mib),
+            sample(&small, stack, 1.0 * mib),
+        ]);
+        let mut v = leak_verdict(Kind::OversizedRequest, "rpc::linkbuf::InputBuffer::new_node", 2);
+        attribute_holders(&mut v, &[h0, h1]);
+        let f = &v.findings[0];
+        let first = f.holder.as_ref().expect("a holder");
+        let also: Vec<&str> = f.also_held_by.iter().map(Holder::holder).collect();
+        // The two 8 MiB holders first (either order), then the 7 MiB one;
+        // the 1 MiB box is not listed.
+        let mut eights = vec![first.holder(), also[0]];
+        eights.sort_unstable();
+        assert_eq!(eights, ["Vec in rpc::pool::Shared::flush", "tokio task spawned in rpc::server::Server<H>::serve"]);
+        assert_eq!(also[1..], ["tokio task spawned in rpc::server::Shared<H>::dispatch"]);
+        assert!((f.also_held_by[1].share - 7.0 / 24.0).abs() < 1e-9, "{}", f.also_held_by[1].share);
+        assert_eq!(f.evidence.iter().filter(|e| e.starts_with("also held by ")).count(), 2);
+        // The list goes through verdict.json and back.
+        let back: Finding = serde_json::from_str(&serde_json::to_string(f).unwrap()).unwrap();
+        assert_eq!(&back, f);
     }
 
     #[test]
@@ -252,14 +311,7 @@ mod tests {
             sample(&via("thread w2 stack"), stack, 2e6),
             sample(&other, stack, 4e6),
         ]);
-        let mut v = Verdict {
-            leak: true,
-            kind: Kind::OversizedRequest,
-            findings: vec![finding("rpc::linkbuf::InputBuffer::new_node")],
-            mode: Mode::Full,
-            snapshots: 2,
-            summary: "leak".into(),
-        };
+        let mut v = leak_verdict(Kind::OversizedRequest, "rpc::linkbuf::InputBuffer::new_node", 2);
         attribute_holders(&mut v, &[h0, h1]);
         let h = v.findings[0].holder.as_ref().expect("a holder");
         assert_eq!(
@@ -273,14 +325,7 @@ mod tests {
     #[test]
     fn no_matching_blocks_no_holder() {
         let h = snapshot(vec![sample(&["x::y", "static X"], "x::y", 1e6)]);
-        let mut v = Verdict {
-            leak: true,
-            kind: Kind::RequestFieldHeld,
-            findings: vec![finding("rpc::codec::echo::Request::read_field_2")],
-            mode: Mode::Full,
-            snapshots: 1,
-            summary: "leak".into(),
-        };
+        let mut v = leak_verdict(Kind::RequestFieldHeld, "rpc::codec::echo::Request::read_field_2", 1);
         attribute_holders(&mut v, &[h]);
         assert!(v.findings[0].holder.is_none());
         assert_eq!(v.summary, "leak");

@@ -279,9 +279,15 @@ fn verdict(run: &Run) -> String {
             fact("field", escape(&field));
         }
         fact("growth", format!("{:.1} MiB, {:.2} MiB/s", f.growth_bytes / 1048576.0, f.growth_bytes_per_s / 1048576.0));
-        if let Some(holder) = &f.holder {
+        let held = |holder: &diagnosis::Holder| {
             let chain: Vec<String> = holder.chain.iter().map(|l| format!("<code>{}</code>", escape(l))).collect();
-            fact("held by", format!("{} ({:.0}% of the held growth)", chain.join(" → "), holder.share * 100.0));
+            format!("{} ({:.0}% of the held growth)", chain.join(" → "), holder.share * 100.0)
+        };
+        if let Some(holder) = &f.holder {
+            fact("held by", held(holder));
+        }
+        for holder in &f.also_held_by {
+            fact("also held by", held(holder));
         }
         s.push_str("</dl>\n<ul>\n");
         for e in &f.evidence {
