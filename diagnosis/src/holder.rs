@@ -116,7 +116,7 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
             holder.chain.join(" -> ")
         ));
         f.also_held_by = groups
-            .take_while(|(_, g)| *g >= ALSO_HELD * best)
+            .take_while(|(_, g)| *g >= ALSO_HELD * total)
             .take(3)
             .map(|(chain, g)| Holder { chain, share: g / total, growth_bytes: g })
             .collect();
@@ -136,25 +136,24 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
     }
 }
 
-/// The chains that hold through the same blocks, whatever thread's stack
-/// the scan reached them from, as one: the largest member's chain and the
-/// group's growth, for each group, the one that gained most first (ties in
-/// the groups' order).
+/// The chains that end at the same holding block (its allocation site), by
+/// whatever path the scan reached it, as one: the largest member's chain
+/// and the group's growth, for each group, the one that gained most first
+/// (ties in the groups' order).
 ///
-/// Mechanism: a block that a runtime shares between threads (a tokio task,
-/// a goroutine's objects) is reached from the stack of whichever thread held
-/// a pointer into the shared state at the scan, so the root of such a chain
-/// is incidental while the named blocks after it are the holder. Counting
-/// each thread's copy apart splits one holder into as many chains as there
-/// are worker threads, and lets a smaller holder reached from one root win.
-/// Statics and chains that are only a root stay as they are.
+/// Mechanism: the path to a holder is incidental, the holder is not. A
+/// block that a runtime shares between threads (a tokio task, a
+/// goroutine's objects) is reached from the stack of whichever thread held
+/// a pointer into the shared state at the scan, and through whichever
+/// runtime block the scan met first (a task list, a worker's queue).
+/// Counting each path apart splits one holder into as many chains as there
+/// are threads and runtime blocks on the way, and lets a smaller holder
+/// reached by one path win. Chains that are only a root (a static or a
+/// thread's stack holding the block itself) are grouped by that root.
 fn by_holding(growth: BTreeMap<&Vec<String>, f64>) -> Vec<(Vec<String>, f64)> {
-    let mut groups: BTreeMap<&[String], (f64, &Vec<String>, f64)> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, (f64, &Vec<String>, f64)> = BTreeMap::new();
     for (chain, g) in growth {
-        let key = match chain.split_first() {
-            Some((root, rest)) if !rest.is_empty() && is_thread_stack(root) => rest,
-            _ => chain.as_slice(),
-        };
+        let key = chain.last().map_or("", String::as_str);
         let e = groups.entry(key).or_insert((0.0, chain, f64::NEG_INFINITY));
         e.0 += g;
         if g > e.2 {
@@ -168,12 +167,6 @@ fn by_holding(growth: BTreeMap<&Vec<String>, f64>) -> Vec<(Vec<String>, f64)> {
     out.reverse();
     out.sort_by(|a, b| b.1.total_cmp(&a.1));
     out
-}
-
-/// `thread NAME stack`, the root leaklab's holder profiles give a thread's
-/// stack.
-fn is_thread_stack(root: &str) -> bool {
-    root.starts_with("thread ") && root.ends_with(" stack")
 }
 
 /// The share of its fullest growth that held memory must still have in the
@@ -251,15 +244,45 @@ mod tests {
         assert!((h.share - 8.0 / 9.0).abs() < 1e-9, "{}", h.share);
         assert_eq!(h.describe(), "hashbrown table in app::remember (from thread main stack)");
         assert!(v.summary.ends_with("held by hashbrown table in app::remember (from thread main stack)"));
-        // The task in flight gained an eighth of what the cache gained: one
-        // block among many, not another place to look.
-        assert!(v.findings[0].also_held_by.is_empty());
+        // The task in flight explains a ninth of the held growth: listed
+        // after the cache (the unrelated log is not a holder of these
+        // blocks at all).
+        let also = &v.findings[0].also_held_by;
+        assert_eq!(also.len(), 1, "{also:?}");
+        assert_eq!(also[0].holder(), "tokio task spawned in rpc::server::serve");
+        assert!((also[0].share - 1.0 / 9.0).abs() < 1e-9, "{}", also[0].share);
+    }
+
+    #[test]
+    fn one_holder_reached_through_different_runtime_blocks_is_one_holder() {
+        // The same connection tasks, reached from the main thread's stack
+        // through the runtime's block or directly from a worker's stack.
+        let stack = "rpc::pool::Pool::lease\nrpc::linkbuf::InputBuffer::new_node";
+        let leaf = "rpc::pool::Pool::lease";
+        let task = "tokio task spawned in rpc::server::Server<H>::serve";
+        let via_runtime = [leaf, task, "tokio block in tokio::runtime::builder::Builder::build", "thread main stack"];
+        let direct = [leaf, task, "thread w1 stack"];
+        let cache = [leaf, "Vec in rpc::pool::Shared::flush", "static rpc::pool::GLOBAL"];
+        let h0 = snapshot(vec![]);
+        let h1 =
+            snapshot(vec![sample(&via_runtime, stack, 6e6), sample(&direct, stack, 4e6), sample(&cache, stack, 8e6)]);
+        let mut v = leak_verdict(Kind::OversizedRequest, "rpc::linkbuf::InputBuffer::new_node", 2);
+        attribute_holders(&mut v, &[h0, h1]);
+        let f = &v.findings[0];
+        let h = f.holder.as_ref().expect("a holder");
+        // 10 MiB through the tasks against 8 in the cache: apart, the cache
+        // would win with either path's share.
+        assert_eq!(h.holder(), task);
+        assert_eq!(h.chain.len(), 3, "the larger path's chain: {:?}", h.chain);
+        assert!((h.growth_bytes - 10e6).abs() < 1e-3, "{}", h.growth_bytes);
+        let also: Vec<&str> = f.also_held_by.iter().map(Holder::holder).collect();
+        assert_eq!(also, ["Vec in rpc::pool::Shared::flush"]);
     }
 
     #[test]
     fn a_leak_held_in_several_places_lists_each_holder() {
         // One 8 MiB chunk in a pool's cache, one kept by a connection, one
-        // in a request in flight; and a smaller holder below a quarter.
+        // in a request in flight; and a holder of under a tenth.
         let stack = "rpc::pool::Pool::lease\nrpc::linkbuf::InputBuffer::new_node";
         let leaf = "rpc::pool::Pool::lease";
         let cache = [leaf, "Vec in rpc::pool::Shared::flush", "static rpc::pool::GLOBAL"];

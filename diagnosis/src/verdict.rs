@@ -25,22 +25,22 @@ pub struct Finding {
     /// Who holds the memory, from holder profiles when there are some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<Holder>,
-    /// Other holders of the same blocks that gained at least
-    /// [`ALSO_HELD`] of what [`Finding::holder`] gained, largest first
-    /// (at most three): where one leak has several holders (a pool's cache,
-    /// the connection that keeps a node, a request in flight), each is a
-    /// place to look.
+    /// Other holders of the same blocks, each explaining at least
+    /// [`ALSO_HELD`] of the held growth, largest first (at most three):
+    /// where one leak has several holders (a pool's cache, the connection
+    /// that keeps a node, a request in flight), each is a place to look.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also_held_by: Vec<Holder>,
 }
 
-/// The part of the first holder's growth another holder must have gained
-/// to be listed in [`Finding::also_held_by`]. Mechanism: a leak's blocks of
-/// one size held in a few places tie by block count (one 8 MiB chunk each:
-/// a pool's cache, a connection's node, a request in flight at the scan);
-/// a holder with less than a quarter of the first one's bytes is one block
-/// among many, which the first holder already explains.
-pub const ALSO_HELD: f64 = 0.25;
+/// The share of a finding's held growth another holder must explain to be
+/// listed in [`Finding::also_held_by`]. Mechanism: a leak's held growth is
+/// made of blocks; a holder with less than a tenth of it holds less than
+/// one block in ten (a block in flight at the scan, or a stale pointer the
+/// conservative scan met), which the larger holders already explain. It is
+/// a reading aid: the verdict and the matrix's holder check use the first
+/// holder only.
+pub const ALSO_HELD: f64 = 0.1;
 
 /// The chain that retains most of a finding's growth.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
