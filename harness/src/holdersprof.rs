@@ -56,7 +56,9 @@ pub async fn serve(probe: Arc<Probe>, q: HoldersQuery) -> Response {
         *last = Some(Instant::now());
     }
     let opts = HolderOptions { max_hops: q.max_hops.unwrap_or(16).clamp(1, 256), ..HolderOptions::default() };
-    let scan = tokio::task::spawn_blocking(move || probe.profiler.holders_profile(&opts)).await;
+    // The task that runs the scan is the profiler's, not the program's: its
+    // memory is no holder (see `profiler::as_own`).
+    let scan = profiler::as_own(|| tokio::task::spawn_blocking(move || probe.profiler.holders_profile(&opts))).await;
     match scan {
         Ok(Ok(scan)) => {
             let s = &scan.stats;

@@ -231,6 +231,18 @@ pub use crate::holders::{HolderError, HolderOptions, HolderScan, ScanStats};
 pub use crate::profile::{Profile, SampleType};
 pub use crate::profiler::{Allocated, Profiler, Stats, DEFAULT_RATE, RATE_ENV, SEED_ENV};
 pub use crate::snapshot::{HeapRecord, Snapshot};
+
+/// Runs `f` with its allocations on this thread made on the profiler's
+/// behalf: counted, never sampled, and in holder mode never a holder (a
+/// holder scan does not read them). For what a program does only to serve
+/// a profile, such as the task that runs a holder scan: its memory can keep
+/// a stale address of a program block, which the scan would otherwise
+/// report as a holder.
+pub fn as_own<R>(f: impl FnOnce() -> R) -> R {
+    let _own = crate::sampler::InProfiler::enter();
+    f()
+}
+
 /// The profile.proto messages (`protos::Profile`, …) and the prost
 /// `Message` trait to encode and decode them.
 pub use pprof::protos;

@@ -21,6 +21,8 @@ const HELD: usize = 100_000;
 static CHAIN: Mutex<Vec<Box<Holder>>> = Mutex::new(Vec::new());
 /// An interior pointer (as a one-byte slice keeps its whole buffer).
 static INTERIOR: AtomicUsize = AtomicUsize::new(0);
+/// A box made on the profiler's behalf ([`profiler::as_own`]).
+static OWN_HOLDER: Mutex<Option<Box<Holder>>> = Mutex::new(None);
 /// Two blocks that point at each other, reached from here.
 static CYCLE: Mutex<Option<Arc<Mutex<SyncLink>>>> = Mutex::new(None);
 
@@ -87,6 +89,17 @@ fn lost_block() -> Box<[u8]> {
 #[inline(never)]
 fn orphan_cycle_payload() -> Box<[u8]> {
     std::hint::black_box(vec![6u8; 40_000].into_boxed_slice())
+}
+
+#[inline(never)]
+fn owned_path_block() -> Box<[u8]> {
+    std::hint::black_box(vec![8u8; 60_000].into_boxed_slice())
+}
+
+/// A box made on the profiler's behalf that holds a program's block.
+#[inline(never)]
+fn own_holder(held: Box<[u8]>) -> Box<Holder> {
+    profiler::as_own(|| std::hint::black_box(Box::new(Holder { held })))
 }
 
 #[inline(never)]
@@ -169,6 +182,8 @@ fn who_holds_each_block() {
     }
     assert!(!std::path::Path::new(&entry).exists(), "thread {gone} still listed");
 
+    *OWN_HOLDER.lock().unwrap() = Some(own_holder(owned_path_block()));
+
     drop(freed_block());
 
     let scan = PROFILER.holders_profile(&HolderOptions::default()).expect("scan");
@@ -205,6 +220,13 @@ fn who_holds_each_block() {
     let unreachable = |leaf: &str| bytes_where(&all, leaf, |st| st.last().is_some_and(|r| r == "$unreachable$"));
     assert_eq!(unreachable("lost_block"), 30_000, "{all:#?}");
     assert_eq!(unreachable("orphan_cycle_payload"), 80_000, "{all:#?}");
+
+    // A box made on the profiler's behalf is no holder and no held block:
+    // the program's block it holds is in the profile, under some other root
+    // (a stale copy on this thread's stack, or none), never through it.
+    assert_eq!(bytes_where(&all, "owned_path_block", |_| true), 60_000, "{all:#?}");
+    assert_eq!(bytes_where(&all, "owned_path_block", |st| has(st, "own_holder")), 0, "{all:#?}");
+    assert_eq!(bytes_where(&all, "own_holder", |_| true), 0, "{all:#?}");
 
     // A freed block is not reported at all.
     assert_eq!(bytes_where(&all, "freed_block", |_| true), 0);
