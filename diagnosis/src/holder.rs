@@ -108,32 +108,31 @@ pub fn attribute_holders(v: &mut Verdict, holders: &[HeapSnapshot]) {
             continue;
         }
         let holder = Holder { chain, share: best / total, growth_bytes: best };
-        f.evidence.push(format!(
-            "held by {} ({:.0}% of the held growth, +{:.1} MiB); chain: {}",
-            holder.describe(),
-            holder.share * 100.0,
-            best / 1048576.0,
-            holder.chain.join(" -> ")
-        ));
+        f.evidence.push(evidence("held by", &holder));
         f.also_held_by = groups
             .take_while(|(_, g)| *g >= ALSO_HELD * total)
             .take(3)
             .map(|(chain, g)| Holder { chain, share: g / total, growth_bytes: g })
             .collect();
         for h in &f.also_held_by {
-            f.evidence.push(format!(
-                "also held by {} ({:.0}% of the held growth, +{:.1} MiB); chain: {}",
-                h.describe(),
-                h.share * 100.0,
-                h.growth_bytes / 1048576.0,
-                h.chain.join(" -> ")
-            ));
+            f.evidence.push(evidence("also held by", h));
         }
         f.holder = Some(holder);
     }
     if let Some(h) = v.findings.first().and_then(|f| f.holder.as_ref()) {
         v.summary = format!("{}, held by {}", v.summary, h.describe());
     }
+}
+
+/// `held by X (N% of the held growth, +M MiB); chain: A -> B`, after `what`.
+fn evidence(what: &str, h: &Holder) -> String {
+    format!(
+        "{what} {} ({:.0}% of the held growth, +{:.1} MiB); chain: {}",
+        h.describe(),
+        h.share * 100.0,
+        h.growth_bytes / 1048576.0,
+        h.chain.join(" -> ")
+    )
 }
 
 /// The chains that end at the same holding block (its allocation site), by
