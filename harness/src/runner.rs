@@ -33,6 +33,7 @@ use anyhow::{bail, Context};
 use scenarios::{Info, Side, Variant};
 use serde::{Deserialize, Serialize};
 
+use crate::holdersprof::MIN_INTERVAL;
 use crate::loadgen::shape::PeerReport;
 use crate::scrape::{self, MetricsLine};
 use crate::verdict::VerdictFile;
@@ -499,6 +500,9 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
     let load_end = t.warmup + t.load;
     let mut drain_end: Option<Duration> = None;
     let mut holder_scans = Vec::new();
+    // A holder scan due but not taken yet, and when the last one ended.
+    let mut scan_owed = false;
+    let mut last_scan: Option<Instant> = None;
     let mut next = start;
     loop {
         sleep_until(next)?;
@@ -542,13 +546,23 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
             // A baseline before the load, the load's first and last
             // snapshots, and the end.
             let first = snapshots == 1;
-            // A scan refused (one a second at most) is tried again at the
-            // next snapshot.
+            // A load scan that failed is tried again at the next snapshot.
             let first_load = phase == Phase::Load
                 && !holder_scans.iter().any(|h: &HolderScanRecord| h.phase == "load" && h.blocks.is_some());
             let last_load = phase == Phase::Load && now + t.interval >= load_end;
-            if first || first_load || last_load || settled {
+            scan_owed |= first || first_load || last_load || settled;
+            // The endpoint starts one scan per `MIN_INTERVAL` at most: a
+            // scan due sooner is taken at a later snapshot, and the last
+            // one (the end) waits out the rest.
+            let wait = last_scan.map_or(Duration::ZERO, |t| MIN_INTERVAL.saturating_sub(t.elapsed()));
+            if scan_owed && settled {
+                std::thread::sleep(wait);
+            }
+            if scan_owed && (settled || wait.is_zero()) {
                 holder_scans.push(holder_scan(&agent, ready.admin, dir, snapshots - 1, phase));
+                // After the answer: the endpoint counts from the request.
+                last_scan = Some(Instant::now());
+                scan_owed = false;
             }
         }
         // What being watched cost the process: the scrapes, and any holder
@@ -680,15 +694,7 @@ fn holder_scan(agent: &ureq::Agent, admin: SocketAddr, dir: &Path, n: usize, pha
         partial: String::new(),
     };
     let url = format!("http://{admin}/debug/pprof/holders");
-    // The endpoint starts one scan a second at most (429): the load's first
-    // scan can come less than a second after the baseline's, and is asked
-    // again at the next snapshot (the others are further apart).
-    let mut refused = false;
-    let result = agent.get(&url).call().map_err(|e| {
-        refused = matches!(e, ureq::Error::StatusCode(429));
-        anyhow::Error::from(e)
-    });
-    let result = result.and_then(|mut resp| {
+    let result = agent.get(&url).call().map_err(anyhow::Error::from).and_then(|mut resp| {
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let (pause, scan, total, blocks, partial) = (
             header("x-holders-pause-us"),
@@ -712,8 +718,11 @@ fn holder_scan(agent: &ureq::Agent, admin: SocketAddr, dir: &Path, n: usize, pha
             }
         }
         Err(e) => {
-            if refused {
-                tracing::debug!("holder scan refused (one a second at most); asked again at the next snapshot");
+            // The endpoint starts one scan a second at most (429). The
+            // runner waits for it; a process under test with a longer
+            // interval can still refuse.
+            if matches!(e.downcast_ref::<ureq::Error>(), Some(ureq::Error::StatusCode(429))) {
+                tracing::debug!(error = %e, "holder scan refused (one a second at most)");
             } else {
                 tracing::warn!(error = %e, "holder scan failed");
             }
