@@ -74,6 +74,8 @@ pub struct InputBuffer {
     max_size: usize,
     /// Bytes of the last message consumed ([`next`](Self::next)).
     last_message: usize,
+    /// A read found the socket empty and waited ([`take_waited`](Self::take_waited)).
+    waited: bool,
 }
 
 impl fmt::Debug for InputBuffer {
@@ -100,6 +102,7 @@ impl InputBuffer {
             book_size: initial,
             max_size: initial,
             last_message: 0,
+            waited: false,
         }
     }
 
@@ -165,6 +168,13 @@ impl InputBuffer {
         self.max_size = self.max_size.max(self.len).min(MALLOC_MAX);
     }
 
+    /// Whether a read since the last call found the socket empty and
+    /// waited for it (the task slept, and the runtime ran others
+    /// meanwhile); clears it.
+    pub fn take_waited(&mut self) -> bool {
+        std::mem::take(&mut self.waited)
+    }
+
     /// Reads once from `stream` into a reservation, through the
     /// connection's barrier slot. `Ok(0)` is the end of the stream.
     pub async fn fill(&mut self, stream: &TcpStream, slot: &SlotGuard) -> io::Result<usize> {
@@ -178,7 +188,14 @@ impl InputBuffer {
     pub async fn fill_at_most(&mut self, stream: &TcpStream, slot: &SlotGuard, max: usize) -> io::Result<usize> {
         let max = max.max(1);
         loop {
-            stream.readable().await?;
+            // `readable()` without its future: the connection's one reader
+            // polls the stream's own read waker, and sees whether it slept.
+            std::future::poll_fn(|cx| {
+                let ready = stream.poll_read_ready(cx);
+                self.waited |= ready.is_pending();
+                ready
+            })
+            .await?;
             let booked = {
                 self.book();
                 self.book_len()

@@ -686,17 +686,6 @@ impl Conn<'_> {
     }
 }
 
-/// `fut`, setting `waited` if it ever returns `Pending`.
-async fn noting_waits<F: Future>(fut: F, waited: &mut bool) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        let r = fut.as_mut().poll(cx);
-        *waited |= r.is_pending();
-        r
-    })
-    .await
-}
-
 /// Sleeps until `deadline`, or forever without one.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -869,18 +858,12 @@ impl<H: Handler> Shared<H> {
                 self.admit(conn, wants).await?;
             }
             let deadline = started.zip(self.config.frame_timeout).map(|(s, t)| s + t);
-            // Whether the read found the socket empty and the task slept:
-            // then the runtime ran the others meanwhile.
-            let mut waited = false;
-            let read = noting_waits(
-                async {
-                    match self.config.idle_timeout {
-                        Some(t) => tokio::time::timeout(t, conn.input.fill_at_most(stream, slot, MAX_READ)).await.ok(),
-                        None => Some(conn.input.fill_at_most(stream, slot, MAX_READ).await),
-                    }
-                },
-                &mut waited,
-            );
+            let read = async {
+                match self.config.idle_timeout {
+                    Some(t) => tokio::time::timeout(t, conn.input.fill_at_most(stream, slot, MAX_READ)).await.ok(),
+                    None => Some(conn.input.fill_at_most(stream, slot, MAX_READ).await),
+                }
+            };
             let n = tokio::select! {
                 // The cheap checks first, in a fixed order: no random
                 // number per read.
@@ -916,7 +899,7 @@ impl<H: Handler> Shared<H> {
             // from until the runtime's own budget runs out. Bytes count
             // from the last time the connection waited for its socket: a
             // peer that waits for each reply never makes it give way.
-            if waited {
+            if conn.input.take_waited() {
                 work = 0;
             }
             work += n;
