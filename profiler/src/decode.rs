@@ -143,8 +143,10 @@ fn count_elements(raw: &[u8]) -> Result<u64, String> {
         let r = match (number, payload) {
             (2, Some(sample)) => fields(sample, |k, p| n += if k == 3 { 1 } else { packed(p) }),
             (4, Some(location)) => fields(location, |k, _| n += u64::from(k == 4)),
+            // A packed field counts its varints instead of the one above
+            // (`n` is at least that one: no underflow when there are none).
             (13, p) => {
-                n += packed(p) - 1;
+                n = n - 1 + packed(p);
                 Ok(())
             }
             _ => Ok(()),
@@ -194,5 +196,9 @@ mod tests {
         // 4 sample types, 8 strings, and 4 other fields, each counted once.
         assert_eq!(count_elements(&Profile::from_named(&[], 1, SampleType::InuseSpace).encode()), Ok(16));
         assert!(matches!(Profile::decode(b"\xff\xff\xff"), Err(DecodeError::Protobuf(_))));
+        // An empty packed field of comments is no element (it underflowed
+        // the count in a build with overflow checks).
+        assert_eq!(count_elements(&[0x6a, 0x00]), Ok(0));
+        assert_eq!(count_elements(&[0x6a, 0x00, 0x6a, 0x02, 0x01, 0x02]), Ok(2));
     }
 }

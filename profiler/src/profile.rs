@@ -92,7 +92,8 @@ impl Profile {
         gz.finish().expect("writing to a Vec cannot fail")
     }
 
-    /// The sum of one value over all samples; 0 if the profile has no such
+    /// The sum of one value over all samples (saturating: a profile read
+    /// back from a file may hold any values); 0 if the profile has no such
     /// sample type.
     pub fn total(&self, ty: SampleType) -> i64 {
         let p = &self.proto;
@@ -100,6 +101,6 @@ impl Profile {
             .sample_type
             .iter()
             .position(|vt| p.string_table.get(vt.ty as usize).map(String::as_str) == Some(ty.name()));
-        column.map_or(0, |c| p.sample.iter().filter_map(|s| s.value.get(c)).sum())
+        column.map_or(0, |c| p.sample.iter().filter_map(|s| s.value.get(c)).fold(0i64, |a, v| a.saturating_add(*v)))
     }
 }

@@ -82,12 +82,21 @@ fn trim(p: &protos::Profile) -> protos::Profile {
         let mut location_id = s.location_id[first..].to_vec();
         if skip > 0 {
             let id = location_id[0];
-            location_id[0] = *cut.entry((id, skip)).or_insert_with(|| {
-                let loc = locations[&id];
-                next_id += 1;
-                new_locations.push(protos::Location { id: next_id, line: loc.line[skip..].to_vec(), ..loc.clone() });
-                next_id
-            });
+            // A profile read back whose ids reach `u64::MAX` has no id left
+            // for a cut location: that one stays whole.
+            let new = match cut.get(&(id, skip)) {
+                Some(&new) => Some(new),
+                None => next_id.checked_add(1).map(|new| {
+                    next_id = new;
+                    let loc = locations[&id];
+                    new_locations.push(protos::Location { id: new, line: loc.line[skip..].to_vec(), ..loc.clone() });
+                    cut.insert((id, skip), new);
+                    new
+                }),
+            };
+            if let Some(new) = new {
+                location_id[0] = new;
+            }
         }
         let labels = s.label.iter().map(|l| (l.key, l.str, l.num, l.num_unit)).collect();
         match merged.entry((location_id, labels)) {
@@ -297,6 +306,24 @@ mod tests {
         let values: Vec<i64> = trimmed.proto().sample.iter().map(|s| s.value[3]).collect();
         assert_eq!(values, [120, 3]);
         assert_eq!(trimmed.proto().sample[0].value, [2, 120, 2, 120]);
+    }
+
+    #[test]
+    fn a_location_with_the_last_id_stays_whole() {
+        let full = profile(&[(&[&[TRY_ALLOCATE_IN, "app::keep"], &["app::main"]], 64)]);
+        let mut proto = full.proto().clone();
+        let leaf = proto.sample[0].location_id[0];
+        for id in proto.location.iter_mut().map(|l| &mut l.id).chain(proto.sample[0].location_id.iter_mut()) {
+            if *id == leaf {
+                *id = u64::MAX;
+            }
+        }
+        let read_back = Profile::from_proto(proto);
+        // No id is left for the cut location: the leaf keeps its
+        // machinery frame rather than overflow the id.
+        let trimmed = read_back.trim_machinery();
+        assert_eq!(stacks(&trimmed), [format!("{TRY_ALLOCATE_IN}+app::keep <- app::main")]);
+        assert_eq!(trimmed.total(SampleType::InuseSpace), 64);
     }
 
     #[test]
