@@ -4,7 +4,7 @@
 
 use crate::input::RunInput;
 use crate::kind::{Kind, Mode};
-use crate::stats::{mann_kendall, theil_sen, MIN_TREND_POINTS};
+use crate::stats::{fewest_points_for, mann_kendall, theil_sen};
 use crate::units::{mib, MIB};
 use crate::verdict::{Finding, Verdict};
 
@@ -36,8 +36,12 @@ pub fn rss_trend(input: &RunInput, min_growth_bytes: f64) -> Verdict {
         snapshots: rss.len(),
         summary,
     };
-    if points.len() < MIN_TREND_POINTS {
-        return none(format!("fewer than {MIN_TREND_POINTS} RSS readings"));
+    let fewest = fewest_points_for(RSS_TREND_SIGNIFICANCE);
+    if points.len() < fewest {
+        return none(format!(
+            "{} RSS reading(s) under load: Mann-Kendall needs at least {fewest} to reach p < {RSS_TREND_SIGNIFICANCE}",
+            points.len()
+        ));
     }
     let (t, y): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
     let mk = mann_kendall(&y);

@@ -25,9 +25,9 @@ use crate::frames;
 use crate::input::RunInput;
 use crate::kind::{Kind, Mode};
 use crate::profile::HeapSnapshot;
-use crate::rules::{classify, Context};
+use crate::rules::{classify, Context, TREND_SIGNIFICANCE};
 use crate::shape::{measure, sites, Span, Work};
-use crate::stats::MIN_TREND_POINTS;
+use crate::stats::{fewest_points_for, MIN_TREND_POINTS};
 use crate::units::{mib, MIB};
 use crate::verdict::{Finding, Verdict};
 
@@ -245,6 +245,12 @@ pub fn diagnose(input: &RunInput, opts: &Options) -> Verdict {
             f.site,
             mib(f.growth_bytes),
             f.growth_bytes_per_s / MIB
+        ),
+        None if active.len() < fewest_points_for(TREND_SIGNIFICANCE) => format!(
+            "no leak: no site kept growing over {n} snapshots; {} under load are too few for a trend test \
+             (Mann-Kendall needs {} for p < {TREND_SIGNIFICANCE}), so only growth that stayed is seen",
+            active.len(),
+            fewest_points_for(TREND_SIGNIFICANCE)
         ),
         None => format!("no leak: no site kept growing over {n} snapshots"),
     };

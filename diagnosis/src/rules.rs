@@ -20,7 +20,7 @@ use crate::units::mib;
 
 /// Mann–Kendall's significance level: a site trends when its in-use bytes
 /// under load rise with p below this.
-const TREND_SIGNIFICANCE: f64 = 0.05;
+pub(crate) const TREND_SIGNIFICANCE: f64 = 0.05;
 
 /// A held object outlives the load: at least this share of the growth is
 /// still there once the run settled (in-flight buffers go back).

@@ -10,9 +10,20 @@
 //! [`change_points`] are O(n²) on at most [`MAX_TREND_POINTS`] points, a
 //! longer series being thinned to that many first.
 
-/// The fewest points a trend is read from: with fewer, Mann–Kendall's S
-/// cannot tell a trend from noise.
+/// The fewest points a series is read from at all: a slope needs two,
+/// and a rise that stays (first point, peak, last point) three. A trend
+/// *test* needs more: see [`fewest_points_for`].
 pub(crate) const MIN_TREND_POINTS: usize = 3;
+
+/// The fewest points at which [`mann_kendall`] can call a trend
+/// significant at `alpha`: those of a strictly rising series, whose S is
+/// the largest possible, `n(n−1)/2`. With fewer, no series passes, so a
+/// rule that needs the test cannot fire (5 points at 0.05, 6 at 0.01).
+pub(crate) fn fewest_points_for(alpha: f64) -> usize {
+    (2..=MAX_TREND_POINTS)
+        .find(|&n| mann_kendall(&(0..n).map(|i| i as f64).collect::<Vec<_>>()).p_value < alpha)
+        .unwrap_or(MAX_TREND_POINTS)
+}
 
 /// [`theil_sen`] and [`change_points`] use at most this many points; a
 /// longer series is thinned to this many, evenly spaced, keeping its first
@@ -453,6 +464,14 @@ mod tests {
         let x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let x = (x ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         ((x >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn a_trend_test_needs_five_points_at_five_percent_and_six_at_one() {
+        assert_eq!(fewest_points_for(0.05), 5);
+        assert_eq!(fewest_points_for(0.01), 6);
+        // The rising series of one point fewer is not significant.
+        assert!(mann_kendall(&[0.0, 1.0, 2.0, 3.0]).p_value > 0.05);
     }
 
     #[test]

@@ -300,6 +300,21 @@ fn too_few_snapshots_are_no_verdict_of_leak() {
     let v = diagnose(&input(&c), &Options::default());
     assert!(!v.leak);
     assert!(v.summary.contains("at least 3"), "{}", v.summary);
+    // Four flat snapshots: read, but too few for a trend test, and the
+    // summary says so; with five it does not.
+    for (n, short) in [(4, true), (5, false)] {
+        let c = Case {
+            name: "flat",
+            snaps: series(n, GO_FIELD, 16384, |_| 10 * MIB),
+            work: None,
+            after_from: None,
+            expect: "none",
+            site_contains: "",
+        };
+        let v = diagnose(&input(&c), &Options::default());
+        assert!(!v.leak, "{n}: {}", v.summary);
+        assert_eq!(v.summary.contains("too few for a trend test"), short, "{n}: {}", v.summary);
+    }
 }
 
 #[test]
@@ -320,4 +335,11 @@ fn the_rss_baseline_sees_growth_but_names_no_kind() {
     assert_eq!(v.kind, "unknown");
     let flat = RunInput::from_parts(Vec::new(), Vec::new(), metrics(0.0));
     assert!(!rss_trend(&flat, 1e6).leak);
+    // Five readings rising steadily are too few for p < 0.01: the verdict
+    // says why instead of "no trend".
+    let mut short = metrics(2e6);
+    short.truncate(5);
+    let v = rss_trend(&RunInput::from_parts(Vec::new(), Vec::new(), short), 1e6);
+    assert!(!v.leak);
+    assert!(v.summary.contains("needs at least 6"), "{}", v.summary);
 }
