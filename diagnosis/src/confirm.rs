@@ -94,9 +94,22 @@ fn holder_kind(holder: &str, parses_json: bool) -> Option<Kind> {
     }
 }
 
-/// Holders whose pinned bytes grew by at least `min_growth`: (holder,
-/// growth, kind).
-fn pool_findings(pools: &[HeapSnapshot], min_growth: f64, parses_json: bool) -> Vec<(String, f64, Kind)> {
+/// A holder's pinned bytes over the pool profiles.
+struct Pinned {
+    holder: String,
+    /// The peak over the first profile: enough to confirm a finding the
+    /// heap profile made.
+    growth: f64,
+    /// Over the first profile at each of the last two, the smaller: what
+    /// the holder still pins at the end. Chunks pinned by calls in flight
+    /// (a nocopy request's field, while its call runs) go back, so a peak
+    /// alone is no leak: a finding only the pool shows needs this.
+    stays: f64,
+    kind: Kind,
+}
+
+/// Holders whose pinned bytes grew by at least `min_growth`.
+fn pool_findings(pools: &[HeapSnapshot], min_growth: f64, parses_json: bool) -> Vec<Pinned> {
     let mut out = Vec::new();
     for (holder, series) in pool_holders(pools) {
         let growth = series.iter().copied().fold(0.0, f64::max) - series[0];
@@ -104,7 +117,8 @@ fn pool_findings(pools: &[HeapSnapshot], min_growth: f64, parses_json: bool) -> 
             continue;
         }
         let Some(kind) = holder_kind(&holder, parses_json) else { continue };
-        out.push((holder, growth, kind));
+        let stays = series.iter().rev().take(2).copied().fold(f64::INFINITY, f64::min) - series[0];
+        out.push(Pinned { holder, growth, stays: stays.max(0.0), kind });
     }
     out
 }
@@ -147,11 +161,11 @@ pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_g
     let mut holders = pool_findings(pools, min_growth, parses_json);
     // Holders that confirm a finding of their kind go first, so that a
     // co-holder of the same chunks cannot rename that finding away.
-    holders.sort_by_key(|(_, _, kind)| !findings.iter().any(|f| f.kind == *kind));
+    holders.sort_by_key(|p| !findings.iter().any(|f| f.kind == p.kind));
     // Findings a holder already confirmed, and those the pool alone made
     // (pushed at the end: indices below stay valid).
     let (mut confirmed, first_pool_only) = (vec![false; findings.len()], findings.len());
-    for (holder, growth, kind) in holders {
+    for Pinned { holder, growth, stays, kind } in holders {
         let evidence = vec![format!("pool profile: {} pinned in pooled chunks {holder}", mib(growth))];
         // The largest finding of the kind: the pool's holder confirms the
         // bulk of the growth, not a connection's small buffer beside it.
@@ -171,10 +185,10 @@ pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_g
             // One confirmation per finding, however many holders agree.
             let bonus = if pool_only || std::mem::replace(&mut confirmed[i], true) { 0.0 } else { SCORE_POOL_CONFIRMS };
             f.score = (f.score + bonus).max(floor).min(1.0);
-            // A finding the pool alone made has only the pool's bytes: a
-            // co-holder's share adds to them.
+            // A finding the pool alone made has only the pool's bytes that
+            // stay: a co-holder's share adds to them.
             if pool_only {
-                f.growth_bytes += growth;
+                f.growth_bytes += stays;
             }
             f.evidence.extend(evidence);
             name_holder(f, &holder, pool_only);
@@ -199,13 +213,20 @@ pub(crate) fn by_pool(findings: &mut Vec<Finding>, pools: &[HeapSnapshot], min_g
             name_holder(f, &holder, false);
             continue;
         }
+        if stays < min_growth {
+            continue;
+        }
         findings.push(Finding {
             kind,
             score: SCORE_POOL_ONLY,
             site: holder.clone(),
             growth_bytes_per_s: 0.0,
-            growth_bytes: growth,
-            evidence,
+            growth_bytes: stays,
+            evidence: vec![format!(
+                "pool profile: {} pinned in pooled chunks {holder}, {} of it still at the end",
+                mib(growth),
+                mib(stays)
+            )],
             remedy: kind.remedy().to_owned(),
             holder: None,
             also_held_by: Vec::new(),
@@ -256,7 +277,9 @@ mod tests {
         let kinds: Vec<Kind> = findings.iter().map(|f| f.kind).collect();
         assert_eq!(kinds, [Kind::RequestFieldHeld, Kind::ZeroCopyStringHeld]);
         assert!(findings[0].site.starts_with("Request.msg (field 2, binary), pinned"), "{}", findings[0].site);
-        assert_eq!(findings[1].growth_bytes, 20.0 * MIB_F);
+        // Half of what stays at the end (32 MiB: the smaller of the last
+        // two profiles, 32 and 40).
+        assert_eq!(findings[1].growth_bytes, 16.0 * MIB_F);
         assert!(findings[1].site.contains("Request.json (field 3, string)"));
         // Without JSON parsing a string field is a held request field.
         let mut findings = vec![read_path_finding(Kind::RequestFieldHeld)];
@@ -298,7 +321,7 @@ mod tests {
         let mut findings = Vec::new();
         by_pool(&mut findings, &p, MIB_F, false);
         assert_eq!(findings.len(), 1);
-        assert_eq!((findings[0].kind, findings[0].growth_bytes), (Kind::ConnectionSurgeBarriers, 40.0 * MIB_F));
+        assert_eq!((findings[0].kind, findings[0].growth_bytes), (Kind::ConnectionSurgeBarriers, 32.0 * MIB_F));
         // A barrier finding the heap profile made is confirmed, not named
         // after the field beside the slot.
         let mut barrier = read_path_finding(Kind::ConnectionSurgeBarriers);
@@ -319,7 +342,22 @@ mod tests {
         by_pool(&mut findings, &p, MIB_F, false);
         assert_eq!(findings.len(), 1);
         let f = &findings[0];
-        assert_eq!((f.kind, f.score, f.growth_bytes), (Kind::ResponseFieldHeld, SCORE_POOL_ONLY, 40.0 * MIB_F));
+        assert_eq!((f.kind, f.score, f.growth_bytes), (Kind::ResponseFieldHeld, SCORE_POOL_ONLY, 32.0 * MIB_F));
         assert_eq!(f.site, held);
+    }
+
+    #[test]
+    fn chunks_pinned_by_calls_in_flight_that_go_back_are_no_finding() {
+        // A nocopy request field pins 24 MiB at the busiest profile, and
+        // nothing at the end: a call in flight, not a held field.
+        let p = pools("held by Request.msg (field 2, binary)", |i| if i == 3 { 24.0 } else { 0.5 });
+        let mut findings = Vec::new();
+        by_pool(&mut findings, &p, MIB_F, false);
+        assert!(findings.is_empty(), "{findings:?}");
+        // The same peak still confirms a finding the heap profile made.
+        let mut findings = vec![read_path_finding(Kind::RequestFieldHeld)];
+        by_pool(&mut findings, &p, MIB_F, false);
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].site.starts_with("Request.msg (field 2, binary), pinned"), "{}", findings[0].site);
     }
 }
