@@ -160,6 +160,19 @@ pub(crate) struct StackFacts {
     /// responses. (Netpoll reads in its poller's goroutines, under no
     /// caller: a Go stack says this only with Kitex's blocking transports.)
     pub calling: bool,
+    /// A response is being decoded: read under a client call, or a field
+    /// frame anywhere on the stack reads a response's or a result's struct
+    /// ([`is_response_struct`]): Kitex decodes a call's reply as
+    /// `…Result.FastReadField0`, whose field is the response struct that
+    /// holds the leaked field, named as its IDL names it (`GetUserResp`).
+    pub response: bool,
+}
+
+/// Whether a struct that a field frame reads is a response: Thrift's
+/// generated result wrapper (`EchoServiceEchoResult`, Kitex's `…Result`),
+/// or a struct named as one (`Response`, `GetUserResp`, `EchoResponse`).
+pub(crate) fn is_response_struct(owner: &str) -> bool {
+    owner.ends_with("Result") || owner.ends_with("Resp") || owner.contains("Response")
 }
 
 /// The site of a call stack (leaf first) as the engine names it: the frame
@@ -204,6 +217,7 @@ pub(crate) fn facts(functions: &[&str]) -> StackFacts {
                 first_meaningful.get_or_insert(name);
             }
             Role::Field { name: owner, tag } => {
+                f.response |= is_response_struct(&owner);
                 if f.field.is_none() {
                     f.field = Some((owner, tag));
                     field_frame = Some(name);
@@ -228,6 +242,7 @@ pub(crate) fn facts(functions: &[&str]) -> StackFacts {
                 // Named as before (as business code would be): the flag
                 // only says whose read it is.
                 f.calling = true;
+                f.response = true;
                 first_other.get_or_insert(name);
             }
             Role::Other => {
@@ -335,5 +350,15 @@ mod tests {
         );
         check(&["runtime.mallocgc", "github.com/cloudwego/kitex/client.(*kClient).Call"], |f| f.calling);
         check(&["rpc::server::Shared<H>::dispatch", "rpc::linkbuf::InputBuffer::book"], |f| !f.calling);
+        // A reply's struct is a response by its wrapper or its own name;
+        // a request's, under the server's `…Args` wrapper, is not.
+        check(&["user.(*GetUserResp).FastReadField2", "user.(*UserServiceGetUserResult).FastReadField0"], |f| {
+            f.response && f.field == Some(("GetUserResp".into(), 2))
+        });
+        check(&["user.(*Profile).FastReadField1", "user.(*UserServiceGetUserResult).FastReadField0"], |f| {
+            f.response && f.field == Some(("Profile".into(), 1))
+        });
+        check(&["user.(*GetUserReq).FastReadField2", "user.(*UserServiceGetUserArgs).FastReadField1"], |f| !f.response);
+        check(&["rpc::codec::echo::Request::read_field_2", "rpc::codec::echo::Request::decode"], |f| !f.response);
     }
 }

@@ -393,12 +393,11 @@ fn zero_copy_string_held(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer 
 
 /// *Persistent Holding of a Field in Response*: "continuously holding a
 /// reference to a field in response, even if it's just one byte". A field
-/// decoded into a response (or a result) keeps growing.
+/// decoded into a response keeps growing: a response or result struct is
+/// on the stack, or the client's call reads it ([`StackFacts::response`]).
 fn response_field_held(f: &StackFacts, s: &Shape, cx: &Context<'_>) -> Answer {
     match &f.field {
-        Some((owner, tag)) if owner.contains("Response") || owner.contains("Result") => {
-            held_field(Kind::ResponseFieldHeld, owner, *tag, s, cx)
-        }
+        Some((owner, tag)) if f.response => held_field(Kind::ResponseFieldHeld, owner, *tag, s, cx),
         _ => Answer::Next,
     }
 }
@@ -698,7 +697,7 @@ mod tests {
     fn a_field_held_by_one_call_in_many_is_more_than_bookkeeping() {
         // One call in 64 keeps its 8 KiB response field: 130 bytes per call
         // done, 8 KiB per block kept.
-        let f = StackFacts { field: Some(("Response".into(), 2)), ..StackFacts::default() };
+        let f = StackFacts { field: Some(("Response".into(), 2)), response: true, ..StackFacts::default() };
         let diluted = Shape { per_request: Some(130.0), per_block: Some(8192.0), blocks_gained: 600.0, ..rising() };
         let named = classify(&f, &diluted, &CX).expect("a held field");
         assert_eq!(named.kind, Kind::ResponseFieldHeld);

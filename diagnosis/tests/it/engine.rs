@@ -91,6 +91,19 @@ const RUST_RESPONSE_FIELD: &[&str] = &[
     "rpc::client::Client::call_addr",
 ];
 
+/// A Kitex client decoding a reply over Netpoll: no caller frame (the
+/// poller's goroutine reads), the held field's struct named as its IDL
+/// names it, under the generated result wrapper.
+const GO_RESPONSE_FIELD: &[&str] = &[
+    "runtime.mallocgc",
+    "github.com/cloudwego/kitex/pkg/protocol/bthrift.binaryProtocol.ReadBinary",
+    "example/kitex_gen/user.(*GetUserResp).FastReadField2",
+    "example/kitex_gen/user.(*GetUserResp).FastRead",
+    "example/kitex_gen/user.(*UserServiceGetUserResult).FastReadField0",
+    "example/kitex_gen/user.(*UserServiceGetUserResult).FastRead",
+    "github.com/cloudwego/kitex/pkg/remote/codec/thrift.(*thriftCodec).Unmarshal",
+];
+
 const GO_LBCACHE: &[&str] = &[
     "runtime.mallocgc",
     "fmt.Sprintf",
@@ -157,6 +170,14 @@ fn the_engine_names_each_case() {
             after_from: Some(11),
             expect: "response-field-held",
             site_contains: "Response::read_field_2",
+        },
+        Case {
+            name: "a Go response field held, its struct named GetUserResp",
+            snaps: series(n, GO_RESPONSE_FIELD, 16384, |i| i.min(10) as i64 * 3 * MIB),
+            work: Some((0..n).map(|i| (i.min(10) as f64 * 200.0, 0.0, 4.0, 1.0)).collect()),
+            after_from: Some(11),
+            expect: "response-field-held",
+            site_contains: "(*GetUserResp).FastReadField2",
         },
         Case {
             name: "duplicate clients in Go",
