@@ -180,6 +180,10 @@ pub struct RunInput {
     /// The pool profiles (chunks pinned in a buffer pool, by who holds
     /// them), oldest first; empty if the process serves none.
     pub pools: Vec<HeapSnapshot>,
+    /// The holder profiles (in-use memory by the chain of blocks that
+    /// reach it, for [`attribute_holders`](crate::attribute_holders)),
+    /// oldest first; empty if the run took none.
+    pub holders: Vec<HeapSnapshot>,
     /// The metrics lines, oldest first; empty if there are none.
     pub metrics: Vec<MetricsLine>,
     /// The phases' spans; empty if unknown.
@@ -195,8 +199,8 @@ struct RunPhases {
 
 impl RunInput {
     /// Reads a run's directory: `heap-NNN.pb.gz` (at least one, sorted by
-    /// NNN), `pool-NNN.pb.gz`, `metrics.jsonl` and the phases of `run.json`
-    /// where present; all profiles together within the default
+    /// NNN), `pool-NNN.pb.gz`, `holders-NNN.pb.gz`, `metrics.jsonl` and the
+    /// phases of `run.json` where present; all profiles together within the default
     /// [`DecodeLimits`] (at most 256 MiB decoded for the whole run).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<RunInput, DiagnosisError> {
         RunInput::from_dir_with(dir, DecodeLimits::default())
@@ -212,31 +216,34 @@ impl RunInput {
             let path = path.to_path_buf();
             move |source| DiagnosisError::Io { path, source }
         };
-        let mut heap_files = Vec::new();
-        let mut pool_files = Vec::new();
+        // Heap, pool and holder profiles, in that order.
+        let mut files: [Vec<(u64, PathBuf)>; 3] = Default::default();
+        let mut count = 0;
         for entry in fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let (heap, pool) = (numbered(name, "heap-"), numbered(name, "pool-"));
-            if (heap.is_some() || pool.is_some()) && heap_files.len() + pool_files.len() >= limits.run_profiles {
+            let Some((kind, n)) =
+                ["heap-", "pool-", "holders-"].iter().enumerate().find_map(|(k, p)| Some((k, numbered(name, p)?)))
+            else {
+                continue;
+            };
+            if count >= limits.run_profiles {
                 let reason = format!("more than {} profiles in the run's directory, the limit", limits.run_profiles);
                 return Err(DiagnosisError::Profile { path: entry.path(), reason });
             }
-            if let Some(n) = heap {
-                heap_files.push((n, entry.path()));
-            } else if let Some(n) = pool {
-                pool_files.push((n, entry.path()));
-            }
+            count += 1;
+            files[kind].push((n, entry.path()));
         }
-        if heap_files.is_empty() {
+        if files[0].is_empty() {
             return Err(DiagnosisError::NoProfiles { dir: dir.to_path_buf() });
         }
-        heap_files.sort();
-        pool_files.sort();
         let mut decoder = ProfileDecoder::new(limits);
-        let heaps = heap_files.iter().map(|(_, p)| decoder.read(p)).collect::<Result<_, _>>()?;
-        let pools = pool_files.iter().map(|(_, p)| decoder.read(p)).collect::<Result<_, _>>()?;
+        let [heaps, pools, holders] = files.map(|mut f| {
+            f.sort();
+            f.iter().map(|(_, p)| decoder.read(p)).collect::<Result<Vec<_>, _>>()
+        });
+        let (heaps, pools, holders) = (heaps?, pools?, holders?);
 
         let metrics_path = dir.join("metrics.jsonl");
         let metrics = match read_if_present(&metrics_path).map_err(io(&metrics_path))? {
@@ -252,24 +259,26 @@ impl RunInput {
             }
             None => Vec::new(),
         };
-        Ok(RunInput { dir: Some(dir.to_path_buf()), heaps, pools, metrics, phases })
+        Ok(RunInput { dir: Some(dir.to_path_buf()), heaps, pools, holders, metrics, phases })
     }
 
     /// Input gathered live (scraped from a process's endpoints): heap
     /// profiles, pool profiles (may be empty) and metrics lines (may be
     /// empty), oldest first.
     pub fn from_parts(heaps: Vec<HeapSnapshot>, pools: Vec<HeapSnapshot>, metrics: Vec<MetricsLine>) -> RunInput {
-        RunInput { dir: None, heaps, pools, metrics, phases: Vec::new() }
+        RunInput { dir: None, heaps, pools, holders: Vec::new(), metrics, phases: Vec::new() }
     }
 
     /// The first `k` snapshots only (heap, pool and metrics lines), as the
     /// run looked after its `k`-th snapshot: to measure how early a verdict
-    /// comes.
+    /// comes. Holder profiles are left out (a prefix's verdict names no
+    /// holder).
     pub fn prefix(&self, k: usize) -> RunInput {
         RunInput {
             dir: self.dir.clone(),
             heaps: self.heaps.iter().take(k).cloned().collect(),
             pools: self.pools.iter().take(k).cloned().collect(),
+            holders: Vec::new(),
             metrics: self.metrics.iter().take(k).cloned().collect(),
             phases: self.phases.clone(),
         }

@@ -63,7 +63,7 @@ pub const MAX_SAMPLE_FRAMES: usize = 2048;
 /// for, as the memory budget bounds what it keeps.
 pub const MAX_STACK_TEXT_BYTES: u64 = 256 << 20;
 
-/// The most profiles (heap and pool) a run's directory may hold: 65536.
+/// The most profiles (heap, pool and holder) a run's directory may hold: 65536.
 pub const MAX_RUN_PROFILES: usize = 1 << 16;
 
 /// What decoding may take: the `MAX_*` constants by default.

@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::Context;
-use diagnosis::{diagnose, HeapSnapshot, Options, RunInput, Verdict};
+use diagnosis::{diagnose, Options, RunInput, Verdict};
 use serde::Serialize;
 
 /// `verdict.json`: the engine's verdict plus what it should have said.
@@ -29,26 +28,11 @@ pub struct VerdictFile {
 /// Diagnoses a run folder's input in both modes; the default mode also
 /// names who holds each finding's memory when the folder has holder
 /// profiles.
-pub fn verdicts(input: &RunInput, dir: &Path) -> anyhow::Result<(Verdict, Verdict)> {
+pub fn verdicts(input: &RunInput) -> (Verdict, Verdict) {
     let mut full = diagnose(input, &Options::default());
-    diagnosis::attribute_holders(&mut full, &holder_profiles(dir)?);
+    diagnosis::attribute_holders(&mut full, &input.holders);
     let plain = diagnose(input, &Options { pprof_only: true, ..Options::default() });
-    Ok((full, plain))
-}
-
-/// The folder's `holders-NNN.pb.gz`, in order.
-pub fn holder_profiles(dir: &Path) -> anyhow::Result<Vec<HeapSnapshot>> {
-    let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let n = name.strip_prefix("holders-")?.strip_suffix(".pb.gz")?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    files.sort();
-    Ok(files.iter().map(|(_, p)| HeapSnapshot::read(p)).collect::<Result<_, _>>()?)
+    (full, plain)
 }
 
 /// How fast the process under test gained memory: the Theil–Sen slope of
@@ -86,7 +70,7 @@ pub fn snapshots_to_verdict(input: &RunInput, expected: &str, opts: &Options) ->
 /// expected leak was first diagnosed for good.
 pub fn write_verdict(dir: &Path, expected: &str) -> anyhow::Result<VerdictFile> {
     let input = RunInput::from_dir(dir)?;
-    let (verdict, pprof_only) = verdicts(&input, dir)?;
+    let (verdict, pprof_only) = verdicts(&input);
     let detected_at_snapshot =
         if expected == "none" { None } else { snapshots_to_verdict(&input, expected, &Options::default()) };
     let file = VerdictFile {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use diagnosis::{DiagnosisError, HeapSnapshot, MetricsLine, PhaseSpan, RunInput, SnapshotTime};
+use diagnosis::{DecodeLimits, DiagnosisError, HeapSnapshot, MetricsLine, PhaseSpan, RunInput, SnapshotTime};
 
 use crate::support::{heap_profile, heap_profile_at, write_files};
 
@@ -84,6 +84,33 @@ fn profile_times_when_there_are_no_metrics() {
     assert!(run.pools.is_empty() && run.metrics.is_empty() && run.phases.is_empty());
     let t: Vec<f64> = run.timeline().iter().map(|s| s.t).collect();
     assert_eq!(t, [0.0, 1.5, 3.0]);
+}
+
+#[test]
+fn holder_profiles_are_read_within_the_run_s_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(
+        dir.path(),
+        &[
+            ("heap-000.pb.gz", &heap(1)),
+            ("pool-000.pb.gz", &heap(2)),
+            ("holders-001.pb.gz", &heap(4)),
+            ("holders-000.pb.gz", &heap(3)),
+        ],
+    );
+    let run = RunInput::from_dir(dir.path()).unwrap();
+    assert_eq!(run.holders.iter().map(HeapSnapshot::total_inuse_bytes).collect::<Vec<_>>(), [3.0, 4.0]);
+    assert!(run.prefix(1).holders.is_empty());
+    // Holder profiles count toward the run's number of profiles and its
+    // memory, and a bad one is named.
+    let few = DecodeLimits { run_profiles: 3, ..DecodeLimits::default() };
+    let err = RunInput::from_dir_with(dir.path(), few).unwrap_err();
+    assert!(err.to_string().contains("more than 3 profiles"), "{err}");
+    let small = DecodeLimits { run_memory: 1, ..DecodeLimits::default() };
+    assert!(RunInput::from_dir_with(dir.path(), small).is_err());
+    write_files(dir.path(), &[("holders-001.pb.gz", b"not a profile")]);
+    let err = RunInput::from_dir(dir.path()).unwrap_err();
+    assert!(err.path().ends_with("holders-001.pb.gz"), "{err}");
 }
 
 #[test]

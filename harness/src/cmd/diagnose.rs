@@ -1,7 +1,6 @@
 //! `leaklab diagnose`: the engine on a run folder, or on a live endpoint
 //! polled until the verdict is sure.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,6 @@ use clap::Args;
 use diagnosis::{HeapSnapshot, Options, RunInput, Verdict};
 
 use crate::units::parse_duration;
-use crate::verdict::holder_profiles;
 
 /// Flags of `leaklab diagnose`.
 #[derive(Debug, Args)]
@@ -38,9 +36,10 @@ pub fn diagnose(args: &DiagnoseArgs) -> anyhow::Result<ExitCode> {
     let verdict = if args.target.starts_with("http://") || args.target.starts_with("https://") {
         live(args, &opts)?
     } else {
-        let mut v = diagnosis::diagnose(&RunInput::from_dir(&args.target)?, &opts);
+        let input = RunInput::from_dir(&args.target)?;
+        let mut v = diagnosis::diagnose(&input, &opts);
         if !opts.pprof_only {
-            diagnosis::attribute_holders(&mut v, &holder_profiles(Path::new(&args.target))?);
+            diagnosis::attribute_holders(&mut v, &input.holders);
         }
         v
     };

@@ -191,7 +191,7 @@ pub fn row(
     let full_opts = Options::default();
     let plain_opts = Options { pprof_only: true, ..Options::default() };
     let mut full: Verdict = diagnose(&input, &full_opts);
-    diagnosis::attribute_holders(&mut full, &crate::verdict::holder_profiles(dir)?);
+    diagnosis::attribute_holders(&mut full, &input.holders);
     let top_holder = full.findings.first().and_then(|f| f.holder.clone());
     let holder_right = (!expected_holder.is_empty() && full.kind == expected)
         .then(|| top_holder.as_ref().is_some_and(|h| names_holder(expected_holder, &h.chain)));

@@ -105,7 +105,7 @@ impl Run {
                 Judged { verdict: file.verdict, expected, detected_at, from_file: true }
             }
             None => {
-                let (verdict, _) = verdicts(&input, dir)?;
+                let (verdict, _) = verdicts(&input);
                 let expected = Some(record.expected.clone()).filter(|e| !e.is_empty());
                 let detected_at = detection(&input, expected.as_deref());
                 Judged { verdict, expected, detected_at, from_file: false }
