@@ -86,12 +86,11 @@ fn trim(p: &protos::Profile) -> protos::Profile {
             // for a cut location: that one stays whole.
             let new = match cut.get(&(id, skip)) {
                 Some(&new) => Some(new),
-                None => next_id.checked_add(1).map(|new| {
+                None => next_id.checked_add(1).inspect(|&new| {
                     next_id = new;
                     let loc = locations[&id];
                     new_locations.push(protos::Location { id: new, line: loc.line[skip..].to_vec(), ..loc.clone() });
                     cut.insert((id, skip), new);
-                    new
                 }),
             };
             if let Some(new) = new {
