@@ -63,7 +63,7 @@ pub use baseline::rss_trend;
 pub use engine::{diagnose, Options};
 pub use error::DiagnosisError;
 pub use frames::site_of;
-pub use holder::attribute_holders;
+pub use holder::{attribute_holders, HOLDER_STAYS};
 pub use input::{parse_metrics, parse_prometheus, MetricsLine, PhaseSpan, RunInput, SnapshotTime};
 pub use kind::{remedy, Kind, Mode, UnknownKind, KINDS};
 pub use profile::{
@@ -74,4 +74,4 @@ pub use stats::{
     change_points, mad, mann_kendall, median, pearson, plateau, spearman, theil_sen, MkResult, PlateauInfo,
     LEVEL_OFF_PACE, MAD_TO_SIGMA, MAX_TREND_POINTS, PLATEAU_TOLERANCE,
 };
-pub use verdict::{Finding, Holder, Verdict};
+pub use verdict::{Finding, Holder, Verdict, ALSO_HELD};

@@ -23,37 +23,70 @@ use crate::units::mib;
 pub(crate) const TREND_SIGNIFICANCE: f64 = 0.05;
 
 /// A held object outlives the load: at least this share of the growth is
-/// still there once the run settled (in-flight buffers go back).
+/// still there once the run settled. The two mechanisms it separates sit
+/// at the ends: what a held field, a lingering slot or a cache keeps stays
+/// whole after the drain, while buffers of calls in flight and of the
+/// connections the drain closes all go back. Half is the middle, so that
+/// noise on either side (a sampled profile's few blocks, a pool that frees
+/// its cache late) does not cross it.
 const KEPT_SHARE: f64 = 0.5;
 
-/// The guide's abnormally sized requests: at least this share of a site's
-/// growth is in large blocks.
-const LARGE_SHARE: f64 = 0.5;
+/// More than half: "most of" the growth, where two explanations share it
+/// and the larger one is taken.
+const MOST: f64 = 0.5;
+
+/// The guide's abnormally sized requests: most of a site's growth
+/// ([`MOST`]) is in large blocks. The pool caches the chunks of the large
+/// requests themselves ("these abnormally sized requests themselves
+/// require a large amount of memory"), so where they are the cause they
+/// are the bulk of what grew; where small blocks are the bulk, another
+/// mechanism grew the site and the large blocks came along.
+const LARGE_SHARE: f64 = MOST;
 
 /// A block is abnormal when it is this many times larger than what the
-/// process allocates per request on average.
+/// process allocates per request on average: five doublings of the pool's
+/// size classes (Netpoll's and `rpc`'s classes double). A load's usual
+/// spread of payload sizes spans a class or two around the typical one;
+/// the guide's abnormal requests are megabytes where requests are
+/// kilobytes, hundreds of times the typical cost.
 pub(crate) const ABNORMAL_FACTOR: f64 = 32.0;
 
 /// Abnormally sized requests arrive on connections that were already open:
-/// less than this share of the growth came in intervals where connections
-/// were opened (more, and it is a connection surge), unless every interval
-/// opened connections (then the share says nothing of surges).
-const ALREADY_OPEN_SHARE: f64 = 0.5;
+/// less than half of the growth ([`MOST`]) came in intervals where
+/// connections were opened (most, and it is a connection surge), unless
+/// every interval opened connections (then the share says nothing of
+/// surges).
+const ALREADY_OPEN_SHARE: f64 = MOST;
 
 /// "lbcache is only created once for each client": more clients than this
 /// created while the balancer cache grew are duplicates.
 const ONE_CLIENT: f64 = 1.0;
 
 /// Growth that follows the number of clients created this closely (Pearson
-/// r) is made by the clients, balancer frames or not.
+/// r) is made by the clients, balancer frames or not. Each duplicate
+/// client makes its own balancer cache when it is created, so the bytes
+/// are a linear function of the clients created, r close to 1. The bar is
+/// that high because the count of clients only rises, as does every
+/// growing site: any steady growth correlates with any rising counter
+/// well above 0.8, and only a near-exact line says the clients made it.
 const CLIENTS_CORRELATION: f64 = 0.95;
 
 /// Buffers that follow the connections open now this closely (Pearson r)
-/// belong to the connections.
+/// belong to the connections. Each connection takes its buffers when it
+/// opens and gives them back when it closes, so the two move together,
+/// but not on one line: connections open and close between snapshots, a
+/// buffer grows with its largest message, and the pool keeps what closed
+/// connections gave back for a while. The number of connections open
+/// goes up and down, unlike a counter, so a strong r here is rarely
+/// chance.
 const OPEN_CORRELATION: f64 = 0.8;
 
 /// A connection surge: at least this share of the growth came in intervals
-/// where connections were opened.
+/// where connections were opened. The slots' table expands when a surge
+/// opens more connections than ever before, and the references they leave
+/// are made by those connections' calls, so the growth lands in the
+/// intervals of the surges. It is above half ([`MOST`]), with a margin: a
+/// surge's last calls can end in the interval after it.
 const SURGE_SHARE: f64 = 0.6;
 
 /// While the load goes on, a surge is judged once at least this share of
@@ -68,20 +101,22 @@ const SURGE_STEPS: usize = 2;
 
 /// What the surge shape must keep per connection open at the peak: a
 /// barrier slot that pins buffers keeps at least one pooled node, and the
-/// smallest node a poller books for a read is 4 KiB (Netpoll's block,
-/// `rpc::linkbuf`'s default node); the slots' own bookkeeping, which a
-/// correct server also keeps, about 1.1 KiB a slot (32 buffer references,
-/// as Netpoll's barrier holds 32 `[]byte` and 32 iovecs, 1.3 KiB), and up to
-/// twice that per connection at the peak when the table has just doubled
-/// (measured 1.3–2.3 KiB). Three quarters of a node sits between the two:
-/// growth at the surges below it is the slot table, not what it pins.
+/// smallest node is 4 KiB ([`NODE_BYTES`](crate::shape::NODE_BYTES):
+/// Netpoll's page and `rpc`'s output nodes; `rpc`'s input nodes are 8 KiB);
+/// the slots' own bookkeeping, which a correct server also keeps, is
+/// 1.3 KiB a slot (`rpc::barrier`: an array of 32 buffer references of
+/// 40 bytes and its 48-byte lock; Netpoll's barrier holds 32 `[]byte` and
+/// 32 iovecs, 1.3 KiB too), and up to twice that per connection at the
+/// peak when the table has just doubled (measured 1.3–2.3 KiB). Three
+/// quarters of a node sits between the two: growth at the surges below it
+/// is the slot table, not what it pins.
 const SURGE_MIN_PER_CONNECTION: f64 = 3.0 * 1024.0;
 
 /// What the surge shape is made of: many blocks ([`MIN_BLOCKS`]) that
 /// hold at least a buffer node ([`NODE_BYTES`](crate::shape::NODE_BYTES))
 /// each on average. What lingers in the slots is buffers; what a surge
 /// leaves in a correct process is each connection's own small blocks (the
-/// slot table, which grows with the peak: 1.5 KiB slots; a task's future,
+/// slot table, which grows with the peak: 1.3 KiB slots; a task's future,
 /// 1.8 KiB; entries a handler cached). Read from block sizes, it holds
 /// where the connections open at the peak are not known: surge connections
 /// live for one call, and a snapshot rarely catches them open.
@@ -96,11 +131,18 @@ const MIN_BLOCKS: f64 = 4.0;
 
 /// A field held request after request grows while connections stay: less
 /// than this share of its growth came when connections were opened (unless
-/// every interval opened connections).
+/// every interval opened connections). Calls, not connections, make such
+/// growth, so it comes in every interval in proportion to the calls done:
+/// on a steady load it is the share of intervals that opened connections,
+/// small. Well below [`SURGE_SHARE`], so that no site is both.
 const STEADY_SHARE: f64 = 0.3;
 
 /// Growth of no documented kind must reach this many times the growth floor
-/// to be called a leak: a cache still filling up grows too.
+/// to be called a leak: a cache still filling up grows too, and without a
+/// kind there is no mechanism to check it against, only its size. Eight
+/// floors is 16 MiB at Go's default sampling rate (the floor is then four
+/// sampling periods, 2 MiB): a judgement of what a cache warming up may
+/// take, not a measurement; a kind's rule decides with less.
 pub(crate) const UNKNOWN_FLOOR_FACTOR: f64 = 8.0;
 
 /// An abnormally sized request scores from this...
@@ -551,9 +593,9 @@ fn openings_tell_nothing(s: &Shape) -> bool {
 }
 
 /// The connections open now, at the site's bytes per open connection,
-/// account for most of the growth: their own buffers.
+/// account for most of the growth ([`MOST`]): their own buffers.
 fn connections_hold_it(s: &Shape) -> bool {
-    s.open_share.is_some_and(|o| o > 1.0 - KEPT_SHARE)
+    s.open_share.is_some_and(|o| o > MOST)
 }
 
 /// Growth no documented case explains, named only when it is large enough

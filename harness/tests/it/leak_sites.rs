@@ -62,7 +62,7 @@ fn assert_held_by(run: &Finished, held: &str, holder: &str) {
         holders[1..].iter().map(|(_, later)| chain_growth(first, later, &pick)).collect();
     let fullest = all.iter().max_by(|a, b| sum(a).total_cmp(&sum(b))).cloned().unwrap_or_default();
     let last = all.last().cloned().unwrap_or_default();
-    let chains = if sum(&last) >= STAYS * sum(&fullest) { last } else { fullest };
+    let chains = if sum(&last) >= diagnosis::HOLDER_STAYS * sum(&fullest) { last } else { fullest };
     let total: f64 = chains.iter().map(|c| c.0.max(0.0)).sum();
     let report: Vec<String> = chains.iter().take(4).map(|(g, c)| format!("  {} {}", mib(*g), c.join(" -> "))).collect();
     eprintln!("HOLDER {}: blocks under {held}:\n{}", run.scenario, report.join("\n"));
@@ -88,10 +88,6 @@ fn assert_held_by(run: &Finished, held: &str, holder: &str) {
         report.join("\n")
     );
 }
-
-/// The share of its fullest growth that held memory must still have after
-/// the drain to be read as what stays (the engine's `STAYS`).
-const STAYS: f64 = 0.25;
 
 /// The pool profile stays flat next to a heap leak that is not pooled: it
 /// grows by less than a quarter of the heap site's growth.
