@@ -101,7 +101,8 @@ mod tests {
         assert_eq!(s.max_output_bytes, 64 << 20);
         assert_eq!(s.write_timeout, Duration::from_secs(30));
         assert_eq!(s.frame_timeout, Timeout(Some(Duration::from_secs(60))));
-        assert_eq!(s.max_frame, 64 << 20);
+        // Not given: the scenario's own, else the server's default.
+        assert_eq!((s.max_frame, s.idle_timeout), (None, None));
     }
 
     #[test]
@@ -115,6 +116,28 @@ mod tests {
     }
 
     #[test]
+    fn a_scenario_s_frame_limit_and_idle_timeout_stay_unless_flags_replace_them() {
+        let own = rpc::ServerConfig {
+            limits: rpc::codec::Limits { max_frame: 200 << 20, ..rpc::codec::Limits::default() },
+            idle_timeout: None,
+            ..rpc::ServerConfig::default()
+        };
+        let kept = crate::cmd::serve::with_budgets(&serve(&[]).unwrap(), own.clone());
+        assert_eq!((kept.limits.max_frame, kept.idle_timeout), (200 << 20, None));
+        let replaced = crate::cmd::serve::with_budgets(
+            &serve(&["--max-frame", "1MiB", "--idle-timeout", "30s"]).unwrap(),
+            own.clone(),
+        );
+        assert_eq!((replaced.limits.max_frame, replaced.idle_timeout), (1 << 20, Some(Duration::from_secs(30))));
+        let off =
+            crate::cmd::serve::with_budgets(&serve(&["--idle-timeout", "off"]).unwrap(), rpc::ServerConfig::default());
+        assert_eq!(off.idle_timeout, None);
+        // The plain server's defaults: 64 MiB and 10 minutes.
+        let plain = crate::cmd::serve::with_budgets(&serve(&[]).unwrap(), rpc::ServerConfig::default());
+        assert_eq!((plain.limits.max_frame, plain.idle_timeout), (64 << 20, Some(Duration::from_secs(600))));
+    }
+
+    #[test]
     fn serve_budgets_parse_units_and_off() {
         let s = serve(&[
             "--max-conns=3",
@@ -123,11 +146,12 @@ mod tests {
             "--write-timeout=250ms",
             "--frame-timeout=off",
             "--max-frame=1_048_576",
+            "--idle-timeout=off",
         ])
         .expect("valid flags");
         assert_eq!((s.max_conns, s.max_input_bytes, s.max_output_bytes), (3, 1 << 30, 512 << 10));
         assert_eq!((s.write_timeout, s.frame_timeout), (Duration::from_millis(250), Timeout(None)));
-        assert_eq!(s.max_frame, 1 << 20);
+        assert_eq!((s.max_frame, s.idle_timeout), (Some(1 << 20), Some(Timeout(None))));
         for bad in [["--max-input-bytes", "12XB"], ["--frame-timeout", "soon"], ["--max-output-bytes", "-1"]] {
             assert!(serve(&bad).is_err(), "{bad:?} accepted");
         }

@@ -16,11 +16,11 @@
 //! |---|---|---|
 //! | [`Limits::max_frame`]: one message, framed or not | 64 MiB | `protocol_errors` |
 //! | [`ServerConfig::max_conns`]: connections open at once | 10 000 | `refused_conns` |
-//! | [`ServerConfig::max_input_bytes`]: input buffered by all connections | 256 MiB | `budget_closes` |
+//! | [`ServerConfig::max_input_bytes`]: input buffered and replies queued, all connections together | 256 MiB | `budget_closes` |
 //! | [`ServerConfig::max_output_bytes`]: replies queued on one connection | 64 MiB | `output_overflows` |
 //! | [`ServerConfig::write_timeout`]: a send making no progress | 30 s | `write_timeouts` |
 //! | [`ServerConfig::frame_timeout`]: one message, first byte to last | 60 s | `frame_timeouts` |
-//! | [`ServerConfig::idle_timeout`]: one read | off | `idle_closed` |
+//! | [`ServerConfig::idle_timeout`]: one read | 10 min | `idle_closed` |
 //!
 //! - **Decoding is linear.** Each connection keeps a [`FrameDecoder`] that
 //!   resumes where the last read stopped (tokio-util's `DecodeState`), so an
@@ -45,6 +45,14 @@
 //!   closed itself. Slack: the budget can be passed by the first node of
 //!   each connection (8 KiB, at accept) and, for a message that spans
 //!   nodes, by its one contiguous copy while it is handled.
+//! - **Queued replies count in the same budget.** A reply waiting for a
+//!   peer that reads slowly holds its pooled output nodes (a NoCopy
+//!   reply's linked values are input the budget already counted): while it
+//!   waits it is part of its connection's share, so a connection that the
+//!   next read finds greediest is closed whether its memory is a partial
+//!   request or a reply nobody reads, and the budget bounds both. Slack: a
+//!   reply is made before it is counted, one per connection dispatching at
+//!   that moment.
 //! - **No connection holds a thread for long.** One read takes at most
 //!   [`MAX_READ`] bytes, and a connection gives way to
 //!   the others (`tokio::task::yield_now`, counted in `yields`) after each
@@ -154,15 +162,20 @@ pub struct ServerConfig {
     pub nocopy_write: bool,
     /// Largest message and nesting depth accepted.
     pub limits: Limits,
-    /// Close a connection that sends nothing for this long (off by default).
+    /// Close a connection that sends nothing for this long (`None`: never).
+    /// Default 10 minutes: far beyond a keep-alive client's pause between
+    /// calls, and a connection that never sends a byte still goes (without
+    /// it, `max_conns` silent connections would keep every other peer out
+    /// for good).
     pub idle_timeout: Option<Duration>,
     /// Connections open at once. At the limit accepting pauses until one
     /// closes; one waiting connection is accepted and closed per
     /// [`REFUSE_INTERVAL`] (counted in `refused_conns`). Default 10 000.
     pub max_conns: usize,
-    /// Input buffered by all connections together, counted as the pooled
-    /// node capacity their input buffers hold; past it the connection
-    /// holding the most is closed (`budget_closes`). Default 256 MiB.
+    /// Input buffered and replies queued by all connections together,
+    /// counted as the pooled node capacity their input and output buffers
+    /// hold; past it the connection holding the most is closed
+    /// (`budget_closes`). Default 256 MiB.
     pub max_input_bytes: usize,
     /// Reply bytes one connection may have waiting to be sent before
     /// another reply is queued; past it the connection is closed
@@ -188,7 +201,7 @@ impl Default for ServerConfig {
             decode: DecodeMode::Copy,
             nocopy_write: false,
             limits: Limits::default(),
-            idle_timeout: None,
+            idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
             max_conns: Self::DEFAULT_MAX_CONNS,
             max_input_bytes: Self::DEFAULT_MAX_INPUT_BYTES,
             max_output_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
@@ -212,6 +225,8 @@ impl ServerConfig {
     pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default of [`frame_timeout`](Self::frame_timeout): 60 s.
     pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default of [`idle_timeout`](Self::idle_timeout): 10 minutes.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 }
 
 /// How long a reader that is not the greediest waits for input memory to
@@ -256,7 +271,8 @@ pub struct ServerStats {
     pub idle_closed: AtomicU64,
     /// Connections closed at accept: `max_conns` were open.
     pub refused_conns: AtomicU64,
-    /// Connections closed to keep buffered input within `max_input_bytes`.
+    /// Connections closed to keep buffered input and queued replies
+    /// within `max_input_bytes`.
     pub budget_closes: AtomicU64,
     /// Connections closed with `max_output_bytes` of replies unsent.
     pub output_overflows: AtomicU64,
@@ -266,8 +282,8 @@ pub struct ServerStats {
     /// Connections closed because a message was not whole within
     /// `frame_timeout`.
     pub frame_timeouts: AtomicU64,
-    /// Bytes the input buffers of all connections hold now (node
-    /// capacities), the quantity `max_input_bytes` bounds.
+    /// Bytes the input buffers and queued replies of all connections hold
+    /// now (node capacities), the quantity `max_input_bytes` bounds.
     pub input_bytes: AtomicU64,
     /// Times a connection gave way to the others after [`WORK_QUANTUM`]
     /// bytes of work.
@@ -400,7 +416,7 @@ enum ConnError {
 /// A budget that closed a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 enum Close {
-    #[error("input budget exhausted (max_input_bytes) and this connection holds the most buffered input")]
+    #[error("buffer budget exhausted (max_input_bytes) and this connection holds the most input and queued replies")]
     InputBudget,
     #[error("more than max_output_bytes of replies unsent: the peer does not read")]
     OutputOverflow,
@@ -614,10 +630,10 @@ impl<H: Handler> Server<H> {
                             next_refusal = Some(Instant::now() + REFUSE_INTERVAL);
                             continue;
                         }
-                        stats.open_conns.fetch_add(1, Ordering::Relaxed);
+                        let open = Open::new(stats);
                         stats.opened_conns.fetch_add(1, Ordering::Relaxed);
                         let shared = self.shared.clone();
-                        conns.spawn(async move { shared.connection(stream, peer).await });
+                        conns.spawn(async move { shared.connection(stream, peer, open).await });
                     }
                     Err(e) => {
                         // Out of descriptors and the like: back off, keep serving.
@@ -625,7 +641,13 @@ impl<H: Handler> Server<H> {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                Some(ended) = conns.join_next(), if !conns.is_empty() => {
+                    if let Err(e) = ended {
+                        if e.is_panic() {
+                            tracing::error!(error = %e, "a connection's task panicked: its connection is closed");
+                        }
+                    }
+                }
             }
         }
         drop(listener);
@@ -672,10 +694,10 @@ impl Drop for Share<'_> {
 }
 
 impl Conn<'_> {
-    /// Records what the input buffer holds now.
+    /// Records what the input buffer and the queued replies hold now.
     fn sync(&self) {
         let share = &self.share;
-        let held = self.input.reserved();
+        let held = self.input.reserved() + self.output.reserved();
         // Most calls leave the input nodes as they were: then the shared
         // counters, written by every connection, are left alone.
         if share.slot.reserved.load(Ordering::Acquire) == held {
@@ -694,8 +716,27 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Counts a connection open until dropped: when its task ends, even by a
+/// panic of the handler or cancelled before it ran, its place under
+/// `max_conns` is given back.
+struct Open(Arc<ServerStats>);
+
+impl Open {
+    fn new(stats: &Arc<ServerStats>) -> Open {
+        stats.open_conns.fetch_add(1, Ordering::Relaxed);
+        Open(stats.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open_conns.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl<H: Handler> Shared<H> {
-    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, open: Open) {
+        let _open = open;
         let stats = &self.stats;
         let _ = stream.set_nodelay(true);
         let slot = self.config.barriers.acquire();
@@ -727,7 +768,6 @@ impl<H: Handler> Shared<H> {
                 Err(ConnError::Io(e)) => tracing::debug!(%peer, error = %e, "connection ended"),
             }
         }
-        stats.open_conns.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Makes room in the input budget for a read that takes a new node of
@@ -767,6 +807,10 @@ impl<H: Handler> Shared<H> {
         // Most replies fit in the socket at once: then no timer and no
         // wake-up are set up.
         conn.output.try_send(stream, slot)?;
+        if !conn.output.is_empty() {
+            // What waits for the peer counts in the budget meanwhile.
+            conn.sync();
+        }
         while !conn.output.is_empty() {
             let before = conn.output.len();
             let sent = tokio::select! {
@@ -886,6 +930,7 @@ impl<H: Handler> Shared<H> {
                 Some(r) => r?,
                 None => {
                     self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, reason = "no byte read within idle_timeout", "closing connection");
                     return Ok(());
                 }
             };

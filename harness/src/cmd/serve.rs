@@ -126,8 +126,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     barriers: Barriers::new(args.barriers),
                     decode: args.decode.into(),
                     nocopy_write: args.nocopy_write,
-                    limits: Limits { max_frame: args.max_frame, ..Limits::default() },
-                    idle_timeout: args.idle_timeout,
                     ..ServerConfig::default()
                 };
                 serve_rpc(&args, listener, with_budgets(&args, config), Echo).await
@@ -136,14 +134,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// `config` with the budgets of the command line.
-fn with_budgets(args: &ServeArgs, config: ServerConfig) -> ServerConfig {
+/// `config` (a scenario's, or the server's defaults) with the budgets of
+/// the command line; `--max-frame` and `--idle-timeout` replace the
+/// config's own only when given.
+pub(crate) fn with_budgets(args: &ServeArgs, config: ServerConfig) -> ServerConfig {
     ServerConfig {
         max_conns: args.max_conns,
         max_input_bytes: args.max_input_bytes,
         max_output_bytes: args.max_output_bytes,
         write_timeout: args.write_timeout,
         frame_timeout: args.frame_timeout.0,
+        limits: Limits { max_frame: args.max_frame.unwrap_or(config.limits.max_frame), ..config.limits },
+        idle_timeout: args.idle_timeout.map_or(config.idle_timeout, |t| t.0),
         ..config
     }
 }

@@ -427,6 +427,83 @@ async fn a_peer_that_never_reads_is_closed() {
 }
 
 #[tokio::test]
+async fn replies_queued_for_slow_readers_count_in_the_budget() {
+    let pool = own_pool();
+    let max_input = 8 << 20;
+    let server = start(ServerConfig { max_input_bytes: max_input, ..config(&pool) }).await;
+    let good = GoodClient::start(server.addr, "adv-slowread", &pool).await;
+    // Peers one after the other (300 ms apart) each send one 1 MiB call
+    // and then read its reply 4 KiB at a time, every 100 ms: each read is
+    // progress, so no write timeout fires, and each reply (1 MiB, copied
+    // into output nodes) waits for seconds beside the input it answers.
+    // Their inputs alone fit the budget (three read buffers of about 2 MiB
+    // each); with their replies counted they do not, and one is closed.
+    // Uncounted, the replies would hold as much again as the input, past
+    // the budget, and nothing would be closed.
+    let conns = 3;
+    let req = Request { id: 1, msg: Binary::from(vec![b's'; 1 << 20]), json: None };
+    let mut call = Vec::new();
+    codec::encode_call(&mut call, Transport::Framed, 1, &req).unwrap();
+    let call = Arc::new(call);
+    let mut attackers = Vec::new();
+    for i in 0..conns {
+        let (addr, call) = (server.addr, call.clone());
+        attackers.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300 * i as u64)).await;
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            if s.write_all(&call).await.is_err() {
+                return;
+            }
+            let mut piece = [0u8; 4 << 10];
+            for _ in 0..40 {
+                match s.read(&mut piece).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }));
+    }
+    for a in attackers {
+        a.await.unwrap();
+    }
+    let peak = good.finish().await;
+    let counts = server.stats.counts();
+    // Slack: the first node of each connection, and a reply made before it
+    // is counted by each connection whose call the budget admitted (1 MiB
+    // each) with a node of its input.
+    let slack = (conns + 2) * (8 << 10) + conns * (1 << 20) + (2 << 20);
+    eprintln!("slow readers: peak {peak} bytes, {counts:?}");
+    assert!(peak <= max_input + slack, "pool peak {peak} over {max_input} + {slack}");
+    assert!(counts.budget_closes >= 1, "{counts:?}");
+    assert_eq!(counts.write_timeouts + counts.output_overflows + counts.protocol_errors, 0, "{counts:?}");
+    server.shutdown().await;
+    assert_eq!(pool.stats().leased_bytes, 0);
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_gives_its_connection_s_place_back() {
+    let pool = own_pool();
+    let server = start(ServerConfig { max_conns: 2, ..config(&pool) }).await;
+    let req = Request { id: 7, msg: Binary::from_static(b"panic"), json: None };
+    let mut call = Vec::new();
+    codec::encode_call(&mut call, Transport::Framed, 7, &req).unwrap();
+    // More panicking calls than `max_conns`: were a panicked connection
+    // still counted open, accepting would pause for good after two.
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(&call).await.unwrap();
+        assert_closed(&mut s).await;
+    }
+    let stats = server.stats.clone();
+    assert!(eventually(|| stats.counts().open_conns == 0).await, "{:?}", stats.counts());
+    let good = GoodClient::start(server.addr, "adv-panic", &pool).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    good.finish().await;
+    assert_eq!(server.stats.counts().refused_conns, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_trickle_is_closed_by_the_frame_timeout() {
     let pool = own_pool();
     let server = start(ServerConfig { frame_timeout: Some(Duration::from_millis(300)), ..config(&pool) }).await;

@@ -10,13 +10,17 @@ use rpc::{Handler, HandlerError, Server, ServerConfig, ServerStats};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// Echoes the request; a `msg` of `fail` makes the handler fail.
+/// Echoes the request; a `msg` of `fail` makes the handler fail, and one
+/// of `panic` makes it panic.
 pub struct Echo;
 
 impl Handler for Echo {
     async fn echo(&self, req: Request) -> Result<Response, HandlerError> {
         if &req.msg[..] == b"fail" {
             return Err(HandlerError("asked to fail".into()));
+        }
+        if &req.msg[..] == b"panic" {
+            panic!("asked to panic");
         }
         Ok(Response { id: req.id, msg: req.msg, json: req.json })
     }

@@ -33,13 +33,15 @@ pub struct ServeArgs {
     /// (Netpoll before v0.2.5), `fixed` clears them.
     #[arg(long, default_value = "fixed")]
     pub barriers: rpc::BarrierMode,
-    /// Close connections idle for this long (e.g. `30s`); off by default.
-    #[arg(long, value_parser = parse_duration)]
-    pub idle_timeout: Option<Duration>,
+    /// Close connections that send nothing for this long (e.g. `30s`), or
+    /// `off`. Default: the scenario's, else 10 minutes.
+    #[arg(long, value_parser = parse_timeout)]
+    pub idle_timeout: Option<Timeout>,
     /// Largest message accepted (bytes, or `64KiB`, `1MiB`...); larger ones
     /// close the connection before anything is allocated for them.
-    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
-    pub max_frame: usize,
+    /// Default: the scenario's, else 64MiB.
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_frame: Option<usize>,
     /// Connections served at once; more are refused (closed when accepted).
     #[arg(long, default_value_t = 10_000)]
     pub max_conns: usize,
