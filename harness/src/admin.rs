@@ -57,6 +57,8 @@ use crate::alloc::GlobalProfiler;
 use crate::metrics::{Kind, Metric, FIGURES, LARGEST_PEER, LARGEST_PEER_HELP, LARGEST_PEER_LABEL};
 use crate::probe::Probe;
 
+mod stall;
+
 /// Limits of the admin listener against slow or greedy clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminLimits {
@@ -69,6 +71,13 @@ pub struct AdminLimits {
     pub profile_builds: usize,
     /// `/metrics` encodings at once.
     pub metrics_scrapes: usize,
+    /// A response write that makes no progress this long closes its
+    /// connection: a client that asks and never reads.
+    pub write_timeout: Duration,
+    /// A connection is closed this long after it opened, whatever it is
+    /// doing: a client reading a byte at a time keeps making progress, and
+    /// a keep-alive client simply connects again.
+    pub max_conn_life: Duration,
 }
 
 impl Default for AdminLimits {
@@ -78,6 +87,8 @@ impl Default for AdminLimits {
             max_conns: 64,
             profile_builds: 2,
             metrics_scrapes: 8,
+            write_timeout: Duration::from_secs(10),
+            max_conn_life: Duration::from_secs(120),
         }
     }
 }
@@ -89,6 +100,9 @@ pub struct AdminStats {
     pub refused_conns: AtomicU64,
     /// Connections closed because headers did not arrive in time.
     pub header_timeouts: AtomicU64,
+    /// Connections closed because a response write made no progress for
+    /// `write_timeout`, or the connection outlived `max_conn_life`.
+    pub slow_closes: Arc<AtomicU64>,
     /// Requests answered `503` because their route was at its limit.
     pub shed_requests: AtomicU64,
     /// Blocks allocated answering: accepting, HTTP, building the profiles
@@ -199,21 +213,29 @@ impl Admin {
             };
             let service = TowerToHyperService::new(app.clone());
             let stats = stats.clone();
-            let timeout = self.limits.header_read_timeout;
+            let limits = self.limits;
             let profiler = self.state.probe.profiler;
             let counted = stats.clone();
             tokio::spawn(Counted::new(
                 async move {
                     let _permit = permit;
+                    let io = stall::WriteDeadline::new(stream, limits.write_timeout, stats.slow_closes.clone());
                     let conn = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
-                        .header_read_timeout(timeout)
-                        .serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = conn.await {
-                        if e.is_timeout() {
-                            stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                        .header_read_timeout(limits.header_read_timeout)
+                        .serve_connection(TokioIo::new(io), service);
+                    match tokio::time::timeout(limits.max_conn_life, conn).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            if e.is_timeout() {
+                                stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                            }
+                            tracing::debug!(%peer, error = %e, "admin connection closed");
                         }
-                        tracing::debug!(%peer, error = %e, "admin connection closed");
+                        Err(_) => {
+                            stats.slow_closes.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(%peer, life = ?limits.max_conn_life, "admin connection closed: too old");
+                        }
                     }
                 },
                 counted,
@@ -428,7 +450,7 @@ struct MetricsCollector {
 }
 
 /// The listener's own refusals on `/metrics`, after the [`FIGURES`].
-const ADMIN_METRICS: [Metric<AdminStats>; 3] = [
+const ADMIN_METRICS: [Metric<AdminStats>; 4] = [
     Metric {
         name: "leaklab_admin_refused_connections_total",
         help: "Admin connections closed on accept because the admin connection limit was reached.",
@@ -440,6 +462,13 @@ const ADMIN_METRICS: [Metric<AdminStats>; 3] = [
         help: "Admin connections closed because request headers did not arrive in time.",
         kind: Kind::Counter,
         read: |a| a.header_timeouts.load(Ordering::Relaxed),
+    },
+    Metric {
+        name: "leaklab_admin_slow_closes_total",
+        help: "Admin connections closed because a response write made no progress in time, or the connection \
+               outlived its longest life.",
+        kind: Kind::Counter,
+        read: |a| a.slow_closes.load(Ordering::Relaxed),
     },
     Metric {
         name: "leaklab_admin_shed_requests_total",
@@ -569,6 +598,52 @@ mod tests {
         assert_eq!(metric(addr, "leaklab_admin_header_timeouts_total").await, Some(1.0));
     }
 
+    #[tokio::test]
+    async fn a_client_that_never_reads_its_responses_is_closed() {
+        let limits = AdminLimits { write_timeout: Duration::from_millis(300), ..AdminLimits::default() };
+        let (addr, stats) = start(Admin::new(probe(), limits)).await;
+        // A small receive window, and requests pipelined without reading
+        // a byte: the responses fill both sockets and the server's write
+        // waits.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("recv buffer");
+        let mut s = socket.connect(addr).await.expect("connect");
+        let request = b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n".repeat(2000);
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.write_all(&request)).await;
+        let tripped = async {
+            while stats.slow_closes.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), tripped).await.expect("the stalled write was not timed out");
+        // The connection is gone: what was sent ends.
+        let mut sink = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut sink)).await;
+        assert!(end.is_ok(), "the connection stayed open");
+        assert_eq!(metric(addr, "leaklab_admin_slow_closes_total").await, Some(1.0));
+    }
+
+    #[tokio::test]
+    async fn a_connection_lives_at_most_its_longest_life() {
+        let limits = AdminLimits { max_conn_life: Duration::from_millis(300), ..AdminLimits::default() };
+        let (addr, stats) = start(Admin::new(probe(), limits)).await;
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        // A keep-alive client asking every 100 ms, reading every answer.
+        let mut answered = 0;
+        for _ in 0..20 {
+            if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n").await.is_err() {
+                break;
+            }
+            match read_response(&mut s).await {
+                Some((200, _, _)) => answered += 1,
+                _ => break,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!((1..20).contains(&answered), "{answered} answers on one connection");
+        assert_eq!(stats.slow_closes.load(Ordering::Relaxed), 1);
+    }
+
     /// The next answer (a broken limit would let every build wait at the
     /// gate: give up rather than hang).
     async fn answer<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> T {
@@ -661,6 +736,7 @@ mod tests {
             "leaklab_admin_refused_connections_total",
             "leaklab_admin_header_timeouts_total",
             "leaklab_admin_shed_requests_total",
+            "leaklab_admin_slow_closes_total",
         ];
         let present = names.iter().filter(|n| values.contains_key(**n)).count();
         assert_eq!(present, names.len(), "{text}");

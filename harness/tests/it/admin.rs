@@ -95,6 +95,7 @@ fn serve_accepts_every_budget_flag_and_exports_its_refusals() {
         "leaklab_admin_refused_connections_total",
         "leaklab_admin_header_timeouts_total",
         "leaklab_admin_shed_requests_total",
+        "leaklab_admin_slow_closes_total",
         // The names the scraper has always read are still there.
         "leaklab_requests_total",
         "leaklab_open_connections",
