@@ -42,16 +42,29 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// The largest response body read: a profile's limit
+/// ([`diagnosis::MAX_PROFILE_BYTES`], 64 MiB), which is also far more than
+/// any `/metrics` text; a larger body is refused, not decoded.
+pub const MAX_BODY_BYTES: u64 = diagnosis::MAX_PROFILE_BYTES;
+
 /// GET `http://ADDR/PATH` as bytes.
 pub fn get_bytes(agent: &ureq::Agent, addr: SocketAddr, path: &str) -> anyhow::Result<Vec<u8>> {
     get_url(agent, &format!("http://{addr}{path}"))
 }
 
-/// GET a URL as bytes (at most 1 GiB).
+/// GET a URL as bytes, at most [`MAX_BODY_BYTES`]: a larger body is an
+/// error naming the URL, read no further.
 pub fn get_url(agent: &ureq::Agent, url: &str) -> anyhow::Result<Vec<u8>> {
     let mut resp = agent.get(url).call().with_context(|| format!("GET {url}"))?;
     let mut body = Vec::new();
-    resp.body_mut().as_reader().take(1 << 30).read_to_end(&mut body).with_context(|| format!("reading {url}"))?;
+    resp.body_mut()
+        .as_reader()
+        .take(MAX_BODY_BYTES + 1)
+        .read_to_end(&mut body)
+        .with_context(|| format!("reading {url}"))?;
+    if body.len() as u64 > MAX_BODY_BYTES {
+        anyhow::bail!("{url}: the response is larger than {MAX_BODY_BYTES} bytes, the limit");
+    }
     Ok(body)
 }
 
@@ -111,6 +124,41 @@ pub fn diagnosis_line(t: f64, text: &str) -> diagnosis::MetricsLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Serves one response of `len` bytes (zeros, sent in 1 MiB writes
+    /// until the client stops reading) on a loopback port.
+    fn one_response(len: u64) -> SocketAddr {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = s.read(&mut head);
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+            let chunk = vec![0u8; 1 << 20];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64);
+                if s.write_all(&chunk[..n as usize]).is_err() {
+                    return;
+                }
+                left -= n;
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_body_past_the_limit_is_refused_and_read_no_further() {
+        let agent = agent();
+        let addr = one_response(MAX_BODY_BYTES + (16 << 20));
+        let err = get_bytes(&agent, addr, "/debug/pprof/heap").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("/debug/pprof/heap") && text.contains("larger than 67108864 bytes"), "{text}");
+        let addr = one_response(4096);
+        assert_eq!(get_bytes(&agent, addr, "/metrics").unwrap().len(), 4096);
+    }
 
     #[test]
     fn parses_prometheus_text() {

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use diagnosis::{HeapSnapshot, Options, RunInput, Verdict};
+use diagnosis::{
+    DecodeLimits, DiagnosisError, HeapSnapshot, Options, ProfileDecoder, RunInput, Verdict, MAX_RUN_PROFILES,
+};
 
 use crate::units::parse_duration;
 
@@ -58,27 +60,37 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
     let base = base.strip_suffix("/debug/pprof/heap").unwrap_or(base).to_owned();
     let agent = crate::scrape::agent();
     let start = Instant::now();
-    let (mut heaps, mut pools, mut metrics) = (Vec::new(), Vec::new(), Vec::new());
+    // One decoder for every profile the loop takes: the run's memory
+    // budget (`DecodeLimits::run_memory`) bounds them together, as it
+    // bounds a run's directory; past it, the snapshots taken so far are
+    // diagnosed.
+    let mut decoder = ProfileDecoder::new(DecodeLimits::default());
+    let mut fetch = |url: &str| -> anyhow::Result<HeapSnapshot> {
+        let bytes = crate::scrape::get_url(&agent, url)?;
+        Ok(decoder.decode(&bytes, url)?)
+    };
+    let mut input = RunInput::from_parts(Vec::new(), Vec::new(), Vec::new());
     let mut streak = (String::new(), 0usize);
     let mut verdict = None;
     let mut use_pools = !opts.pprof_only;
     // Holder profiles, where the process serves them: one now, one at the
     // end, for the growth of each chain.
     let holders_url = format!("{base}/debug/pprof/holders");
-    let take_holders = |agent: &ureq::Agent| {
-        crate::scrape::get_url(agent, &holders_url).and_then(|b| Ok(HeapSnapshot::decode(&b, &holders_url)?)).ok()
-    };
     let mut holders: Vec<HeapSnapshot> =
-        if opts.pprof_only { None } else { take_holders(&agent) }.into_iter().collect();
-    while start.elapsed() < args.timeout {
+        if opts.pprof_only { None } else { fetch(&holders_url).ok() }.into_iter().collect();
+    while start.elapsed() < args.timeout && input.heaps.len() < MAX_RUN_PROFILES / 2 {
         let t = start.elapsed().as_secs_f64();
         let url = format!("{base}/debug/pprof/heap");
         // A scrape that fails is skipped (the process may be busy); the
-        // next one may succeed. Only the first must.
-        let heap = crate::scrape::get_url(&agent, &url).and_then(|b| Ok(HeapSnapshot::decode(&b, &url)?));
-        match heap {
-            Ok(h) => heaps.push(h),
-            Err(e) if heaps.is_empty() => return Err(e),
+        // next one may succeed. Only the first must. A profile past the
+        // budget ends the loop.
+        match fetch(&url) {
+            Ok(h) => input.heaps.push(h),
+            Err(e) if input.heaps.is_empty() => return Err(e),
+            Err(e) if past_budget(&e) => {
+                eprintln!("snapshots stop: {e:#}");
+                break;
+            }
             Err(e) => {
                 eprintln!("snapshot skipped: {e:#}");
                 std::thread::sleep(args.interval);
@@ -89,26 +101,24 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
         // process without the endpoint, or one that failed, is diagnosed
         // from heap profiles alone from then on.
         if use_pools {
-            let url = format!("{base}/debug/pprof/pool");
-            match crate::scrape::get_url(&agent, &url).and_then(|b| Ok(HeapSnapshot::decode(&b, &url)?)) {
-                Ok(p) => pools.push(p),
+            match fetch(&format!("{base}/debug/pprof/pool")) {
+                Ok(p) => input.pools.push(p),
                 Err(_) => {
                     use_pools = false;
-                    pools.clear();
+                    input.pools.clear();
                 }
             }
         }
         if let Ok(text) = crate::scrape::get_url(&agent, &format!("{base}/metrics")) {
-            metrics.push(crate::scrape::diagnosis_line(t, &String::from_utf8_lossy(&text)));
+            input.metrics.push(crate::scrape::diagnosis_line(t, &String::from_utf8_lossy(&text)));
         }
-        let input = RunInput::from_parts(heaps.clone(), pools.clone(), metrics.clone());
         let v = diagnosis::diagnose(&input, opts);
         if v.kind == streak.0 {
             streak.1 += 1;
         } else {
             streak = (v.kind.to_string(), 1);
         }
-        eprintln!("snapshot {}: {}", heaps.len(), v.summary);
+        eprintln!("snapshot {}: {}", input.heaps.len(), v.summary);
         let sure = v.leak && streak.1 >= 4;
         verdict = Some(v);
         if sure {
@@ -118,8 +128,14 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
     }
     let mut verdict = verdict.context("no snapshot could be taken")?;
     if !holders.is_empty() {
-        holders.extend(take_holders(&agent));
+        holders.extend(fetch(&holders_url).ok());
         diagnosis::attribute_holders(&mut verdict, &holders);
     }
     Ok(verdict)
+}
+
+/// Whether a profile was refused for the run's memory budget: no later
+/// profile would fit either.
+fn past_budget(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<DiagnosisError>(), Some(DiagnosisError::Profile { reason, .. }) if reason.starts_with("the run's profiles"))
 }
