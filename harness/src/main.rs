@@ -20,6 +20,7 @@ mod cli;
 mod cmd;
 mod compare;
 mod dataset;
+mod files;
 mod holdersprof;
 mod loadgen;
 mod metrics;

@@ -50,7 +50,9 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
         for entry in std::fs::read_dir(dir)?.flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
             if file.ends_with(".pb.gz") || file == "metrics.jsonl" {
-                std::fs::copy(entry.path(), target.join(&file))?;
+                // A profile's limit bounds each file (a metrics log is far
+                // smaller); links and devices are refused.
+                crate::files::copy_regular(&entry.path(), &target.join(&file), diagnosis::MAX_PROFILE_BYTES)?;
             }
         }
         label.write(&target)?;

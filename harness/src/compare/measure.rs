@@ -103,15 +103,17 @@ fn counted_per_call(total: (f64, f64), scrapes: (f64, f64), calls: f64) -> Optio
     (calls > 0.0).then(|| (grown - watching) / calls)
 }
 
+/// The largest `run.json` or `verdict.json` read: a real one is a few KiB.
+const MAX_RECORD_BYTES: u64 = 4 << 20;
+
 /// Reads a run folder that a run wrote (`run.json`, `metrics.jsonl`,
 /// profiles, `verdict.json`).
 pub fn measure(dir: &Path) -> anyhow::Result<RunFigures> {
     let run_json = dir.join("run.json");
-    let record: RunRecord =
-        serde_json::from_slice(&std::fs::read(&run_json).with_context(|| format!("reading {}", run_json.display()))?)
-            .with_context(|| format!("reading {}", run_json.display()))?;
+    let record: RunRecord = serde_json::from_slice(&crate::files::read_at_most(&run_json, MAX_RECORD_BYTES)?)
+        .with_context(|| format!("reading {}", run_json.display()))?;
     let input = RunInput::from_dir(dir)?;
-    let verdict = std::fs::read(dir.join("verdict.json"))
+    let verdict = crate::files::read_at_most(&dir.join("verdict.json"), MAX_RECORD_BYTES)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))

@@ -199,11 +199,7 @@ impl Label {
 const MAX_RECORD_BYTES: u64 = 4 << 20;
 
 fn read_bounded(path: &Path) -> anyhow::Result<String> {
-    let len = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
-    if len > MAX_RECORD_BYTES {
-        anyhow::bail!("{}: {len} bytes, more than the {MAX_RECORD_BYTES} a run record may have", path.display());
-    }
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    crate::files::read_text_at_most(path, MAX_RECORD_BYTES)
 }
 
 #[cfg(test)]
@@ -225,7 +221,8 @@ mod tests {
             "background": "none", "params": {}, "phases": [], "interval_s": 0.5, "profile_rate": 1}"#);
         assert!(newer.contains("label format 9 is newer"), "{newer}");
         let big = vec![b' '; (MAX_RECORD_BYTES + 1) as usize];
-        assert!(err(&big).contains("more than the"), "an oversized label is refused before it is read");
+        let refused = err(&big);
+        assert!(refused.contains("label.json: more than 4194304 bytes"), "{refused}");
     }
 
     #[test]
