@@ -2,12 +2,22 @@
 //! every reply.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::bail;
 use bytes::BytesMut;
 use rpc::codec::{self, DecodeCtx, DecodeMode, Limits, MessageType, Request, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Longest a connect may take: a server that accepts nothing fails the
+/// open, and the load goes on with the next due call.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a call may wait for its whole reply (the server's own
+/// `write_timeout` is as long): a server that accepts and never answers
+/// fails the call instead of holding the load past its end for good.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One connection of the load generator, one call in flight.
 pub struct Conn {
@@ -18,16 +28,27 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects to `target`.
+    /// Connects to `target`, within [`CONNECT_TIMEOUT`].
     pub async fn connect(target: SocketAddr, transport: Transport) -> std::io::Result<Conn> {
-        let stream = TcpStream::connect(target).await?;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
         let _ = stream.set_nodelay(true);
         Ok(Conn { stream, buf: BytesMut::with_capacity(16 << 10), transport, seq: 0 })
     }
 
     /// One call of `echo(req)`; checks the reply. `Ok(true)` when the peer
-    /// echoed the call back verbatim (a raw echo server).
+    /// echoed the call back verbatim (a raw echo server). Fails when the
+    /// whole exchange takes longer than [`CALL_TIMEOUT`]; the connection is
+    /// then unusable (the caller opens another).
     pub async fn call(&mut self, req: &Request) -> anyhow::Result<bool> {
+        match tokio::time::timeout(CALL_TIMEOUT, self.exchange(req)).await {
+            Ok(r) => r,
+            Err(_) => bail!("no reply within {CALL_TIMEOUT:?}"),
+        }
+    }
+
+    async fn exchange(&mut self, req: &Request) -> anyhow::Result<bool> {
         self.seq = self.seq.wrapping_add(1);
         let (seq, id, msg) = (self.seq, req.id, &req.msg);
         let mut out = Vec::with_capacity(msg.len() + req.json.as_ref().map_or(0, |j| j.len()) + 64);
@@ -65,5 +86,30 @@ impl Conn {
             }
             other => bail!("unexpected {other:?} message"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_never_answers_fails_the_call_after_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        // Accepts, reads the call, and never answers.
+        let silent = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink).await;
+        });
+        let mut conn = Conn::connect(target, Transport::Framed).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let req = Request { id: 1, msg: rpc::Binary::from_static(b"hello"), json: None };
+        let err = conn.call(&req).await.unwrap_err();
+        assert!(err.to_string().contains("no reply within 30s"), "{err}");
+        assert!(start.elapsed() >= CALL_TIMEOUT, "{:?}", start.elapsed());
+        drop(conn);
+        silent.await.unwrap();
     }
 }
