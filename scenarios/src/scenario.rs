@@ -34,6 +34,33 @@ pub(crate) trait Scenario: Sync + fmt::Debug {
     fn held_field(&self) -> Option<HeldField> {
         None
     }
+
+    /// What the leak variant keeps per second at `leak_rate=1`, for the
+    /// leaks that keep a little at a time (a held field per call, a buffer
+    /// per idle connection), so that one call or connection in N leaking is
+    /// a steady trickle; `None` for those that leak in steps (a surge, a
+    /// duplicate client, an oversized request keep MiB at once).
+    fn trickle(&self, _p: &Params) -> Option<f64> {
+        None
+    }
+}
+
+/// What a framed message takes beyond its field: the frame and message
+/// headers, the method name, the other fields (a generous bound).
+const MESSAGE_OVERHEAD: usize = 256;
+
+/// What one call that holds its `payload`-byte field keeps: the field's
+/// bytes, or with `decode=nocopy` the input node the slice pins (the pool's
+/// size class of the message, at least a first node), times the calls per
+/// second (`rps`).
+pub(crate) fn held_field_trickle(p: &Params) -> Option<f64> {
+    let field = p.usize("payload").ok()?;
+    let per_call = if p.string("decode").ok()? == "nocopy" {
+        (1usize << rpc::class_of((field + MESSAGE_OVERHEAD).max(rpc::DEFAULT_INPUT_NODE))) as f64
+    } else {
+        field as f64
+    };
+    Some(p.f64("rps").ok()? * per_call)
 }
 
 /// A field of `rpc/idl/echo.thrift` that a leak keeps: the guide reads it
@@ -201,6 +228,21 @@ impl Info {
     pub fn held_field(&self) -> Option<HeldField> {
         self.scenario.held_field()
     }
+
+    /// What the leak variant keeps per second at `leak_rate=1` with the
+    /// parameters `p`, for the leaks that keep a little at a time (a held
+    /// field per call, a buffer per idle connection); `None` for those that
+    /// leak in steps of MiB, and for controls.
+    ///
+    /// ```
+    /// let info = scenarios::find("request-field-hold").unwrap();
+    /// let p = scenarios::Params::parse(info, &[("rps".into(), "100".into()), ("payload".into(), "1000".into())]).unwrap();
+    /// assert_eq!(info.trickle_rate(&p), Some(100.0 * 1000.0));
+    /// assert_eq!(scenarios::find("oversized-request").unwrap().trickle_rate(&p), None);
+    /// ```
+    pub fn trickle_rate(&self, p: &Params) -> Option<f64> {
+        self.scenario.trickle(p)
+    }
 }
 
 /// The verdict kinds of `DESIGN.md`.
@@ -226,5 +268,25 @@ mod tests {
         }
         let e = "leaky".parse::<Variant>().unwrap_err();
         assert!(e.to_string().contains("leak or fix"), "{e}");
+    }
+
+    #[test]
+    fn the_leaks_that_keep_a_little_at_a_time_say_how_fast() {
+        // A held field keeps one block per call, an idle connection one
+        // buffer: a trickle. The other kinds keep MiB at once.
+        let trickles =
+            ["request-field-held", "response-field-held", "zero-copy-string-held", "idle-connection-buffers"];
+        for info in crate::catalogue() {
+            let p = Params::parse(info, &[]).unwrap();
+            let rate = info.trickle_rate(&p);
+            assert_eq!(rate.is_some(), trickles.contains(&info.expected), "{}: {rate:?}", info.name);
+            assert!(rate.is_none_or(|r| r > 0.0), "{}: {rate:?}", info.name);
+        }
+        // With nocopy decoding a held field pins its whole input node.
+        let info = crate::find("request-field-hold").unwrap();
+        let set = |decode: &str| vec![("payload".into(), "100".into()), ("decode".into(), decode.into())];
+        let copy = info.trickle_rate(&Params::parse(info, &set("copy")).unwrap()).unwrap();
+        let nocopy = info.trickle_rate(&Params::parse(info, &set("nocopy")).unwrap()).unwrap();
+        assert_eq!(nocopy / copy, rpc::DEFAULT_INPUT_NODE as f64 / 100.0);
     }
 }

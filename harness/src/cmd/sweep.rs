@@ -169,42 +169,11 @@ const FIX_SHARE: f64 = 0.25;
 /// Share of the leak variants that can leak slowly ([`full_rate`]) that are
 /// slow leaks.
 const SLOW_SHARE: f64 = 0.2;
-/// What a framed message takes beyond its field: the frame and message
-/// headers, the method name, the other fields (a generous bound).
-const MESSAGE_OVERHEAD: usize = 256;
-
 /// What a scenario that can leak slowly leaks with these parameters at
-/// `leak_rate=1` (bytes/s); `None` for the others. Those that can leak a
-/// held field or an idle connection at a time, so one call (or connection)
-/// in N leaking is a steady trickle; a surge, a duplicate client or an
-/// oversized request leaks MiB at once, and one in N of those is a rare
-/// step, not a slow leak. From what one leaking call or connection keeps:
-/// - a held request or response field: the field's bytes (`payload`), or
-///   with `decode=nocopy` the input node the slice pins (the message's
-///   size class, at least 8 KiB);
-/// - a held JSON string: the whole document it was parsed from
-///   (`json_size`);
-/// - an idle connection left open: its first input node (`initial_input`).
-///
-/// Calls come at `rps`, idle connections at `idle_rate`.
+/// `leak_rate=1` (bytes/s); `None` for the others: the scenario's own
+/// figure ([`scenarios::Info::trickle_rate`]).
 fn full_rate(info: &Info, set: &[(String, String)]) -> Option<f64> {
-    let p = Params::parse(info, set).ok()?;
-    let size = |name: &str| p.usize(name).ok().map(|b| b as f64);
-    let per_call = match info.name {
-        "request-field-hold" | "response-field-hold" => {
-            let field = p.usize("payload").ok()?;
-            if p.string("decode").ok()? == "nocopy" {
-                // The pool's size class of the node the message was read into.
-                (1usize << rpc::class_of((field + MESSAGE_OVERHEAD).max(rpc::DEFAULT_INPUT_NODE))) as f64
-            } else {
-                field as f64
-            }
-        }
-        "sonic-string-hold" => size("json_size")?,
-        "idle-connections" => return Some(p.f64("idle_rate").ok()? * size("initial_input")?),
-        _ => return None,
-    };
-    Some(p.f64("rps").ok()? * per_call)
+    info.trickle_rate(&Params::parse(info, set).ok()?)
 }
 
 /// The fewest bytes a mixed-in mechanism leaks over the load after its

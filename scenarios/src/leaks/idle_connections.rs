@@ -93,6 +93,12 @@ impl Scenario for IdleConnections {
     fn role(&self) -> Role<'_> {
         Role::Server(self)
     }
+
+    /// An idle connection left open keeps its first input node
+    /// (`initial_input`), one per connection opened at `idle_rate`.
+    fn trickle(&self, p: &Params) -> Option<f64> {
+        Some(p.f64("idle_rate").ok()? * p.usize("initial_input").ok()? as f64)
+    }
 }
 
 impl Serves for IdleConnections {

@@ -86,6 +86,10 @@ impl Scenario for RequestFieldHold {
     fn held_field(&self) -> Option<HeldField> {
         Some(HeldField { message: "Request", tag: 2, name: "msg" })
     }
+
+    fn trickle(&self, p: &Params) -> Option<f64> {
+        crate::scenario::held_field_trickle(p)
+    }
 }
 
 impl Serves for RequestFieldHold {

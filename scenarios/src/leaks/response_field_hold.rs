@@ -80,6 +80,10 @@ impl Scenario for ResponseFieldHold {
     fn held_field(&self) -> Option<HeldField> {
         Some(HeldField { message: "Response", tag: 2, name: "msg" })
     }
+
+    fn trickle(&self, p: &Params) -> Option<f64> {
+        crate::scenario::held_field_trickle(p)
+    }
 }
 
 impl Calls for ResponseFieldHold {

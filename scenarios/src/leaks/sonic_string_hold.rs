@@ -109,6 +109,12 @@ impl Scenario for SonicStringHold {
     fn held_field(&self) -> Option<HeldField> {
         Some(HeldField { message: "Request", tag: 3, name: "json" })
     }
+
+    /// A held JSON string keeps the whole document it was parsed from
+    /// (`json_size`), one per call.
+    fn trickle(&self, p: &Params) -> Option<f64> {
+        Some(p.f64("rps").ok()? * p.usize("json_size").ok()? as f64)
+    }
 }
 
 impl Serves for SonicStringHold {
