@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -166,14 +166,7 @@ fn plan(only: &[String]) -> anyhow::Result<Vec<(&'static Info, Variant)>> {
 }
 
 fn outside_detector(cmd: &str, dir: &Path) -> anyhow::Result<String> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{cmd} \"$0\""))
-        .arg(dir)
-        .output()
-        .with_context(|| format!("running the detector {cmd:?}"))?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("the detector {cmd:?} printed no JSON object for {}", dir.display()))?;
+    let v = crate::dataset::detector::run(cmd, dir)?;
     let leak = v.get("leak").and_then(|l| l.as_bool()).unwrap_or(false);
     let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or(if leak { "unknown" } else { "none" });
     Ok(kind.to_owned())

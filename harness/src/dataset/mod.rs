@@ -13,6 +13,7 @@
 //!   what it means against the label (alarms before the onset, delay);
 //! - [`score`]: the scores of many runs, overall and per kind.
 
+pub mod detector;
 pub mod score;
 pub mod trace;
 

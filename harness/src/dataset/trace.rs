@@ -106,20 +106,7 @@ pub fn answers(input: &RunInput, detector: Builtin) -> Vec<Answer> {
 /// a JSON object with `leak` (bool), `kind` (string) and optionally
 /// `kinds` (every kind it names).
 pub fn outside_answer(cmd: &str, dir: &Path, t_end: f64) -> anyhow::Result<Answer> {
-    use anyhow::Context;
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{cmd} \"$0\""))
-        .arg(dir)
-        .output()
-        .with_context(|| format!("running the detector {cmd:?}"))?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "the detector {cmd:?} printed no JSON object for {} (stderr: {})",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
-        )
-    })?;
+    let v = super::detector::run(cmd, dir)?;
     let leak = v.get("leak").and_then(|l| l.as_bool()).unwrap_or(false);
     let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or(if leak { "unknown" } else { "none" }).to_owned();
     let mut kinds: Vec<String> = v
