@@ -58,6 +58,15 @@ enum Command {
     Load(LoadArgs),
 }
 
+impl Cli {
+    /// Whether the command only prints (a list, an explanation, files it
+    /// writes) and talks to no peer: then a reader that goes away ends it
+    /// quietly, as any Unix filter.
+    pub fn filters_stdout(&self) -> bool {
+        matches!(self.command, Command::List(_) | Command::Explain(_) | Command::Export(_) | Command::Report(_))
+    }
+}
+
 /// Runs a parsed command line; the exit code is the command's.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     use crate::cmd::*;

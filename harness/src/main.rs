@@ -35,14 +35,20 @@ mod verdict;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    // Like any Unix filter: `leaklab list | head` ends quietly when the
-    // reader goes away, instead of panicking on a broken pipe.
-    // SAFETY: restoring the default disposition of SIGPIPE before any other
-    // thread exists has no memory effects.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = cli::Cli::parse();
+    // Like any Unix filter: `leaklab list | head` ends quietly when the
+    // reader goes away, instead of panicking on a broken pipe. Only the
+    // commands that print and talk to no peer: a server's vectored writes
+    // (`writev` takes no MSG_NOSIGNAL) to a peer that reset would raise
+    // SIGPIPE, and the default disposition would kill the process under
+    // test; they keep Rust's, ignored.
+    if cli.filters_stdout() {
+        // SAFETY: restoring the default disposition of SIGPIPE before any
+        // other thread exists has no memory effects.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LEAKLAB_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -72,6 +72,50 @@ fn get_bytes(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// A framed Echo call of `len` bytes.
+fn echo_call(len: usize) -> Vec<u8> {
+    let req = rpc::codec::Request { id: 1, msg: rpc::Binary::from(vec![b'x'; len]), json: None };
+    let mut call = Vec::new();
+    rpc::codec::encode_call(&mut call, rpc::codec::Transport::Framed, 1, &req).expect("encode");
+    call
+}
+
+#[test]
+fn serve_survives_peers_that_reset_while_it_writes() {
+    let _lab = exclusive();
+    let mut s = serve(&[]);
+    // SIGPIPE is ignored in the process under test: a vectored write to a
+    // peer that reset raises it.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.child.id())).expect("status");
+    let ignored = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).expect("SigIgn");
+    let mask = u64::from_str_radix(ignored.trim(), 16).expect("a mask");
+    assert_ne!(mask & (1 << (libc::SIGPIPE - 1)), 0, "SigIgn: {ignored}");
+    // Peers that ask for a 4 MiB reply, read its first bytes (the server
+    // is writing it) and reset the connection (linger 0).
+    let call = echo_call(4 << 20);
+    for _ in 0..16 {
+        let mut c = TcpStream::connect(s.rpc).expect("connect");
+        c.write_all(&call).expect("call");
+        let mut first = [0u8; 64];
+        c.read_exact(&mut first).expect("the reply begins");
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt on the open socket with a valid `linger` of its size.
+        let r = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&c),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(s.child.try_wait().expect("status").is_none(), "leaklab serve died");
+    assert_eq!(get(s.admin, "/metrics").0, 200);
+}
+
 #[test]
 fn serve_accepts_every_budget_flag_and_exports_its_refusals() {
     let _lab = exclusive();
