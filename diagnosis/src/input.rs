@@ -3,7 +3,7 @@
 //! the phases' spans.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -349,7 +349,7 @@ fn numbered(name: &str, prefix: &str) -> Option<u64> {
 /// The file's bytes, `None` if it does not exist; at most
 /// [`MAX_TEXT_BYTES`].
 fn read_if_present(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    let file = match File::open(path) {
+    let file = match crate::files::open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),

@@ -23,7 +23,6 @@
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::mem::size_of;
 use std::ops::Deref;
@@ -335,7 +334,7 @@ impl ProfileDecoder {
     pub fn read(&mut self, path: impl AsRef<Path>) -> Result<HeapSnapshot, DiagnosisError> {
         let path = path.as_ref();
         let io = |source| DiagnosisError::Io { path: path.to_path_buf(), source };
-        let file = File::open(path).map_err(io)?;
+        let file = crate::files::open_regular(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let limit = self.limits.profile_bytes;
         if len > limit {

@@ -1,8 +1,8 @@
-//! Reading and copying files that may be hostile: a FIFO, a link to
-//! `/dev/zero`, or a file that grows while it is read passes any check of
-//! its length made beforehand, so the limit is applied to the bytes read.
+//! Reading and copying files that may be hostile: a file that grows while
+//! it is read passes any check of its length made beforehand, so the limit
+//! is applied to the bytes read; a FIFO, a device or a link to one is
+//! refused when opened ([`diagnosis::open_regular`]), never waited on.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
@@ -11,7 +11,7 @@ use anyhow::Context;
 /// The bytes of `path`, at most `max`: a longer file is an error naming it,
 /// read no further than `max + 1` bytes.
 pub fn read_at_most(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
-    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = diagnosis::open_regular(path).with_context(|| format!("reading {}", path.display()))?;
     let mut bytes = Vec::new();
     file.take(max + 1).read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
     if bytes.len() as u64 > max {
@@ -36,6 +36,23 @@ pub fn copy_regular(from: &Path, to: &Path, max: u64) -> anyhow::Result<()> {
     std::fs::write(to, bytes).with_context(|| format!("writing {}", to.display()))
 }
 
+/// Writes `bytes` to `path` as a new file: a link already there (a folder
+/// that may be hostile can hold `report.html -> ~/.bashrc`) is removed,
+/// not written through.
+pub fn write_new(path: &Path, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("replacing {}", path.display())),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, bytes.as_ref()).with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,11 +65,16 @@ mod tests {
         assert_eq!(read_at_most(&small, 5).unwrap(), b"12345");
         let err = read_at_most(&small, 4).unwrap_err().to_string();
         assert!(err.contains("small: more than 4 bytes"), "{err}");
-        // A device reports a length of 0 and never ends.
+        // A device reports a length of 0 and never ends: refused.
         let zero = dir.path().join("zero");
         std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
         assert_eq!(std::fs::metadata(&zero).unwrap().len(), 0);
-        let err = read_at_most(&zero, 1 << 20).unwrap_err().to_string();
+        let err = format!("{:#}", read_at_most(&zero, 1 << 20).unwrap_err());
+        assert!(err.contains("not a regular file"), "{err}");
+        // A file longer than the limit is read no further than it.
+        let long = dir.path().join("long");
+        std::fs::write(&long, vec![b'x'; (1 << 20) + 10]).unwrap();
+        let err = read_at_most(&long, 1 << 20).unwrap_err().to_string();
         assert!(err.contains("more than 1048576 bytes"), "{err}");
         // Copies take regular files only, within the limit.
         let copy = dir.path().join("copy");
@@ -62,5 +84,20 @@ mod tests {
         assert!(err.contains("not a regular file"), "{err}");
         assert!(copy_regular(&small, &copy, 4).is_err());
         assert!(read_text_at_most(&small, 5).is_ok());
+    }
+
+    #[test]
+    fn a_new_file_replaces_a_link_instead_of_writing_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let report = dir.path().join("report.html");
+        std::os::unix::fs::symlink(&victim, &report).unwrap();
+        write_new(&report, "<html>").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(&report).unwrap(), b"<html>");
+        assert!(!std::fs::symlink_metadata(&report).unwrap().file_type().is_symlink());
+        write_new(&report, "again").unwrap();
+        assert_eq!(std::fs::read(&report).unwrap(), b"again");
     }
 }

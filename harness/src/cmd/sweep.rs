@@ -376,7 +376,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
         bar.set_prefix(format!("run {}/{}", n + 1, runs.len()));
         bar.set_message(format!("{} ({})", d.info.name, d.variant));
         let dir = args.out.join(d.folder());
-        let done = std::fs::read_to_string(dir.join(score::SCORE_FILE))
+        let done = crate::files::read_text_at_most(&dir.join(score::SCORE_FILE), score::MAX_SCORE_BYTES)
             .ok()
             .and_then(|s| serde_json::from_str::<RunResult>(&s).ok())
             .is_some_and(|r| r.label.seed == Some(d.seed));

@@ -55,11 +55,13 @@ pub fn score_run(dir: &Path, label: &Label, detector: Option<&str>) -> anyhow::R
 
 /// The `score.json` of a run folder.
 pub const SCORE_FILE: &str = "score.json";
+/// The largest `score.json` read (a real one is a few KiB): a folder
+/// merged from elsewhere may hold anything there.
+pub const MAX_SCORE_BYTES: u64 = 4 << 20;
 
 /// Writes `DIR/score.json`.
 pub fn write_result(dir: &Path, r: &RunResult) -> anyhow::Result<()> {
-    let path = dir.join(SCORE_FILE);
-    std::fs::write(&path, serde_json::to_string_pretty(r)?).with_context(|| format!("writing {}", path.display()))
+    crate::files::write_new(&dir.join(SCORE_FILE), serde_json::to_string_pretty(r)?)
 }
 
 /// Every run folder (one with `label.json` or `run.json`) directly in
@@ -84,7 +86,7 @@ pub fn run_folders(dirs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 pub fn results(folders: &[PathBuf], detector: Option<&str>) -> anyhow::Result<Vec<RunResult>> {
     let mut out = Vec::with_capacity(folders.len());
     for dir in folders {
-        let cached: Option<RunResult> = std::fs::read_to_string(dir.join(SCORE_FILE))
+        let cached: Option<RunResult> = crate::files::read_text_at_most(&dir.join(SCORE_FILE), MAX_SCORE_BYTES)
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
             .filter(|r: &RunResult| detector.is_none_or(|d| r.outcomes.iter().any(|o| o.detector.ends_with(d))));

@@ -64,10 +64,9 @@ pub(crate) fn write_index(out: &Path) -> anyhow::Result<PathBuf> {
     let json = out.join("matrix.json");
     let matrix: Matrix = read_json(&json)?.with_context(|| format!("{}: no such file", json.display()))?;
     let figure = leak_vs_fix(&matrix)?;
-    std::fs::write(out.join("leak-vs-fix.svg"), &figure)
-        .with_context(|| format!("writing {}", out.join("leak-vs-fix.svg").display()))?;
+    crate::files::write_new(&out.join("leak-vs-fix.svg"), &figure)?;
     let index = out.join("index.html");
-    std::fs::write(&index, page(&matrix, &figure, out)).with_context(|| format!("writing {}", index.display()))?;
+    crate::files::write_new(&index, page(&matrix, &figure, out))?;
     Ok(index)
 }
 
@@ -233,8 +232,12 @@ fn page(m: &Matrix, figure: &str, out: &Path) -> String {
     );
     for r in &m.rows {
         let dir = format!("{}-{}", r.scenario, r.variant);
-        let name = if out.join(&dir).join("report.html").is_file() {
-            format!("<a href=\"{}/report.html\">{}</a>", escape(&dir), escape(&r.scenario))
+        // Linked only when the folder's name is a plain one (a scenario and
+        // a variant are): a name from a hostile matrix.json could make the
+        // link a `javascript:` URL.
+        let plain = dir.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        let name = if plain && out.join(&dir).join("report.html").is_file() {
+            format!("<a href=\"./{}/report.html\">{}</a>", escape(&dir), escape(&r.scenario))
         } else {
             escape(&r.scenario)
         };

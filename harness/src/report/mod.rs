@@ -38,8 +38,6 @@ mod timeline;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
 pub(crate) use compare::{ratio_chart, RatioBar};
 pub(crate) use index::write_index;
 
@@ -106,5 +104,5 @@ pub(crate) fn write_or_warn(run_dir: &Path) -> Option<PathBuf> {
 }
 
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    crate::files::write_new(path, text)
 }

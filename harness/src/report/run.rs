@@ -6,7 +6,6 @@
 //!
 //! Every file is read within a limit, and an error names the file.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -197,7 +196,7 @@ fn numbered_files(dir: &Path, prefix: &str) -> anyhow::Result<Vec<PathBuf>> {
 /// A JSON file of at most [`MAX_JSON_BYTES`], `None` if it does not exist;
 /// errors name the file.
 pub(super) fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
-    let file = match File::open(path) {
+    let file = match diagnosis::open_regular(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("{}", path.display())),

@@ -215,10 +215,16 @@ fn a_matrix_folder_gets_its_index_and_figure() {
     };
     let matrix = serde_json::json!({
         "rows": [row("leak", "request-field-held", "request-field-held", 6.5e6), row("fix", "none", "none", 2e4),
-                 {"scenario": "steady", "variant": "leak", "expected": "none", "verdict": "none", "correct": true}],
+                 {"scenario": "steady", "variant": "leak", "expected": "none", "verdict": "none", "correct": true},
+                 {"scenario": "javascript:alert(1)//", "variant": "x", "expected": "none", "verdict": "none",
+                  "correct": true}],
         "scores": [{"detector": "engine", "precision": 1.0, "recall": 1.0, "kind_accuracy": 1.0, "false_alarms": 0}],
     });
     fs::write(dir.join("matrix.json"), matrix.to_string()).unwrap();
+    // A folder whose name would make the link a script.
+    let hostile = dir.join("javascript:alert(1)").join("-x");
+    fs::create_dir_all(&hostile).unwrap();
+    fs::write(hostile.join("report.html"), "<p>").unwrap();
     let (status, stdout, stderr) = leaklab(&["report", dir.to_str().unwrap()]);
     assert!(status.success(), "{stderr}");
     assert!(stdout.trim().ends_with("index.html"), "{stdout}");
@@ -227,6 +233,7 @@ fn a_matrix_folder_gets_its_index_and_figure() {
         assert!(figure.contains(text), "the figure lacks {text}");
     }
     let index = read(&dir.join("index.html"));
-    assert!(index.contains("<a href=\"request-field-hold-leak/report.html\">request-field-hold</a>"));
+    assert!(index.contains("<a href=\"./request-field-hold-leak/report.html\">request-field-hold</a>"));
     assert!(!index.contains("request-field-hold-fix/report.html"), "a run without a report is not linked");
+    assert!(!index.contains("href=\"javascript") && !index.contains("alert(1)//-x/report.html"), "a script link");
 }

@@ -189,7 +189,13 @@ impl<A> Profiler<A> {
         if !self.holder_mode() {
             return Err(HolderError::Off);
         }
-        let _one = SCAN.try_lock().map_err(|_| HolderError::Busy)?;
+        // A scan that panicked left nothing half-done behind the lock (each
+        // scan starts from scratch): its poison does not stop the next.
+        let _one = match SCAN.try_lock() {
+            Ok(one) => one,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(HolderError::Busy),
+        };
         let _guard = InProfiler::enter();
         let start = Instant::now();
         let Some(state) = self.state.get() else {
@@ -325,7 +331,9 @@ fn read_child(fd: OwnedFd, pid: i32, limit: Duration) -> Result<Scrubbed<u8>, St
         let ms = left.as_millis().min(1000) as i32;
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&mut pfd, 1, ms.max(1)) };
-        if r == 0 {
+        // Nothing yet, or a signal (EINTR): back to the deadline's check,
+        // never into a read that could block past it.
+        if r <= 0 {
             continue;
         }
         match file.read(&mut buf.0) {
