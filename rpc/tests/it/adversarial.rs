@@ -427,19 +427,20 @@ async fn a_peer_that_never_reads_is_closed() {
 }
 
 #[tokio::test]
-async fn replies_queued_for_slow_readers_count_in_the_budget() {
+async fn output_buffers_of_slow_readers_count_in_the_budget() {
     let pool = own_pool();
     let max_input = 8 << 20;
     let server = start(ServerConfig { max_input_bytes: max_input, ..config(&pool) }).await;
     let good = GoodClient::start(server.addr, "adv-slowread", &pool).await;
     // Peers one after the other (300 ms apart) each send one 1 MiB call
     // and then read its reply 4 KiB at a time, every 100 ms: each read is
-    // progress, so no write timeout fires, and each reply (1 MiB, copied
-    // into output nodes) waits for seconds beside the input it answers.
-    // Their inputs alone fit the budget (three read buffers of about 2 MiB
-    // each); with their replies counted they do not, and one is closed.
-    // Uncounted, the replies would hold as much again as the input, past
-    // the budget, and nothing would be closed.
+    // progress, so no write timeout fires. Each reply was copied into an
+    // output node of its connection (the kernel takes what it can of it;
+    // the node stays as the buffer's tail), held beside the input it
+    // answers. Their inputs alone fit the budget (three read buffers of
+    // about 2 MiB each); with their output nodes counted they do not, and
+    // one is closed. Uncounted, the output would hold as much again as
+    // the input, past the budget, and nothing would be closed.
     let conns = 3;
     let req = Request { id: 1, msg: Binary::from(vec![b's'; 1 << 20]), json: None };
     let mut call = Vec::new();

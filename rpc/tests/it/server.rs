@@ -153,9 +153,31 @@ async fn a_corrupt_or_partial_message_leaves_other_connections_alone() {
 async fn idle_timeout_closes_silent_connections() {
     let pool = Pool::new(PoolConfig::default());
     let server = start(ServerConfig { idle_timeout: Some(Duration::from_millis(100)), ..test_config(&pool) }).await;
+    let start = std::time::Instant::now();
     let mut idle = TcpStream::connect(server.addr).await.unwrap();
     assert_closed(&mut idle).await;
+    assert!(start.elapsed() >= Duration::from_millis(100), "closed after {:?}", start.elapsed());
     assert_eq!(server.stats.counts().idle_closed, 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_timeout_spares_a_connection_that_keeps_calling() {
+    let pool = Pool::new(PoolConfig::default());
+    let server = start(ServerConfig { idle_timeout: Some(Duration::from_millis(100)), ..test_config(&pool) }).await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let req = Request { id: 1, msg: Binary::from_static(b"ping"), json: None };
+    let mut call = Vec::new();
+    rpc::codec::encode_call(&mut call, Transport::Framed, 1, &req).unwrap();
+    // A call every 40 ms for 600 ms: six idle periods, never one silent.
+    for _ in 0..15 {
+        s.write_all(&call).await.unwrap();
+        let mut reply = vec![0u8; 64];
+        let n = s.read(&mut reply).await.unwrap();
+        assert!(n > 0, "closed while calling");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert_eq!(server.stats.counts().idle_closed, 0);
     server.shutdown().await;
 }
 
