@@ -341,7 +341,24 @@ struct ChunkMeta {
     refs: AtomicU32,
     /// Index in the registry; written under the registry lock.
     entry: AtomicUsize,
+    /// Zeros where `class` alone would leave padding: padding keeps the
+    /// stale bytes of the memory's last use, and the high six bytes of a
+    /// stale pointer, beside `class`, point into the same 64 KiB of a large
+    /// chunk (a scan found the registry's metadata "holding" leaked chunks
+    /// so). [`CHUNK_META_BYTES`] checks that no padding is left.
+    _zero: [u8; 6],
 }
+
+/// The size of [`ChunkMeta`]'s fields, which must be its size: no padding.
+const CHUNK_META_BYTES: usize = size_of::<usize>()
+    + size_of::<Option<u8>>()
+    + size_of::<Arc<Shared>>()
+    + 2 * size_of::<AtomicU64>()
+    + FIELD_SLOTS * size_of::<AtomicU64>()
+    + 2 * size_of::<AtomicU32>()
+    + size_of::<AtomicUsize>()
+    + 6;
+const _: () = assert!(size_of::<ChunkMeta>() == CHUNK_META_BYTES, "ChunkMeta has padding");
 
 impl fmt::Debug for ChunkMeta {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -474,6 +491,7 @@ impl RawChunk {
             slot_refs: AtomicU32::new(0),
             refs: AtomicU32::new(0),
             entry: AtomicUsize::new(usize::MAX),
+            _zero: [0; 6],
         });
         RawChunk { ptr, meta }
     }
