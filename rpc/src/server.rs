@@ -498,6 +498,7 @@ async fn reap_idle<H>(shared: Arc<Shared<H>>, idle_timeout: Duration) {
 }
 
 /// Why a connection waiting on its socket must stop waiting.
+#[derive(Clone, Copy)]
 enum Signal {
     /// Chosen to close by the input budget ([`ConnSlot::doom`]).
     Doomed,
@@ -505,6 +506,18 @@ enum Signal {
     Idle,
     /// The server stops.
     Stopping,
+}
+
+impl Signal {
+    /// How the connection ends: closed by a budget, or done (the server
+    /// stops, and what was read has been answered).
+    fn closes(self) -> Result<(), ConnError> {
+        match self {
+            Signal::Doomed => Err(ConnError::Closed(Close::InputBudget)),
+            Signal::Idle => Err(ConnError::Closed(Close::Idle)),
+            Signal::Stopping => Ok(()),
+        }
+    }
 }
 
 /// The input memory of all connections ([`ServerConfig::max_input_bytes`]).
@@ -731,8 +744,6 @@ struct Conn<'a> {
     input: InputBuffer,
     output: OutputBuffer,
     share: Share<'a>,
-    /// Reads and sends that made progress ([`Conn::active`]).
-    activity: u64,
 }
 
 /// A registration in the input budget, removed on drop.
@@ -755,10 +766,12 @@ impl Drop for Share<'_> {
 }
 
 impl Conn<'_> {
-    /// Notes a read or a send that made progress, for the idle check.
-    fn active(&mut self) {
-        self.activity = self.activity.wrapping_add(1);
-        self.share.slot.activity.store(self.activity, Ordering::Relaxed);
+    /// Notes a read or a send that made progress, for the idle check. Only
+    /// the connection writes its count (the check reads it): a load and a
+    /// store, no atomic add.
+    fn active(&self) {
+        let activity = &self.share.slot.activity;
+        activity.store(activity.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
     /// Records what the input buffer and the output buffer (replies
@@ -824,7 +837,6 @@ impl<H: Handler> Shared<H> {
                 input: InputBuffer::new(self.config.pool.clone(), self.config.initial_input),
                 output: OutputBuffer::new(self.config.pool.clone(), self.config.nocopy_write),
                 share: Share { budget: &self.budget, stats, id, slot: share, registered: None },
-                activity: 0,
             };
             conn.sync();
             match self.serve_conn(&stream, peer, &slot, &mut conn).await {
@@ -898,8 +910,8 @@ impl<H: Handler> Shared<H> {
                 signal = self.signalled(&conn.share.slot, &mut conn.share.registered, false) => Err(signal),
             };
             match sent {
-                Err(Signal::Idle) => return Err(ConnError::Closed(Close::Idle)),
-                Err(_) => return Err(ConnError::Closed(Close::InputBudget)),
+                // A stop does not count here: only a close ends the send.
+                Err(signal) => return signal.closes(),
                 Ok(Ok(r)) => r?,
                 // `send` keeps its progress when cancelled.
                 Ok(Err(_)) if conn.output.len() == before => return Err(ConnError::Closed(Close::WriteTimeout)),
@@ -993,11 +1005,7 @@ impl<H: Handler> Shared<H> {
                 biased;
                 signal = self.signalled(&conn.share.slot, &mut conn.share.registered, true) => {
                     conn.sync();
-                    return match signal {
-                        Signal::Doomed => Err(ConnError::Closed(Close::InputBudget)),
-                        Signal::Idle => Err(ConnError::Closed(Close::Idle)),
-                        Signal::Stopping => Ok(()),
-                    };
+                    return signal.closes();
                 }
                 _ = sleep_until(deadline) => {
                     conn.sync();
