@@ -50,6 +50,14 @@ pub enum DiagnosisError {
 }
 
 impl DiagnosisError {
+    /// Whether a profile was refused because the profiles one decoder read
+    /// before it fill the run's memory budget
+    /// ([`DecodeLimits::run_memory`](crate::DecodeLimits::run_memory)): no
+    /// later profile of the run fits either.
+    pub fn past_run_budget(&self) -> bool {
+        matches!(self, DiagnosisError::Profile { reason, .. } if reason.starts_with(crate::profile::PAST_RUN_BUDGET))
+    }
+
     /// The file or directory the error is about.
     pub fn path(&self) -> &std::path::Path {
         match self {

@@ -60,6 +60,9 @@ fn run_budget_refuses_the_profile_that_would_pass_it() {
     };
     assert!(decoded >= 1 && decoder.used_bytes() <= limits.run_memory, "{decoded}: {}", decoder.used_bytes());
     assert!(err.to_string().contains("the run's profiles would take about"), "{err}");
+    assert!(err.past_run_budget(), "{err}");
+    // A profile refused for itself is not past the run's budget.
+    assert!(!ProfileDecoder::new(limits).decode(b"not a profile", HEAP).unwrap_err().past_run_budget());
 }
 
 proptest! {

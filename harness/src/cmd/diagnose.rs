@@ -137,5 +137,5 @@ fn live(args: &DiagnoseArgs, opts: &Options) -> anyhow::Result<Verdict> {
 /// Whether a profile was refused for the run's memory budget: no later
 /// profile would fit either.
 fn past_budget(e: &anyhow::Error) -> bool {
-    matches!(e.downcast_ref::<DiagnosisError>(), Some(DiagnosisError::Profile { reason, .. }) if reason.starts_with("the run's profiles"))
+    e.downcast_ref::<DiagnosisError>().is_some_and(DiagnosisError::past_run_budget)
 }
