@@ -8,16 +8,32 @@ use std::path::Path;
 
 use anyhow::Context;
 
-/// The bytes of `path`, at most `max`: a longer file is an error naming it,
-/// read no further than `max + 1` bytes.
-pub fn read_at_most(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
-    let file = diagnosis::open_regular(path).with_context(|| format!("reading {}", path.display()))?;
+/// At most `max` bytes from `r`, which `what` names in errors: a longer
+/// stream is an error, read no further than `max + 1` bytes.
+pub fn read_capped(r: impl Read, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    file.take(max + 1).read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
+    r.take(max + 1).read_to_end(&mut bytes).with_context(|| format!("reading {what}"))?;
     if bytes.len() as u64 > max {
-        anyhow::bail!("{}: more than {max} bytes, the limit", path.display());
+        anyhow::bail!("{what}: more than {max} bytes, the limit");
     }
     Ok(bytes)
+}
+
+/// The bytes of `path`, at most `max` ([`read_capped`]); `None` if there is
+/// no such file.
+pub fn read_if_present(path: &Path, max: u64) -> anyhow::Result<Option<Vec<u8>>> {
+    let file = match diagnosis::open_regular(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    read_capped(file, max, &path.display().to_string()).map(Some)
+}
+
+/// The bytes of `path`, at most `max` ([`read_capped`]); a missing file is
+/// an error too.
+pub fn read_at_most(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
+    read_if_present(path, max)?.with_context(|| format!("reading {}: no such file", path.display()))
 }
 
 /// As [`read_at_most`], as UTF-8 text.

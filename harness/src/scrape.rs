@@ -2,7 +2,6 @@
 //! figures, and the `metrics.jsonl` line format.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -56,16 +55,7 @@ pub fn get_bytes(agent: &ureq::Agent, addr: SocketAddr, path: &str) -> anyhow::R
 /// error naming the URL, read no further.
 pub fn get_url(agent: &ureq::Agent, url: &str) -> anyhow::Result<Vec<u8>> {
     let mut resp = agent.get(url).call().with_context(|| format!("GET {url}"))?;
-    let mut body = Vec::new();
-    resp.body_mut()
-        .as_reader()
-        .take(MAX_BODY_BYTES + 1)
-        .read_to_end(&mut body)
-        .with_context(|| format!("reading {url}"))?;
-    if body.len() as u64 > MAX_BODY_BYTES {
-        anyhow::bail!("{url}: the response is larger than {MAX_BODY_BYTES} bytes, the limit");
-    }
-    Ok(body)
+    crate::files::read_capped(resp.body_mut().as_reader(), MAX_BODY_BYTES, url)
 }
 
 /// GET as text.
@@ -128,7 +118,7 @@ mod tests {
     /// Serves one response of `len` bytes (zeros, sent in 1 MiB writes
     /// until the client stops reading) on a loopback port.
     fn one_response(len: u64) -> SocketAddr {
-        use std::io::Write;
+        use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
@@ -155,7 +145,7 @@ mod tests {
         let addr = one_response(MAX_BODY_BYTES + (16 << 20));
         let err = get_bytes(&agent, addr, "/debug/pprof/heap").unwrap_err();
         let text = format!("{err:#}");
-        assert!(text.contains("/debug/pprof/heap") && text.contains("larger than 67108864 bytes"), "{text}");
+        assert!(text.contains("/debug/pprof/heap: more than 67108864 bytes"), "{text}");
         let addr = one_response(4096);
         assert_eq!(get_bytes(&agent, addr, "/metrics").unwrap().len(), 4096);
     }

@@ -37,22 +37,8 @@ fn run_within(cmd: &str, dir: &Path, timeout: Duration) -> anyhow::Result<serde_
         .spawn()
         .with_context(|| format!("running the detector {cmd:?}"))?;
     let group = child.id() as i32;
-    // Reads a pipe up to the limit; past it the detector is killed, so that
-    // it does not wait forever on a pipe nobody reads.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(pipe) = pipe {
-                let _ = pipe.take(MAX_DETECTOR_OUTPUT + 1).read_to_end(&mut bytes);
-            }
-            if bytes.len() as u64 > MAX_DETECTOR_OUTPUT {
-                kill_group(group);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stdout = drain(child.stdout.take(), group);
+    let stderr = drain(child.stderr.take(), group);
     let deadline = Instant::now() + timeout;
     let timed_out = loop {
         if child.try_wait().with_context(|| format!("waiting for the detector {cmd:?}"))?.is_some() {
@@ -78,6 +64,21 @@ fn run_within(cmd: &str, dir: &Path, timeout: Duration) -> anyhow::Result<serde_
             dir.display(),
             String::from_utf8_lossy(&err).lines().last().unwrap_or("")
         )
+    })
+}
+
+/// Reads `pipe` on a thread, up to the limit; past it the detector's group
+/// is killed, so that it does not wait forever on a pipe nobody reads.
+fn drain(pipe: Option<impl Read + Send + 'static>, group: i32) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(pipe) = pipe {
+            let _ = pipe.take(MAX_DETECTOR_OUTPUT + 1).read_to_end(&mut bytes);
+        }
+        if bytes.len() as u64 > MAX_DETECTOR_OUTPUT {
+            kill_group(group);
+        }
+        bytes
     })
 }
 

@@ -6,7 +6,6 @@
 //!
 //! Every file is read within a limit, and an error names the file.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -196,16 +195,7 @@ fn numbered_files(dir: &Path, prefix: &str) -> anyhow::Result<Vec<PathBuf>> {
 /// A JSON file of at most [`MAX_JSON_BYTES`], `None` if it does not exist;
 /// errors name the file.
 pub(super) fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
-    let file = match diagnosis::open_regular(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("{}", path.display())),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_JSON_BYTES + 1).read_to_end(&mut bytes).with_context(|| format!("{}", path.display()))?;
-    if bytes.len() as u64 > MAX_JSON_BYTES {
-        anyhow::bail!("{}: more than {MAX_JSON_BYTES} bytes", path.display());
-    }
+    let Some(bytes) = crate::files::read_if_present(path, MAX_JSON_BYTES)? else { return Ok(None) };
     let value = serde_json::from_slice(&bytes).with_context(|| format!("{}: not the expected JSON", path.display()))?;
     Ok(Some(value))
 }
