@@ -49,13 +49,17 @@ pub enum DiagnosisError {
     },
 }
 
+/// How a profile's refusal for the run's budget begins
+/// ([`DiagnosisError::past_run_budget`]).
+pub(crate) const PAST_RUN_BUDGET: &str = "the run's profiles would take";
+
 impl DiagnosisError {
     /// Whether a profile was refused because the profiles one decoder read
     /// before it fill the run's memory budget
     /// ([`DecodeLimits::run_memory`](crate::DecodeLimits::run_memory)): no
     /// later profile of the run fits either.
     pub fn past_run_budget(&self) -> bool {
-        matches!(self, DiagnosisError::Profile { reason, .. } if reason.starts_with(crate::profile::PAST_RUN_BUDGET))
+        matches!(self, DiagnosisError::Profile { reason, .. } if reason.starts_with(PAST_RUN_BUDGET))
     }
 
     /// The file or directory the error is about.

@@ -292,10 +292,6 @@ impl HeapSnapshot {
     }
 }
 
-/// How a refusal for the run's budget begins
-/// ([`DiagnosisError::past_run_budget`]).
-pub(crate) const PAST_RUN_BUDGET: &str = "the run's profiles would take";
-
 /// Decodes the profiles of one run: one budget ([`DecodeLimits::run_memory`])
 /// for all of them, and one table of names, so a name that every profile
 /// repeats is kept once.
@@ -420,7 +416,8 @@ impl ProfileDecoder {
             let total = self.used.saturating_add(names).saturating_add(bytes);
             if total > limits.run_memory {
                 return Err(format!(
-                    "{PAST_RUN_BUDGET} about {total} bytes decoded, more than the limit of {}",
+                    "{} about {total} bytes decoded, more than the limit of {}",
+                    crate::error::PAST_RUN_BUDGET,
                     limits.run_memory
                 ));
             }
