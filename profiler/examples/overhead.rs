@@ -278,7 +278,7 @@ fn main() {
     header(&columns);
     table_row("64 B", 64, 0, &columns, rounds);
     // What the rate-0 columns above ran with: no block recorded, so that
-    // each free's check of the recorded set is one load.
+    // the thread's line stays open to frees (no check of the recorded set).
     let live_after_first_row = PROFILER.stats().live_samples;
     table_row("1 KiB", 1024, 0, &columns, rounds.div_ceil(3));
     table_row("16 KiB", 16 * 1024, 0, &columns, rounds.div_ceil(3));

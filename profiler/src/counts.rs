@@ -13,7 +13,7 @@
 //!   (only grows)                 is due here         (only grows)    (only grows)
 //!
 //! fast path of an allocation:  if allocated + size < limit { allocated += size; allocations += 1 }
-//! fast path of a free:         freed += size
+//! fast path of a free:         if frees_open { freed += size }
 //! ```
 //!
 //! `next - allocated` is Go's `nextSample` countdown, so the test that
@@ -47,6 +47,29 @@
 //! A thread with no index (all taken, or past its exit) takes the slow
 //! path each time: its countdown is in its [`ThreadState`], its bytes go to
 //! one of [`SHARDS`] shared counters with an atomic add.
+//!
+//! `frees_open` says that the line's thread may free a block without asking
+//! whether it is recorded (sampled, indexed or the profiler's own): a line
+//! is open to frees only while no recorded block can reach its thread. Its
+//! thread opens it when it frees while nothing is recorded; whoever records
+//! a block closes every open line before the block is handed out. Both
+//! sides publish in the order of Dekker's handshake, so that one of them
+//! sees the other:
+//!
+//! ```text
+//! open (the line's thread)                 record (any thread)
+//!   frees_open = true                        recorded += 1          (SeqCst)
+//!   opened += 1                  (SeqCst)    g = opened             (SeqCst)
+//!   recorded != 0? frees_open = false        closed_to < g? close every
+//!                                            open line; closed_to = max(g)
+//! ```
+//!
+//! If the opener's `opened += 1` comes first, the recorder sees it and
+//! closes the line (or finds it closed by a pass that saw it: `closed_to`);
+//! else the opener sees `recorded` above 0 and closes its own line, or sees
+//! 0 because the block was freed already. A recorder that finds nothing
+//! opened since the last pass reads two words; the line that [`CLOSED`]
+//! names is never opened.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -85,6 +108,10 @@ pub(crate) struct Line {
     freed: AtomicU64,
     /// Blocks allocated (`realloc` counts as one).
     allocations: AtomicU64,
+    /// Whether the thread's frees may skip the set of recorded blocks (see
+    /// the module's comment); written by the thread when it opens the line,
+    /// and by any recording thread when it closes it.
+    frees_open: AtomicBool,
 }
 
 impl Line {
@@ -95,6 +122,7 @@ impl Line {
             next: AtomicU64::new(0),
             freed: AtomicU64::new(0),
             allocations: AtomicU64::new(0),
+            frees_open: AtomicBool::new(false),
         }
     }
 
@@ -162,6 +190,12 @@ pub(crate) struct Counts {
     /// Set while the fast path of allocations is closed on every thread
     /// (holder mode).
     closed: AtomicBool,
+    /// Lines opened to frees, ever: a generation that only grows.
+    opened: AtomicU64,
+    /// The largest `opened` that a completed pass of
+    /// [`Counts::close_to_frees`] started from: every line opened up to it
+    /// has been closed since (or closed itself).
+    closed_to: AtomicU64,
 }
 
 impl Counts {
@@ -172,6 +206,8 @@ impl Counts {
                 Shard { allocated: AtomicU64::new(0), freed: AtomicU64::new(0), allocations: AtomicU64::new(0) }
             }; SHARDS],
             closed: AtomicBool::new(false),
+            opened: AtomicU64::new(0),
+            closed_to: AtomicU64::new(0),
         }
     }
 
@@ -206,15 +242,69 @@ impl Counts {
         unsafe { &*self.lines.as_ptr().byte_add(usize::from(t.fast.get())) }
     }
 
-    /// The fast path of a free: counts it and returns true if the thread
-    /// has a line and is not inside the profiler.
+    /// The fast path of a free: counts it and returns true if the thread's
+    /// line is open to frees (it has a line, is not inside the profiler, and
+    /// no recorded block can reach it).
     #[inline(always)]
     pub(crate) fn try_free(&self, t: &ThreadState, size: usize) -> bool {
+        let line = self.fast_line(t);
+        if !line.frees_open.load(Ordering::Relaxed) {
+            return false;
+        }
+        line.add_freed(size);
+        true
+    }
+
+    /// A free of a block the caller knows is not recorded, on a thread whose
+    /// line is closed to frees: counts it and returns true if the thread has
+    /// a line and is not inside the profiler.
+    #[inline(always)]
+    pub(crate) fn try_free_unrecorded(&self, t: &ThreadState, size: usize) -> bool {
         if t.fast.get() == line_offset(CLOSED) {
             return false;
         }
         self.fast_line(t).add_freed(size);
         true
+    }
+
+    /// Opens the line of `t` (which has one: [`Counts::try_free_unrecorded`]
+    /// returned true) to frees, then closes it again unless
+    /// `nothing_recorded`, asked after the opening is published, says so. The
+    /// caller saw nothing recorded just before; `nothing_recorded` must read
+    /// the count of recorded blocks with `SeqCst`, as [`Counts::close_to_frees`]'s
+    /// caller writes it.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn open_to_frees(&self, t: &ThreadState, nothing_recorded: impl FnOnce() -> bool) {
+        let line = self.fast_line(t);
+        debug_assert!(t.fast.get() != line_offset(CLOSED), "the closed line is never opened");
+        line.frees_open.store(true, Ordering::Relaxed);
+        // SeqCst: ordered before the load in `nothing_recorded`, and a
+        // release of the store above to the recorder that reads it.
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        if !nothing_recorded() {
+            line.frees_open.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Closes every line that is open to frees, unless a completed pass has
+    /// closed every line opened so far. Called after the count of recorded
+    /// blocks went up (`SeqCst`) and before the block is handed out, which is
+    /// what orders it before any free of the block.
+    pub(crate) fn close_to_frees(&self) {
+        let opened = self.opened.load(Ordering::SeqCst);
+        // Acquire: the closing stores of the pass that wrote it.
+        if self.closed_to.load(Ordering::Acquire) >= opened {
+            return;
+        }
+        // Acquire: a line claimed before an opening that `opened` counts.
+        let taken = TAKEN.load(Ordering::Acquire).min(SLOTS);
+        for line in &self.lines[..taken] {
+            if line.frees_open.load(Ordering::Relaxed) {
+                line.frees_open.store(false, Ordering::Relaxed);
+            }
+        }
+        self.closed_to.fetch_max(opened, Ordering::Release);
     }
 
     /// Counts a block of `size` bytes allocated on the slow path by the thread whose
@@ -386,6 +476,8 @@ mod tests {
                         THREAD.with(|t| {
                             let line = counts.line(t).expect("an index is free");
                             counts.allocate(line, 0, u64::MAX, true);
+                            assert!(counts.try_free_unrecorded(t, 0));
+                            counts.open_to_frees(t, || true);
                             for _ in 0..1000 {
                                 assert!(counts.try_alloc(t, 3));
                                 assert!(counts.try_free(t, 2));

@@ -141,13 +141,13 @@
 //!
 //! | | ns per alloc + free | × `System` |
 //! |---|---|---|
-//! | `System` alone | 11.0 | 1 |
-//! | `System` behind a call (what any global allocator adds) | 11.6 | 1.10 |
-//! | the hook's `GlobalAlloc` methods, rate 0 (counting only) | 12.9 | 1.21 |
-//! | the same, default rate (512 KiB) | 13.2 | 1.23 |
-//! | through `std::alloc`, rate 0 | 14.1 | 1.31 |
-//! | through `std::alloc`, default rate | 14.3 | 1.31 |
-//! | through `std::alloc`, rate 1 (every block sampled: stack walk and table updates) | 201 | 16 |
+//! | `System` alone | 7.9 | 1 |
+//! | `System` behind a call (what any global allocator adds) | 8.8 | 1.11 |
+//! | the hook's `GlobalAlloc` methods, rate 0 (counting only) | 8.8 | 1.12 |
+//! | the same, default rate (512 KiB) | 8.9 | 1.13 |
+//! | through `std::alloc`, rate 0 | 9.8 | 1.24 |
+//! | through `std::alloc`, default rate | 9.9 | 1.25 |
+//! | through `std::alloc`, rate 1 (every block sampled: stack walk and table updates) | 101 | 12.8 |
 //!
 //! `std::alloc::alloc`, which `Box` and `Vec` call, adds a call of its own
 //! to every allocation whatever the global allocator (Rust 1.95), and
@@ -159,12 +159,13 @@
 //!   read-modify-write: the countdown to the next sample and the count of
 //!   bytes are the same number, and the count of blocks is on the same
 //!   cache line. The thread finds its line with one thread-local load of
-//!   the line's offset. A free costs an add on that line and one load when
-//!   no sampled block is live, else a multiply and one load more: a
+//!   the line's offset. A free costs one load (whether the line is open to
+//!   frees: no block recorded since the thread's last free found none) and
+//!   an add on that line; else two loads, a multiply and one load more: a
 //!   counting filter in front of the set of sampled blocks rejects almost
 //!   every block that was not sampled (with 2000 sampled blocks live, a 1
 //!   GiB heap at the default rate, a free costs the same; with 100 000,
-//!   about 12 ns more). In all about 20 instructions per pair, all of
+//!   about 4 ns more). In all about 20 instructions per pair, all of
 //!   them on lines the thread already has in its cache.
 //! - The countdown and the counts are kept per thread and per profiler for
 //!   up to 255 threads at once (a thread gives its slot back when it

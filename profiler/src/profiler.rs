@@ -16,7 +16,9 @@
 //!                                ─► sampled set insert ─► bucket.alloc += 1
 //!                                (a full table drops the sample, counted)
 //!
-//! dealloc ──► fast path? nothing live, or the filter says "not recorded"
+//! dealloc ──► fast path? the thread's line is open to frees, nothing is
+//!             │          recorded (then it opens the line), or the filter
+//!             │          says "not recorded"
 //!             │ yes: freed += size ─────────────────────────► inner.dealloc (tail call)
 //!             ▼ no: count bytes ─► sampled set remove? ─► bucket.free += 1
 //!                   ─► inner.dealloc
@@ -548,8 +550,11 @@ impl<A> Profiler<A> {
     /// indexed or the profiler's own); false if the set is full.
     fn record(&self, state: &State, addr: usize, entry: u32) -> bool {
         // Counted before the entry is in: `recorded` is never 0 while an
-        // entry is (see `free_fast`).
-        self.recorded.fetch_add(1, Ordering::Relaxed);
+        // entry is (see `free_fast`). SeqCst, then every line closed to
+        // frees before the block is handed out: Dekker's handshake with a
+        // thread that opens its line (see `counts.rs`).
+        self.recorded.fetch_add(1, Ordering::SeqCst);
+        self.counts.close_to_frees();
         let done = state.sampled.insert(addr, entry);
         if !done {
             self.recorded.fetch_sub(1, Ordering::Relaxed);
@@ -569,19 +574,34 @@ impl<A> Profiler<A> {
         Some((state, entry))
     }
 
-    /// The fast path of a free: if `ptr` is certainly not recorded (none
-    /// is, or the filter of the set says so), counts the bytes and returns
-    /// true. The thread that frees a block has seen, through the program's
-    /// own synchronization, the count and the filter counter that went up
-    /// before the block was recorded and handed out.
+    /// The fast path of a free: if `ptr` is certainly not recorded (the
+    /// thread's line is open to frees, none is, or the filter of the set
+    /// says so), counts the bytes and returns true. The thread that frees a
+    /// block has seen, through the program's own synchronization, the count,
+    /// the closing of its line and the filter counter that went up before
+    /// the block was recorded and handed out.
     #[inline(always)]
     fn free_fast(&self, ptr: *mut u8, size: usize) -> bool {
-        if self.recorded.load(Ordering::Relaxed) != 0
-            && self.state.get().is_some_and(|s| s.sampled.may_contain(ptr as usize))
-        {
+        THREAD.with(|t| self.counts.try_free(t, size) || self.free_checked(t, ptr, size))
+    }
+
+    /// A free on a thread whose line is closed to frees: as
+    /// [`Profiler::free_fast`]. With nothing recorded, it opens the line, so
+    /// that the thread's next frees skip these checks.
+    #[inline(always)]
+    fn free_checked(&self, t: &ThreadState, ptr: *mut u8, size: usize) -> bool {
+        if self.recorded.load(Ordering::Relaxed) != 0 {
+            if self.state.get().is_some_and(|s| s.sampled.may_contain(ptr as usize)) {
+                return false;
+            }
+            return self.counts.try_free_unrecorded(t, size);
+        }
+        if !self.counts.try_free_unrecorded(t, size) {
             return false;
         }
-        THREAD.with(|t| self.counts.try_free(t, size))
+        // SeqCst: Dekker's handshake with `record` (see `counts.rs`).
+        self.counts.open_to_frees(t, || self.recorded.load(Ordering::SeqCst) == 0);
+        true
     }
 
     /// A free that does not take the fast path, up to the inner
@@ -834,6 +854,78 @@ mod tests {
         let (alloc, free): (u64, u64) =
             snap.records().iter().fold((0, 0), |(a, f), r| (a + r.alloc_bytes, f + r.free_bytes));
         assert_eq!((alloc, free), (4096 * 2 + 10_000, 4096 * 2 + 10_000));
+    }
+
+    #[test]
+    fn a_thread_that_freed_while_nothing_was_recorded_still_forgets_a_sample() {
+        // A thread frees while nothing is recorded, which opens its line to
+        // frees; then a block is sampled on another thread and handed to it.
+        // Its free must find the record, or the sample stays live for good.
+        let p = Profiler::new();
+        p.set_rate(0);
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        let (to_freer, blocks) = std::sync::mpsc::channel::<usize>();
+        let (opened_tx, opened) = std::sync::mpsc::channel::<bool>();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: a valid layout; each block is freed once with it.
+                unsafe {
+                    let own = p.alloc(layout);
+                    p.dealloc(own, layout);
+                }
+                opened_tx.send(THREAD.with(|t| p.counts.try_free(t, 0))).unwrap();
+                for addr in blocks {
+                    // SAFETY: a block of `p` with `layout`, handed over once.
+                    unsafe { p.dealloc(addr as *mut u8, layout) };
+                }
+            });
+            assert!(opened.recv().unwrap(), "a free with nothing recorded opens the thread's line");
+            p.set_rate(1);
+            for _ in 0..3 {
+                // SAFETY: a valid layout; the block is freed by the other
+                // thread, once.
+                let block = unsafe { p.alloc(layout) };
+                assert_eq!(p.stats().live_samples, 1, "sampled at rate 1");
+                to_freer.send(block as usize).unwrap();
+                while p.stats().live_samples != 0 && p.inuse_bytes() != 0 {
+                    std::thread::yield_now();
+                }
+            }
+            drop(to_freer);
+        });
+        let s = p.stats();
+        assert_eq!((s.inuse_bytes(), s.live_samples), (0, 0), "every sample was forgotten when freed");
+        let freed: u64 = p.snapshot().records().iter().map(|r| r.free_objects).sum();
+        assert_eq!(freed, 3);
+    }
+
+    #[test]
+    fn a_line_opened_while_a_block_is_recorded_closes_again() {
+        let p = Profiler::new();
+        p.set_rate(0);
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                THREAD.with(|t| {
+                    // SAFETY: a valid layout; the block is freed once with it.
+                    unsafe { p.dealloc(p.alloc(layout), layout) };
+                    assert!(p.counts.try_free(t, 0), "opened: nothing recorded");
+                    p.counts.close_to_frees();
+                    assert!(!p.counts.try_free(t, 0), "a pass closes what was opened since the last");
+                    // SAFETY: as above.
+                    unsafe { p.dealloc(p.alloc(layout), layout) };
+                    assert!(p.counts.try_free(t, 0), "opened again: nothing recorded");
+                    // An opening that finds a block recorded after it
+                    // published itself takes itself back.
+                    p.counts.open_to_frees(t, || false);
+                    assert!(!p.counts.try_free(t, 0));
+                    p.counts.open_to_frees(t, || true);
+                    assert!(p.counts.try_free(t, 0));
+                    p.counts.close_to_frees();
+                    assert!(!p.counts.try_free(t, 0), "a pass closes what was opened since the last");
+                })
+            });
+        });
     }
 
     #[test]
