@@ -4,8 +4,9 @@
 //!
 //! A thread takes a slot index the first time it allocates or frees, out
 //! of [`SLOTS`] shared by the process. Every [`Counts`] (one per profiler)
-//! has one cache line per index, a [`Line`], that only the thread holding
-//! the index writes, with plain loads and stores (no `lock` prefix):
+//! has one cache line per index, a [`Line`], whose counts only the thread
+//! holding the index writes, with plain loads and stores (no `lock`
+//! prefix); other threads only close it (`limit`, `frees_open`):
 //!
 //! ```text
 //!            allocated ──────────► next ≥ limit     freed          allocations
@@ -49,10 +50,11 @@
 //! one of [`SHARDS`] shared counters with an atomic add.
 //!
 //! `frees_open` says that the line's thread may free a block without asking
-//! whether it is recorded (sampled, indexed or the profiler's own): a line
-//! is open to frees only while no recorded block can reach its thread. Its
-//! thread opens it when it frees while nothing is recorded; whoever records
-//! a block closes every open line before the block is handed out. Both
+//! whether it is recorded (sampled, indexed or the profiler's own): no
+//! recorded block may be freed through an open line. The line's thread
+//! opens it when it frees while nothing is recorded; whoever records a
+//! block closes, before the block is handed out, every line opened before
+//! the record was counted, and a line opened after that closes itself. Both
 //! sides publish in the order of Dekker's handshake, so that one of them
 //! sees the other:
 //!
@@ -96,8 +98,9 @@ const KEY_FAILED: usize = usize::MAX;
 const KEY_INLINE: libc::pthread_key_t = 32;
 
 /// One thread's bytes, blocks and countdown for one profiler, written by that
-/// thread only (but for `limit`, which holder mode sets to 0). Readers may
-/// see a value from before or after a store, never a torn one.
+/// thread only (but for `limit`, which holder mode sets to 0, and
+/// `frees_open`, which recording threads clear). Readers may see a value
+/// from before or after a store, never a torn one.
 #[repr(align(64))]
 pub(crate) struct Line {
     allocated: AtomicU64,
@@ -268,21 +271,22 @@ impl Counts {
     }
 
     /// Opens the line of `t` (which has one: [`Counts::try_free_unrecorded`]
-    /// returned true) to frees, then closes it again unless
-    /// `nothing_recorded`, asked after the opening is published, says so. The
-    /// caller saw nothing recorded just before; `nothing_recorded` must read
-    /// the count of recorded blocks with `SeqCst`, as [`Counts::close_to_frees`]'s
-    /// caller writes it.
+    /// returned true) to frees, then closes it again if `recorded`, the
+    /// count of recorded blocks, is above 0 once the opening is published.
+    /// The caller saw it at 0 just before; whoever counts a record must
+    /// then call [`Counts::close_to_frees`].
     #[cold]
     #[inline(never)]
-    pub(crate) fn open_to_frees(&self, t: &ThreadState, nothing_recorded: impl FnOnce() -> bool) {
+    pub(crate) fn open_to_frees(&self, t: &ThreadState, recorded: &AtomicUsize) {
         let line = self.fast_line(t);
         debug_assert!(t.fast.get() != line_offset(CLOSED), "the closed line is never opened");
         line.frees_open.store(true, Ordering::Relaxed);
-        // SeqCst: ordered before the load in `nothing_recorded`, and a
-        // release of the store above to the recorder that reads it.
+        // SeqCst: ordered before the load below, and a release of the store
+        // above to the recorder that reads it.
         self.opened.fetch_add(1, Ordering::SeqCst);
-        if !nothing_recorded() {
+        // SeqCst: a record counted before this load in the single order of
+        // SeqCst operations is seen; one counted after it sees `opened`.
+        if recorded.load(Ordering::SeqCst) != 0 {
             line.frees_open.store(false, Ordering::Relaxed);
         }
     }
@@ -290,7 +294,8 @@ impl Counts {
     /// Closes every line that is open to frees, unless a completed pass has
     /// closed every line opened so far. Called after the count of recorded
     /// blocks went up (`SeqCst`) and before the block is handed out, which is
-    /// what orders it before any free of the block.
+    /// what orders it before any free of the block. A line opened after the
+    /// count went up may be missed: its opener sees the count and closes it.
     pub(crate) fn close_to_frees(&self) {
         let opened = self.opened.load(Ordering::SeqCst);
         // Acquire: the closing stores of the pass that wrote it.
@@ -477,7 +482,7 @@ mod tests {
                             let line = counts.line(t).expect("an index is free");
                             counts.allocate(line, 0, u64::MAX, true);
                             assert!(counts.try_free_unrecorded(t, 0));
-                            counts.open_to_frees(t, || true);
+                            counts.open_to_frees(t, &AtomicUsize::new(0));
                             for _ in 0..1000 {
                                 assert!(counts.try_alloc(t, 3));
                                 assert!(counts.try_free(t, 2));

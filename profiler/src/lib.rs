@@ -166,7 +166,9 @@
 //!   every block that was not sampled (with 2000 sampled blocks live, a 1
 //!   GiB heap at the default rate, a free costs the same; with 100 000,
 //!   about 4 ns more). In all about 20 instructions per pair, all of
-//!   them on lines the thread already has in its cache.
+//!   them on lines the thread already has in its cache (a record closes
+//!   the lines open to frees: one store to each, per record that follows
+//!   an opening).
 //! - The countdown and the counts are kept per thread and per profiler for
 //!   up to 255 threads at once (a thread gives its slot back when it
 //!   exits); further threads count with shared atomic adds and take the

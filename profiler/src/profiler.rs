@@ -599,8 +599,7 @@ impl<A> Profiler<A> {
         if !self.counts.try_free_unrecorded(t, size) {
             return false;
         }
-        // SeqCst: Dekker's handshake with `record` (see `counts.rs`).
-        self.counts.open_to_frees(t, || self.recorded.load(Ordering::SeqCst) == 0);
+        self.counts.open_to_frees(t, &self.recorded);
         true
     }
 
@@ -861,68 +860,76 @@ mod tests {
         // A thread frees while nothing is recorded, which opens its line to
         // frees; then a block is sampled on another thread and handed to it.
         // Its free must find the record, or the sample stays live for good.
+        // Each round opens the line again first.
         let p = Profiler::new();
-        p.set_rate(0);
         let layout = Layout::from_size_align(64, 8).unwrap();
-        let (to_freer, blocks) = std::sync::mpsc::channel::<usize>();
-        let (opened_tx, opened) = std::sync::mpsc::channel::<bool>();
+        let open = |p: &Profiler| THREAD.with(|t| p.counts.try_free(t, 0));
+        let (to_freer, blocks) = std::sync::mpsc::channel::<(usize, usize)>();
+        let (ack, acks) = std::sync::mpsc::channel::<bool>();
         std::thread::scope(|s| {
             s.spawn(|| {
-                // SAFETY: a valid layout; each block is freed once with it.
+                // SAFETY: a valid layout; each block is freed once, with it,
+                // by this thread only.
                 unsafe {
-                    let own = p.alloc(layout);
-                    p.dealloc(own, layout);
-                }
-                opened_tx.send(THREAD.with(|t| p.counts.try_free(t, 0))).unwrap();
-                for addr in blocks {
-                    // SAFETY: a block of `p` with `layout`, handed over once.
-                    unsafe { p.dealloc(addr as *mut u8, layout) };
+                    p.set_rate(0);
+                    p.dealloc(p.alloc(layout), layout);
+                    ack.send(open(&p)).unwrap();
+                    for (sampled, plain) in blocks {
+                        p.dealloc(sampled as *mut u8, layout);
+                        p.dealloc(plain as *mut u8, layout);
+                        ack.send(open(&p)).unwrap();
+                    }
                 }
             });
-            assert!(opened.recv().unwrap(), "a free with nothing recorded opens the thread's line");
-            p.set_rate(1);
-            for _ in 0..3 {
-                // SAFETY: a valid layout; the block is freed by the other
+            assert!(acks.recv().unwrap(), "a free with nothing recorded opens the thread's line");
+            for round in 0..3 {
+                // SAFETY: a valid layout; both blocks are freed by the other
                 // thread, once.
-                let block = unsafe { p.alloc(layout) };
-                assert_eq!(p.stats().live_samples, 1, "sampled at rate 1");
-                to_freer.send(block as usize).unwrap();
-                while p.stats().live_samples != 0 && p.inuse_bytes() != 0 {
-                    std::thread::yield_now();
-                }
+                let (plain, sampled) = unsafe {
+                    p.set_rate(0);
+                    let plain = p.alloc(layout);
+                    p.set_rate(1);
+                    (plain, p.alloc(layout))
+                };
+                assert_eq!(p.stats().live_samples, 1, "round {round}: sampled at rate 1, not the block before");
+                to_freer.send((sampled as usize, plain as usize)).unwrap();
+                assert!(acks.recv().unwrap(), "round {round}: open again once nothing is recorded");
+                assert_eq!(p.stats().live_samples, 0, "round {round}: the sample was forgotten when freed");
             }
             drop(to_freer);
         });
-        let s = p.stats();
-        assert_eq!((s.inuse_bytes(), s.live_samples), (0, 0), "every sample was forgotten when freed");
+        assert_eq!(p.inuse_bytes(), 0);
         let freed: u64 = p.snapshot().records().iter().map(|r| r.free_objects).sum();
         assert_eq!(freed, 3);
     }
 
     #[test]
-    fn a_line_opened_while_a_block_is_recorded_closes_again() {
+    fn a_line_closes_to_frees_when_a_block_is_recorded_around_its_opening() {
         let p = Profiler::new();
         p.set_rate(0);
         let layout = Layout::from_size_align(64, 8).unwrap();
         std::thread::scope(|s| {
             s.spawn(|| {
                 THREAD.with(|t| {
-                    // SAFETY: a valid layout; the block is freed once with it.
+                    // SAFETY: a valid layout; each block is freed once with it.
                     unsafe { p.dealloc(p.alloc(layout), layout) };
                     assert!(p.counts.try_free(t, 0), "opened: nothing recorded");
-                    p.counts.close_to_frees();
-                    assert!(!p.counts.try_free(t, 0), "a pass closes what was opened since the last");
+                    // A record counted after the opening closes it (a pass).
+                    p.set_rate(1);
                     // SAFETY: as above.
-                    unsafe { p.dealloc(p.alloc(layout), layout) };
-                    assert!(p.counts.try_free(t, 0), "opened again: nothing recorded");
-                    // An opening that finds a block recorded after it
-                    // published itself takes itself back.
-                    p.counts.open_to_frees(t, || false);
-                    assert!(!p.counts.try_free(t, 0));
-                    p.counts.open_to_frees(t, || true);
-                    assert!(p.counts.try_free(t, 0));
-                    p.counts.close_to_frees();
-                    assert!(!p.counts.try_free(t, 0), "a pass closes what was opened since the last");
+                    let sampled = unsafe { p.alloc(layout) };
+                    assert_eq!(p.stats().live_samples, 1);
+                    assert!(!p.counts.try_free(t, 0), "a record closes what was opened before it");
+                    // A record counted before the opening could be missed by
+                    // the pass: the opener sees the count and takes its
+                    // opening back.
+                    p.counts.open_to_frees(t, &p.recorded);
+                    assert!(!p.counts.try_free(t, 0), "an opening that sees a record closes again");
+                    // SAFETY: as above.
+                    unsafe { p.dealloc(sampled, layout) };
+                    assert_eq!(p.stats().live_samples, 0);
+                    p.counts.open_to_frees(t, &p.recorded);
+                    assert!(p.counts.try_free(t, 0), "nothing recorded: it stays open");
                 })
             });
         });

@@ -444,7 +444,7 @@ impl SampledSet {
 
     fn filter_add(&self, f: usize) {
         let _ =
-            self.filter[f].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| (c != FILTER_STUCK).then_some(c + 1));
+            self.filter[f].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| (c != FILTER_STUCK).then(|| c + 1));
     }
 
     fn filter_sub(&self, f: usize) {
