@@ -270,16 +270,17 @@ impl Counts {
         true
     }
 
-    /// Opens the line of `t` (which has one: [`Counts::try_free_unrecorded`]
-    /// returned true) to frees, then closes it again if `recorded`, the
-    /// count of recorded blocks, is above 0 once the opening is published.
-    /// The caller saw it at 0 just before; whoever counts a record must
-    /// then call [`Counts::close_to_frees`].
+    /// Opens the line of `t` to frees, if it has one and is not inside the
+    /// profiler, then closes it again if `recorded`, the count of recorded
+    /// blocks, is above 0 once the opening is published. The caller saw it
+    /// at 0 just before; whoever counts a record must then call
+    /// [`Counts::close_to_frees`].
     #[cold]
-    #[inline(never)]
     pub(crate) fn open_to_frees(&self, t: &ThreadState, recorded: &AtomicUsize) {
+        if t.fast.get() == line_offset(CLOSED) {
+            return;
+        }
         let line = self.fast_line(t);
-        debug_assert!(t.fast.get() != line_offset(CLOSED), "the closed line is never opened");
         line.frees_open.store(true, Ordering::Relaxed);
         // SeqCst: ordered before the load below, and a release of the store
         // above to the recorder that reads it.

@@ -16,12 +16,11 @@
 //!                                ─► sampled set insert ─► bucket.alloc += 1
 //!                                (a full table drops the sample, counted)
 //!
-//! dealloc ──► fast path? the thread's line is open to frees, nothing is
-//!             │          recorded (then it opens the line), or the filter
-//!             │          says "not recorded"
+//! dealloc ──► fast path? the thread's line is open to frees, or blocks are
+//!             │          recorded and the filter says "not this one"
 //!             │ yes: freed += size ─────────────────────────► inner.dealloc (tail call)
 //!             ▼ no: count bytes ─► sampled set remove? ─► bucket.free += 1
-//!                   ─► inner.dealloc
+//!                   ─► nothing recorded? open the line to frees ─► inner.dealloc
 //! ```
 //!
 //! The fast path of an allocation is Go's: one compare and one add on the
@@ -586,21 +585,14 @@ impl<A> Profiler<A> {
     }
 
     /// A free on a thread whose line is closed to frees: as
-    /// [`Profiler::free_fast`]. With nothing recorded, it opens the line, so
-    /// that the thread's next frees skip these checks.
+    /// [`Profiler::free_fast`]. With nothing recorded it takes the slow
+    /// path, which opens the line, so that the thread's next frees skip
+    /// these checks (and this path keeps no register across a call).
     #[inline(always)]
     fn free_checked(&self, t: &ThreadState, ptr: *mut u8, size: usize) -> bool {
-        if self.recorded.load(Ordering::Relaxed) != 0 {
-            if self.state.get().is_some_and(|s| s.sampled.may_contain(ptr as usize)) {
-                return false;
-            }
-            return self.counts.try_free_unrecorded(t, size);
-        }
-        if !self.counts.try_free_unrecorded(t, size) {
-            return false;
-        }
-        self.counts.open_to_frees(t, &self.recorded);
-        true
+        self.recorded.load(Ordering::Relaxed) != 0
+            && !self.state.get().is_some_and(|s| s.sampled.may_contain(ptr as usize))
+            && self.counts.try_free_unrecorded(t, size)
     }
 
     /// A free that does not take the fast path, up to the inner
@@ -617,6 +609,9 @@ impl<A> Profiler<A> {
         THREAD.with(|t| this.counts.freed(t, layout.size()));
         if let Some((state, entry)) = this.unrecord(ptr as usize) {
             this.forget(state, entry, layout.size());
+        }
+        if this.recorded.load(Ordering::Relaxed) == 0 {
+            THREAD.with(|t| this.counts.open_to_frees(t, &this.recorded));
         }
         // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
         unsafe { this.inner.dealloc(ptr, layout) }
