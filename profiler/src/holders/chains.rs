@@ -155,6 +155,7 @@ pub(crate) fn build(p: &Parsed, roots: &[Root], state: &State, opts: &HolderOpti
     stats.words = t.words;
     stats.scan = std::time::Duration::from_nanos(t.scan_ns);
     stats.scratch_bytes = t.scratch_bytes;
+    stats.unmapped_root_bytes = t.unmapped_root_bytes;
     if t.flags & PARTIAL_TIME != 0 {
         stats.partial.push(format!("the scan ran out of its time budget ({:?})", opts.time_budget));
     }
@@ -341,6 +342,13 @@ pub(crate) fn with_comments(profile: Profile, stats: &ScanStats) -> Profile {
         stats.scan,
         stats.scratch_bytes
     )];
+    if stats.unmapped_root_bytes > 0 {
+        lines.push(format!(
+            "holders: {} bytes of roots were unmapped between their listing and the fork (a thread exited or a \
+             library was unloaded): not read",
+            stats.unmapped_root_bytes
+        ));
+    }
     lines.extend(stats.partial.iter().map(|p| format!("partial: {p}")));
     for line in lines {
         proto.string_table.push(line);

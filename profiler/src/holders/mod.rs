@@ -13,7 +13,8 @@
 //! 2. `fork`s: the child is a frozen copy-on-write image of the whole
 //!    address space, and walks it breadth-first from the roots without
 //!    allocating (`scan.rs`), breadth-first from all roots (statics seeded
-//!    first), streaming each block's parent to a pipe;
+//!    first; a root unmapped since step 1, by a thread that exited, is
+//!    skipped), streaming each block's parent to a pipe;
 //! 3. names the chains (`chains.rs`): the root (`static …::CACHE`,
 //!    `thread tokio-runtime-w stack`), each block on the way by its
 //!    allocation site (`hashbrown table in …::remember`), then the held
@@ -132,6 +133,10 @@ pub struct ScanStats {
     pub total: Duration,
     /// Scratch memory the child mapped.
     pub scratch_bytes: u64,
+    /// Bytes of roots unmapped between their listing and the fork (a
+    /// thread that exited, a library unloaded): not read, since nothing
+    /// they held is held any more.
+    pub unmapped_root_bytes: u64,
     /// Why the profile is partial, if it is.
     pub partial: Vec<String>,
 }

@@ -20,8 +20,9 @@
 //! own top.
 //!
 //! The child only reads: the parent's memory is never written, here or
-//! anywhere. It uses `mmap` for its two arrays, `clock_gettime` for its
-//! time budget and `write` for its output, then `_exit`s.
+//! anywhere. It uses `mmap` for its two arrays, `msync` to find roots
+//! unmapped since the parent listed them, `clock_gettime` for its time
+//! budget and `write` for its output, then `_exit`s.
 
 use std::mem::size_of;
 
@@ -76,6 +77,8 @@ pub(crate) struct Trailer {
     pub scan_ns: u64,
     pub scratch_bytes: u64,
     pub flags: u64,
+    /// Bytes of root spans no longer mapped at the fork: not read.
+    pub unmapped_root_bytes: u64,
 }
 
 pub(crate) const MAGIC: u64 = 0x6c65_616b_686f_6c64; // "leakhold"
@@ -95,6 +98,58 @@ pub(crate) struct Job<'a> {
     pub fd: i32,
     pub time_budget_ns: u64,
     pub memory_budget: u64,
+}
+
+/// Bytes of a root span checked per `msync` call.
+const MAP_CHECK: usize = 1 << 20;
+
+/// Calls `f` with each part of `[lo, hi)` that is mapped, in order, and
+/// returns the bytes that are not. The parent lists the roots before the
+/// other threads stop, and one of them may unmap a span in between (a
+/// thread that exits, a library unloaded): reading it would kill the
+/// child. A mapping whose protection changed in between is not seen (a
+/// mapped page is taken as readable, as it was when listed). Allocates
+/// nothing.
+fn mapped_runs(lo: usize, hi: usize, mut f: impl FnMut(usize, usize)) -> u64 {
+    // SAFETY: sysconf reads a constant of the process.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(1);
+    let mut skipped = 0u64;
+    let mut run: Option<usize> = None;
+    let mut a = lo - lo % page;
+    while a < hi {
+        let b = a.saturating_add(MAP_CHECK).min(hi.next_multiple_of(page));
+        if unmapped(a, b - a) {
+            let mut p = a;
+            while p < b {
+                let (from, to) = (p.max(lo), (p + page).min(hi));
+                if unmapped(p, page) {
+                    if let Some(start) = run.take() {
+                        f(start, from);
+                    }
+                    skipped += (to - from) as u64;
+                } else {
+                    run.get_or_insert(from);
+                }
+                p += page;
+            }
+        } else {
+            run.get_or_insert(a.max(lo));
+        }
+        a = b;
+    }
+    if let Some(start) = run {
+        f(start, hi);
+    }
+    skipped
+}
+
+/// Whether some page of `[addr, addr + len)` (page-aligned) is not mapped.
+fn unmapped(addr: usize, len: usize) -> bool {
+    // SAFETY: msync with MS_ASYNC only checks the range (it writes nothing
+    // back since Linux 2.6.19) and fails with ENOMEM if part is unmapped.
+    let failed = unsafe { libc::msync(addr as *mut libc::c_void, len, libc::MS_ASYNC) } != 0;
+    // SAFETY: errno is this thread's.
+    failed && unsafe { *libc::__errno_location() } == libc::ENOMEM
 }
 
 /// Runs in the child. Returns the exit status.
@@ -136,7 +191,8 @@ pub(crate) fn child_main(job: &Job<'_>) -> i32 {
     // one stale address into them (measured: signal-hook's table, through
     // stale bytes, took every tokio task).
     for (i, span) in job.roots.iter().enumerate() {
-        walk.seed_from(span.lo, span.hi, ROOT_FLAG | i as u32);
+        trailer.unmapped_root_bytes +=
+            mapped_runs(span.lo, span.hi, |lo, hi| walk.seed_from(lo, hi, ROOT_FLAG | i as u32));
     }
     walk.drain();
     walk.reached = walk.tail;
@@ -215,9 +271,11 @@ impl<'a> Walk<'a> {
             }
             self.words += ((stop - a) / W) as u64;
             while a < stop {
-                // SAFETY: the parent passed only readable root spans, and a
-                // block's bytes are readable while it is live; this child has
-                // no other thread, so nothing changes them while read.
+                // SAFETY: the parent passed only root spans that were
+                // readable, and `mapped_runs` passes only the parts still
+                // mapped at the fork; a block's bytes are readable while it
+                // is live; this child has no other thread, so nothing
+                // changes them while read.
                 let w = unsafe { std::ptr::read(a as *const usize) } as u64;
                 if let Some(j) = self.find(w) {
                     if self.recs[j].parent == UNVISITED {
@@ -382,6 +440,42 @@ mod tests {
     #[test]
     fn records_and_trailer_have_no_padding() {
         assert_eq!(size_of::<Rec>(), 32);
-        assert_eq!(size_of::<Trailer>(), 64);
+        assert_eq!(size_of::<Trailer>(), 72);
+    }
+
+    #[test]
+    fn roots_unmapped_since_they_were_listed_are_skipped() {
+        let page = 4096;
+        // SAFETY: a fresh anonymous mapping of 4 pages, then its second page
+        // unmapped; nothing else refers to them.
+        let base = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            assert_eq!(libc::munmap(p.cast::<u8>().add(page).cast(), page), 0);
+            p as usize
+        };
+        let mut runs = Vec::new();
+        let skipped = mapped_runs(base + 100, base + 4 * page - 8, |lo, hi| runs.push((lo, hi)));
+        assert_eq!(runs, [(base + 100, base + page), (base + 2 * page, base + 4 * page - 8)]);
+        assert_eq!(skipped, page as u64);
+        // A root that is wholly mapped is one run; one wholly unmapped, none.
+        runs.clear();
+        assert_eq!(mapped_runs(base + 2 * page + 8, base + 3 * page + 16, |lo, hi| runs.push((lo, hi))), 0);
+        assert_eq!(runs, [(base + 2 * page + 8, base + 3 * page + 16)]);
+        runs.clear();
+        assert_eq!(mapped_runs(base + page + 8, base + 2 * page, |lo, hi| runs.push((lo, hi))), page as u64 - 8);
+        assert!(runs.is_empty());
+        // SAFETY: the pages mapped above that are still mapped.
+        unsafe {
+            libc::munmap(base as *mut libc::c_void, page);
+            libc::munmap((base + 2 * page) as *mut libc::c_void, 2 * page);
+        }
     }
 }
