@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use bytes::BytesMut;
-use rpc::codec::{self, DecodeCtx, DecodeMode, Limits, MessageType, Request, Transport};
+use rpc::codec::{self, DecodeCtx, DecodeMode, FrameDecoder, Limits, MessageType, Request, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -24,6 +24,9 @@ pub struct Conn {
     stream: TcpStream,
     buf: BytesMut,
     transport: Transport,
+    /// Where the reply's end is: resumed after each read, so an unframed
+    /// reply is examined once whatever the read sizes.
+    frames: FrameDecoder,
     seq: i32,
 }
 
@@ -34,7 +37,8 @@ impl Conn {
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
         let _ = stream.set_nodelay(true);
-        Ok(Conn { stream, buf: BytesMut::with_capacity(16 << 10), transport, seq: 0 })
+        let frames = FrameDecoder::with_transport(Some(transport), Limits::default());
+        Ok(Conn { stream, buf: BytesMut::with_capacity(16 << 10), transport, frames, seq: 0 })
     }
 
     /// One call of `echo(req)`; checks the reply. `Ok(true)` when the peer
@@ -54,9 +58,14 @@ impl Conn {
         let mut out = Vec::with_capacity(msg.len() + req.json.as_ref().map_or(0, |j| j.len()) + 64);
         codec::encode_call(&mut out, self.transport, seq, req)?;
         self.stream.write_all(&out).await?;
-        let limits = Limits::default();
+        let limits = *self.frames.limits();
         let frame = loop {
-            if let Some(frame) = codec::probe(&self.buf[..], Some(self.transport), &limits)? {
+            let found = self.frames.decode(&self.buf[..]);
+            if found.is_err() {
+                // The stream is lost; a caller that goes on starts afresh.
+                self.frames.reset();
+            }
+            if let Some(frame) = found? {
                 break frame;
             }
             if self.stream.read_buf(&mut self.buf).await? == 0 {
@@ -111,5 +120,34 @@ mod tests {
         assert!(start.elapsed() >= CALL_TIMEOUT, "{:?}", start.elapsed());
         drop(conn);
         silent.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unframed_reply_in_small_pieces_is_examined_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let msg = rpc::Binary::from(vec![7u8; 64 << 10]);
+        let resp = codec::Response { id: 5, msg: msg.clone(), json: None };
+        let mut reply = Vec::new();
+        codec::encode_reply(&mut reply, Transport::Unframed, 1, &resp).unwrap();
+        let len = reply.len();
+        // Reads the call, then sends the reply 512 bytes at a time.
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut call = vec![0u8; 1 << 20];
+            let _ = s.read(&mut call).await.unwrap();
+            for piece in reply.chunks(512) {
+                s.write_all(piece).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            s
+        });
+        let mut conn = Conn::connect(target, Transport::Unframed).await.unwrap();
+        let req = Request { id: 5, msg, json: None };
+        assert!(!conn.call(&req).await.unwrap(), "an Echo reply, not the call echoed");
+        assert_eq!(conn.frames.examined(), len as u64, "each byte of the reply once");
+        drop(server.await.unwrap());
     }
 }
