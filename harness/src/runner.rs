@@ -370,11 +370,26 @@ fn wait_ready(path: &Path, child: &mut ChildGuard, log: &Path) -> anyhow::Result
     }
 }
 
+/// Lines of a log that [`tail`] shows.
+const TAIL_LINES: usize = 15;
+/// Bytes from the end of a log that [`tail`] reads: a child that logged
+/// for hours is not read whole to show its last lines.
+const TAIL_BYTES: u64 = 64 << 10;
+
 /// The last lines of a log, for error messages.
 pub fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = fs::File::open(path) else { return String::new() };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES))).is_err()
+        || file.take(TAIL_BYTES).read_to_end(&mut bytes).is_err()
+    {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
 
 fn common_args(plan: &RunPlan) -> Vec<String> {
@@ -771,5 +786,26 @@ mod tests {
         }
         let after = process_cpu_seconds(pid).expect("our own CPU time");
         assert!(after > before, "{before} -> {after}");
+    }
+
+    #[test]
+    fn the_tail_of_a_long_log_is_its_last_lines() {
+        let dir = std::env::temp_dir().join(format!("leaklab-tail-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("serve.log");
+        let mut text: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
+        text.push_str("last, with a broken byte: \u{fffd}");
+        let mut bytes = text.into_bytes();
+        bytes.extend_from_slice(&[0xff, b'\n']);
+        fs::write(&log, &bytes).unwrap();
+        let t = tail(&log);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), TAIL_LINES);
+        assert_eq!(lines[0], "line 199986");
+        assert!(lines[TAIL_LINES - 1].starts_with("last, with a broken byte"), "{t}");
+        fs::write(&log, "one line\n").unwrap();
+        assert_eq!(tail(&log), "one line");
+        assert_eq!(tail(&dir.join("absent.log")), "");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
