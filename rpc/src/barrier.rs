@@ -152,8 +152,11 @@ impl Barriers {
 
     /// Size of the table and what its slots still reference.
     pub fn stats(&self) -> BarriersStats {
-        let slots: Vec<Arc<Mutex<Slot>>> = lock(&self.inner.table).slots.clone();
-        let in_use = slots.len() - lock(&self.inner.table).free.len();
+        // One lock for both lengths: the table may grow between two.
+        let (slots, in_use) = {
+            let t = lock(&self.inner.table);
+            (t.slots.clone(), t.slots.len() - t.free.len())
+        };
         let mut stats = BarriersStats { slots: slots.len(), in_use, held_refs: 0, held_bytes: 0 };
         for slot in &slots {
             let s = lock(slot);

@@ -94,7 +94,7 @@ use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::{Deref, DerefMut, Range};
 use std::ptr::NonNull;
 use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -1231,8 +1231,14 @@ impl Shared {
 
     /// Runs `f` on the thread caches of `slots`, each held from its owner
     /// (see the protocol at [`Shard`]).
-    fn steal(&self, slots: Range<usize>, mut f: impl FnMut(usize, &mut ThreadCache)) {
-        let _one = lock(&self.stealing);
+    fn steal(&self, slots: Range<usize>, f: impl FnMut(usize, &mut ThreadCache)) {
+        let one = lock(&self.stealing);
+        self.steal_as(&one, slots, f);
+    }
+
+    /// [`Shared::steal`] for a caller that holds `stealing` (`_one`): no
+    /// chunk moves from a thread cache to a class list until it lets go.
+    fn steal_as(&self, _one: &MutexGuard<'_, ()>, slots: Range<usize>, mut f: impl FnMut(usize, &mut ThreadCache)) {
         let shards = &self.shards[slots.clone()];
         for shard in shards {
             shard.steal.store(true, Ordering::Relaxed);
@@ -1331,7 +1337,11 @@ impl Shared {
 
     fn stats(&self) -> PoolStats {
         let mut cached = [0usize; NUM_CLASSES];
-        self.steal(0..self.shards.len(), |_, cache| {
+        // Held until the class lists are read too: chunks move from thread
+        // caches to class lists only under it (`gc`, a thread's exit), so
+        // none is counted in both.
+        let one = lock(&self.stealing);
+        self.steal_as(&one, 0..self.shards.len(), |_, cache| {
             for (n, m) in cached.iter_mut().zip(&cache.classes) {
                 *n += m.len as usize;
             }
