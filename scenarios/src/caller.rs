@@ -1,7 +1,6 @@
 //! The calling loop of the client scenarios, and the business cache the
 //! caller keeps.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -14,7 +13,10 @@ use rpc::{Client, ClientConfig, ClientError, Pool};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use std::collections::HashMap;
+
 use crate::error::ScenarioError;
+use crate::kept::{Lru, COPIES_KEPT};
 
 /// One call, boxed so that callers of different scenarios share the loop.
 pub(crate) type CallFuture = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
@@ -31,9 +33,13 @@ pub(crate) fn next_id() -> i64 {
 /// package-level map, as in the guide's Go code, so it outlives the calls.
 pub(crate) static RESPONSE_CACHE: LazyLock<Mutex<HashMap<i64, Binary>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
+/// Where the calls that copy keep their copies: the last [`COPIES_KEPT`].
+pub(crate) static RESPONSE_COPIES: LazyLock<Mutex<Lru<Binary>>> = LazyLock::new(|| Mutex::new(Lru::new(COPIES_KEPT)));
+
 /// Entries in the client scenarios' response cache (process-wide).
 pub fn client_cached_entries() -> usize {
     RESPONSE_CACHE.lock().unwrap_or_else(|e| e.into_inner()).len()
+        + RESPONSE_COPIES.lock().unwrap_or_else(|e| e.into_inner()).len()
 }
 
 /// What a client scenario's callers do: `call`, again and again; `client`,

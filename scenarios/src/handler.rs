@@ -2,7 +2,6 @@
 //! depending on the scenario, caches something per request or answers some
 //! calls with a large response of its own.
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,6 +11,9 @@ use rpc::codec::{Request, Response};
 use rpc::{Binary, Handler, HandlerError, Pool, PoolConfig, ServerConfig};
 use sonic_rs::{JsonValueTrait, OwnedLazyValue};
 
+use std::collections::HashMap;
+
+use crate::kept::{Lru, COPIES_KEPT};
 use crate::noise::{Gate, Noise};
 
 /// What a server scenario runs: the server settings and the handler.
@@ -113,20 +115,25 @@ pub(crate) enum Behaviour {
     /// Nothing.
     Echo,
     /// `cache.Store(req.Id, req.Msg[:1])` for the calls `gate` lets leak, a
-    /// copy of that byte for the others.
-    HoldRequestField { gate: Gate, cache: Mutex<HashMap<i64, Binary>> },
+    /// copy of that byte, among the last copies, for the others.
+    HoldRequestField { gate: Gate, cache: Mutex<HashMap<i64, Binary>>, copies: Mutex<Lru<Binary>> },
     /// Copies the first `entry` bytes of each msg into a capped LRU.
-    BoundedCache { entry: usize, lru: Mutex<Lru> },
+    BoundedCache { entry: usize, lru: Mutex<Lru<Bytes>> },
     /// Parses field 3 with sonic-rs and caches the `user` value, sharing
     /// the input for the calls `gate` lets leak, copied for the others; a
     /// call without field 3 is an error, unless `optional` (a mixture,
     /// whose other calls may not carry it).
-    SonicHold { gate: Gate, optional: bool, cache: Mutex<HashMap<i64, OwnedLazyValue>> },
+    SonicHold {
+        gate: Gate,
+        optional: bool,
+        cache: Mutex<HashMap<i64, OwnedLazyValue>>,
+        copies: Mutex<Lru<OwnedLazyValue>>,
+    },
 }
 
 impl Behaviour {
     pub(crate) fn hold_request_field(gate: Gate) -> Behaviour {
-        Behaviour::HoldRequestField { gate, cache: Mutex::new(HashMap::new()) }
+        Behaviour::HoldRequestField { gate, cache: Mutex::default(), copies: Mutex::new(Lru::new(COPIES_KEPT)) }
     }
 
     pub(crate) fn bounded_cache(entry: usize, capacity: usize) -> Behaviour {
@@ -134,24 +141,28 @@ impl Behaviour {
     }
 
     pub(crate) fn sonic_hold(gate: Gate, optional: bool) -> Behaviour {
-        Behaviour::SonicHold { gate, optional, cache: Mutex::new(HashMap::new()) }
+        Behaviour::SonicHold { gate, optional, cache: Mutex::default(), copies: Mutex::new(Lru::new(COPIES_KEPT)) }
     }
 
     fn entries(&self) -> usize {
         match self {
             Behaviour::Echo => 0,
-            Behaviour::HoldRequestField { cache, .. } => lock(cache).len(),
+            Behaviour::HoldRequestField { cache, copies, .. } => lock(cache).len() + lock(copies).len(),
             Behaviour::BoundedCache { lru, .. } => lock(lru).len(),
-            Behaviour::SonicHold { cache, .. } => lock(cache).len(),
+            Behaviour::SonicHold { cache, copies, .. } => lock(cache).len() + lock(copies).len(),
         }
     }
 
     fn value_bytes(&self) -> usize {
         match self {
             Behaviour::Echo => 0,
-            Behaviour::HoldRequestField { cache, .. } => lock(cache).values().map(|v| v.len()).sum(),
-            Behaviour::BoundedCache { lru, .. } => lock(lru).value_bytes,
-            Behaviour::SonicHold { cache, .. } => lock(cache).values().map(|v| v.as_str().map_or(0, str::len)).sum(),
+            Behaviour::HoldRequestField { cache, copies, .. } => {
+                lock(cache).values().map(|v| v.len()).sum::<usize>() + lock(copies).value_bytes()
+            }
+            Behaviour::BoundedCache { lru, .. } => lock(lru).value_bytes(),
+            Behaviour::SonicHold { cache, copies, .. } => {
+                lock(cache).values().map(user_bytes).sum::<usize>() + lock(copies).value_bytes()
+            }
         }
     }
 
@@ -213,22 +224,26 @@ impl ScenarioHandler {
         self.inner.behaviours.iter().map(Behaviour::value_bytes).sum()
     }
 
-    fn sonic_cache(&self) -> Option<&Mutex<HashMap<i64, OwnedLazyValue>>> {
+    /// The `user` value cached for call `id`, if any, given to `f`.
+    fn with_user<T>(&self, id: i64, f: impl Fn(&OwnedLazyValue) -> Option<T>) -> Option<T> {
         self.inner.behaviours.iter().find_map(|b| match b {
-            Behaviour::SonicHold { cache, .. } => Some(cache),
+            Behaviour::SonicHold { cache, copies, .. } => match lock(cache).get(&id) {
+                Some(v) => f(v),
+                None => lock(copies).peek(id).and_then(&f),
+            },
             _ => None,
         })
     }
 
     /// The `user` value cached for call `id` (`sonic-string-hold`).
     pub fn cached_user(&self, id: i64) -> Option<String> {
-        lock(self.sonic_cache()?).get(&id).and_then(|v| v.as_str().map(str::to_owned))
+        self.with_user(id, |v| v.as_str().map(str::to_owned))
     }
 
     /// Where the cached `user` value of call `id` lies in memory, to check
     /// whether it shares the request's buffer (`sonic-string-hold`).
     pub fn cached_user_range(&self, id: i64) -> Option<std::ops::Range<usize>> {
-        lock(self.sonic_cache()?).get(&id).and_then(|v| {
+        self.with_user(id, |v| {
             let s = v.as_str()?;
             let start = s.as_ptr() as usize;
             Some(start..start + s.len())
@@ -253,32 +268,37 @@ impl ScenarioHandler {
     fn remember_one(behaviour: &Behaviour, req: &Request) -> Result<(), HandlerError> {
         match behaviour {
             Behaviour::Echo => {}
-            Behaviour::HoldRequestField { gate, cache } => {
+            Behaviour::HoldRequestField { gate, cache, copies } => {
                 if req.msg.is_empty() {
                     return Ok(());
                 }
-                let held = if gate.leaks() {
+                if gate.leaks() {
                     // The leak: `req.Msg[:1]` keeps the whole field alive.
-                    req.msg.slice(..1)
+                    lock(cache).insert(req.id, req.msg.slice(..1));
                 } else {
-                    // The fix: one byte of our own; the field is freed.
-                    Binary::from(Bytes::copy_from_slice(&req.msg[..1]))
-                };
-                lock(cache).insert(req.id, held);
+                    // The fix: one byte of our own; the field is freed, and
+                    // the cache of copies is bounded.
+                    lock(copies).insert(req.id, Binary::from(Bytes::copy_from_slice(&req.msg[..1])), 1);
+                }
             }
             Behaviour::BoundedCache { entry, lru } => {
                 let n = req.msg.len().min(*entry);
-                lock(lru).insert(req.id, Bytes::copy_from_slice(&req.msg[..n]));
+                lock(lru).insert(req.id, Bytes::copy_from_slice(&req.msg[..n]), n);
             }
-            Behaviour::SonicHold { gate, optional, cache } => {
+            Behaviour::SonicHold { gate, optional, cache, copies } => {
                 let Some(json) = &req.json else {
                     if *optional {
                         return Ok(());
                     }
                     return Err(HandlerError("field 3 (json) is missing: this service parses it".into()));
                 };
-                let user = parse_user(json, !gate.leaks())?;
-                lock(cache).insert(req.id, user);
+                if gate.leaks() {
+                    lock(cache).insert(req.id, parse_user(json, false)?);
+                } else {
+                    let user = parse_user(json, true)?;
+                    let bytes = user_bytes(&user);
+                    lock(copies).insert(req.id, user, bytes);
+                }
             }
         }
         Ok(())
@@ -341,53 +361,9 @@ fn inspect_document(doc: &FastStr) -> Result<(), HandlerError> {
     Ok(())
 }
 
-/// A least-recently-used map with a fixed capacity.
-pub(crate) struct Lru {
-    capacity: usize,
-    tick: u64,
-    entries: HashMap<i64, (u64, Bytes)>,
-    order: BTreeMap<u64, i64>,
-    value_bytes: usize,
-}
-
-impl Lru {
-    pub(crate) fn new(capacity: usize) -> Lru {
-        Lru { capacity: capacity.max(1), tick: 0, entries: HashMap::new(), order: BTreeMap::new(), value_bytes: 0 }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Inserts (or refreshes) `key`, evicting the least recently used entry
-    /// beyond the capacity.
-    pub(crate) fn insert(&mut self, key: i64, value: Bytes) {
-        self.tick += 1;
-        self.value_bytes += value.len();
-        if let Some((old_tick, old)) = self.entries.insert(key, (self.tick, value)) {
-            self.order.remove(&old_tick);
-            self.value_bytes -= old.len();
-        }
-        self.order.insert(self.tick, key);
-        while self.entries.len() > self.capacity {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
-            if let Some((_, v)) = self.entries.remove(&oldest) {
-                self.value_bytes -= v.len();
-            }
-        }
-    }
-
-    /// The value of `key`, marking it used.
-    #[cfg(test)]
-    pub(crate) fn get(&mut self, key: i64) -> Option<Bytes> {
-        self.tick += 1;
-        let tick = self.tick;
-        let (t, v) = self.entries.get_mut(&key)?;
-        self.order.remove(t);
-        *t = tick;
-        self.order.insert(tick, key);
-        Some(v.clone())
-    }
+/// Bytes of a cached `user` value, as the code counts them.
+fn user_bytes(v: &OwnedLazyValue) -> usize {
+    v.as_str().map_or(0, str::len)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -403,20 +379,6 @@ mod tests {
     }
 
     #[test]
-    fn lru_evicts_the_least_recently_used() {
-        let mut lru = Lru::new(2);
-        lru.insert(1, Bytes::from_static(b"a"));
-        lru.insert(2, Bytes::from_static(b"bb"));
-        assert!(lru.get(1).is_some());
-        lru.insert(3, Bytes::from_static(b"ccc"));
-        assert_eq!(lru.len(), 2);
-        assert!(lru.get(2).is_none(), "2 was the least recently used");
-        assert_eq!(lru.value_bytes, 4);
-        lru.insert(1, Bytes::from_static(b"dddd"));
-        assert_eq!((lru.len(), lru.value_bytes), (2, 7));
-    }
-
-    #[test]
     fn held_slice_shares_the_field_and_the_copy_does_not() {
         for copy in [false, true] {
             let gate = if copy { Gate::never() } else { Gate::new(true, std::time::Duration::ZERO, 1) };
@@ -424,10 +386,24 @@ mod tests {
             let msg = Bytes::from(vec![5u8; 4096]);
             let ptr = msg.as_ptr();
             block_on(h.echo(Request { id: 1, msg: msg.into(), json: None })).unwrap();
-            let Behaviour::HoldRequestField { cache, .. } = &h.inner.behaviours[0] else { unreachable!() };
-            let held = lock(cache).get(&1).cloned().unwrap();
+            let Behaviour::HoldRequestField { cache, copies, .. } = &h.inner.behaviours[0] else { unreachable!() };
+            let held = if copy { lock(copies).peek(1).cloned() } else { lock(cache).get(&1).cloned() }.unwrap();
             assert_eq!(held.len(), 1);
             assert_eq!(held.as_ptr() == ptr, !copy);
+        }
+    }
+
+    #[test]
+    fn copies_stay_bounded_and_held_slices_do_not() {
+        let calls = 3 * COPIES_KEPT as i64;
+        for leak in [false, true] {
+            let gate = if leak { Gate::new(true, std::time::Duration::ZERO, 1) } else { Gate::never() };
+            let h = ScenarioHandler::new(Reply::ECHO, Behaviour::hold_request_field(gate));
+            for id in 0..calls {
+                block_on(h.echo(Request { id, msg: vec![1u8; 64].into(), json: None })).unwrap();
+            }
+            let kept = if leak { calls as usize } else { COPIES_KEPT };
+            assert_eq!((h.cached_entries(), h.cached_value_bytes()), (kept, kept), "leak: {leak}");
         }
     }
 

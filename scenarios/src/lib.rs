@@ -66,6 +66,7 @@ mod controls;
 mod draw;
 mod error;
 mod handler;
+mod kept;
 mod leaks;
 mod modifiers;
 mod noise;

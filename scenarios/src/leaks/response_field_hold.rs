@@ -9,7 +9,7 @@ use rpc::lbcache::Instance;
 use rpc::Binary;
 use rpc::{Client, Pool};
 
-use crate::caller::{self, CallFuture, Caller, RESPONSE_CACHE};
+use crate::caller::{self, CallFuture, Caller, RESPONSE_CACHE, RESPONSE_COPIES};
 use crate::error::ScenarioError;
 use crate::params::{conns, payload, rps, Check, Param, Params, Vary};
 use crate::scenario::{Calls, HeldField, Info, Role, Scenario, Variant};
@@ -42,7 +42,8 @@ pub(crate) const INFO: Info = Info {
         rpc/idl/echo.thrift (msg). With decode=nocopy the field slices the client connection's pooled input node \
         instead: the heap profile cannot show it, the pool profile shows nodes held by `Response.msg (field 2, binary)`.",
     fix: "Copy what you keep out of a response. The fix variant stores `Bytes::copy_from_slice(&resp.msg[..1])`, \
-        so each response is freed when the call returns; the cache still holds one tiny entry per call.",
+        so each response is freed when the call returns, into a bounded cache (the last 1024): a map keyed by \
+        call ids that never repeat would still grow by one tiny entry per call.",
     params: &[
         Param {
             check: Check::Size {
@@ -102,9 +103,12 @@ impl Calls for ResponseFieldHold {
                 if !resp.msg.is_empty() {
                     // One call in `leak_rate` from the onset on keeps a
                     // slice; the others (and the fix) keep a copy.
-                    let held =
-                        if gate.leaks() { resp.msg.slice(..1) } else { Bytes::copy_from_slice(&resp.msg[..1]).into() };
-                    RESPONSE_CACHE.lock().unwrap_or_else(|e| e.into_inner()).insert(resp.id, held);
+                    if gate.leaks() {
+                        RESPONSE_CACHE.lock().unwrap_or_else(|e| e.into_inner()).insert(resp.id, resp.msg.slice(..1));
+                    } else {
+                        let copy = Bytes::copy_from_slice(&resp.msg[..1]).into();
+                        RESPONSE_COPIES.lock().unwrap_or_else(|e| e.into_inner()).insert(resp.id, copy, 1);
+                    }
                 }
                 Ok(())
             })

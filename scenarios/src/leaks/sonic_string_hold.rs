@@ -61,7 +61,8 @@ pub(crate) const INFO: Info = Info {
     fix: "Enable Sonic's `CopyString` option: decoded strings get their own memory, and the document is freed \
         after the call. sonic-rs has no such switch; the fix variant parses the cached value again from a borrowed \
         `&str` (`sonic_rs::from_str::<OwnedLazyValue>`), which copies it. Then review the business code that keeps \
-        parsed objects: the cache still grows by one small entry per request.",
+        parsed objects, as the guide says: a map keyed by call ids that never repeat would still grow by one small \
+        entry per call, so the fix keeps its copies in a bounded cache (the last 1024).",
     params: &[
         payload("256"),
         rps("300").varying(Vary::Range { lo: 150, hi: 300 }),

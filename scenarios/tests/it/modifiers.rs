@@ -64,7 +64,8 @@ fn onset_delays_the_growth() {
         (before, grows_by(addr, &shape, 200).await)
     });
     eprintln!("onset: before {} after {}", kib(before), kib(after));
-    // Before the onset the fix's copies: one tiny entry per call, and what
+    // Before the onset the fix's copies: one tiny entry per call (until
+    // the cache of copies is full), and what
     // the pool may add to the connections' buffers between batches (up to
     // a few hundred KiB): under an eighth of a field per call.
     assert!(before < 200 * FIELD / 8, "grew {} over 200 calls before the onset", kib(before));
