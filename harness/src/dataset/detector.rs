@@ -1,12 +1,17 @@
-//! An outside detector run on a run's folder: `sh -c 'CMD "$0"' DIR`, which
+//! An outside detector run on a run's folder: `sh -c 'CMD "$0"' VIEW`, which
 //! prints one JSON object. It is a command a person gave, so it is bounded
 //! like a peer: at most [`DETECTOR_TIMEOUT`] (then its whole process group
 //! is killed) and [`MAX_DETECTOR_OUTPUT`] bytes of output.
+//!
+//! It is scored blind: VIEW is a folder of its own beside the run's, named
+//! after nothing, with the run's files but the truth and what names it
+//! ([`HIDDEN`]), as a monitor of a production process would have them.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -17,18 +22,71 @@ pub const DETECTOR_TIMEOUT: Duration = Duration::from_secs(300);
 /// Most bytes of a detector's output read (its JSON answer is a few KiB).
 pub const MAX_DETECTOR_OUTPUT: u64 = 16 << 20;
 
-/// Runs `cmd` on `dir` and returns the JSON object it printed; an error
-/// names the command when it takes too long, prints too much, or prints no
-/// JSON (with the last line of its stderr).
+/// Files of a run folder that a detector does not see: the truth (the
+/// label, the engine's verdict and its score, the run's record with its
+/// scenario and parameters) and what is made from it or names the scenario
+/// (the report, the pictures, the processes' logs). Tools' own outputs
+/// (`heaptrack.*`, `valgrind.log`) stay.
+pub const HIDDEN: &[&str] =
+    &["run.json", "verdict.json", "label.json", "score.json", "report.html", "serve.log", "peer.log"];
+
+/// Whether a detector does not see the file `name` of a run folder.
+fn hidden(name: &str) -> bool {
+    HIDDEN.contains(&name) || name.ends_with(".svg")
+}
+
+/// Bytes of one file a view copies where it cannot link it.
+const MAX_VIEW_COPY: u64 = 1 << 30;
+
+/// A run folder as a detector sees it, removed when dropped.
+struct View {
+    path: PathBuf,
+}
+
+impl View {
+    /// Links (or copies) the regular files of `dir` that are not
+    /// [`hidden`] into a new folder beside it.
+    fn of(dir: &Path) -> anyhow::Result<View> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = format!(".detector-view-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let view = View { path: parent.join(name) };
+        std::fs::create_dir(&view.path).with_context(|| format!("making {}", view.path.display()))?;
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let name = entry.file_name();
+            // Links and folders are left out, as are hidden files.
+            if !entry.file_type().is_ok_and(|t| t.is_file()) || name.to_str().is_none_or(hidden) {
+                continue;
+            }
+            let (from, to) = (entry.path(), view.path.join(&name));
+            if std::fs::hard_link(&from, &to).is_err() {
+                crate::files::copy_regular(&from, &to, MAX_VIEW_COPY)?;
+            }
+        }
+        Ok(view)
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Runs `cmd` on a blind view of `dir` and returns the JSON object it
+/// printed; an error names the command when it takes too long, prints too
+/// much, or prints no JSON (with the last line of its stderr).
 pub fn run(cmd: &str, dir: &Path) -> anyhow::Result<serde_json::Value> {
     run_within(cmd, dir, DETECTOR_TIMEOUT)
 }
 
 fn run_within(cmd: &str, dir: &Path, timeout: Duration) -> anyhow::Result<serde_json::Value> {
+    let view = View::of(dir)?;
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!("{cmd} \"$0\""))
-        .arg(dir)
+        .arg(&view.path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -98,7 +156,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let v = run("printf '{\"leak\": true, \"dir\": \"%s\"}'", dir.path()).unwrap();
         assert_eq!(v["leak"], true);
-        assert_eq!(v["dir"], dir.path().display().to_string());
         // A detector that never ends, and what it started, are killed.
         let start = Instant::now();
         let err = run_within("sleep 60 & sleep 60; true", dir.path(), Duration::from_millis(300)).unwrap_err();
@@ -108,5 +165,36 @@ mod tests {
         assert!(err.to_string().contains("printed more than"), "{err}");
         let err = run("echo nothing useful >&2; echo no", dir.path()).unwrap_err();
         assert!(format!("{err:#}").contains("stderr: nothing useful"), "{err:#}");
+    }
+
+    #[test]
+    fn a_detector_sees_the_measurements_and_not_the_truth() {
+        let root = tempfile::tempdir().unwrap();
+        let run_dir = root.path().join("0003-request-field-hold-leak");
+        std::fs::create_dir(&run_dir).unwrap();
+        for f in ["heap-000.pb.gz", "pool-000.pb.gz", "holders-000.pb.gz", "metrics.jsonl", "heaptrack.log"] {
+            std::fs::write(run_dir.join(f), f).unwrap();
+        }
+        for f in HIDDEN.iter().copied().chain(["timeline.svg"]) {
+            std::fs::write(run_dir.join(f), "request-field-held").unwrap();
+        }
+        std::os::unix::fs::symlink(run_dir.join("label.json"), run_dir.join("truth")).unwrap();
+        let probe = root.path().join("probe.sh");
+        std::fs::write(
+            &probe,
+            "printf '{\"dir\": \"%s\", \"files\": \"%s\", \"heap\": \"%s\"}' \"$1\" \"$(ls \"$1\" | tr '\\n' ' ')\" \
+             \"$(cat \"$1/heap-000.pb.gz\")\"\n",
+        )
+        .unwrap();
+        let v = run(&format!("sh {}", probe.display()), &run_dir).unwrap();
+        assert_eq!(v["files"], "heap-000.pb.gz heaptrack.log holders-000.pb.gz metrics.jsonl pool-000.pb.gz ");
+        assert_eq!(v["heap"], "heap-000.pb.gz");
+        let seen = v["dir"].as_str().unwrap();
+        assert!(!seen.contains("request-field-hold"), "the folder's name gives the scenario away: {seen}");
+        assert!(!Path::new(seen).exists(), "the view is removed after the detector ran");
+        assert!(
+            run_dir.join("label.json").exists() && run_dir.join("heap-000.pb.gz").exists(),
+            "the run is left whole"
+        );
     }
 }
