@@ -30,7 +30,7 @@
 //! folders as one. A run folder that already holds a `score.json` of the
 //! same seed is kept, so an interrupted sweep goes on where it stopped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -59,9 +59,11 @@ pub struct SweepArgs {
     /// This machine's share: `K/N` runs every run whose index is K-1 modulo N.
     #[arg(long, value_parser = parse_shard)]
     pub shard: Option<Shard>,
-    /// Where the run folders, `summary.md` and `sweep.json` go.
-    #[arg(long, default_value = "runs/sweep")]
-    pub out: PathBuf,
+    /// Where the run folders, `summary.md` and `sweep.json` go (default
+    /// `runs/sweep`; with `--run-seed S`, `runs/sweep-seed-S`, so that the
+    /// sweep the run came from stays whole).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Also score this command on every run (`sh -c 'CMD "$0"' RUN_DIR`
     /// prints a JSON object with `leak` and `kind`; see `scripts/detectors/`).
     #[arg(long)]
@@ -207,7 +209,14 @@ fn mix_leaks_enough(host: &Info, other: &Info, set: &[(String, String)], leaking
         Side::Client => Vec::new(),
         Side::Server => {
             let Ok(p) = Params::parse(host, set) else { return false };
-            HOST_LOAD.iter().filter_map(|&k| Some((k.to_owned(), p.u64(k).ok()?.to_string()))).collect()
+            // Read as what they are: `payload` is a size (`1KiB`), `rps` a
+            // number.
+            let [rps, payload] = HOST_LOAD;
+            let own = [
+                (rps, p.f64(rps).ok().map(|v| v.to_string())),
+                (payload, p.usize(payload).ok().map(|v| v.to_string())),
+            ];
+            own.into_iter().filter_map(|(k, v)| Some((k.to_owned(), v?))).collect()
         }
     };
     full_rate(other, &own)
@@ -327,6 +336,19 @@ impl Drawn {
     }
 }
 
+/// Whether the run scored in `dir` (its `label`) is the one `d` draws, as
+/// this sweep would make it: the same seed, the same snapshot interval and
+/// load, and holder scans if they are asked for. Anything else is run
+/// again.
+fn same_run(label: &Label, d: &Drawn, dir: &Path, holders: bool) -> bool {
+    let t = d.timing();
+    let load = label.phases.iter().find(|p| p.name == crate::runner::Phase::Load).map(|p| p.end_s - p.start_s);
+    label.seed == Some(d.seed)
+        && (label.interval_s - t.interval.as_secs_f64()).abs() < 1e-3
+        && load.is_some_and(|s| (s - t.load.as_secs_f64()).abs() < 1.0)
+        && (!holders || dir.join("holders-000.pb.gz").exists())
+}
+
 fn planned_time(d: &Drawn) -> Duration {
     let t = d.timing();
     t.warmup + t.load + t.drain + t.settle
@@ -358,7 +380,11 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     crate::runner::install_interrupt_handler()?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let out = args.out.clone().unwrap_or_else(|| match args.run_seed {
+        Some(seed) => PathBuf::from(format!("runs/sweep-seed-{seed}")),
+        None => PathBuf::from("runs/sweep"),
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let total: Duration = runs.iter().map(planned_time).sum();
     let bar = indicatif::ProgressBar::new(total.as_secs());
     bar.set_style(
@@ -375,11 +401,11 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     for (n, d) in runs.iter().enumerate() {
         bar.set_prefix(format!("run {}/{}", n + 1, runs.len()));
         bar.set_message(format!("{} ({})", d.info.name, d.variant));
-        let dir = args.out.join(d.folder());
+        let dir = out.join(d.folder());
         let done = crate::files::read_text_at_most(&dir.join(score::SCORE_FILE), score::MAX_SCORE_BYTES)
             .ok()
             .and_then(|s| serde_json::from_str::<RunResult>(&s).ok())
-            .is_some_and(|r| r.label.seed == Some(d.seed));
+            .is_some_and(|r| same_run(&r.label, d, &dir, args.holders));
         if !done {
             let plan = RunPlan {
                 info: d.info,
@@ -390,7 +416,9 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
                 progress: false,
                 profile_rate: RUN_PROFILE_RATE,
                 holders: args.holders,
-                serve: ServeCommand { exe: args.serve_bin.clone(), ..ServeCommand::default() },
+                // The run's seed also seeds the heap profiler's sampling:
+                // the same seed, the same profiles' sampling decisions.
+                serve: ServeCommand { exe: args.serve_bin.clone(), seed: Some(d.seed), ..ServeCommand::default() },
             };
             let (record, _) = crate::runner::run_and_diagnose(&plan)
                 .with_context(|| format!("run {} ({})", d.folder(), d.command()))?;
@@ -423,7 +451,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
         args.shard.map_or(String::new(), |s| format!(" (shard {}/{})", s.k, s.n)),
         score::markdown(&tables)
     );
-    std::fs::write(args.out.join("summary.md"), &summary)?;
+    crate::files::write_new(&out.join("summary.md"), &summary)?;
     let file = SweepFile {
         seed: args.seed,
         runs: args.runs,
@@ -431,9 +459,9 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
         tables: &tables,
         results: &results,
     };
-    std::fs::write(args.out.join("sweep.json"), serde_json::to_string_pretty(&file)?)?;
+    crate::files::write_new(&out.join("sweep.json"), serde_json::to_string_pretty(&file)?)?;
     match crate::report::sweep::svg(&tables) {
-        Ok(svg) => std::fs::write(args.out.join("sweep.svg"), svg)?,
+        Ok(svg) => crate::files::write_new(&out.join("sweep.svg"), svg)?,
         Err(e) => tracing::warn!("no sweep.svg: {e:#}"),
     }
     if args.json {
@@ -534,6 +562,12 @@ mod tests {
         assert!(
             full_rate(field, &pairs(&[("rps", "150")])).unwrap() * 8.0 >= MIX_MIN_PERIODS * RUN_PROFILE_RATE as f64
         );
+        // The host's payload is read with its unit: a held 1 KiB field at
+        // 200 calls/s, one in eight, for 4.4 s is 110 KiB, under two
+        // periods (request-field-hold's own 16 KiB would pass).
+        let oversized = find("oversized-request");
+        assert!(!mix_leaks_enough(oversized, field, &pairs(&[("rps", "200"), ("payload", "1KiB")]), 4.4, 8));
+        assert!(mix_leaks_enough(oversized, field, &pairs(&[("rps", "200"), ("payload", "16KiB")]), 4.4, 8));
         // A client leak makes its own calls: the host's light load is not
         // its, and its own default load leaks plenty.
         assert!(mix_leaks_enough(idle, find("response-field-hold"), &light, 5.9, 2));

@@ -184,9 +184,7 @@ impl Label {
 
     /// Writes `DIR/label.json`.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        let path = dir.join("label.json");
-        std::fs::write(&path, serde_json::to_string_pretty(self)?)
-            .with_context(|| format!("writing {}", path.display()))
+        crate::files::write_new(&dir.join("label.json"), serde_json::to_string_pretty(self)?)
     }
 
     /// The kinds of every mechanism present.
