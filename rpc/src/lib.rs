@@ -31,7 +31,9 @@ mod server;
 pub use barrier::{BarrierMode, Barriers, BarriersStats, Held, SlotGuard, SLOT_REFS};
 pub use client::{client_counts, Client, ClientConfig, ClientCounts, ClientError};
 pub use codec::Binary;
-pub use linkbuf::{InputBuffer, OutputBuffer, SpanCopy, DEFAULT_INPUT_NODE, MALLOC_MAX, NOCOPY_THRESHOLD};
+pub use linkbuf::{
+    InputBuffer, OutputBuffer, SpanCopy, DEFAULT_INPUT_NODE, MALLOC_MAX, MIN_OUTPUT_NODE, NOCOPY_THRESHOLD,
+};
 pub use pool::{
     class_of, Chunk, ChunkRef, ClassStats, FieldId, Lease, Pool, PoolConfig, PoolStats, Slice, Taker, MAX_POOLED,
     NUM_CLASSES,

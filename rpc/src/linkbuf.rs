@@ -51,7 +51,7 @@ const MESSAGE_SLACK: usize = 64;
 /// new node ([`OutputBuffer::write_slice`]).
 const MIN_SPLIT: usize = 256;
 /// Smallest output node.
-const MIN_OUTPUT_NODE: usize = 4 << 10;
+pub const MIN_OUTPUT_NODE: usize = 4 << 10;
 
 struct InNode {
     chunk: Chunk,

@@ -472,8 +472,19 @@ fn choice(value: &str, choices: &[&'static str]) -> Result<&'static str, String>
     choices.iter().copied().find(|c| *c == value).ok_or_else(|| format!("expected {}", choices.join(" or ")))
 }
 
+/// The largest size or count a parameter takes: 2 Gi, about the most a
+/// framed Thrift message carries (its length is an `i32`). Larger values
+/// only fail later, as an allocation the machine cannot make or a clock
+/// that overflows.
+pub(crate) const MAX_SIZE: usize = 2 << 30;
+
+/// The longest duration a parameter takes: no run lasts a day, and later
+/// instants can overflow the clock.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// Parses a byte size: a whole number with an optional binary unit (`K`,
-/// `KB`, `KiB`: 1024; `M`...: 1 MiB; `G`...: 1 GiB), case-insensitive.
+/// `KB`, `KiB`: 1024; `M`...: 1 MiB; `G`...: 1 GiB), case-insensitive, up
+/// to [`MAX_SIZE`].
 pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '_').unwrap_or(s.len());
@@ -487,11 +498,13 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
         "g" | "gb" | "gib" => 30,
         other => return Err(format!("unknown size unit {other:?}: use KiB, MiB or GiB (or none for bytes)")),
     };
-    num.checked_mul(1 << shift).ok_or_else(|| format!("{s} is too large"))
+    num.checked_mul(1 << shift)
+        .filter(|&n| n <= MAX_SIZE)
+        .ok_or_else(|| format!("{s} is too large: sizes and counts go up to 2GiB ({MAX_SIZE})"))
 }
 
 /// Parses a duration: a number followed by `ns`, `us`, `ms`, `s`, `m` or
-/// `h`.
+/// `h`, up to [`MAX_DURATION`].
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
@@ -507,7 +520,11 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         "" => return Err(format!("{s:?} has no unit: write 250ms, 2s or 1m")),
         other => return Err(format!("unknown duration unit {other:?}: use ms, s, m or h")),
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s} is not a valid duration"))
+    let d = Duration::try_from_secs_f64(secs).map_err(|_| format!("{s} is not a valid duration"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{s} is too long: durations go up to 24h"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ pub(crate) trait Scenario: Sync + fmt::Debug {
 
 /// What a framed message takes beyond its field: the frame and message
 /// headers, the method name, the other fields (a generous bound).
-const MESSAGE_OVERHEAD: usize = 256;
+pub(crate) const MESSAGE_OVERHEAD: usize = 256;
 
 /// What one call that holds its `payload`-byte field keeps: the field's
 /// bytes, or with `decode=nocopy` the input node the slice pins (the pool's
@@ -288,5 +288,32 @@ mod tests {
         let copy = info.trickle_rate(&Params::parse(info, &set("copy")).unwrap()).unwrap();
         let nocopy = info.trickle_rate(&Params::parse(info, &set("nocopy")).unwrap()).unwrap();
         assert_eq!(nocopy / copy, rpc::DEFAULT_INPUT_NODE as f64 / 100.0);
+        // An idle connection that answered a call also keeps its reply's
+        // output node.
+        let info = crate::find("idle-connections").unwrap();
+        let set = |first: &str| vec![("idle_rate".into(), "100".into()), ("first_call".into(), first.into())];
+        let silent = info.trickle_rate(&Params::parse(info, &set("false")).unwrap()).unwrap();
+        let answered = info.trickle_rate(&Params::parse(info, &set("true")).unwrap()).unwrap();
+        assert_eq!(silent, 100.0 * rpc::DEFAULT_INPUT_NODE as f64);
+        assert_eq!(answered, 100.0 * (rpc::DEFAULT_INPUT_NODE + rpc::MIN_OUTPUT_NODE) as f64);
+    }
+
+    #[test]
+    fn sizes_counts_and_durations_past_their_bounds_are_refused_not_a_panic() {
+        let cases = [
+            ("idle-connections", "conns", u64::MAX.to_string(), "too large"),
+            ("sonic-string-hold", "json_size", "8589934592G".into(), "too large"),
+            ("response-field-hold", "payload", "3GiB".into(), "too large"),
+            ("conn-surge-request", "surge_every", "3000000000000000h".into(), "too long"),
+            ("request-field-hold", "onset", "25h".into(), "too long"),
+        ];
+        for (scenario, key, value, why) in cases {
+            let info = crate::find(scenario).unwrap();
+            let e = Params::parse(info, &[(key.into(), value.clone())]).unwrap_err();
+            assert!(e.to_string().contains(why), "{scenario} {key}={value}: {e}");
+        }
+        // The largest values that are taken.
+        let info = crate::find("request-field-hold").unwrap();
+        assert!(Params::parse(info, &[("payload".into(), "2GiB".into()), ("onset".into(), "24h".into())]).is_ok());
     }
 }

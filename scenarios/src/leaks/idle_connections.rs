@@ -81,9 +81,11 @@ pub(crate) struct IdleConnections;
 impl Scenario for IdleConnections {
     fn check(&self, p: &Params) -> Result<(), ScenarioError> {
         let (common, idle_timeout) = (p.common(), p.duration("idle_timeout")?);
+        // An interval too long for a `Duration` is longer than any timeout.
         if common.rps > 0
             && common.conns > 0
-            && Duration::from_secs_f64(common.conns as f64 / common.rps as f64) >= idle_timeout
+            && Duration::try_from_secs_f64(common.conns as f64 / common.rps as f64)
+                .map_or(true, |gap| gap >= idle_timeout)
         {
             return Err(p.bad("idle_timeout", "must be longer than the interval between steady calls on a connection"));
         }
@@ -95,9 +97,14 @@ impl Scenario for IdleConnections {
     }
 
     /// An idle connection left open keeps its first input node
-    /// (`initial_input`), one per connection opened at `idle_rate`.
+    /// (`initial_input`), and after a first call the output node its reply
+    /// was encoded in (the pool's class of the reply, 4 KiB at least), one
+    /// per connection opened at `idle_rate`.
     fn trickle(&self, p: &Params) -> Option<f64> {
-        Some(p.f64("idle_rate").ok()? * p.usize("initial_input").ok()? as f64)
+        let reply = p.usize("payload").ok()?.saturating_add(crate::scenario::MESSAGE_OVERHEAD);
+        let output =
+            if p.bool("first_call").ok()? { 1usize << rpc::class_of(reply.max(rpc::MIN_OUTPUT_NODE)) } else { 0 };
+        Some(p.f64("idle_rate").ok()? * p.usize("initial_input").ok()?.saturating_add(output) as f64)
     }
 }
 
