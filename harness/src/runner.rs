@@ -76,8 +76,13 @@ pub struct RunRecord {
     pub expected: String,
     /// Every parameter with its effective value.
     pub params: Vec<(String, String)>,
-    /// Phases as they happened.
+    /// Phases as they happened (each change seen at the snapshot after it).
     pub phases: Vec<PhaseSpan>,
+    /// The planned warm-up: the load begins this long after the start, and
+    /// the gates of an `onset` open that long after it (the phases mark the
+    /// load's start at the first snapshot in it, up to an interval later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_s: Option<f64>,
     /// The heap profiler's sampling rate.
     #[serde(default)]
     pub profile_rate: usize,
@@ -611,6 +616,7 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
         expected: info.expected_kind(plan.variant).to_owned(),
         params: params.effective(),
         phases,
+        warmup_s: Some(t.warmup.as_secs_f64()),
         profile_rate: plan.profile_rate,
         interval_s: t.interval.as_secs_f64(),
         snapshots,

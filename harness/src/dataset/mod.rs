@@ -127,7 +127,11 @@ impl Label {
                 holder: scenarios::find(x.scenario).map_or(String::new(), |i| i.holder.to_owned()),
             })
             .collect();
-        let load_start = record.phases.iter().find(|p| p.name == crate::runner::Phase::Load).map(|p| p.start_s);
+        // When the load began: as planned (what the gates count from), else
+        // as the phases saw it.
+        let load_start = record
+            .warmup_s
+            .or_else(|| record.phases.iter().find(|p| p.name == crate::runner::Phase::Load).map(|p| p.start_s));
         let leak = !mechanisms.is_empty();
         let onset = m.onset.as_secs_f64();
         Ok(Label {
@@ -222,6 +226,29 @@ mod tests {
         let big = vec![b' '; (MAX_RECORD_BYTES + 1) as usize];
         let refused = err(&big);
         assert!(refused.contains("label.json: more than 4194304 bytes"), "{refused}");
+    }
+
+    #[test]
+    fn the_onset_counts_from_the_planned_warm_up_not_the_snapshot_that_saw_the_load() {
+        let record = |warmup: Option<f64>| -> RunRecord {
+            let mut json = serde_json::json!({
+                "scenario": "request-field-hold", "variant": "leak", "side": "server",
+                "expected": "request-field-held", "params": [["onset", "1s"]],
+                "phases": [{"name": "warmup", "start_s": 0.0, "end_s": 2.5},
+                           {"name": "load", "start_s": 2.5, "end_s": 9.5}],
+                "interval_s": 0.5, "snapshots": 20, "started_unix": 0, "rpc_addr": "", "admin_addr": "",
+                "peer": null,
+            });
+            if let Some(w) = warmup {
+                json["warmup_s"] = w.into();
+            }
+            serde_json::from_value(json).unwrap()
+        };
+        // A 9 s load warms up for 2.25 s; the first snapshot in the load is
+        // at 2.5 s. The gates open 1 s after 2.25 s.
+        assert_eq!(Label::of_run(&record(Some(2.25)), None).unwrap().onset_at_s, Some(3.25));
+        // A record from before the planned warm-up was kept.
+        assert_eq!(Label::of_run(&record(None), None).unwrap().onset_at_s, Some(3.5));
     }
 
     #[test]
