@@ -83,6 +83,9 @@ pub struct RunRecord {
     /// load's start at the first snapshot in it, up to an interval later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_s: Option<f64>,
+    /// The planned load (the phases show how long it lasted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_s: Option<f64>,
     /// The heap profiler's sampling rate.
     #[serde(default)]
     pub profile_rate: usize,
@@ -617,6 +620,7 @@ pub fn run_scenario(plan: &RunPlan) -> anyhow::Result<RunRecord> {
         params: params.effective(),
         phases,
         warmup_s: Some(t.warmup.as_secs_f64()),
+        load_s: Some(t.load.as_secs_f64()),
         profile_rate: plan.profile_rate,
         interval_s: t.interval.as_secs_f64(),
         snapshots,

@@ -337,16 +337,22 @@ impl Drawn {
 }
 
 /// Whether the run scored in `dir` (its `label`) is the one `d` draws, as
-/// this sweep would make it: the same seed, the same snapshot interval and
-/// load, and holder scans if they are asked for. Anything else is run
-/// again.
-fn same_run(label: &Label, d: &Drawn, dir: &Path, holders: bool) -> bool {
+/// this sweep would make it: the same seed, and as its `run.json` planned
+/// it, the same warm-up, load and snapshot interval, the same process under
+/// test (`serve_bin`), and holder scans if they are asked for. Anything
+/// else (a record from before the plan was kept included) is run again.
+fn same_run(label: &Label, d: &Drawn, dir: &Path, args: &SweepArgs) -> bool {
     let t = d.timing();
-    let load = label.phases.iter().find(|p| p.name == crate::runner::Phase::Load).map(|p| p.end_s - p.start_s);
+    let near = |a: Option<f64>, b: Duration| a.is_some_and(|a| (a - b.as_secs_f64()).abs() < 1e-3);
+    let serve_bin = args.serve_bin.as_ref().map(|p| p.display().to_string());
     label.seed == Some(d.seed)
-        && (label.interval_s - t.interval.as_secs_f64()).abs() < 1e-3
-        && load.is_some_and(|s| (s - t.load.as_secs_f64()).abs() < 1.0)
-        && (!holders || dir.join("holders-000.pb.gz").exists())
+        && crate::dataset::read_record(dir).is_ok_and(|r| {
+            near(r.warmup_s, t.warmup)
+                && near(r.load_s, t.load)
+                && near(Some(r.interval_s), t.interval)
+                && r.serve_bin == serve_bin
+                && (!args.holders || !r.holder_scans.is_empty())
+        })
 }
 
 fn planned_time(d: &Drawn) -> Duration {
@@ -405,7 +411,7 @@ pub fn sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
         let done = crate::files::read_text_at_most(&dir.join(score::SCORE_FILE), score::MAX_SCORE_BYTES)
             .ok()
             .and_then(|s| serde_json::from_str::<RunResult>(&s).ok())
-            .is_some_and(|r| same_run(&r.label, d, &dir, args.holders));
+            .is_some_and(|r| same_run(&r.label, d, &dir, &args));
         if !done {
             let plan = RunPlan {
                 info: d.info,

@@ -26,7 +26,10 @@ pub const MAX_DETECTOR_OUTPUT: u64 = 16 << 20;
 /// label, the engine's verdict and its score, the run's record with its
 /// scenario and parameters) and what is made from it or names the scenario
 /// (the report, the pictures, the processes' logs). Tools' own outputs
-/// (`heaptrack.*`, `valgrind.log`) stay.
+/// (`heaptrack.*`, `valgrind.log`) stay, and they record the command line
+/// of the process they ran (heaptrack's data, valgrind's preamble), which
+/// names the scenario: a detector built on a tool is to read the tool's
+/// figures only.
 pub const HIDDEN: &[&str] =
     &["run.json", "verdict.json", "label.json", "score.json", "report.html", "serve.log", "peer.log"];
 
@@ -45,13 +48,26 @@ struct View {
 
 impl View {
     /// Links (or copies) the regular files of `dir` that are not
-    /// [`hidden`] into a new folder beside it.
+    /// [`hidden`] into a new folder, alone in `.detector-views` beside
+    /// `dir` (on the same file system, so that links work and files still
+    /// being written are seen whole), or in the system's temporary folder
+    /// where that cannot be made.
     fn of(dir: &Path) -> anyhow::Result<View> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = format!(".detector-view-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let view = View { path: parent.join(name) };
-        std::fs::create_dir(&view.path).with_context(|| format!("making {}", view.path.display()))?;
+        let name = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut made = None;
+        for home in [parent.join(".detector-views"), std::env::temp_dir().join("leaklab-detector-views")] {
+            let path = home.join(&name);
+            if std::fs::create_dir_all(&home).is_ok() && std::fs::create_dir(&path).is_ok() {
+                made = Some(path);
+                break;
+            }
+        }
+        // Made here, so removed when dropped (a folder already there is not
+        // this view's).
+        let view =
+            View { path: made.with_context(|| format!("making a folder for a detector's view of {}", dir.display()))? };
         for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
             let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
             let name = entry.file_name();
@@ -71,6 +87,10 @@ impl View {
 impl Drop for View {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+        // The views' folder too, once no view is left in it.
+        if let Some(home) = self.path.parent() {
+            let _ = std::fs::remove_dir(home);
+        }
     }
 }
 
@@ -182,8 +202,8 @@ mod tests {
         let probe = root.path().join("probe.sh");
         std::fs::write(
             &probe,
-            "printf '{\"dir\": \"%s\", \"files\": \"%s\", \"heap\": \"%s\"}' \"$1\" \"$(ls \"$1\" | tr '\\n' ' ')\" \
-             \"$(cat \"$1/heap-000.pb.gz\")\"\n",
+            "printf '{\"dir\": \"%s\", \"files\": \"%s\", \"heap\": \"%s\", \"beside\": \"%s\"}' \"$1\" \
+             \"$(ls \"$1\" | tr '\\n' ' ')\" \"$(cat \"$1/heap-000.pb.gz\")\" \"$(ls -A \"$1/..\" | tr '\\n' ' ')\"\n",
         )
         .unwrap();
         let v = run(&format!("sh {}", probe.display()), &run_dir).unwrap();
@@ -191,7 +211,10 @@ mod tests {
         assert_eq!(v["heap"], "heap-000.pb.gz");
         let seen = v["dir"].as_str().unwrap();
         assert!(!seen.contains("request-field-hold"), "the folder's name gives the scenario away: {seen}");
+        let name = Path::new(seen).file_name().unwrap().to_str().unwrap();
+        assert_eq!(v["beside"], format!("{name} "), "the view is alone in its folder: no other run's name");
         assert!(!Path::new(seen).exists(), "the view is removed after the detector ran");
+        assert!(!root.path().join(".detector-views").exists(), "and its folder, once empty");
         assert!(
             run_dir.join("label.json").exists() && run_dir.join("heap-000.pb.gz").exists(),
             "the run is left whole"

@@ -88,8 +88,9 @@ pub struct Label {
     /// When the leak begins, in seconds from the start of the run (the
     /// warm-up's start, the clock of `metrics.jsonl` and `phases`): 0
     /// without an onset (the process leaks from its start), else the load's
-    /// start plus `onset_s`; null for a healthy run. An alarm before it is a
-    /// false alarm.
+    /// planned start (the end of the planned warm-up, which `phases` marks
+    /// at the first snapshot after it) plus `onset_s`; null for a healthy
+    /// run. An alarm before it is a false alarm.
     pub onset_at_s: Option<f64>,
     /// The `leak_rate` modifier: one call (connection, surge) in N leaks.
     pub leak_rate: u64,
@@ -180,10 +181,7 @@ impl Label {
             }
             return Ok(label);
         }
-        let run = dir.join("run.json");
-        let record: RunRecord = serde_json::from_str(&read_bounded(&run)?)
-            .with_context(|| format!("{}: not a leaklab run record", run.display()))?;
-        Label::of_run(&record, None)
+        Label::of_run(&read_record(dir)?, None)
     }
 
     /// Writes `DIR/label.json`.
@@ -200,6 +198,12 @@ impl Label {
 /// The largest `label.json` or `run.json` read (a hostile file gets an
 /// error, not the memory): a real one is a few KiB.
 const MAX_RECORD_BYTES: u64 = 4 << 20;
+
+/// Reads `DIR/run.json`.
+pub fn read_record(dir: &Path) -> anyhow::Result<RunRecord> {
+    let run = dir.join("run.json");
+    serde_json::from_str(&read_bounded(&run)?).with_context(|| format!("{}: not a leaklab run record", run.display()))
+}
 
 fn read_bounded(path: &Path) -> anyhow::Result<String> {
     crate::files::read_text_at_most(path, MAX_RECORD_BYTES)

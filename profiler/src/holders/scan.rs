@@ -445,7 +445,8 @@ mod tests {
 
     #[test]
     fn roots_unmapped_since_they_were_listed_are_skipped() {
-        let page = 4096;
+        // SAFETY: sysconf reads a constant of the process.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
         // SAFETY: a fresh anonymous mapping of 4 pages, then its second page
         // unmapped; nothing else refers to them.
         let base = unsafe {

@@ -77,8 +77,11 @@ fn response_field_hold_leak_keeps_each_response_msg() {
     let fix = run("response-field-hold", Variant::Fix, &sets, Duration::from_millis(700));
     for o in [&leak, &fix] {
         assert!(o.calls >= 100, "{} calls", o.calls);
-        assert_eq!(o.entries_added as u64, o.calls);
     }
+    assert_eq!(leak.entries_added as u64, leak.calls, "every held slice stays");
+    // The fix's copies go to a bounded cache shared by the process, which
+    // earlier calls may have filled: at most one entry per call.
+    assert!(fix.entries_added as u64 <= fix.calls, "{} entries for {} calls", fix.entries_added, fix.calls);
     let per_call = |o: &Outcome| o.retained / o.calls as isize;
     assert!(per_call(&leak) >= 15 << 10, "leak keeps ~16 KiB per call: {} per call", per_call(&leak));
     assert!(per_call(&fix) < 256, "fix keeps a tiny entry per call: {} per call", per_call(&fix));
