@@ -2134,6 +2134,12 @@ mod tests {
         assert!(shared.upgrade().is_some(), "a leased chunk keeps its pool");
         assert_eq!(shared.upgrade().unwrap().stats().cached_bytes, 0, "cached chunks were freed, thread caches too");
         drop(slice);
+        // The GC thread, or another test's exiting thread walking `POOLS`,
+        // may hold the pool for a moment through its weak reference.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while shared.strong_count() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(shared.upgrade().is_none(), "every chunk was freed, and the pool with the last");
         drop(stop);
         thread.join().unwrap();
@@ -2286,19 +2292,21 @@ mod tests {
                             drop(pool.lease(2048, Taker::Encode));
                             drop(a);
                         }
+                        let cached = SLOT.with(Cell::get) < pool.shared.shards.len();
                         start.wait();
                         let s = pool.stats();
                         assert_eq!(s.leased_bytes, 0, "{s:?}");
+                        cached
                     })
                 })
                 .collect();
             // A real join waits for the thread's exit hooks too.
-            spawned.into_iter().for_each(|t| t.join().unwrap());
+            let uncached = spawned.into_iter().map(|t| t.join().unwrap()).filter(|cached| !cached).count();
+            assert!(uncached >= 8, "{uncached} threads went without a cache: all were alive at once");
         });
         let s = pool.stats();
         assert_eq!(s.leased_bytes, 0);
         assert_eq!(s.cached_bytes as u64, s.allocated_bytes, "every chunk made is cached: {s:?}");
-        assert!(shard_count() >= 16);
         pool.shared.steal(0..pool.shared.shards.len(), |_, cache| {
             assert!(cache.classes.iter().all(|m| m.len == 0 && m.budget == 0), "exits emptied every cache");
         });
