@@ -60,12 +60,8 @@ impl Conn {
         self.stream.write_all(&out).await?;
         let limits = *self.frames.limits();
         let frame = loop {
-            let found = self.frames.decode(&self.buf[..]);
-            if found.is_err() {
-                // The stream is lost; a caller that goes on starts afresh.
-                self.frames.reset();
-            }
-            if let Some(frame) = found? {
+            // On an error the decoder starts afresh by itself.
+            if let Some(frame) = self.frames.decode(&self.buf[..])? {
                 break frame;
             }
             if self.stream.read_buf(&mut self.buf).await? == 0 {
